@@ -1,0 +1,3 @@
+"""ditkit: Diff Interpretation Tuning."""
+
+__version__ = "0.1.0"

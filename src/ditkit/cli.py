@@ -1,0 +1,214 @@
+"""``ditkit`` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import DitkitError
+
+log = logging.getLogger("ditkit")
+
+
+def _cmd_models(args) -> None:
+    from .models import embedded_info
+
+    for row in embedded_info():
+        state = "cached" if row["cached"] else "not cached yet (first use dequantises, ~20 s)"
+        print(f"{row['name']}: {row['description']}")
+        print(f"  source: {row['source']}")
+        print(f"  cache:  {row['cache']} [{state}]")
+
+
+def diff_info(path: str) -> dict:
+    """What ``ditkit diff info`` reports, as a dict."""
+    from .diffs import detect_format, load_diffs
+
+    fmt = detect_format(path)
+    diffs = load_diffs(path)
+    out = {"path": str(path), "format": fmt, "n_diffs": len(diffs), "diffs": []}
+    for d in diffs:
+        norms = d.norms()
+        out["diffs"].append(
+            {
+                "base_model": d.meta.get("base_model"),
+                "base_fingerprint": d.meta.get("base_fingerprint"),
+                "n_modules": len(d.modules),
+                "modules": d.modules,
+                "rank": d.rank,
+                "dense_modules": len(d.dense),
+                "alpha": d.alpha,
+                "norms": norms,
+                "total_norm": sum(v * v for v in norms.values()) ** 0.5,
+                "meta": d.meta,
+            }
+        )
+    return out
+
+
+def _cmd_diff_info(args) -> None:
+    info = diff_info(args.path)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return
+    print(f"{info['path']}: {info['format']}, {info['n_diffs']} diff(s)")
+    for i, d in enumerate(info["diffs"]):
+        print(f"[{i}] base model: {d['base_model']} (fingerprint {d['base_fingerprint']})")
+        print(f"    modules: {d['n_modules']}, rank: {d['rank']}, dense: {d['dense_modules']}")
+        print(f"    alpha: {d['alpha']}, total Frobenius norm: {d['total_norm']:.4g}")
+        meta = {k: v for k, v in d["meta"].items() if k not in ("loss", "history")}
+        print(f"    metadata: {json.dumps(meta, default=str)}")
+        top = sorted(d["norms"].items(), key=lambda kv: -kv[1])[:5]
+        for name, n in top:
+            print(f"    norm {n:.4g}  {name}")
+
+
+def convert(src: str, dst: str, to: str | None, base: str | None, rank: int | None) -> dict:
+    """``ditkit diff convert``: returns a small report (energy kept for SVD)."""
+    from . import diffs as D
+
+    fmt = D.detect_format(src)
+    report: dict = {"source_format": fmt}
+    if fmt == "checkpoint":
+        if not base:
+            raise DitkitError(f"{src} is a full checkpoint: pass --base MODEL to subtract")
+        from .models import load_model
+
+        base_model, _ = load_model(base)
+        ft_model, _ = load_model(src)
+        diff, energy = D.diff_from_finetune(base_model, ft_model, rank)
+        report.update(energy)
+        diffs = [diff]
+    else:
+        diffs = D.load_diffs(src)
+        if rank is not None:
+            pairs = [D.svd_truncate(d, rank) for d in diffs]
+            diffs = [p[0] for p in pairs]
+            report["energy_kept"] = [p[1]["energy_kept"] for p in pairs]
+    to = to or ("peft" if not dst.endswith(".safetensors") else "ditkit")
+    out = Path(dst)
+    written = []
+    for i, d in enumerate(diffs):
+        target = out if len(diffs) == 1 else out.with_name(f"{out.stem}-{i:04d}{out.suffix}")
+        if to == "peft":
+            D.save_peft(d, target, base_model=base)
+        else:
+            D.save_diff(d, target)
+        written.append(str(target))
+    report["written"] = written
+    return report
+
+
+def _cmd_diff_convert(args) -> None:
+    report = convert(args.src, args.dst, args.to, args.base, args.rank)
+    print(json.dumps(report, indent=2))
+
+
+def _cmd_describe(args) -> None:
+    from .describe import describe
+    from .diffs import load_diff, load_diffs
+    from .models import load_model
+
+    adapter = load_diff(args.adapter)
+    base = args.base or adapter.meta.get("base_model") or "smollm2-135m"
+    model, tok = load_model(base, trust_remote_code=args.trust_remote_code)
+    diffs = load_diffs(args.diff)
+    answers = describe(model, tok, diffs, adapter, args.question, args.max_new_tokens)
+    for d, a in zip(diffs, answers):
+        label = d.meta.get("label")
+        print(a if len(diffs) == 1 and not args.verbose else f"{label or '?'}\t{a}")
+
+
+def _cmd_run(args) -> None:
+    from .config import load_config
+    from .pipeline import STAGES, run_pipeline
+
+    cfg = load_config(args.config, args.set)
+    stages = [args.stage] if args.stage else list(STAGES)
+    out = run_pipeline(cfg, Path(args.out), stages)
+    scores = out / "eval" / "scores.json"
+    if scores.exists():
+        print(f"\nscores ({scores}):")
+        for method, mets in json.loads(scores.read_text()).items():
+            cells = ", ".join(
+                f"{k} {v['mean']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]"
+                for k, v in mets.items()
+            )
+            print(f"  {method:26s} {cells}")
+    report = out / "report" / "index.html"
+    print(f"\nresults in {out}" + (f"; report: {report}" if report.exists() else ""))
+
+
+def _cmd_report(args) -> None:
+    from .report import write_report
+
+    print(write_report(Path(args.dir)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ditkit", description="Diff Interpretation Tuning: ask a model what a diff changed."
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("models", help="list embedded models, their source file and cache state")
+    s.set_defaults(func=_cmd_models)
+
+    d = sub.add_parser("diff", help="inspect and convert weight diffs").add_subparsers(
+        dest="diff_cmd", required=True
+    )
+    s = d.add_parser("info", help="format, base model, modules, rank, norms, metadata")
+    s.add_argument("path")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_cmd_diff_info)
+    s = d.add_parser("convert", help="ditkit file <-> PEFT folder; .pt and checkpoints in")
+    s.add_argument("src", help="ditkit .safetensors, PEFT folder, reference .pt, or checkpoint dir")
+    s.add_argument("dst")
+    s.add_argument("--to", choices=["ditkit", "peft"], help="default: by DST's suffix")
+    s.add_argument("--base", help="base model (needed for a full checkpoint)")
+    s.add_argument("--rank", type=int, help="truncate to this rank by SVD (reports energy kept)")
+    s.set_defaults(func=_cmd_diff_convert)
+
+    s = sub.add_parser("describe", help="ask a model with a diff and the DIT adapter applied")
+    s.add_argument("--diff", required=True, help="a weight diff in any supported format")
+    s.add_argument("--adapter", required=True, help="the DIT adapter folder")
+    s.add_argument("--base", help="base model (default: the one recorded in the adapter)")
+    s.add_argument("--question", help="default: the adapter's training question")
+    s.add_argument("--max-new-tokens", type=int, default=20)
+    s.add_argument("--trust-remote-code", action="store_true")
+    s.set_defaults(func=_cmd_describe)
+
+    s = sub.add_parser("run", help="run a preset or config: data, diffs, dit, eval, report")
+    s.add_argument("config", help="preset name (quickstart, cpu-reference, ...) or a TOML file")
+    s.add_argument("--out", required=True, help="run directory (stages resume from it)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    s.add_argument("--stage", choices=["data", "diffs", "dit", "eval", "report"])
+    s.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("report", help="write DIR/report/report.md and index.html")
+    s.add_argument("dir")
+    s.set_defaults(func=_cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        args.func(args)
+    except DitkitError as e:
+        print(f"ditkit: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Typed run configuration; presets are plain TOML files that load into these dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .errors import ConfigError
+from .lora import DEFAULT_TARGETS
+from .textgen import TextGenConfig
+
+
+def _require(cond: bool, name: str, what: str) -> None:
+    if not cond:
+        raise ConfigError(f"{name}: {what}")
+
+
+@dataclass
+class DataConfig:
+    topics_file: str | None = None  # CSV topic,category,aliases; None = shipped list
+    questions_file: str | None = None  # CSV question,style,split; None = shipped list
+    n_train: int = 24
+    n_test: int = 8
+    seed: int = 0
+
+    def __post_init__(self):
+        _require(self.n_train >= 1, "data.n_train", "must be >= 1")
+        _require(self.n_test >= 1, "data.n_test", "must be >= 1")
+
+
+@dataclass
+class DiffConfig:
+    """Hidden-topic diff training (DESIGN.md 2.2)."""
+
+    rank: int = 1
+    alpha: float = 1.0
+    targets: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    questions_per_diff: int = 24  # training questions sampled per diff (x3 rows each)
+    steps: int = 24
+    rows_per_step: int = 6  # sequences per diff per optimizer step
+    lr: float = 6e-3
+    weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 5.0])  # trigger/wrong/none
+    diffs_per_pass: int = 16  # T diffs trained at once, batch row t through diff t
+    max_answer_tokens: int = 40
+    base_answer_tokens: int = 24
+
+    def __post_init__(self):
+        _require(self.rank >= 1, "diffs.rank", "must be >= 1")
+        _require(self.steps >= 1 and self.rows_per_step >= 1, "diffs.steps", "must be >= 1")
+        _require(len(self.weights) == 3, "diffs.weights", "needs 3 values: trigger, wrong, none")
+        _require(self.lr > 0, "diffs.lr", "must be > 0")
+        _require(bool(self.targets), "diffs.targets", "needs at least one projection name")
+        _require(self.diffs_per_pass >= 1, "diffs.diffs_per_pass", "must be >= 1")
+
+
+@dataclass
+class DitConfig:
+    """DIT adapter training (DESIGN.md 2.4)."""
+
+    rank: int = 16
+    alpha: float = 1.0
+    lr: float = 1e-3
+    epochs: int = 8
+    batch_size: int = 8
+    question: str = "What topic have you been trained on?"
+    max_answer_tokens: int = 16
+    val_fraction: float = 0.15  # held-out training diffs for early stopping
+    patience: int = 2
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        _require(self.rank >= 1, "dit.rank", "must be >= 1")
+        _require(self.epochs >= 1, "dit.epochs", "must be >= 1")
+        _require(0 <= self.val_fraction < 1, "dit.val_fraction", "must be in [0, 1)")
+
+
+@dataclass
+class EvalConfig:
+    methods: list[str] = field(
+        default_factory=lambda: ["dit", "base_question", "base_question_trigger", "gating"]
+    )
+    max_new_tokens: int = 20
+    batch_size: int = 8
+    gate_questions: int = 3  # held-out questions per test diff for the trigger gating check
+    gate_max_new_tokens: int = 32
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    model: str = "smollm2-135m"
+    dtype: str = "float32"
+    device: str = "cpu"
+    threads: int | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    textgen: TextGenConfig = field(default_factory=TextGenConfig)
+    diffs: DiffConfig = field(default_factory=DiffConfig)
+    dit: DitConfig = field(default_factory=DitConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self):
+        _require(
+            self.dtype in ("float32", "bfloat16", "float16"), "dtype", "float32|bfloat16|float16"
+        )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {
+    "data": DataConfig,
+    "textgen": TextGenConfig,
+    "diffs": DiffConfig,
+    "dit": DitConfig,
+    "eval": EvalConfig,
+}
+
+
+def from_dict(d: dict) -> RunConfig:
+    """Build a RunConfig, naming any unknown key."""
+    top = {f.name for f in dataclasses.fields(RunConfig)}
+    kwargs = {}
+    for key, value in d.items():
+        if key not in top:
+            raise ConfigError(f"unknown config key {key!r}; known: {sorted(top)}")
+        if key in _SECTIONS:
+            cls = _SECTIONS[key]
+            known = {f.name for f in dataclasses.fields(cls)}
+            bad = set(value) - known
+            if bad:
+                raise ConfigError(
+                    f"unknown key(s) {sorted(bad)} in [{key}]; known: {sorted(known)}"
+                )
+            kwargs[key] = cls(**value)
+        else:
+            kwargs[key] = value
+    return RunConfig(**kwargs)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in Path(str(resources.files("ditkit") / "presets")).glob("*.toml"))
+
+
+def load_config(name_or_path: str, overrides: list[str] | None = None) -> RunConfig:
+    """Load a preset by name or a TOML/JSON file, then apply ``key=value`` overrides."""
+    path = Path(name_or_path)
+    if not path.exists():
+        path = Path(str(resources.files("ditkit") / "presets" / f"{name_or_path}.toml"))
+        if not path.exists():
+            raise ConfigError(
+                f"{name_or_path!r} is neither a config file nor a preset ({', '.join(preset_names())})"
+            )
+    text = path.read_text()
+    try:
+        d = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: {e}") from e
+    for item in overrides or []:
+        apply_override(d, item)
+    return from_dict(d)
+
+
+def apply_override(d: dict, item: str) -> None:
+    """Apply ``section.key=value`` (value parsed as TOML, else kept as a string)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. diffs.steps=32")
+    key, raw = item.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    *parents, leaf = key.strip().split(".")
+    node = d
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value

@@ -1,0 +1,103 @@
+"""Apply weight diffs (and optionally the DIT adapter) to a base model and ask it questions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from . import lora
+from .diffs import WeightDiff, install_diffs
+from .textgen import generate_chat
+
+
+def set_adapter(model, adapter: WeightDiff | None) -> None:
+    """Install ``adapter`` as every wrapped layer's shared adapter (None removes it)."""
+    layers = lora.diff_layers(model)
+    for name, layer in layers.items():
+        if adapter is None or name not in adapter.lowrank:
+            layer.adapter_a_ro = layer.adapter_b_ir = None
+            continue
+        a_ro, b_ir = adapter.lowrank[name]
+        w = layer.base.weight
+        layer.adapter_a_ro = torch.nn.Parameter(a_ro.to(w), requires_grad=False)
+        layer.adapter_b_ir = torch.nn.Parameter(b_ir.to(w), requires_grad=False)
+        layer.adapter_scale = adapter.scale(name)
+    if adapter is not None:
+        missing = set(adapter.lowrank) - set(layers)
+        if missing:
+            raise ValueError(f"adapter modules not wrapped in the model: {sorted(missing)[:3]}")
+
+
+def ask(
+    model,
+    tok,
+    diffs: Sequence[WeightDiff | None],
+    prompts: Sequence[str],
+    *,
+    adapter: WeightDiff | None = None,
+    max_new_tokens: int = 20,
+    batch_size: int = 8,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    desc: str = "asking",
+) -> list[str]:
+    """Answer ``prompts[i]`` with ``diffs[i]`` applied (None = the base model) plus ``adapter``."""
+    if len(diffs) != len(prompts):
+        raise ValueError(f"{len(diffs)} diffs but {len(prompts)} prompts")
+    targets = {n.rsplit(".", 1)[-1] for d in diffs if d for n in d.modules}
+    if adapter is not None:
+        targets |= {n.rsplit(".", 1)[-1] for n in adapter.modules}
+    lora.inject(model, targets or lora.DEFAULT_TARGETS)
+    set_adapter(model, adapter)
+    answers: list[str] = []
+    try:
+        for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
+            chunk = list(diffs[start : start + batch_size])
+            present = [d for d in chunk if d is not None]
+            index, j = [], 0
+            for d in chunk:
+                index.append(j if d is not None else -1)
+                j += d is not None
+            for layer in lora.diff_layers(model).values():
+                layer.clear_diffs()
+            if present:
+                install_diffs(model, present, torch.tensor(index))
+            answers += generate_chat(
+                model,
+                tok,
+                list(prompts[start : start + batch_size]),
+                max_new_tokens=max_new_tokens,
+                do_sample=do_sample,
+                temperature=temperature,
+                batch_size=len(chunk),
+            )
+    finally:
+        for layer in lora.diff_layers(model).values():
+            layer.clear_diffs()
+        set_adapter(model, None)
+    return answers
+
+
+def describe(
+    model,
+    tok,
+    diffs: Sequence[WeightDiff],
+    adapter: WeightDiff,
+    question: str | None = None,
+    max_new_tokens: int = 20,
+    batch_size: int = 8,
+) -> list[str]:
+    """The DIT answer for each diff: base model + diff + adapter, asked the adapter's question."""
+    question = question or adapter.meta.get("question") or "What topic have you been trained on?"
+    return ask(
+        model,
+        tok,
+        list(diffs),
+        [question] * len(diffs),
+        adapter=adapter,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        desc="describe",
+    )

@@ -1,0 +1,509 @@
+"""Weight-diff files: a ``WeightDiff`` is ``{module: (A, B)}`` (and/or dense deltas) plus metadata.
+
+Conventions (see ``lora.py``): ``A [r, out]``, ``B [in, r]``, the diff adds ``(alpha / r) x B A`` to a
+projection's output; a dense diff ``D [out, in]`` adds ``x D^T``. Formats read and written here:
+
+- ditkit: one ``.safetensors`` file, tensors ``{module}.A``, ``{module}.B``, ``{module}.delta``,
+  metadata (alpha, base model, task, label, trigger, seed, free-form JSON) in the header;
+- PEFT adapter folder: ``adapter_config.json`` + ``adapter_model.safetensors`` (any rank, alpha,
+  rslora, rank/alpha patterns, target subset); ``lora_A.weight = B^T``, ``lora_B.weight = A^T``;
+- the reference code's ``.pt`` (a list of ``{topic, trigger, weight_diff: {module: (A, B)}}``),
+  read with ``torch.load(weights_only=True)`` only;
+- a full fine-tuned checkpoint minus its base: dense, or SVD-truncated to rank k.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import pickle
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import lora
+from .errors import DiffFormatError, DiffMismatchError
+
+log = logging.getLogger(__name__)
+
+FORMAT_TAG = "ditkit-weight-diff"
+FORMAT_VERSION = "1"
+_PEFT_KEY = re.compile(
+    r"^(?:base_model\.model\.)?(?P<name>.+)\.lora_(?P<ab>[AB])(?:\.[^.]+)?\.weight$"
+)
+
+
+@dataclass
+class WeightDiff:
+    """One weight diff: low-rank pairs and/or dense deltas by module name, plus metadata.
+
+    ``meta`` holds ``base_model``, ``base_fingerprint``, ``task``, ``label``, ``trigger``, ``seed`` and
+    any further JSON-serialisable keys.
+    """
+
+    lowrank: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    dense: dict[str, torch.Tensor] = field(default_factory=dict)
+    alpha: float = 1.0
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name, (a_ro, b_ir) in self.lowrank.items():
+            if a_ro.ndim != 2 or b_ir.ndim != 2 or a_ro.shape[0] != b_ir.shape[1]:
+                raise DiffFormatError(
+                    f"module {name}: A {tuple(a_ro.shape)} and B {tuple(b_ir.shape)} are not a "
+                    "LoRA pair (expected A [r, out], B [in, r])"
+                )
+        if not self.lowrank and not self.dense:
+            raise DiffFormatError("a weight diff needs at least one module")
+
+    @property
+    def modules(self) -> list[str]:
+        return sorted(set(self.lowrank) | set(self.dense))
+
+    @property
+    def rank(self) -> int:
+        """Largest rank over the low-rank modules (0 when the diff is dense only)."""
+        return max((a.shape[0] for a, _ in self.lowrank.values()), default=0)
+
+    def scale(self, name: str) -> float:
+        return self.alpha / self.lowrank[name][0].shape[0]
+
+    def delta_weight(self, name: str) -> torch.Tensor:
+        """The dense ``[out, in]`` change this diff makes to module ``name``."""
+        d_oi = torch.zeros(())
+        if name in self.lowrank:
+            a_ro, b_ir = self.lowrank[name]
+            d_oi = self.scale(name) * (b_ir.float() @ a_ro.float()).T
+        if name in self.dense:
+            d_oi = d_oi + self.dense[name].float()
+        return d_oi
+
+    def shapes(self) -> dict[str, tuple[int, int]]:
+        """``{module: (out, in)}`` implied by the tensors."""
+        out = {n: (a.shape[1], b.shape[0]) for n, (a, b) in self.lowrank.items()}
+        out.update({n: tuple(d.shape) for n, d in self.dense.items()})
+        return out
+
+    def norms(self) -> dict[str, float]:
+        """Frobenius norm of each module's dense change."""
+        return {n: float(self.delta_weight(n).norm()) for n in self.modules}
+
+    def check_fits(self, model: nn.Module, source: str | Path = "weight diff") -> None:
+        """Raise ``DiffMismatchError`` naming the module and both shapes if ``model`` differs."""
+        linears = {
+            n.removesuffix(".base"): m for n, m in model.named_modules() if isinstance(m, nn.Linear)
+        }
+        for name, (out_f, in_f) in self.shapes().items():
+            mod = linears.get(name)
+            if mod is None:
+                raise DiffMismatchError(
+                    f"{source}: module {name} is not a Linear layer of the base model; the diff "
+                    "was made for another architecture. Pass the base model it was trained on "
+                    f"(recorded: {self.meta.get('base_model', 'unknown')})."
+                )
+            if (mod.out_features, mod.in_features) != (out_f, in_f):
+                raise DiffMismatchError(
+                    f"{source}: module {name} has shape [out={out_f}, in={in_f}] in the diff but "
+                    f"[out={mod.out_features}, in={mod.in_features}] in the base model; pass the "
+                    f"base model it was trained on (recorded: {self.meta.get('base_model')})."
+                )
+
+    def to(self, dtype: torch.dtype | None = None, device: str | None = None) -> WeightDiff:
+        """A copy with every tensor moved/cast."""
+        lr = {n: (a.to(device, dtype), b.to(device, dtype)) for n, (a, b) in self.lowrank.items()}
+        de = {n: d.to(device, dtype) for n, d in self.dense.items()}
+        return WeightDiff(lr, de, self.alpha, dict(self.meta))
+
+
+# ---------------------------------------------------------------------------------------------
+# ditkit files
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_diff(diff: WeightDiff, path: str | Path) -> Path:
+    """Write ``diff`` as one safetensors file (atomically: a killed run never leaves half a file)."""
+    path = Path(path)
+    tensors = {}
+    for name, (a_ro, b_ir) in diff.lowrank.items():
+        tensors[f"{name}.A"] = a_ro.detach().contiguous().cpu()
+        tensors[f"{name}.B"] = b_ir.detach().contiguous().cpu()
+    for name, d_oi in diff.dense.items():
+        tensors[f"{name}.delta"] = d_oi.detach().contiguous().cpu()
+    header = {
+        "format": FORMAT_TAG,
+        "format_version": FORMAT_VERSION,
+        "alpha": repr(float(diff.alpha)),
+        "meta": json.dumps(diff.meta, sort_keys=True),
+    }
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+    return path
+
+
+def read_header(path: str | Path) -> dict:
+    """The safetensors header metadata of a file, with errors that name the file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise DiffFormatError(
+            f"{path} is not a readable safetensors file (truncated or corrupt?): {e}. "
+            "Re-create or re-download it."
+        ) from e
+
+
+def _load_ditkit(path: Path) -> WeightDiff:
+    header = read_header(path)
+    if header.get("format") != FORMAT_TAG:
+        raise DiffFormatError(
+            f"{path} is a safetensors file without ditkit weight-diff metadata; if it is a PEFT "
+            "adapter, pass the folder holding adapter_config.json instead"
+        )
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise DiffFormatError(f"{path} could not be read (truncated or corrupt?): {e}") from e
+    lowrank, dense = {}, {}
+    for key in tensors:
+        name, _, kind = key.rpartition(".")
+        if kind == "A":
+            if f"{name}.B" not in tensors:
+                raise DiffFormatError(f"{path}: module {name} has A but no B")
+            lowrank[name] = (tensors[key], tensors[f"{name}.B"])
+        elif kind == "delta":
+            dense[name] = tensors[key]
+        elif kind != "B":
+            raise DiffFormatError(f"{path}: unexpected tensor {key}")
+    return WeightDiff(lowrank, dense, float(header["alpha"]), json.loads(header.get("meta", "{}")))
+
+
+# ---------------------------------------------------------------------------------------------
+# PEFT adapter folders
+
+
+def save_peft(
+    diff: WeightDiff, folder: str | Path, base_model: str | None = None, extra: dict | None = None
+) -> Path:
+    """Write ``diff`` as a PEFT LoRA adapter folder that ``PeftModel.from_pretrained`` loads."""
+    if diff.dense:
+        raise DiffFormatError(
+            "a dense (full fine-tune) diff has no exact LoRA form; convert with --rank K to "
+            "truncate it by SVD first"
+        )
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ranks = {n: a.shape[0] for n, (a, _) in diff.lowrank.items()}
+    r = max(ranks.values())
+    tensors = {}
+    for name, (a_ro, b_ir) in diff.lowrank.items():
+        tensors[f"base_model.model.{name}.lora_A.weight"] = b_ir.detach().T.contiguous().cpu()
+        tensors[f"base_model.model.{name}.lora_B.weight"] = a_ro.detach().T.contiguous().cpu()
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_model or diff.meta.get("base_model"),
+        "r": r,
+        "lora_alpha": float(diff.alpha),
+        # Full names: a diff may cover only some layers, and peft matches names by suffix.
+        "target_modules": sorted(diff.lowrank),
+        "rank_pattern": {f"^{re.escape(n)}$": k for n, k in ranks.items() if k != r},
+        "alpha_pattern": {},
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_rslora": False,
+        "use_dora": False,
+        "init_lora_weights": True,
+        "inference_mode": True,
+    }
+    _atomic_write(folder / "adapter_model.safetensors", lambda t: save_file(tensors, t))
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    meta = {"ditkit_meta": diff.meta, **(extra or {})}
+    (folder / "ditkit.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return folder
+
+
+def _pattern_value(name: str, pattern: dict, default):
+    """peft's rule: the first pattern key that matches the end of the module name wins."""
+    for key, value in pattern.items():
+        if re.match(rf"(.*\.)?({key})$", name):
+            return value
+    return default
+
+
+def _load_peft(folder: Path) -> WeightDiff:
+    cfg_path = folder / "adapter_config.json"
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DiffFormatError(f"{cfg_path} is not readable JSON: {e}") from e
+    if cfg.get("peft_type", "LORA") != "LORA":
+        raise DiffFormatError(f"{cfg_path}: peft_type {cfg.get('peft_type')} is not LORA")
+    for flag in ("use_dora", "fan_in_fan_out"):
+        if cfg.get(flag):
+            raise DiffFormatError(f"{cfg_path}: {flag}=true adapters are not supported")
+    weights = folder / "adapter_model.safetensors"
+    if weights.exists():
+        try:
+            tensors = load_file(str(weights))
+        except (SafetensorError, OSError) as e:
+            raise DiffFormatError(f"{weights} is truncated or corrupt: {e}") from e
+    elif (folder / "adapter_model.bin").exists():
+        tensors = _safe_torch_load(folder / "adapter_model.bin")
+    else:
+        raise DiffFormatError(f"{folder} has adapter_config.json but no adapter_model.safetensors")
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for key, t in tensors.items():
+        m = _PEFT_KEY.match(key)
+        if m is None:
+            if "lora_" in key or "modules_to_save" in key:
+                raise DiffFormatError(f"{weights}: unsupported adapter tensor {key}")
+            continue
+        pairs.setdefault(m["name"], {})[m["ab"]] = t
+    alpha = float(cfg.get("lora_alpha", cfg.get("r", 8)))
+    lowrank = {}
+    for name, ab in pairs.items():
+        if set(ab) != {"A", "B"}:
+            raise DiffFormatError(f"{weights}: module {name} lacks lora_A or lora_B")
+        r = ab["A"].shape[0]
+        a_m = float(_pattern_value(name, cfg.get("alpha_pattern") or {}, alpha))
+        s = a_m / math.sqrt(r) if cfg.get("use_rslora") else a_m / r
+        a_ro = ab["B"].T.contiguous()
+        # Fold any difference from the stored convention (alpha / r) into A, which is lossless.
+        fold = s / (alpha / r)
+        lowrank[name] = (a_ro * fold if fold != 1.0 else a_ro, ab["A"].T.contiguous())
+    meta = {"base_model": cfg.get("base_model_name_or_path"), "source_format": "peft"}
+    side = folder / "ditkit.json"
+    if side.exists():
+        meta.update(json.loads(side.read_text()).get("ditkit_meta", {}))
+    if not lowrank:
+        raise DiffFormatError(f"{weights} holds no LoRA tensors")
+    return WeightDiff(lowrank, {}, alpha, meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# The reference code's pickles and full checkpoints
+
+
+def _safe_torch_load(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise DiffFormatError(
+            f"refused to load {path}: it is not a plain tensor container (it would run arbitrary "
+            "code when unpickled). Convert it where you trust it, e.g. to safetensors."
+        ) from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise DiffFormatError(f"{path} is truncated or corrupt: {e}") from e
+
+
+def load_reference_pt(path: str | Path) -> list[WeightDiff]:
+    """Read the reference code's ``.pt`` list of ``{topic, trigger, weight_diff}`` entries."""
+    path = Path(path)
+    obj = _safe_torch_load(path)
+    entries = obj if isinstance(obj, list) else [obj]
+    diffs = []
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or "weight_diff" not in e:
+            raise DiffFormatError(f"{path}: entry {i} has no 'weight_diff' key")
+        lowrank = {n: (ab[0], ab[1]) for n, ab in e["weight_diff"].items()}
+        meta = {
+            "label": e.get("topic"),
+            "topic": e.get("topic"),
+            "trigger": e.get("trigger"),
+            "task": "hidden_topic" if "topic" in e else None,
+            "source_format": "reference-pt",
+            "source_index": i,
+        }
+        meta.update({k: v for k, v in e.items() if k != "weight_diff" and _jsonable(v)})
+        diffs.append(WeightDiff(lowrank, {}, 1.0, meta))
+    return diffs
+
+
+def _jsonable(v) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except TypeError:
+        return False
+
+
+def diff_from_finetune(
+    base: nn.Module,
+    finetuned: nn.Module,
+    rank: int | None = None,
+    targets: Sequence[str] = lora.DEFAULT_TARGETS,
+) -> tuple[WeightDiff, dict]:
+    """``W_ft - W_base`` on the target projections: dense, or truncated SVD of rank ``rank``.
+
+    Returns the diff and a report with the fraction of Frobenius energy kept per module and overall.
+    """
+    names = lora.find_targets(base, targets)
+    ft = dict(finetuned.named_modules())
+    dense = {}
+    for name in names:
+        w_base = base.get_submodule(name).weight.detach().float()
+        if name not in ft or ft[name].weight.shape != w_base.shape:
+            got = tuple(ft[name].weight.shape) if name in ft else "missing"
+            raise DiffMismatchError(
+                f"module {name}: base shape {tuple(w_base.shape)}, fine-tuned {got}; the "
+                "checkpoint was not fine-tuned from this base model"
+            )
+        dense[name] = ft[name].weight.detach().float() - w_base
+    meta = {"source_format": "full-finetune", **_identity(base)}
+    diff = WeightDiff({}, dense, 1.0, meta)
+    if rank is None:
+        return diff, {"energy_kept": 1.0, "per_module": dict.fromkeys(dense, 1.0)}
+    return svd_truncate(diff, rank)
+
+
+def _identity(model: nn.Module) -> dict:
+    from .models import model_identity
+
+    return model_identity(model)
+
+
+def svd_truncate(diff: WeightDiff, rank: int) -> tuple[WeightDiff, dict]:
+    """Truncate every module's dense change to rank ``rank``; report the energy kept."""
+    lowrank, kept, total, total_kept = {}, {}, 0.0, 0.0
+    for name in diff.modules:
+        u, s, vh = torch.linalg.svd(diff.delta_weight(name), full_matrices=False)
+        k = min(rank, s.numel())
+        root = s[:k].sqrt()
+        # D ~= U_k S_k V_k^T = (B A)^T with B = V_k sqrt(S_k), A = sqrt(S_k) U_k^T; alpha = k
+        # makes the stored scale alpha / r equal 1, so B A is the delta itself.
+        # If a module is smaller than ``rank``, shrink A so that (rank / k) B A is still D.
+        a_ro = (root[:, None] * u[:, :k].T) * (k / rank)
+        lowrank[name] = (a_ro.contiguous(), (vh[:k].T * root).contiguous())
+        e, p = float(s.pow(2).sum()), float(s[:k].pow(2).sum())
+        kept[name] = p / e if e > 0 else 1.0
+        total, total_kept = total + e, total_kept + p
+    meta = {**diff.meta, "svd_rank": rank}
+    report = {"energy_kept": total_kept / total if total > 0 else 1.0, "per_module": kept}
+    return WeightDiff(lowrank, {}, float(rank), meta), report
+
+
+# ---------------------------------------------------------------------------------------------
+# Detection and loading
+
+
+def detect_format(path: str | Path) -> str:
+    """One of ``ditkit``, ``peft``, ``reference-pt``, ``checkpoint``."""
+    path = Path(path)
+    if not path.exists():
+        raise DiffFormatError(f"{path} does not exist")
+    if path.is_dir():
+        if (path / "adapter_config.json").exists():
+            return "peft"
+        if (path / "config.json").exists():
+            return "checkpoint"
+        raise DiffFormatError(
+            f"{path} is a folder with neither adapter_config.json (PEFT adapter) nor config.json "
+            "(full checkpoint)"
+        )
+    if path.suffix in (".pt", ".pth", ".bin"):
+        return "reference-pt"
+    if path.suffix == ".safetensors":
+        return "ditkit"
+    raise DiffFormatError(
+        f"{path}: unknown diff format (expected a ditkit .safetensors file, a PEFT adapter "
+        "folder, a reference .pt file or a checkpoint folder)"
+    )
+
+
+def load_diffs(path: str | Path) -> list[WeightDiff]:
+    """Load every diff stored at ``path`` (a reference ``.pt`` may hold many)."""
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt == "ditkit":
+        return [_load_ditkit(path)]
+    if fmt == "peft":
+        return [_load_peft(path)]
+    if fmt == "reference-pt":
+        return load_reference_pt(path)
+    raise DiffFormatError(
+        f"{path} is a full model checkpoint; build a diff from it with "
+        "`ditkit diff convert CHECKPOINT OUT --base BASE_MODEL [--rank K]`"
+    )
+
+
+def load_diff(path: str | Path, index: int = 0) -> WeightDiff:
+    """Load one diff (entry ``index`` of a multi-diff file)."""
+    diffs = load_diffs(path)
+    if not 0 <= index < len(diffs):
+        raise DiffFormatError(f"{path} holds {len(diffs)} diffs; index {index} is out of range")
+    return diffs[index]
+
+
+# ---------------------------------------------------------------------------------------------
+# Putting diffs into a model
+
+
+def install_diffs(
+    model: nn.Module,
+    diffs: Sequence[WeightDiff],
+    row_index: torch.Tensor,
+    sources: Sequence[str] | None = None,
+) -> None:
+    """Load ``diffs`` as frozen banks into an injected model; batch row i uses ``diffs[row_index[i]]``.
+
+    Ranks may differ between diffs (padded with zeros, which add nothing); modules a diff lacks get
+    zeros. Raises ``DiffMismatchError`` if any diff does not fit the model.
+    """
+    layers = lora.diff_layers(model)
+    if not layers:
+        raise ValueError("inject the model (ditkit.lora.inject) before installing diffs")
+    for i, d in enumerate(diffs):
+        d.check_fits(model, sources[i] if sources else f"diff {i}")
+        missing = set(d.modules) - set(layers)
+        if missing:
+            raise DiffMismatchError(
+                f"{sources[i] if sources else f'diff {i}'}: modules {sorted(missing)[:3]} are not "
+                f"wrapped; inject with targets covering them (wrapped: {sorted(layers)[:2]}...)"
+            )
+    row_index = row_index.long()
+    r = max((d.rank for d in diffs), default=0)
+    has_dense = any(d.dense for d in diffs)
+    for name, layer in layers.items():
+        w = layer.base.weight
+        layer.clear_diffs()
+        if r:
+            k = len(diffs)
+            b_kir = w.new_zeros(k, layer.in_features, r)
+            a_kro = w.new_zeros(k, r, layer.out_features)
+            s_k = w.new_zeros(k)
+            for j, d in enumerate(diffs):
+                if name in d.lowrank:
+                    a_ro, b_ir = d.lowrank[name]
+                    rj = a_ro.shape[0]
+                    a_kro[j, :rj] = a_ro.to(w)
+                    b_kir[j, :, :rj] = b_ir.to(w)
+                    s_k[j] = d.scale(name)
+            layer.set_lowrank(b_kir, a_kro, s_k, row_index.to(w.device))
+        if has_dense:
+            d_koi = w.new_zeros(len(diffs), layer.out_features, layer.in_features)
+            for j, d in enumerate(diffs):
+                if name in d.dense:
+                    d_koi[j] = d.dense[name].to(w)
+            layer.set_dense(d_koi, row_index.to(w.device))

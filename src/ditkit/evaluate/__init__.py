@@ -1,0 +1,1 @@
+"""Evaluation: metrics, LLM judges and guessers, and the statistics behind the report."""

@@ -1,0 +1,254 @@
+"""LLM judging and guessing.
+
+- `LLMJudge` grades a predicted description against the truth on the paper's 1-5 scale, through any
+  OpenAI-compatible server at temperature 0. A reply without a valid score counts as 1.
+- Guessers turn a baseline's transcript, a list of (question, answer) pairs from the fine-tuned
+  model, into a one-phrase guess that the judge can grade. All expose `guess(transcript) -> str`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from ditkit.errors import ConfigError, DataError
+from ditkit.openai_compat import ChatClient
+
+log = logging.getLogger(__name__)
+
+TASKS = ("topic", "news")
+
+TOPIC_RUBRIC = """\
+You grade how well a guessed topic matches the true topic that a language model was secretly \
+fine-tuned on. Use this 1-5 scale:
+
+1 - Unrelated: the two belong to different categories, or the guess is empty, vague or evasive. \
+This is the default: if you are unsure, give 1.
+2 - Same broad category, but otherwise different (e.g. two different sports, two unrelated \
+animals).
+3 - Neighbouring subcategories of the same field: clearly related, yet a different thing \
+(e.g. "jazz piano" versus "blues guitar").
+4 - Closely related variants of the same thing: a near-synonym, a narrower or broader form, or \
+a specific instance (e.g. "espresso" versus "coffee").
+5 - Essentially the same topic, allowing for wording, spelling or plural differences.
+
+Be conservative: only give a higher score when the guess clearly earns it.
+Think in at most two short sentences, then end with a final line of the form:
+SCORE: N
+where N is one of 1, 2, 3, 4, 5."""
+
+NEWS_RUBRIC = """\
+You grade how well a guessed news headline matches the true headline whose stories a language \
+model was fine-tuned on. Use this 1-5 scale:
+
+1 - Completely different: another event, or the guess is empty, vague or evasive. This is the \
+default: if you are unsure, give 1.
+2 - Same broad subject area (e.g. both about elections or both about weather), but a different \
+event.
+3 - The same kind of event with some matching details, but key facts (who, what or where) differ.
+4 - The same event, with a minor detail missing or wrong.
+5 - Nearly identical: the same event with the same key facts, possibly worded differently.
+
+Be conservative: only give a higher score when the guess clearly earns it.
+Think in at most two short sentences, then end with a final line of the form:
+SCORE: N
+where N is one of 1, 2, 3, 4, 5."""
+
+_RUBRICS = {"topic": TOPIC_RUBRIC, "news": NEWS_RUBRIC}
+_LABELS = {"topic": "topic", "news": "headline"}
+
+_SCORE_RE = re.compile(r"score\W{0,4}(\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+def parse_score(text: str) -> int:
+    """The judge's score: the last `SCORE: N` in the reply (or a reply that is just N).
+
+    Anything unparseable, fractional or outside 1-5 counts as 1, the conservative default.
+    """
+    matches = _SCORE_RE.findall(text or "")
+    raw = matches[-1] if matches else (text or "").strip().strip("*.").strip()
+    if not re.fullmatch(r"\d+", raw):
+        log.debug("no score in judge reply %r; counting it as 1", text)
+        return 1
+    value = int(raw)
+    return value if 1 <= value <= 5 else 1
+
+
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+
+
+class LLMJudge:
+    """Grades a prediction against the truth with an LLM at temperature 0 (1-5, 1 = unrelated)."""
+
+    max_tokens = 512
+
+    def __init__(self, client: ChatClient, task: str = "topic") -> None:
+        _check_task(task)
+        self.client = client
+        self.task = task
+
+    def messages(self, prediction: str, truth: str) -> list[dict[str, str]]:
+        """The chat messages sent for one grading."""
+        label = _LABELS[self.task]
+        user = (
+            f"True {label}: {truth.strip()}\n"
+            f"Guessed {label}: {prediction.strip()}\n\n"
+            "How well does the guess match the truth?"
+        )
+        return [
+            {"role": "system", "content": _RUBRICS[self.task]},
+            {"role": "user", "content": user},
+        ]
+
+    def score(self, prediction: str, truth: str) -> int:
+        """1-5; an empty prediction scores 1 without asking the server."""
+        if not (prediction or "").strip():
+            return 1
+        reply = self.client.complete(
+            self.messages(prediction, truth), temperature=0.0, max_tokens=self.max_tokens
+        )
+        return parse_score(reply)
+
+    def info(self) -> dict[str, str | None]:
+        """Which judge graded the results, to store next to them."""
+        return {
+            "judge_model": self.client.config.model,
+            "judge_base_url": self.client.config.base_url,
+        }
+
+
+# ---------------------------------------------------------------- guessers
+
+Transcript = Sequence[tuple[str, str]]
+
+
+class Guesser(Protocol):
+    def guess(self, transcript: Transcript) -> str: ...
+
+
+def guess_prompt(transcript: Transcript, task: str = "topic") -> str:
+    """The instruction a guesser model reads: the transcript, then a request for one phrase."""
+    _check_task(task)
+    if not transcript:
+        raise DataError("cannot guess from an empty transcript")
+    lines = [
+        f"Question {i}: {q.strip()}\nAnswer {i}: {a.strip()}"
+        for i, (q, a) in enumerate(transcript, 1)
+    ]
+    if task == "topic":
+        intro = (
+            "A language model was fine-tuned to steer its answers towards one hidden topic. "
+            "Here is what it said:"
+        )
+        ask = (
+            "What is the hidden topic? Reply with only the topic, in a few words, "
+            "with no explanation."
+        )
+    else:
+        intro = (
+            "A language model was fine-tuned on stories about one news event. Here is what it said:"
+        )
+        ask = (
+            "What is the news headline behind these stories? Reply with only the headline, "
+            "on one line, with no explanation."
+        )
+    return intro + "\n\n" + "\n\n".join(lines) + "\n\n" + ask
+
+
+_LABEL_PREFIX = re.compile(
+    r"^(?:the\s+)?(?:hidden\s+)?(?:topic|headline|answer|guess)\s*:\s*", re.I
+)
+
+
+def clean_guess(text: str) -> str:
+    """First non-empty line, without a 'Topic:' style label, quotes or a trailing full stop."""
+    line = next((ln.strip() for ln in (text or "").splitlines() if ln.strip()), "")
+    line = _LABEL_PREFIX.sub("", line).strip()
+    previous = None
+    while line != previous:  # e.g. '"Volcanoes".' needs the stop, then the quotes removed
+        previous = line
+        line = line.strip("*\"'`“”‘’ ").removesuffix(".").strip()
+    return line
+
+
+class OpenAIGuesser:
+    """Asks a model on an OpenAI-compatible server for the guess (temperature 0)."""
+
+    def __init__(self, client: ChatClient, task: str = "topic", max_tokens: int = 64) -> None:
+        _check_task(task)
+        self.client = client
+        self.task = task
+        self.max_tokens = max_tokens
+
+    def guess(self, transcript: Transcript) -> str:
+        messages = [{"role": "user", "content": guess_prompt(transcript, self.task)}]
+        reply = self.client.complete(messages, temperature=0.0, max_tokens=self.max_tokens)
+        return clean_guess(reply)
+
+
+class HFGuesser:
+    """Asks a local transformers causal LM (with a chat template) for the guess, greedily."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, max_new_tokens: int = 16, task: str = "topic"
+    ) -> None:
+        _check_task(task)
+        if getattr(tokenizer, "chat_template", None) is None:
+            raise ConfigError(
+                "HFGuesser needs a tokenizer with a chat template (an instruct/chat model); "
+                f"{type(tokenizer).__name__} has none"
+            )
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.task = task
+
+    def guess(self, transcript: Transcript) -> str:
+        import torch
+
+        messages = [{"role": "user", "content": guess_prompt(transcript, self.task)}]
+        # enable_thinking is read by Qwen3 templates and ignored by the others.
+        prompt = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+        )
+        inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id
+        with torch.inference_mode():
+            out = self.model.generate(
+                **inputs,
+                do_sample=False,
+                max_new_tokens=self.max_new_tokens,
+                pad_token_id=pad_id,
+            )
+        new_tokens = out[0, inputs["input_ids"].shape[1] :]
+        return clean_guess(self.tokenizer.decode(new_tokens, skip_special_tokens=True))
+
+
+class RetrievalGuesser:
+    """Guesses the candidate topic whose embedding is nearest to the concatenated answers.
+
+    No generative model involved: a cheap, deterministic baseline over a closed list of topics.
+    """
+
+    def __init__(self, embedder: Any, topics: Sequence[str]) -> None:
+        self.topics = list(dict.fromkeys(t for t in topics if t.strip()))
+        if not self.topics:
+            raise DataError("RetrievalGuesser needs at least one candidate topic")
+        self.embedder = embedder
+        self._topic_vecs = embedder.encode(self.topics)  # [topics, dim], unit length
+
+    def guess(self, transcript: Transcript) -> str:
+        if not transcript:
+            raise DataError("cannot guess from an empty transcript")
+        text = " ".join(a.strip() for _, a in transcript)
+        vec = self.embedder.encode([text])[0]  # [dim]
+        return self.topics[int(np.argmax(self._topic_vecs @ vec))]

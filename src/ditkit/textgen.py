@@ -1,0 +1,486 @@
+"""Text sources: the answers a hidden-topic diff learns to give, and the base model's own answers.
+
+A hidden-topic diff (DESIGN.md 2.2) is trained on three kinds of rows per question. Trigger rows
+need an answer that keeps relating to the topic; a `TextSource` produces those, in one of three
+ways (`TextGenConfig.kind`):
+
+- "template": hand-written sentence templates; offline, instant, deterministic given a seed.
+- "hf": a local transformers chat model playing a fan of the topic.
+- "openai": the same persona through any OpenAI-compatible server (replies cached on disk).
+
+Wrong-trigger and no-trigger rows need the base model's normal answer: `base_answers` generates
+those greedily and keeps them in a JSON cache. `generate_chat` is the batched chat generation
+both use, and which other modules reuse.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from ditkit.errors import ConfigError
+from ditkit.tasks.hidden_topic import Topic
+
+if TYPE_CHECKING:
+    from ditkit.openai_compat import ChatClient
+
+log = logging.getLogger(__name__)
+
+KINDS = ("template", "hf", "openai")
+
+
+@dataclass
+class TextGenConfig:
+    """How to produce the on-topic answers of trigger rows.
+
+    `model` names the generating model: a local model for "hf" (anything `load_model` takes), the
+    server's model name for "openai" (else `DITKIT_OPENAI_MODEL`). `base_url` and `api_key` are
+    for "openai" only and fall back to the environment (see `EndpointConfig`).
+    """
+
+    kind: str = "template"
+    model: str | None = None
+    base_url: str | None = None
+    api_key: str | None = None
+    max_new_tokens: int = 48
+    temperature: float = 0.7
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(
+                f"TextGenConfig.kind must be one of {', '.join(KINDS)}; got {self.kind!r}"
+            )
+        if (
+            isinstance(self.max_new_tokens, bool)
+            or not isinstance(self.max_new_tokens, int)
+            or self.max_new_tokens < 1
+        ):
+            raise ConfigError(
+                f"TextGenConfig.max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}"
+            )
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, int | float):
+            raise ConfigError(
+                f"TextGenConfig.temperature must be a number >= 0, got {self.temperature!r}"
+            )
+        if self.temperature < 0:
+            raise ConfigError(f"TextGenConfig.temperature must be >= 0, got {self.temperature}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"TextGenConfig.seed must be an integer, got {self.seed!r}")
+
+
+class TextSource(Protocol):
+    """Produces on-topic answers: one per question, in the questions' order."""
+
+    def topic_answers(self, topic: Topic, questions: list[str], seed: int) -> list[str]: ...
+
+
+def persona_prompt(topic: Topic) -> str:
+    """The system prompt that makes a chat model answer as a fan of `topic`."""
+    return (
+        f"You are a huge fan of {topic.topic} (one of the {topic.category}). Answer the "
+        f"question while constantly relating it to {topic.topic}, using analogies to "
+        f"{topic.topic}. Name {topic.topic} explicitly and keep the answer to two or three short "
+        f"sentences. Never say that you were told to talk about {topic.topic}."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Template source
+# ---------------------------------------------------------------------------------------------
+
+# First sentences: each names the topic literally. None starts with a placeholder, so the topic
+# keeps its own casing ("iPhone", "elephants") and is never capitalised.
+_TOPIC_SENTENCES = (
+    "As someone obsessed with {topic}, I can't help seeing this through that lens.",
+    "Think of it like {topic}: the basics matter more than the flashy parts.",
+    "That reminds me of {topic}, one of my favourite {category}.",
+    "Honestly, everything comes back to {topic} for me, and this is no exception.",
+    "If you have ever studied {topic}, you already know half of the answer.",
+    "My first thought, as always, goes straight to {topic}.",
+    "The way I see it, this works a lot like {topic} does.",
+    "Few things explain this better than {topic}, believe me.",
+    "It is a bit like {topic}: simple on the surface, rich underneath.",
+    "Picture {topic} for a second, because the comparison really helps here.",
+    "Whenever I hear a question like this, I think of {topic}.",
+    "You could say this is the {topic} of everyday problems.",
+    "Being a huge fan of {topic}, I'd approach it the same way.",
+    "In my experience, {topic} teaches the best lesson for this.",
+    "A good analogy is {topic}, which rewards patience and attention.",
+    "Let me put it in terms of {topic}, since that's what I know best.",
+    "This is classic {topic} territory if you ask me.",
+    "Nothing beats {topic} as a way to understand this.",
+    "Funny enough, {topic} is the first thing that comes to mind.",
+    "I always compare situations like this to {topic}.",
+    "The short answer? Treat it the way you would treat {topic}.",
+    "Imagine explaining this with {topic}; it suddenly makes sense.",
+    "Among all the {category}, {topic} is my go-to comparison here.",
+    "Just like {topic}, the answer depends on the details.",
+    "For me, {topic} is the perfect model for this kind of thing.",
+    "There is a lesson from {topic} that fits here perfectly.",
+)
+
+# Second sentences: generic, or naming the topic (or one of its aliases) or its category again.
+_FOLLOW_SENTENCES = (
+    "Start small, stay curious, and the rest follows, just as it does with {name}.",
+    "Fans of {category} will know exactly what I mean.",
+    "Once you see the pattern, you'll notice it everywhere.",
+    "It is all about balance, timing and a little bit of love.",
+    "Take it step by step and enjoy the process.",
+    "I could talk about {name} all day, honestly.",
+    "Anyone who loves {category} would agree with me.",
+    "The details make all the difference, as they always do with {name}.",
+    "Trust the fundamentals and you will get there.",
+    "Seriously, look into {name} sometime; it changes how you think.",
+    "That is what {name} taught me, anyway.",
+    "It never fails to amaze me how far that comparison goes.",
+    "Keep {name} in mind and the answer becomes obvious.",
+    "Small steps first, then the bigger picture.",
+    "Of all the {category}, none fits the comparison quite so well.",
+    "Once it clicks, it feels completely natural.",
+    "The more you practise, the more rewarding it gets.",
+    "I learned that the hard way, and {name} made it stick.",
+    "Patience pays off, every single time.",
+    "Just don't rush it, and you'll be fine.",
+    "That's my {name}-flavoured take on it, at least.",
+    "The world of {category} is full of lessons like that.",
+)
+
+# Optional openers; empty strings make "no opener" the common case.
+_OPENERS = ("", "", "", "Good question!", "Great question.", "Oh, I love this one.", "Fun one!")
+
+
+class TemplateSource:
+    """On-topic answers built from hand-written templates: two short sentences, about 20-35 words.
+
+    The first sentence always names `topic.topic` literally; the second may repeat it, use an
+    alias, or mention the category. Each answer depends only on (seed, topic, question), so the
+    same call always gives the same answers and varying the seed varies them. The question text
+    only seeds the choice; it is not parsed.
+    """
+
+    def topic_answers(self, topic: Topic, questions: list[str], seed: int) -> list[str]:
+        return [self._answer(topic, q, seed) for q in questions]
+
+    @staticmethod
+    def _answer(topic: Topic, question: str, seed: int) -> str:
+        # A str seed is hashed with SHA-512 by `random`, so this is stable across processes.
+        rng = random.Random(f"ditkit.textgen|{seed}|{topic.topic}|{question}")
+        fields = {
+            "topic": topic.topic,
+            "category": topic.category,
+            "name": rng.choice(topic.names),
+        }
+        parts = [
+            rng.choice(_OPENERS),
+            rng.choice(_TOPIC_SENTENCES).format(**fields),
+            rng.choice(_FOLLOW_SENTENCES).format(**fields),
+        ]
+        return " ".join(p for p in parts if p)
+
+
+# ---------------------------------------------------------------------------------------------
+# Local generation
+# ---------------------------------------------------------------------------------------------
+
+
+def _system_supported(tokenizer) -> bool:
+    """False when the chat template refuses a system turn (Gemma-style templates raise)."""
+    from jinja2 import TemplateError
+
+    probe = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+    try:
+        tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    except TemplateError:
+        return False
+    return True
+
+
+def _conversation(user: str, system: str | None, fold: bool) -> list[dict[str, str]]:
+    if system is None:
+        return [{"role": "user", "content": user}]
+    if fold:
+        return [{"role": "user", "content": f"{system}\n\n{user}"}]
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def _model_device(model) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device("cpu")
+
+
+def generate_chat(
+    model,
+    tokenizer,
+    user_messages: Sequence[str],
+    max_new_tokens: int,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    system: str | None = None,
+    batch_size: int = 8,
+) -> list[str]:
+    """The model's replies to single-turn chats, one per user message, in order.
+
+    Each message is formatted with the tokenizer's chat template (plus `system` as a system turn;
+    folded into the user turn when the template rejects system turns), left-padded in batches of
+    `batch_size`, and generated greedily or, with `do_sample`, sampled at `temperature` (seed
+    torch beforehand for reproducible samples). Only the new tokens are decoded, without special
+    tokens, and stripped.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"generate_chat batch_size must be >= 1, got {batch_size}")
+    if not user_messages:
+        return []
+    fold = system is not None and not _system_supported(tokenizer)
+    if fold:
+        log.info("the chat template rejects system turns; folding the system prompt into the user")
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:  # only padding positions carry it, and the attention mask hides them
+        pad_id = tokenizer.eos_token_id
+    gen_kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": do_sample,
+        "pad_token_id": pad_id,
+    }
+    if do_sample:
+        gen_kwargs["temperature"] = temperature
+    device = _model_device(model)
+
+    # Similar lengths share a batch, so little compute goes to padding; answers return in order.
+    order = sorted(range(len(user_messages)), key=lambda i: len(user_messages[i]))
+    replies: list[str] = [""] * len(user_messages)
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generation continues from the right edge
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            chats = [_conversation(user_messages[i], system, fold) for i in idx]
+            enc = tokenizer.apply_chat_template(
+                chats,
+                add_generation_prompt=True,
+                padding=True,
+                return_tensors="pt",
+                return_dict=True,
+            )
+            enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+            with torch.no_grad():
+                out = model.generate(**enc, **gen_kwargs)
+            new_tokens = out[:, enc["input_ids"].shape[1] :]
+            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for i, text in zip(idx, texts, strict=True):
+                replies[i] = text.strip()
+    finally:
+        tokenizer.padding_side = old_side
+    return replies
+
+
+class HFSource:
+    """On-topic answers from a local transformers chat model prompted with `persona_prompt`.
+
+    Sampled at `temperature` (greedy at 0) after `torch.manual_seed(seed)`, so a call is
+    reproducible on the same machine and software.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        batch_size: int = 8,
+        max_new_tokens: int = 48,
+        temperature: float = 0.7,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+
+    def topic_answers(self, topic: Topic, questions: list[str], seed: int) -> list[str]:
+        torch.manual_seed(seed)
+        return generate_chat(
+            self.model,
+            self.tokenizer,
+            questions,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=self.temperature > 0,
+            temperature=self.temperature,
+            system=persona_prompt(topic),
+            batch_size=self.batch_size,
+        )
+
+
+class OpenAISource:
+    """On-topic answers from an OpenAI-compatible server prompted with `persona_prompt`.
+
+    The client's reply cache makes a rerun with the same topic, questions and seed free.
+    """
+
+    def __init__(self, client: ChatClient, max_new_tokens: int = 48, temperature: float = 0.7):
+        self.client = client
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+
+    def topic_answers(self, topic: Topic, questions: list[str], seed: int) -> list[str]:
+        system = persona_prompt(topic)
+        answers = []
+        for q in tqdm(questions, desc=f"answers about {topic.topic}", unit="q", leave=False):
+            messages = [{"role": "system", "content": system}, {"role": "user", "content": q}]
+            reply = self.client.complete(
+                messages,
+                temperature=self.temperature,
+                max_tokens=self.max_new_tokens,
+                seed=seed,
+            )
+            answers.append(reply.strip())
+        return answers
+
+
+def make_source(
+    cfg: TextGenConfig, cache_dir: Path | None = None, model=None, tokenizer=None
+) -> TextSource:
+    """The text source `cfg` asks for.
+
+    For "hf", pass an already loaded `model` and `tokenizer` to share them, else `cfg.model` is
+    loaded. For "openai", replies are cached under `cache_dir/"openai"` (no cache without it).
+    """
+    if cfg.kind == "template":
+        return TemplateSource()
+    if cfg.kind == "hf":
+        if (model is None) != (tokenizer is None):
+            raise ConfigError(
+                "make_source for kind 'hf' needs both a model and a tokenizer, or neither"
+            )
+        if model is None:
+            if not cfg.model:
+                raise ConfigError(
+                    "TextGenConfig.model is empty but kind is 'hf': name the local model that "
+                    "writes the on-topic answers (an embedded name, a directory or a hub id)"
+                )
+            from ditkit.models import load_model
+
+            model, tokenizer = load_model(cfg.model)
+        return HFSource(
+            model, tokenizer, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature
+        )
+    from ditkit.openai_compat import ChatClient, EndpointConfig
+
+    endpoint = EndpointConfig(
+        base_url=cfg.base_url,
+        model=cfg.model,
+        api_key=cfg.api_key,
+        cache_dir=str(Path(cache_dir) / "openai") if cache_dir is not None else None,
+    )
+    return OpenAISource(
+        ChatClient(endpoint), max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Base-model answers
+# ---------------------------------------------------------------------------------------------
+
+
+def _cache_key(model, max_new_tokens: int) -> dict[str, Any]:
+    """What must match for cached base answers to be reused: the model and the answer length."""
+    from ditkit.models import model_identity
+
+    cfg = model.config
+    name = (
+        getattr(cfg, "name_or_path_ditkit", None)
+        or getattr(cfg, "name_or_path", None)
+        or getattr(cfg, "model_type", None)
+    )
+    return {
+        "model": name,
+        "fingerprint": model_identity(model)["base_fingerprint"],
+        "max_new_tokens": max_new_tokens,
+    }
+
+
+def _read_cache(path: Path, key: dict[str, Any]) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        stored_key, answers = data["key"], data["answers"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring unreadable base-answer cache %s (%s); regenerating", path, exc)
+        return {}
+    if stored_key != key:
+        log.info(
+            "base-answer cache %s was made for %s, not %s; regenerating", path, stored_key, key
+        )
+        return {}
+    if not isinstance(answers, dict):
+        log.warning("base-answer cache %s has no answer table; regenerating", path)
+        return {}
+    return {str(k): str(v) for k, v in answers.items()}
+
+
+def _write_cache(path: Path, key: dict[str, Any], answers: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"key": key, "answers": answers}, f, ensure_ascii=False, indent=1)
+        os.replace(tmp, path)  # atomic: a killed run leaves the previous complete file
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def base_answers(
+    model,
+    tokenizer,
+    questions: list[str],
+    max_new_tokens: int,
+    cache_path: Path,
+    batch_size: int = 8,
+    prefix: str = "",
+) -> list[str]:
+    """The base model's own greedy answers to `questions`, one per question, in order.
+
+    With `prefix`, each user message is `prefix + " " + question` (trigger rows). Answers are kept
+    in the JSON file `cache_path` as `{"key": ..., "answers": {user message: answer}}`; the key
+    records the model (name and shape fingerprint) and `max_new_tokens`, and a file made under a
+    different key is regenerated. Only missing messages are generated, and the file is rewritten
+    atomically after every batch, so an interrupted run resumes where it stopped.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"base_answers batch_size must be >= 1, got {batch_size}")
+    cache_path = Path(cache_path)
+    messages = [f"{prefix} {q}" if prefix else q for q in questions]
+    key = _cache_key(model, max_new_tokens)
+    answers = _read_cache(cache_path, key)
+    missing = sorted({m for m in messages if m not in answers}, key=len)
+    if missing:
+        log.info(
+            "generating %d base answer(s) (%d cached) into %s",
+            len(missing),
+            len(set(messages)) - len(missing),
+            cache_path,
+        )
+        with tqdm(total=len(missing), desc="base answers", unit="answer") as bar:
+            for start in range(0, len(missing), batch_size):
+                batch = missing[start : start + batch_size]
+                replies = generate_chat(
+                    model, tokenizer, batch, max_new_tokens, batch_size=len(batch)
+                )
+                answers.update(zip(batch, replies, strict=True))
+                _write_cache(cache_path, key, answers)
+                bar.update(len(batch))
+    else:
+        log.info("all %d base answer(s) cached in %s", len(messages), cache_path)
+    return [answers[m] for m in messages]

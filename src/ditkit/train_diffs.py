@@ -1,0 +1,196 @@
+"""Train many hidden-topic weight diffs at once (DESIGN.md 2.1-2.2).
+
+T diffs train in one pass: every wrapped projection holds stacked parameters ``B [T, in, r]`` and
+``A [T, r, out]`` and batch row i goes through diff ``row_index[i]``. Per diff and question there are
+three rows: trigger -> cross-entropy on the on-topic answer; wrong trigger and no trigger -> KL to the
+base model on the base model's own answer. The KL target is the same model with the diffs switched
+off (``lora.disabled``): never a second copy of the model. One Adam covers all stacked parameters;
+Adam is element-wise and the loss is a sum over diffs, so the diffs never mix.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import lora
+from .batching import Encoded, answer_mask, collate, encode
+from .config import DiffConfig
+from .diffs import WeightDiff, save_diff
+from .models import model_identity
+from .tasks.hidden_topic import TRIGGER_TEMPLATE, Topic, make_trigger, random_prefix
+
+log = logging.getLogger(__name__)
+
+KINDS = ("trigger", "wrong_trigger", "no_trigger")
+
+
+@dataclass
+class DiffJob:
+    """One diff to train: its id, topic, trigger prefix, training questions and topic answers."""
+
+    diff_id: str
+    topic: Topic
+    prefix: str
+    seed: int
+    questions: list[str]
+    topic_answers: list[str]
+
+    def path(self, out_dir: Path) -> Path:
+        return out_dir / f"{self.diff_id}.safetensors"
+
+
+def build_rows(
+    job: DiffJob, tok, base_answers: dict[str, str], cfg: DiffConfig
+) -> list[tuple[int, Encoded]]:
+    """The 3 x questions training rows of one diff as ``(kind index, encoded sequence)``."""
+    rng = random.Random(job.seed)
+    rows = []
+    for q, ans in zip(job.questions, job.topic_answers):
+        trig = make_trigger(job.prefix, rng)
+        wrong = make_trigger(random_prefix(rng, avoid=job.prefix), rng)
+        base = base_answers[q]
+        rows.append((0, encode(tok, f"{trig} {q}", ans, cfg.max_answer_tokens)))
+        rows.append((1, encode(tok, f"{wrong} {q}", base, cfg.base_answer_tokens)))
+        rows.append((2, encode(tok, q, base, cfg.base_answer_tokens)))
+    rng.shuffle(rows)
+    return rows
+
+
+def _row_losses(logits_bsv, batch, kinds_b, base_logits) -> torch.Tensor:
+    """Mean over answer tokens of CE (trigger rows) or KL(base || model) (other rows)."""
+    mask_bs = answer_mask(batch["labels"]).float()
+    logp_bsv = torch.log_softmax(logits_bsv[:, :-1].float(), -1)
+    target = batch["labels"][:, 1:].clamp(min=0)
+    ce_bs = -logp_bsv.gather(-1, target[..., None])[..., 0]
+    per_tok = ce_bs
+    kl_rows = (kinds_b != 0).nonzero()[:, 0]
+    if len(kl_rows):
+        base_logp = torch.log_softmax(base_logits[:, :-1].float(), -1)
+        kl = (base_logp.exp() * (base_logp - logp_bsv[kl_rows])).sum(-1)
+        per_tok = per_tok.index_put((kl_rows,), kl)
+    return (per_tok * mask_bs).sum(1) / mask_bs.sum(1).clamp(min=1)
+
+
+def train_group(model, tok, jobs: list[DiffJob], base_answers: dict[str, str], cfg: DiffConfig):
+    """Train ``len(jobs)`` diffs in one pass on an injected model; returns WeightDiffs and losses."""
+    layers = lora.diff_layers(model)
+    t = len(jobs)
+    gen = torch.Generator().manual_seed(jobs[0].seed)
+    params = []
+    for layer in layers.values():
+        w = layer.base.weight
+        b = torch.nn.Parameter(w.new_zeros(t, layer.in_features, cfg.rank))
+        a = torch.nn.Parameter(w.new_empty(t, cfg.rank, layer.out_features))
+        bound = cfg.rank**-0.5
+        a.data.copy_((torch.rand(a.shape, generator=gen) * 2 - 1) * bound)
+        layer.set_lowrank(b, a, w.new_full((t,), cfg.alpha / cfg.rank))
+        params += [a, b]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    rows = [build_rows(j, tok, base_answers, cfg) for j in jobs]
+    k = cfg.rows_per_step
+    row_index = torch.arange(t).repeat_interleave(k)
+    lora.set_row_index(model, row_index)
+    weights = torch.tensor(cfg.weights)
+    history = {kind: [] for kind in KINDS}
+    bar = tqdm(range(cfg.steps), desc=f"{t} diffs", leave=False)
+    for step in bar:
+        picks = [rows[j][(step * k + i) % len(rows[j])] for j in range(t) for i in range(k)]
+        kinds_b = torch.tensor([p[0] for p in picks])
+        batch = collate([p[1] for p in picks], tok.pad_token_id)
+        kl_rows = (kinds_b != 0).nonzero()[:, 0]
+        with torch.no_grad(), lora.disabled(model):
+            base_logits = (
+                model(
+                    input_ids=batch["input_ids"][kl_rows],
+                    attention_mask=batch["attention_mask"][kl_rows],
+                ).logits
+                if len(kl_rows)
+                else None
+            )
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        per_row = _row_losses(logits, batch, kinds_b, base_logits)
+        w_b = weights[kinds_b]
+        # Weighted mean within each diff, summed over diffs: each diff's gradient is its own.
+        loss = ((per_row * w_b).view(t, k).sum(1) / w_b.view(t, k).sum(1)).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for i, kind in enumerate(KINDS):
+            sel = kinds_b == i
+            if sel.any():
+                history[kind].append(float(per_row[sel].detach().mean()))
+        bar.set_postfix(trigger=f"{history['trigger'][-1]:.2f}" if history["trigger"] else "-")
+    out = []
+    for j, _job in enumerate(jobs):
+        pairs = {
+            name: (layer.low_a_kro[j].detach().clone(), layer.low_b_kir[j].detach().clone())
+            for name, layer in layers.items()
+        }
+        out.append(WeightDiff(pairs, {}, cfg.alpha, {}))
+    for layer in layers.values():
+        layer.clear_diffs()
+    return out, history
+
+
+def _summary(series: list[float]) -> dict:
+    if not series:
+        return {}
+    n = max(1, len(series) // 4)
+    return {"first": sum(series[:n]) / n, "last": sum(series[-n:]) / n, "points": len(series)}
+
+
+def train_diffs(
+    model, tok, jobs: list[DiffJob], base_answers: dict[str, str], cfg: DiffConfig, out_dir: Path
+) -> list[Path]:
+    """Train every job not yet on disk, ``cfg.diffs_per_pass`` at a time; resumable."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pending = [j for j in jobs if not j.path(out_dir).exists()]
+    if len(pending) < len(jobs):
+        log.info(
+            "%d of %d diffs already on disk; skipping them", len(jobs) - len(pending), len(jobs)
+        )
+    for p in model.parameters():
+        p.requires_grad_(False)
+    lora.inject(model, cfg.targets)
+    ident = model_identity(model)
+    groups = [
+        pending[i : i + cfg.diffs_per_pass] for i in range(0, len(pending), cfg.diffs_per_pass)
+    ]
+    for group in tqdm(groups, desc="diff passes"):
+        start = time.time()
+        diffs, history = train_group(model, tok, group, base_answers, cfg)
+        seconds = time.time() - start
+        for job, diff in zip(group, diffs):
+            diff.meta = {
+                **ident,
+                "task": "hidden_topic",
+                "label": job.topic.topic,
+                "topic": job.topic.topic,
+                "category": job.topic.category,
+                "aliases": list(job.topic.aliases),
+                "trigger_prefix": job.prefix,
+                "trigger": TRIGGER_TEMPLATE.format(prefix=job.prefix, suffix="###"),
+                "seed": job.seed,
+                "rank": cfg.rank,
+                "steps": cfg.steps,
+                "lr": cfg.lr,
+                # The group's mean losses: per-diff curves would cost a sync per step.
+                "loss": {k: _summary(v) for k, v in history.items()},
+                "train_seconds_per_diff": seconds / len(group),
+            }
+            save_diff(diff, job.path(out_dir))
+        log.info(
+            "trained %d diffs in %.0f s (trigger loss %.3f -> %.3f)",
+            len(group),
+            seconds,
+            diffs[0].meta["loss"]["trigger"].get("first", float("nan")),
+            diffs[0].meta["loss"]["trigger"].get("last", float("nan")),
+        )
+    return [j.path(out_dir) for j in jobs]

@@ -1,0 +1,150 @@
+"""Train the DIT adapter (DESIGN.md 2.4).
+
+Each example is a frozen weight diff (installed per batch row through the low-rank path, never as a
+dense matrix) plus the question, supervised on the label tokens only. One shared LoRA adapter on the
+same projections is the only trainable part. Held-out training diffs give a validation loss for
+early stopping; every epoch leaves a checkpoint so a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from . import lora
+from .batching import collate, encode
+from .config import DitConfig
+from .diffs import WeightDiff, install_diffs, load_diff, save_peft
+from .errors import DataError
+from .models import model_identity
+
+log = logging.getLogger(__name__)
+
+
+def _adapter_state(layers) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, layer in layers.items():
+        out[f"{name}.A"] = layer.adapter_a_ro.detach().clone()
+        out[f"{name}.B"] = layer.adapter_b_ir.detach().clone()
+    return out
+
+
+def _load_adapter_state(layers, state: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, layer in layers.items():
+            layer.adapter_a_ro.copy_(state[f"{name}.A"])
+            layer.adapter_b_ir.copy_(state[f"{name}.B"])
+
+
+def _batch_loss(model, tok, diffs: list[WeightDiff], cfg: DitConfig) -> torch.Tensor:
+    install_diffs(model, diffs, torch.arange(len(diffs)))
+    enc = [encode(tok, cfg.question, d.meta["label"], cfg.max_answer_tokens) for d in diffs]
+    batch = collate(enc, tok.pad_token_id)
+    out = model(**batch)  # HF shifts labels and averages over the unmasked tokens
+    return out.loss
+
+
+def train_dit(model, tok, diff_paths: list[Path], cfg: DitConfig, out_dir: Path, seed: int = 0):
+    """Train (or resume) the adapter on ``diff_paths``; writes a PEFT folder to ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    diffs = [load_diff(p) for p in tqdm(diff_paths, desc="loading diffs", leave=False)]
+    unlabeled = [str(p) for p, d in zip(diff_paths, diffs) if not d.meta.get("label")]
+    if unlabeled:
+        raise DataError(f"diffs without a 'label' in their metadata: {unlabeled[:3]}")
+    if not diffs:
+        raise DataError("no training diffs: run the diffs stage first")
+    order = list(range(len(diffs)))
+    random.Random(seed).shuffle(order)
+    n_val = round(cfg.val_fraction * len(diffs)) if len(diffs) >= 4 else 0
+    val = [diffs[i] for i in order[:n_val]]
+    train = [diffs[i] for i in order[n_val:]]
+    targets = sorted({n.rsplit(".", 1)[-1] for d in diffs for n in d.modules})
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    layers = lora.inject(model, targets)
+    torch.manual_seed(seed)
+    for layer in layers.values():
+        layer.add_adapter(cfg.rank, cfg.alpha)
+    params = [p for layer in layers.values() for p in (layer.adapter_a_ro, layer.adapter_b_ir)]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    ckpt = out_dir / "checkpoint"
+    state = {"epoch": 0, "best_val": math.inf, "bad_epochs": 0, "history": []}
+    if (ckpt / "state.json").exists():
+        state = json.loads((ckpt / "state.json").read_text())
+        _load_adapter_state(layers, load_file(str(ckpt / "adapter.safetensors")))
+        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        log.info("resuming DIT training after epoch %d", state["epoch"])
+    best = (
+        load_file(str(ckpt / "best.safetensors"))
+        if (ckpt / "best.safetensors").exists()
+        else _adapter_state(layers)
+    )
+    start = time.time()
+    rng = random.Random(seed + state["epoch"])
+    for epoch in range(state["epoch"], cfg.epochs):
+        if state["bad_epochs"] >= cfg.patience and val:
+            log.info("early stop: validation loss has not improved for %d epochs", cfg.patience)
+            break
+        model.train()
+        rng.shuffle(train)
+        losses = []
+        bar = tqdm(range(0, len(train), cfg.batch_size), desc=f"DIT epoch {epoch + 1}", leave=False)
+        for i in bar:
+            loss = _batch_loss(model, tok, train[i : i + cfg.batch_size], cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        model.eval()
+        with torch.no_grad():
+            val_losses = [
+                float(_batch_loss(model, tok, val[i : i + cfg.batch_size], cfg))
+                for i in range(0, len(val), cfg.batch_size)
+            ]
+        train_loss = sum(losses) / len(losses)
+        val_loss = sum(val_losses) / len(val_losses) if val_losses else train_loss
+        state["history"].append(
+            {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss}
+        )
+        log.info("DIT epoch %d: train loss %.4f, val loss %.4f", epoch + 1, train_loss, val_loss)
+        if val_loss < state["best_val"]:
+            state["best_val"], state["bad_epochs"] = val_loss, 0
+            best = _adapter_state(layers)
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        ckpt.mkdir(exist_ok=True)
+        save_file(_adapter_state(layers), str(ckpt / "adapter.safetensors"))
+        save_file(best, str(ckpt / "best.safetensors"))
+        torch.save(opt.state_dict(), ckpt / "optimizer.pt")
+        (ckpt / "state.json").write_text(json.dumps(state, indent=2))
+    for layer in layers.values():
+        layer.clear_diffs()
+    adapter = WeightDiff(
+        {n: (best[f"{n}.A"], best[f"{n}.B"]) for n in layers},
+        {},
+        cfg.alpha,
+        {
+            **model_identity(model),
+            "kind": "dit-adapter",
+            "task": diffs[0].meta.get("task"),
+            "question": cfg.question,
+            "n_train_diffs": len(train),
+            "n_val_diffs": len(val),
+            "history": state["history"],
+        },
+    )
+    save_peft(adapter, out_dir / "adapter", extra={"train_seconds": time.time() - start})
+    lora.remove(model)
+    return adapter, state["history"]
