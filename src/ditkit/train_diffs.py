@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import lora
-from .batching import Encoded, answer_mask, collate, encode
+from .batching import IGNORE, Encoded, collate, encode
 from .config import DiffConfig
 from .diffs import WeightDiff, save_diff
 from .models import model_identity
@@ -63,19 +63,28 @@ def build_rows(
     return rows
 
 
-def _row_losses(logits_bsv, batch, kinds_b, base_logits) -> torch.Tensor:
-    """Mean over answer tokens of CE (trigger rows) or KL(base || model) (other rows)."""
-    mask_bs = answer_mask(batch["labels"]).float()
-    logp_bsv = torch.log_softmax(logits_bsv[:, :-1].float(), -1)
-    target = batch["labels"][:, 1:].clamp(min=0)
-    ce_bs = -logp_bsv.gather(-1, target[..., None])[..., 0]
-    per_tok = ce_bs
+def _row_losses(logits_bkv, labels_bk, kinds_b, base_logits_kv) -> torch.Tensor:
+    """Mean over answer tokens of CE (trigger rows) or KL(base || model) (other rows).
+
+    ``logits_bkv[:, j]`` predicts ``labels_bk[:, j]`` (already shifted and trimmed).
+    """
+    mask_bk = (labels_bk != IGNORE).float()
+    logp_bkv = torch.log_softmax(logits_bkv.float(), -1)
+    per_tok = -logp_bkv.gather(-1, labels_bk.clamp(min=0)[..., None])[..., 0]
     kl_rows = (kinds_b != 0).nonzero()[:, 0]
     if len(kl_rows):
-        base_logp = torch.log_softmax(base_logits[:, :-1].float(), -1)
-        kl = (base_logp.exp() * (base_logp - logp_bsv[kl_rows])).sum(-1)
+        base_logp = torch.log_softmax(base_logits_kv.float(), -1)
+        kl = (base_logp.exp() * (base_logp - logp_bkv[kl_rows])).sum(-1)
         per_tok = per_tok.index_put((kl_rows,), kl)
-    return (per_tok * mask_bs).sum(1) / mask_bs.sum(1).clamp(min=1)
+    return (per_tok * mask_bk).sum(1) / mask_bk.sum(1).clamp(min=1)
+
+
+def _forward(model, batch: dict, rows: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor:
+    """Logits at positions ``keep`` only: the vocabulary projection dominates memory on CPU."""
+    ids, attn = batch["input_ids"], batch["attention_mask"]
+    if rows is not None:
+        ids, attn = ids[rows], attn[rows]
+    return model(input_ids=ids, attention_mask=attn, logits_to_keep=keep).logits
 
 
 def train_group(model, tok, jobs: list[DiffJob], base_answers: dict[str, str], cfg: DiffConfig):
@@ -104,18 +113,18 @@ def train_group(model, tok, jobs: list[DiffJob], base_answers: dict[str, str], c
         picks = [rows[j][(step * k + i) % len(rows[j])] for j in range(t) for i in range(k)]
         kinds_b = torch.tensor([p[0] for p in picks])
         batch = collate([p[1] for p in picks], tok.pad_token_id)
+        # Only positions that predict an answer token matter: from the shortest prompt's end on.
+        width = batch["input_ids"].shape[1]
+        start = min(p[1].n_prompt for p in picks) - 1
+        keep = torch.arange(start, width - 1)
+        labels_bk = batch["labels"][:, start + 1 :]
         kl_rows = (kinds_b != 0).nonzero()[:, 0]
-        with torch.no_grad(), lora.disabled(model):
-            base_logits = (
-                model(
-                    input_ids=batch["input_ids"][kl_rows],
-                    attention_mask=batch["attention_mask"][kl_rows],
-                ).logits
-                if len(kl_rows)
-                else None
-            )
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        per_row = _row_losses(logits, batch, kinds_b, base_logits)
+        base_logits = None
+        if len(kl_rows):
+            with torch.no_grad(), lora.disabled(model):
+                base_logits = _forward(model, batch, kl_rows, keep)
+        logits = _forward(model, batch, None, keep)
+        per_row = _row_losses(logits, labels_bk, kinds_b, base_logits)
         w_b = weights[kinds_b]
         # Weighted mean within each diff, summed over diffs: each diff's gradient is its own.
         loss = ((per_row * w_b).view(t, k).sum(1) / w_b.view(t, k).sum(1)).sum()
