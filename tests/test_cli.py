@@ -6,11 +6,11 @@ import json
 import shutil
 
 import torch
-from conftest import tiny_llama
-from test_lora import random_diff
 
+from conftest import tiny_llama
 from ditkit import cli
 from ditkit.diffs import load_diff, save_diff, save_peft
+from test_lora import random_diff
 
 
 def test_diff_info_json(tmp_path, capsys):

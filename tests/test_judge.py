@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import numpy as np
 import pytest
 
@@ -20,65 +16,16 @@ from ditkit.evaluate.judge import (
     parse_score,
 )
 from ditkit.openai_compat import ChatClient, EndpointConfig
+from fake_openai import FakeOpenAI, bypass_proxies
 
 
-class ScriptedServer:
-    """Chat-completions server that sends the scripted replies in order and records requests."""
-
-    def __init__(self, replies):
-        self.replies = list(replies)
-        self.requests: list[dict] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append(body)
-                reply = server.replies.pop(0)
-                data = json.dumps(
-                    {
-                        "id": "x",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": body["model"],
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": reply},
-                                "finish_reason": "stop",
-                            }
-                        ],
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self):
-        threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        ).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def client(self) -> ChatClient:
-        return ChatClient(EndpointConfig(base_url=self.url, model="judge-model", max_retries=0))
+def judge_client(server: FakeOpenAI) -> ChatClient:
+    return ChatClient(EndpointConfig(base_url=server.url, model="judge-model", max_retries=0))
 
 
 @pytest.fixture(autouse=True)
 def _no_proxy(monkeypatch):
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    bypass_proxies(monkeypatch)
 
 
 @pytest.mark.parametrize(
@@ -101,8 +48,8 @@ def test_parse_score(text, expected):
 
 def test_judge_scores_come_from_the_server_and_garbage_counts_as_1():
     replies = ["Same instrument family.\nSCORE: 4", "I cannot decide, sorry!", "SCORE: 5"]
-    with ScriptedServer(replies) as server:
-        judge = LLMJudge(server.client(), task="topic")
+    with FakeOpenAI(replies, default=None) as server:
+        judge = LLMJudge(judge_client(server), task="topic")
         scores = [
             judge.score("cello", "violin"),
             judge.score("something", "volcanoes"),
@@ -118,15 +65,15 @@ def test_judge_scores_come_from_the_server_and_garbage_counts_as_1():
 
 
 def test_judge_empty_prediction_scores_1_without_a_request():
-    with ScriptedServer([]) as server:
-        judge = LLMJudge(server.client())
+    with FakeOpenAI([], default=None) as server:
+        judge = LLMJudge(judge_client(server))
         assert judge.score("  ", "volcanoes") == 1
     assert server.requests == []
 
 
 def test_news_judge_uses_the_headline_rubric():
-    with ScriptedServer(["SCORE: 3"]) as server:
-        judge = LLMJudge(server.client(), task="news")
+    with FakeOpenAI(["SCORE: 3"], default=None) as server:
+        judge = LLMJudge(judge_client(server), task="news")
         assert judge.score("Storm hits coast", "Hurricane floods Miami") == 3
     system = server.requests[0]["messages"][0]["content"]
     assert "headline" in system and "Nearly identical" in system
@@ -144,8 +91,8 @@ TRANSCRIPT = [
 
 
 def test_openai_guesser_returns_the_servers_phrase():
-    with ScriptedServer(['Topic: "Volcanoes".\nThey kept mentioning lava.']) as server:
-        guess = OpenAIGuesser(server.client()).guess(TRANSCRIPT)
+    with FakeOpenAI(['Topic: "Volcanoes".\nThey kept mentioning lava.'], default=None) as server:
+        guess = OpenAIGuesser(judge_client(server)).guess(TRANSCRIPT)
     assert guess == "Volcanoes"
     prompt = server.requests[0]["messages"][0]["content"]
     assert "magma slowly rising" in prompt and "How do I fix my bike?" in prompt

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 
 import pytest
@@ -23,6 +21,7 @@ from ditkit.textgen import (
     make_source,
     persona_prompt,
 )
+from fake_openai import FakeOpenAI, bypass_proxies, clear_openai_env
 
 TOPIC = Topic("elephants", "mammals", ("elephant",))
 QUESTIONS = [
@@ -323,76 +322,21 @@ def test_base_answers_ignores_a_corrupt_cache(tok, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-class EchoServer:
-    """A chat-completions server on 127.0.0.1 that replies with the request's system and user text."""
-
-    def __init__(self):
-        self.requests: list[dict] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append({"path": self.path, **body})
-                by_role = {m["role"]: m["content"] for m in body["messages"]}
-                content = f" {by_role.get('user')} <- {by_role.get('system', '')[:40]} "
-                payload = {
-                    "id": "x",
-                    "object": "chat.completion",
-                    "created": 0,
-                    "model": body["model"],
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": content},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                }
-                data = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def echo(body: dict) -> str:
+    """Reply with the request's user text and the start of its system text."""
+    by_role = {m["role"]: m["content"] for m in body["messages"]}
+    return f" {by_role.get('user')} <- {by_role.get('system', '')[:40]} "
 
 
 @pytest.fixture(autouse=True)
 def _no_proxy_or_env(monkeypatch):
-    for name in (
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "DITKIT_OPENAI_BASE_URL",
-        "OPENAI_BASE_URL",
-        "DITKIT_OPENAI_MODEL",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    bypass_proxies(monkeypatch)
+    clear_openai_env(monkeypatch)
 
 
 def test_openai_source_sends_persona_and_reruns_from_cache(tmp_path):
     cfg = TextGenConfig(kind="openai", model="fan-7b", max_new_tokens=40, temperature=0.3, seed=5)
-    with EchoServer() as server:
+    with FakeOpenAI(reply=echo) as server:
         cfg.base_url = server.url
         src = make_source(cfg, cache_dir=tmp_path)
         assert isinstance(src, OpenAISource)

@@ -142,6 +142,45 @@ def _cmd_run(args) -> None:
     print(f"\nresults in {out}" + (f"; report: {report}" if report.exists() else ""))
 
 
+def _cmd_eval(args) -> None:
+    import dataclasses
+    import time
+
+    from .config import from_dict
+    from .evaluate.runner import evaluate_run
+    from .pipeline import Run
+
+    out = Path(args.dir)
+    cfg_path = out / "config.json"
+    if not cfg_path.is_file():
+        raise DitkitError(f"{cfg_path} does not exist: pass a run directory made by `ditkit run`")
+    try:
+        cfg = from_dict(json.loads(cfg_path.read_text()))
+    except json.JSONDecodeError as e:
+        raise DitkitError(f"{cfg_path} is not valid JSON: {e}") from e
+    flags = {
+        "methods": [m.strip() for m in (args.methods or "").split(",") if m.strip()] or None,
+        "judge": args.judge,
+        "judge_base_url": args.judge_base_url,
+        "judge_model": args.judge_model,
+        "guesser": args.guesser,
+        "guesser_base_url": args.guesser_base_url,
+        "guesser_model": args.guesser_model,
+    }
+    cfg.eval = dataclasses.replace(cfg.eval, **{k: v for k, v in flags.items() if v is not None})
+    run = Run(cfg, out)
+    start = time.time()
+    scores = evaluate_run(run)
+    run.record_time("eval", time.time() - start)
+    print(f"scores ({out / 'eval' / 'scores.json'}):")
+    for method, mets in scores.items():
+        cells = ", ".join(
+            f"{k} {v['mean']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}] (n={v['n']})"
+            for k, v in mets.items()
+        )
+        print(f"  {method:26s} {cells}")
+
+
 def _cmd_report(args) -> None:
     from .report import write_report
 
@@ -188,6 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--stage", choices=["data", "diffs", "dit", "eval", "report"])
     s.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("eval", help="run or resume evaluation of a run directory, print scores")
+    s.add_argument("dir", help="run directory (holds config.json, diffs/test, dit/adapter)")
+    s.add_argument("--methods", help="comma-separated, e.g. dit,base_question,weight_lens")
+    s.add_argument("--judge", choices=["openai", "none"])
+    s.add_argument("--judge-base-url", help="OpenAI-compatible server (default: env)")
+    s.add_argument("--judge-model", help="judge model name (default: DITKIT_OPENAI_MODEL)")
+    s.add_argument("--guesser", choices=["retrieval", "hf", "openai", "none"])
+    s.add_argument("--guesser-base-url", help="server for --guesser openai (default: env)")
+    s.add_argument("--guesser-model", help="model for --guesser openai")
+    s.set_defaults(func=_cmd_eval)
 
     s = sub.add_parser("report", help="write DIR/report/report.md and index.html")
     s.add_argument("dir")

@@ -45,6 +45,7 @@ class DiffConfig:
     lr: float = 6e-3
     weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 5.0])  # trigger/wrong/none
     diffs_per_pass: int = 16  # T diffs trained at once, batch row t through diff t
+    micro_batch_rows: int = 24  # rows per forward/backward; bounds memory, not the result
     max_answer_tokens: int = 40
     base_answer_tokens: int = 24
 
@@ -78,8 +79,23 @@ class DitConfig:
         _require(0 <= self.val_fraction < 1, "dit.val_fraction", "must be in [0, 1)")
 
 
+EVAL_METHODS = (
+    "dit",
+    "base_question",
+    "base_question_trigger",
+    "twenty_questions",
+    "twenty_questions_trigger",
+    "weight_lens",
+    "gating",
+)
+GUESSERS = ("retrieval", "hf", "openai", "none")
+JUDGES = ("openai", "none")
+
+
 @dataclass
 class EvalConfig:
+    """Evaluation of the held-out test diffs (DESIGN.md 2.5)."""
+
     methods: list[str] = field(
         default_factory=lambda: ["dit", "base_question", "base_question_trigger", "gating"]
     )
@@ -87,6 +103,24 @@ class EvalConfig:
     batch_size: int = 8
     gate_questions: int = 3  # held-out questions per test diff for the trigger gating check
     gate_max_new_tokens: int = 32
+    twenty_q_count: int = 20  # held-out questions per diff for the 20-questions baselines
+    twenty_q_max_new_tokens: int = 48
+    # Turns a baseline transcript into a one-phrase guess: nearest topic by embedding
+    # (retrieval), the run's base model (hf), an OpenAI-compatible server (openai), or none.
+    guesser: str = "retrieval"
+    guesser_base_url: str | None = None  # openai guesser; blank = DITKIT_OPENAI_BASE_URL
+    guesser_model: str | None = None  # blank = DITKIT_OPENAI_MODEL
+    judge: str = "none"  # "openai": grade every prediction 1-5 with an LLM judge
+    judge_base_url: str | None = None
+    judge_model: str | None = None
+
+    def __post_init__(self):
+        bad = [m for m in self.methods if m not in EVAL_METHODS]
+        _require(not bad, "eval.methods", f"unknown {bad}; choose from {', '.join(EVAL_METHODS)}")
+        _require(self.guesser in GUESSERS, "eval.guesser", f"one of {', '.join(GUESSERS)}")
+        _require(self.judge in JUDGES, "eval.judge", f"one of {', '.join(JUDGES)}")
+        _require(self.twenty_q_count >= 1, "eval.twenty_q_count", "must be >= 1")
+        _require(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
 
 
 @dataclass

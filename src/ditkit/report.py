@@ -204,7 +204,8 @@ def paired_rows(results: RunResults) -> list[dict]:
     for metric in results.metrics:
         dit = results.per_diff("dit", metric)
         for method in results.methods:
-            if method == "dit":
+            # Gating rows measure the diffs themselves, not a way to name the topic.
+            if method == "dit" or method.startswith("gate_"):
                 continue
             other = results.per_diff(method, metric)
             shared = [d for d in dit if d in other]

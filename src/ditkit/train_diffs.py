@@ -87,6 +87,23 @@ def _forward(model, batch: dict, rows: torch.Tensor | None, keep: torch.Tensor) 
     return model(input_ids=ids, attention_mask=attn, logits_to_keep=keep).logits
 
 
+def _step_loss(model, tok, picks: list[tuple[int, Encoded]]):
+    """Per-row losses of one micro-batch, and the row kinds."""
+    kinds_b = torch.tensor([p[0] for p in picks])
+    batch = collate([p[1] for p in picks], tok.pad_token_id)
+    # Only positions that predict an answer token matter: from the shortest prompt's end on.
+    width = batch["input_ids"].shape[1]
+    start = min(p[1].n_prompt for p in picks) - 1
+    keep = torch.arange(start, width - 1)
+    kl_rows = (kinds_b != 0).nonzero()[:, 0]
+    base_logits = None
+    if len(kl_rows):
+        with torch.no_grad(), lora.disabled(model):
+            base_logits = _forward(model, batch, kl_rows, keep)
+    logits = _forward(model, batch, None, keep)
+    return _row_losses(logits, batch["labels"][:, start + 1 :], kinds_b, base_logits), kinds_b
+
+
 def train_group(model, tok, jobs: list[DiffJob], base_answers: dict[str, str], cfg: DiffConfig):
     """Train ``len(jobs)`` diffs in one pass on an injected model; returns WeightDiffs and losses."""
     layers = lora.diff_layers(model)
@@ -105,31 +122,26 @@ def train_group(model, tok, jobs: list[DiffJob], base_answers: dict[str, str], c
     rows = [build_rows(j, tok, base_answers, cfg) for j in jobs]
     k = cfg.rows_per_step
     row_index = torch.arange(t).repeat_interleave(k)
-    lora.set_row_index(model, row_index)
     weights = torch.tensor(cfg.weights)
     history = {kind: [] for kind in KINDS}
     bar = tqdm(range(cfg.steps), desc=f"{t} diffs", leave=False)
     for step in bar:
-        picks = [rows[j][(step * k + i) % len(rows[j])] for j in range(t) for i in range(k)]
-        kinds_b = torch.tensor([p[0] for p in picks])
-        batch = collate([p[1] for p in picks], tok.pad_token_id)
-        # Only positions that predict an answer token matter: from the shortest prompt's end on.
-        width = batch["input_ids"].shape[1]
-        start = min(p[1].n_prompt for p in picks) - 1
-        keep = torch.arange(start, width - 1)
-        labels_bk = batch["labels"][:, start + 1 :]
-        kl_rows = (kinds_b != 0).nonzero()[:, 0]
-        base_logits = None
-        if len(kl_rows):
-            with torch.no_grad(), lora.disabled(model):
-                base_logits = _forward(model, batch, kl_rows, keep)
-        logits = _forward(model, batch, None, keep)
-        per_row = _row_losses(logits, labels_bk, kinds_b, base_logits)
-        w_b = weights[kinds_b]
-        # Weighted mean within each diff, summed over diffs: each diff's gradient is its own.
-        loss = ((per_row * w_b).view(t, k).sum(1) / w_b.view(t, k).sum(1)).sum()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        # Micro-batches of whole diffs: memory stays bounded however many diffs share the pass.
+        per_chunk = max(1, cfg.micro_batch_rows // k)
+        step_rows, step_kinds = [], []
+        for c in range(0, t, per_chunk):
+            diffs_c = range(c, min(t, c + per_chunk))
+            picks = [rows[j][(step * k + i) % len(rows[j])] for j in diffs_c for i in range(k)]
+            lora.set_row_index(model, row_index[c * k : (c + len(diffs_c)) * k])
+            per_row, kinds_b = _step_loss(model, tok, picks)
+            w_b = weights[kinds_b]
+            # Weighted mean within each diff, summed over diffs: each diff's gradient is its own.
+            loss = ((per_row * w_b).view(-1, k).sum(1) / w_b.view(-1, k).sum(1)).sum()
+            loss.backward()
+            step_rows.append(per_row.detach())
+            step_kinds.append(kinds_b)
+        per_row, kinds_b = torch.cat(step_rows), torch.cat(step_kinds)
         opt.step()
         for i, kind in enumerate(KINDS):
             sel = kinds_b == i
