@@ -131,3 +131,20 @@ def test_cli_help_and_diff_info(tmp_path, capsys):
     assert "describe" in capsys.readouterr().out
     assert cli.main(["diff", "info", str(tmp_path / "missing.safetensors")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_ask_keeps_each_diff_on_its_own_prompt(tiny_model_dir):
+    """Regression: generation once regrouped prompts by length, moving diffs onto other prompts."""
+    from ditkit.describe import ask
+    from ditkit.models import load_model
+    from test_lora import random_diff
+
+    model, tok = load_model(str(tiny_model_dir))
+    diff = random_diff(model, 2, seed=5, scale=1.0)
+    prompts = ["a much longer question about many different things?", "hi"]
+    together = ask(model, tok, [diff, None], prompts, max_new_tokens=6)
+    alone = [
+        ask(model, tok, [diff], prompts[:1], max_new_tokens=6)[0],
+        ask(model, tok, [None], prompts[1:], max_new_tokens=6)[0],
+    ]
+    assert together == alone

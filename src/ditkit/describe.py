@@ -72,6 +72,7 @@ def ask(
                 do_sample=do_sample,
                 temperature=temperature,
                 batch_size=len(chunk),
+                keep_rows=True,  # row i carries diff i: never regroup the prompts
             )
     finally:
         for layer in lora.diff_layers(model).values():

@@ -27,19 +27,14 @@ from typing import Any
 
 import jinja2
 
+from ditkit.config import EVAL_METHODS
 from ditkit.errors import DataError
 from ditkit.evaluate.stats import histogram, paired_difference
 
 log = logging.getLogger(__name__)
 
-METHOD_ORDER = (
-    "dit",
-    "base_question",
-    "base_question_trigger",
-    "twenty_questions",
-    "twenty_questions_trigger",
-    "weight_lens",
-)
+# The paper-table order; "gating" expands into gate_* rows, which sort after the methods.
+METHOD_ORDER = tuple(m for m in EVAL_METHODS if m != "gating")
 METHOD_LABELS = {
     "dit": "DIT",
     "base_question": "Base question",

@@ -230,8 +230,12 @@ def generate_chat(
     temperature: float = 1.0,
     system: str | None = None,
     batch_size: int = 8,
+    keep_rows: bool = False,
 ) -> list[str]:
     """The model's replies to single-turn chats, one per user message, in order.
+
+    ``keep_rows=True`` keeps message i on batch row i: needed when rows carry different weight
+    diffs (``ditkit.describe.ask``); otherwise messages are grouped by length to save padding.
 
     Each message is formatted with the tokenizer's chat template (plus `system` as a system turn;
     folded into the user turn when the template rejects system turns), left-padded in batches of
@@ -259,7 +263,9 @@ def generate_chat(
     device = _model_device(model)
 
     # Similar lengths share a batch, so little compute goes to padding; answers return in order.
-    order = sorted(range(len(user_messages)), key=lambda i: len(user_messages[i]))
+    order = list(range(len(user_messages)))
+    if not keep_rows:
+        order.sort(key=lambda i: len(user_messages[i]))
     replies: list[str] = [""] * len(user_messages)
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation continues from the right edge
