@@ -10,6 +10,7 @@ import pytest
 
 from conftest import tiny_llama, tiny_tokenizer
 from ditkit import cli
+from ditkit.config import EVAL_METHODS
 from ditkit.diffs import save_diff, save_peft
 from ditkit.errors import ConfigError, DitkitError
 from ditkit.pipeline import Run, run_pipeline
@@ -18,15 +19,7 @@ from fake_openai import FakeOpenAI, bypass_proxies
 from test_lora import random_diff
 from test_pipeline import tiny_config
 
-METHODS = (
-    "dit",
-    "base_question",
-    "base_question_trigger",
-    "twenty_questions",
-    "twenty_questions_trigger",
-    "weight_lens",
-    "gating",
-)
+METHODS = EVAL_METHODS
 SCORED = {"alias_match", "embedding_cosine", "retrieval_at_1", "retrieval_at_5"}
 TOPICS = """topic,category,aliases
 volcanoes,landforms,volcano

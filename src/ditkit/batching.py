@@ -58,17 +58,3 @@ def collate(batch: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         attn_bs[i, :n] = 1
         labels_bs[i, e.n_prompt : n] = ids_bs[i, e.n_prompt : n]
     return {"input_ids": ids_bs, "attention_mask": attn_bs, "labels": labels_bs}
-
-
-def token_logprobs(logits_bsv: torch.Tensor, labels_bs: torch.Tensor) -> torch.Tensor:
-    """Per-token log-prob of the label under next-token logits; 0 where the label is masked."""
-    logits = logits_bsv[:, :-1].float()
-    target = labels_bs[:, 1:]
-    mask = target != IGNORE
-    lp = torch.log_softmax(logits, -1).gather(-1, target.clamp(min=0)[..., None])[..., 0]
-    return lp * mask
-
-
-def answer_mask(labels_bs: torch.Tensor) -> torch.Tensor:
-    """``[batch, seq-1]`` mask of positions whose next token is an answer token."""
-    return labels_bs[:, 1:] != IGNORE

@@ -146,10 +146,8 @@ class DiffLinear(nn.Module):
     def add_adapter(self, rank: int, alpha: float = 1.0) -> None:
         """Create the shared trainable adapter (A Kaiming-uniform, B zeros)."""
         w = self.base.weight
-        self.adapter_b_ir = nn.Parameter(torch.empty(self.in_features, rank, dtype=w.dtype))
-        self.adapter_a_ro = nn.Parameter(torch.empty(rank, self.out_features, dtype=w.dtype))
-        self.adapter_b_ir.data = self.adapter_b_ir.data.to(w.device)
-        self.adapter_a_ro.data = self.adapter_a_ro.data.to(w.device)
+        self.adapter_b_ir = nn.Parameter(w.new_empty(self.in_features, rank))
+        self.adapter_a_ro = nn.Parameter(w.new_empty(rank, self.out_features))
         init_lora_(self.adapter_a_ro.data, self.adapter_b_ir.data)
         self.adapter_scale = alpha / rank
 

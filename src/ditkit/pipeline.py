@@ -29,16 +29,7 @@ from tqdm.auto import tqdm
 from .config import RunConfig
 from .diffs import load_diff
 from .errors import DataError
-from .tasks.hidden_topic import (
-    DIT_QUESTION,
-    Topic,
-    check_split,
-    load_questions,
-    load_topics,
-    make_trigger,
-    random_prefix,
-    split_topics,
-)
+from .tasks.hidden_topic import Topic, load_questions, load_topics, random_prefix, split_topics
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +198,3 @@ def load_test_diffs(run: Run):
     """Test diffs with their job rows, for evaluation."""
     rows = run.jobs("test")
     return rows, [load_diff(p) for p in _diff_paths(run, "test")]
-
-
-__all__ = ["DIT_QUESTION", "STAGES", "Run", "check_split", "make_trigger", "run_pipeline"]
