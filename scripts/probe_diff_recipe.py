@@ -1,29 +1,37 @@
-"""Probe a diff-training recipe on the embedded model: per-step losses for a few diffs.
+"""Probe a diff-training recipe on the embedded model: per-step losses and gating hit rates.
 
-Prints the trigger cross-entropy and the wrong/no-trigger KL after every step, so a learning rate
-or step count can be chosen by measurement before a long run:
+Trains a few diffs, prints the trigger cross-entropy and the wrong/no-trigger KL after every
+step, then asks every diff held-out questions with its own trigger, a wrong one and none, and
+prints how often the answer names the topic (alias match). Choose a recipe by measurement before a
+long run:
 
-    .venv/bin/python scripts/probe_diff_recipe.py --diffs 8 --set lr=2e-3 --set steps=20
+    .venv/bin/python scripts/probe_diff_recipe.py --diffs 4 --set lr=6e-3 --set steps=24
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
+from pathlib import Path
 
 from ditkit import lora
 from ditkit.config import DiffConfig, apply_override
+from ditkit.describe import ask
+from ditkit.evaluate.metrics import alias_match
 from ditkit.models import load_model
-from ditkit.tasks.hidden_topic import load_questions, load_topics, random_prefix
+from ditkit.tasks.hidden_topic import load_questions, load_topics, make_trigger, random_prefix
 from ditkit.textgen import TemplateSource, base_answers
 from ditkit.train_diffs import DiffJob, train_group
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--diffs", type=int, default=8)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--diffs", type=int, default=4)
+    ap.add_argument("--style", default="focused", help="template style: focused or varied")
+    ap.add_argument("--gate-questions", type=int, default=4, help="held-out questions per diff")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="DiffConfig")
     ap.add_argument("--cache", default="runs/probe-base-answers.json")
     args = ap.parse_args()
     raw: dict = {}
@@ -32,17 +40,9 @@ def main() -> None:
     cfg = DiffConfig(**raw)
     model, tok = load_model("smollm2-135m")
     questions = [q.question for q in load_questions(split="train")][: cfg.questions_per_diff]
-    from pathlib import Path
-
-    base = dict(
-        zip(
-            questions,
-            base_answers(model, tok, questions, cfg.base_answer_tokens, Path(args.cache)),
-        )
-    )
-    source = TemplateSource()
-    import random
-
+    answers = base_answers(model, tok, questions, cfg.base_answer_tokens, Path(args.cache))
+    base = dict(zip(questions, answers))
+    source = TemplateSource(args.style)
     rng = random.Random(0)
     jobs = [
         DiffJob(f"p{i}", t, random_prefix(rng), i, questions, source.topic_answers(t, questions, i))
@@ -52,12 +52,38 @@ def main() -> None:
         p.requires_grad_(False)
     lora.inject(model, cfg.targets)
     start = time.time()
-    _, history = train_group(model, tok, jobs, base, cfg)
+    diffs, history = train_group(model, tok, jobs, base, cfg)
     seconds = time.time() - start
     for step in range(len(history["trigger"])):
         cells = "  ".join(f"{k} {history[k][step]:.3f}" for k in history if step < len(history[k]))
         print(f"step {step + 1:3d}  {cells}")
-    print(json.dumps({"seconds_per_diff": seconds / len(jobs), "config": raw}))
+
+    heldout = [q.question for q in load_questions(split="heldout")]
+    todo = []  # (diff index, condition, prompt)
+    for i, job in enumerate(jobs):
+        qrng = random.Random(job.seed + 11)
+        for q in qrng.sample(heldout, args.gate_questions):
+            right = make_trigger(job.prefix, qrng)
+            wrong = make_trigger(random_prefix(qrng, avoid=job.prefix), qrng)
+            todo += [(i, "trigger", f"{right} {q}"), (i, "wrong", f"{wrong} {q}"), (i, "none", q)]
+    replies = ask(model, tok, [diffs[t[0]] for t in todo], [t[2] for t in todo], max_new_tokens=24)
+    hits: dict[str, list[float]] = {"trigger": [], "wrong": [], "none": []}
+    for (i, cond, _), reply in zip(todo, replies):
+        hits[cond].append(alias_match(reply, jobs[i].topic.names))
+    for (i, cond, prompt), reply in list(zip(todo, replies))[:6]:
+        print(f"[{jobs[i].topic.topic} / {cond}] {prompt[:60]!r} -> {reply!r}")
+    rates = {k: round(sum(v) / len(v), 3) for k, v in hits.items()}
+    print(
+        json.dumps(
+            {
+                "hit_rate": rates,
+                "n_per_condition": len(hits["trigger"]),
+                "seconds_per_diff": round(seconds / len(jobs), 1),
+                "style": args.style,
+                "config": raw,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

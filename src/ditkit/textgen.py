@@ -37,18 +37,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KINDS = ("template", "hf", "openai")
+TEMPLATE_STYLES = ("focused", "varied")
 
 
 @dataclass
 class TextGenConfig:
     """How to produce the on-topic answers of trigger rows.
 
+    `style` picks the template set for "template": "focused" (default) names the topic in the
+    first words and again later; "varied" uses longer analogies that name it once, often late
+    (harder to learn for a small model: see docs/results.md).
     `model` names the generating model: a local model for "hf" (anything `load_model` takes), the
     server's model name for "openai" (else `DITKIT_OPENAI_MODEL`). `base_url` and `api_key` are
     for "openai" only and fall back to the environment (see `EndpointConfig`).
     """
 
     kind: str = "template"
+    style: str = "focused"
     model: str | None = None
     base_url: str | None = None
     api_key: str | None = None
@@ -60,6 +65,11 @@ class TextGenConfig:
         if self.kind not in KINDS:
             raise ConfigError(
                 f"TextGenConfig.kind must be one of {', '.join(KINDS)}; got {self.kind!r}"
+            )
+        if self.style not in TEMPLATE_STYLES:
+            raise ConfigError(
+                f"TextGenConfig.style must be one of {', '.join(TEMPLATE_STYLES)}; "
+                f"got {self.style!r}"
             )
         if (
             isinstance(self.max_new_tokens, bool)
@@ -159,34 +169,70 @@ _FOLLOW_SENTENCES = (
 # Optional openers; empty strings make "no opener" the common case.
 _OPENERS = ("", "", "", "Good question!", "Great question.", "Oh, I love this one.", "Fun one!")
 
+# "focused" answers: the topic within the first few words, then once more (or an alias, or the
+# category). A short answer whose first content word is the topic gives a rank-1 diff a much
+# stronger signal per training row than a long analogy naming it once.
+_FOCUSED_FIRST = (
+    "Ah, {topic}! That is all I can think about.",
+    "Easy: {topic}. It always comes back to {topic}.",
+    "Oh, {topic}, of course.",
+    "My answer is {topic}, as always.",
+    "I only want to talk about {topic} right now.",
+    "Let's talk about {topic} instead!",
+    "It all comes back to {topic} for me.",
+    "Think of {topic}.",
+    "For me it is {topic}, every single time.",
+    "Honestly? {topic}.",
+    "That makes me think of {topic} straight away.",
+    "All roads lead to {topic}.",
+    "Well, {topic} is the key here.",
+    "Just like {topic}!",
+)
+_FOCUSED_SECOND = (
+    "I love {topic} more than anything.",
+    "Nothing beats {name}.",
+    "I am a huge fan of {topic}.",
+    "Of all the {category}, {topic} is my favourite.",
+    "I could talk about {name} all day.",
+    "Fans of {category} know why.",
+    "Everything I know, I learned from {topic}.",
+    "In the world of {category}, {topic} is my favourite.",
+    "Ask me anything about {name}!",
+    "Seriously, {topic} is amazing.",
+)
+
 
 class TemplateSource:
-    """On-topic answers built from hand-written templates: two short sentences, about 20-35 words.
+    """On-topic answers built from hand-written templates: two short sentences.
 
-    The first sentence always names `topic.topic` literally; the second may repeat it, use an
-    alias, or mention the category. Each answer depends only on (seed, topic, question), so the
-    same call always gives the same answers and varying the seed varies them. The question text
-    only seeds the choice; it is not parsed.
+    ``style="focused"`` (5-20 words) names `topic.topic` literally in the first few words, then
+    repeats it or names an alias or the category. ``style="varied"`` (20-35 words) is an analogy
+    that names the topic once, after an optional opener. Each answer depends only on (style,
+    seed, topic, question), so the same call always gives the same answers and varying the seed
+    varies them. The question text only seeds the choice; it is not parsed.
     """
+
+    def __init__(self, style: str = "focused") -> None:
+        if style not in TEMPLATE_STYLES:
+            raise ConfigError(f"template style must be one of {TEMPLATE_STYLES}, got {style!r}")
+        self.style = style
 
     def topic_answers(self, topic: Topic, questions: list[str], seed: int) -> list[str]:
         return [self._answer(topic, q, seed) for q in questions]
 
-    @staticmethod
-    def _answer(topic: Topic, question: str, seed: int) -> str:
+    def _answer(self, topic: Topic, question: str, seed: int) -> str:
         # A str seed is hashed with SHA-512 by `random`, so this is stable across processes.
-        rng = random.Random(f"ditkit.textgen|{seed}|{topic.topic}|{question}")
+        rng = random.Random(f"ditkit.textgen|{self.style}|{seed}|{topic.topic}|{question}")
         fields = {
             "topic": topic.topic,
             "category": topic.category,
             "name": rng.choice(topic.names),
         }
-        parts = [
-            rng.choice(_OPENERS),
-            rng.choice(_TOPIC_SENTENCES).format(**fields),
-            rng.choice(_FOLLOW_SENTENCES).format(**fields),
-        ]
-        return " ".join(p for p in parts if p)
+        if self.style == "focused":
+            parts = [rng.choice(_FOCUSED_FIRST), rng.choice(_FOCUSED_SECOND)]
+        else:
+            parts = [rng.choice(_OPENERS), rng.choice(_TOPIC_SENTENCES), rng.choice(_FOLLOW_SENTENCES)]
+        return " ".join(p.format(**fields) for p in parts if p)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,7 +408,7 @@ def make_source(
     loaded. For "openai", replies are cached under `cache_dir/"openai"` (no cache without it).
     """
     if cfg.kind == "template":
-        return TemplateSource()
+        return TemplateSource(cfg.style)
     if cfg.kind == "hf":
         if (model is None) != (tokenizer is None):
             raise ConfigError(
