@@ -54,7 +54,9 @@ def test_template_is_deterministic_per_seed_and_varies_across_seeds(questions60)
     assert sum(x != y for x, y in zip(a, b)) > 30
 
 
-@pytest.mark.parametrize(("style", "min_words", "max_words"), [("focused", 5, 30), ("varied", 15, 60)])
+@pytest.mark.parametrize(
+    ("style", "min_words", "max_words"), [("focused", 5, 30), ("varied", 15, 60)]
+)
 def test_template_answers_name_the_topic_are_varied_and_short(
     questions60, style, min_words, max_words
 ):

@@ -231,7 +231,11 @@ class TemplateSource:
         if self.style == "focused":
             parts = [rng.choice(_FOCUSED_FIRST), rng.choice(_FOCUSED_SECOND)]
         else:
-            parts = [rng.choice(_OPENERS), rng.choice(_TOPIC_SENTENCES), rng.choice(_FOLLOW_SENTENCES)]
+            parts = [
+                rng.choice(_OPENERS),
+                rng.choice(_TOPIC_SENTENCES),
+                rng.choice(_FOLLOW_SENTENCES),
+            ]
         return " ".join(p.format(**fields) for p in parts if p)
 
 
