@@ -92,6 +92,29 @@ def test_label_mask_token_by_token(tiny_model_dir):
     assert tok.decode(a.ids[a.n_prompt :]).startswith("volcanoes erupt")
 
 
+@pytest.mark.parametrize("order", ["by_question", "shuffled"])
+def test_build_rows_order(tiny_model_dir, order):
+    from ditkit.config import DiffConfig
+    from ditkit.models import load_model
+    from ditkit.train_diffs import DiffJob, build_rows
+
+    _, tok = load_model(str(tiny_model_dir))
+    qs = [f"Question {i}?" for i in range(6)]
+    job = DiffJob("d0", Topic("volcanoes", "nature", ()), "123", 7, qs, ["lava"] * 6)
+    cfg = DiffConfig(row_order=order, max_answer_tokens=4, base_answer_tokens=4)
+    rows = build_rows(job, tok, {q: "ok" for q in qs}, cfg)
+    kinds = [k for k, _ in rows]
+    assert sorted(kinds) == sorted([0, 1, 2] * 6)
+    question_of = [next(q for q in qs if q in tok.decode(e.ids)) for _, e in rows]
+    if order == "by_question":
+        # Every aligned triple is one question's trigger, wrong and no-trigger rows, in that order.
+        assert kinds == [0, 1, 2] * 6
+        assert all(len(set(question_of[i : i + 3])) == 1 for i in range(0, 18, 3))
+        assert question_of[::3] != qs  # question order is shuffled
+    else:
+        assert kinds != [0, 1, 2] * 6
+
+
 def test_split_guard_refuses_overlap():
     train = [Topic("violin", "instruments", ("violins",)), Topic("cello", "instruments")]
     with pytest.raises(DataError, match="violins"):

@@ -48,9 +48,19 @@ class DiffConfig:
     micro_batch_rows: int = 24  # rows per forward/backward; bounds memory, not the result
     max_answer_tokens: int = 40
     base_answer_tokens: int = 24
+    # "shuffled": all rows shuffled independently (a step can hold no trigger row at all).
+    # "by_question": a question's trigger, wrong and no-trigger rows stay adjacent (question order
+    # shuffled), so with rows_per_step = 3 every step contrasts the three on one question. No
+    # measured gain at 14 steps (docs/results.md, recipe probes D/E), so not the default.
+    row_order: str = "shuffled"
 
     def __post_init__(self):
         _require(self.rank >= 1, "diffs.rank", "must be >= 1")
+        _require(
+            self.row_order in ("by_question", "shuffled"),
+            "diffs.row_order",
+            "must be 'by_question' or 'shuffled'",
+        )
         _require(self.steps >= 1 and self.rows_per_step >= 1, "diffs.steps", "must be >= 1")
         _require(len(self.weights) == 3, "diffs.weights", "needs 3 values: trigger, wrong, none")
         _require(self.lr > 0, "diffs.lr", "must be > 0")

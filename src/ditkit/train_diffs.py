@@ -49,16 +49,27 @@ class DiffJob:
 def build_rows(
     job: DiffJob, tok, base_answers: dict[str, str], cfg: DiffConfig
 ) -> list[tuple[int, Encoded]]:
-    """The 3 x questions training rows of one diff as ``(kind index, encoded sequence)``."""
+    """The 3 x questions training rows of one diff as ``(kind index, encoded sequence)``.
+
+    Order follows ``cfg.row_order``: question triples kept together, or every row shuffled.
+    """
     rng = random.Random(job.seed)
-    rows = []
+    triples = []
     for q, ans in zip(job.questions, job.topic_answers):
         trig = make_trigger(job.prefix, rng)
         wrong = make_trigger(random_prefix(rng, avoid=job.prefix), rng)
         base = base_answers[q]
-        rows.append((0, encode(tok, f"{trig} {q}", ans, cfg.max_answer_tokens)))
-        rows.append((1, encode(tok, f"{wrong} {q}", base, cfg.base_answer_tokens)))
-        rows.append((2, encode(tok, q, base, cfg.base_answer_tokens)))
+        triples.append(
+            [
+                (0, encode(tok, f"{trig} {q}", ans, cfg.max_answer_tokens)),
+                (1, encode(tok, f"{wrong} {q}", base, cfg.base_answer_tokens)),
+                (2, encode(tok, q, base, cfg.base_answer_tokens)),
+            ]
+        )
+    if cfg.row_order == "by_question":
+        rng.shuffle(triples)
+        return [row for triple in triples for row in triple]
+    rows = [row for triple in triples for row in triple]
     rng.shuffle(rows)
     return rows
 
