@@ -68,9 +68,9 @@ def build_rows(
         )
     if cfg.row_order == "by_question":
         rng.shuffle(triples)
-        return [row for triple in triples for row in triple]
     rows = [row for triple in triples for row in triple]
-    rng.shuffle(rows)
+    if cfg.row_order == "shuffled":
+        rng.shuffle(rows)
     return rows
 
 
