@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--gate-questions", type=int, default=4, help="held-out questions per diff")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="DiffConfig")
     ap.add_argument("--cache", default="runs/probe-base-answers.json")
+    ap.add_argument("--system", default="", help="system prompt ('@template': the template's)")
     args = ap.parse_args()
     raw: dict = {}
     for item in args.set:
@@ -40,7 +41,10 @@ def main() -> None:
     cfg = DiffConfig(**raw)
     model, tok = load_model("smollm2-135m")
     questions = [q.question for q in load_questions(split="train")][: cfg.questions_per_diff]
-    answers = base_answers(model, tok, questions, cfg.base_answer_tokens, Path(args.cache))
+    system = args.system
+    answers = base_answers(
+        model, tok, questions, cfg.base_answer_tokens, Path(args.cache), system=system
+    )
     base = dict(zip(questions, answers))
     source = TemplateSource(args.style)
     rng = random.Random(0)
@@ -52,7 +56,7 @@ def main() -> None:
         p.requires_grad_(False)
     lora.inject(model, cfg.targets)
     start = time.time()
-    diffs, history = train_group(model, tok, jobs, base, cfg)
+    diffs, history = train_group(model, tok, jobs, base, cfg, system)
     seconds = time.time() - start
     for step in range(len(history["trigger"])):
         cells = "  ".join(f"{k} {history[k][step]:.3f}" for k in history if step < len(history[k]))
@@ -66,7 +70,14 @@ def main() -> None:
             right = make_trigger(job.prefix, qrng)
             wrong = make_trigger(random_prefix(qrng, avoid=job.prefix), qrng)
             todo += [(i, "trigger", f"{right} {q}"), (i, "wrong", f"{wrong} {q}"), (i, "none", q)]
-    replies = ask(model, tok, [diffs[t[0]] for t in todo], [t[2] for t in todo], max_new_tokens=24)
+    replies = ask(
+        model,
+        tok,
+        [diffs[t[0]] for t in todo],
+        [t[2] for t in todo],
+        max_new_tokens=24,
+        system=system,
+    )
     hits: dict[str, list[float]] = {"trigger": [], "wrong": [], "none": []}
     for (i, cond, _), reply in zip(todo, replies):
         hits[cond].append(alias_match(reply, jobs[i].topic.names))

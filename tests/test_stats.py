@@ -69,3 +69,18 @@ def test_histogram_integer_bins():
     h = histogram([1, 1, 2, 5], [0.5, 1.5, 2.5, 3.5, 4.5, 5.5])
     assert h["counts"] == [2, 1, 0, 0, 1]
     assert len(h["edges"]) == 6
+
+
+def test_proportions_get_wilson_intervals_inside_unit_range():
+    from ditkit.evaluate.stats import wilson_ci
+
+    s = summarize([1, 0, 0, 0, 0, 0])
+    assert s["ci95_method"] == "wilson"
+    lo, hi = s["ci95"]
+    assert 0.0 <= lo < 1 / 6 < hi <= 1.0
+    assert mean_ci_normal([1, 0, 0, 0, 0, 0])[1] < 0  # the normal interval leaves [0, 1]
+    # Known value: 8 of 10 -> [0.490, 0.943] (Wilson 1927; e.g. Newcombe 1998, table I).
+    lo, hi = wilson_ci(8, 10)
+    assert abs(lo - 0.490) < 1e-3 and abs(hi - 0.943) < 1e-3
+    assert summarize([0, 0, 0])["ci95"][0] == 0.0 and summarize([1, 1])["ci95"][1] == 1.0
+    assert summarize([0.5, 1.0])["ci95_method"] == "normal"

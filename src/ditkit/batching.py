@@ -11,6 +11,9 @@ from dataclasses import dataclass
 import torch
 
 IGNORE = -100
+# A ``system_prompt`` value meaning "send no system message": the chat template's own default
+# applies (SmolLM2's inserts "You are a helpful AI assistant named SmolLM..." on every prompt).
+TEMPLATE_DEFAULT = "@template"
 
 
 @dataclass
@@ -21,11 +24,39 @@ class Encoded:
     n_prompt: int
 
 
+def _system_supported(tok) -> bool:
+    """False when the chat template refuses a system turn (Gemma-2-style templates raise)."""
+    from jinja2 import TemplateError
+
+    cached = getattr(tok, "_ditkit_system_ok", None)
+    if cached is not None and cached[0] == tok.chat_template:
+        return cached[1]
+    probe = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+    try:
+        tok.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+        ok = True
+    except TemplateError:
+        ok = False
+    tok._ditkit_system_ok = (tok.chat_template, ok)
+    return ok
+
+
+def chat_messages(tok, user: str, system: str | None) -> list[dict[str, str]]:
+    """One user turn after ``system``: None or ``TEMPLATE_DEFAULT`` sends no system message.
+
+    "" sends an empty system turn (the shortest prompt, and it overrides a template's default).
+    A template that refuses system turns gets the system text folded into the user turn.
+    """
+    if system is None or system == TEMPLATE_DEFAULT:
+        return [{"role": "user", "content": user}]
+    if not _system_supported(tok):
+        return [{"role": "user", "content": f"{system}\n\n{user}" if system else user}]
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
 def chat_prompt(tok, user: str, system: str | None = None) -> str:
     """The chat-template text up to and including the assistant header."""
-    msgs = ([{"role": "system", "content": system}] if system is not None else []) + [
-        {"role": "user", "content": user}
-    ]
+    msgs = chat_messages(tok, user, system)
     return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
 

@@ -110,11 +110,23 @@ def _cmd_diff_convert(args) -> None:
 def _cmd_describe(args) -> None:
     from .describe import describe
     from .diffs import load_diff, load_diffs
-    from .models import load_model
+    from .models import DEFAULT_MODEL, load_model
+    from .shipped import check_base, load_shipped
 
-    adapter = load_diff(args.adapter)
-    base = args.base or adapter.meta.get("base_model") or "smollm2-135m"
-    model, tok = load_model(base, trust_remote_code=args.trust_remote_code)
+    if args.adapter:
+        adapter = load_diff(args.adapter)
+        base = args.base or adapter.meta.get("base_model") or DEFAULT_MODEL
+        model, tok = load_model(base, trust_remote_code=args.trust_remote_code)
+        check_base(adapter, model, args.adapter)
+    else:
+        base = args.base or DEFAULT_MODEL
+        model, tok = load_model(base, trust_remote_code=args.trust_remote_code)
+        adapter, manifest, folder = load_shipped(base, model)
+        print(
+            f"using the DIT adapter shipped for {base} ({folder.name}, trained on "
+            f"{len(manifest.get('training_topics', []))} hidden-topic diffs); --adapter to choose",
+            file=sys.stderr,
+        )
     diffs = load_diffs(args.diff)
     answers = describe(model, tok, diffs, adapter, args.question, args.max_new_tokens)
     for d, a in zip(diffs, answers):
@@ -214,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("describe", help="ask a model with a diff and the DIT adapter applied")
     s.add_argument("--diff", required=True, help="a weight diff in any supported format")
-    s.add_argument("--adapter", required=True, help="the DIT adapter folder")
+    s.add_argument("--adapter", help="the DIT adapter folder (default: the one shipped for --base)")
     s.add_argument("--base", help="base model (default: the one recorded in the adapter)")
     s.add_argument("--question", help="default: the adapter's training question")
     s.add_argument("--max-new-tokens", type=int, default=20)

@@ -28,13 +28,13 @@ class DataConfig:
     seed: int = 0
 
     def __post_init__(self):
-        _require(self.n_train >= 1, "data.n_train", "must be >= 1")
+        _require(self.n_train >= 0, "data.n_train", "must be >= 0")
         _require(self.n_test >= 1, "data.n_test", "must be >= 1")
 
 
 @dataclass
 class DiffConfig:
-    """Hidden-topic diff training (DESIGN.md 2.2)."""
+    """Hidden-topic diff training (docs/method.md, "The hidden-topic task")."""
 
     rank: int = 1
     alpha: float = 1.0
@@ -42,10 +42,17 @@ class DiffConfig:
     questions_per_diff: int = 24  # training questions sampled per diff (x3 rows each)
     steps: int = 24
     rows_per_step: int = 6  # sequences per diff per optimizer step
-    lr: float = 6e-3
+    lr: float = 1e-2
+    # A's initialisation: "reference" (kaiming-uniform over fan-in r x out, as the reference code)
+    # or "unit" (U(-1/sqrt(r), 1/sqrt(r)), 10-16x larger; ditkit's first choice).
+    init: str = "reference"
     weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 5.0])  # trigger/wrong/none
     diffs_per_pass: int = 16  # T diffs trained at once, batch row t through diff t
     micro_batch_rows: int = 24  # rows per forward/backward; bounds memory, not the result
+    # Wrong SEP codes per question shared by all diffs (their KL targets are computed once);
+    # 0 = a fresh random code for every row (one extra base forward per wrong-trigger row).
+    wrong_pool: int = 8
+    kl_topk: int = 64  # base log-probabilities kept per answer token for the KL rows
     max_answer_tokens: int = 40
     base_answer_tokens: int = 24
     # "shuffled": all rows shuffled independently (a step can hold no trigger row at all).
@@ -56,6 +63,10 @@ class DiffConfig:
 
     def __post_init__(self):
         _require(self.rank >= 1, "diffs.rank", "must be >= 1")
+        _require(self.init in ("reference", "unit"), "diffs.init", "must be 'reference' or 'unit'")
+        _require(self.wrong_pool >= 0, "diffs.wrong_pool", "must be >= 0")
+        _require(self.kl_topk >= 1, "diffs.kl_topk", "must be >= 1")
+        _require(self.micro_batch_rows >= 1, "diffs.micro_batch_rows", "must be >= 1")
         _require(
             self.row_order in ("by_question", "shuffled"),
             "diffs.row_order",
@@ -70,7 +81,7 @@ class DiffConfig:
 
 @dataclass
 class DitConfig:
-    """DIT adapter training (DESIGN.md 2.4)."""
+    """DIT adapter training (docs/method.md, "The DIT adapter")."""
 
     rank: int = 16
     alpha: float = 1.0
@@ -82,9 +93,14 @@ class DitConfig:
     val_fraction: float = 0.15  # held-out training diffs for early stopping
     patience: int = 2
     weight_decay: float = 0.0
+    # "train": train the adapter on this run's training diffs. "shipped": read the test diffs with
+    # the adapter shipped for the embedded base model (no training diffs; test topics exclude its
+    # training topics).
+    adapter: str = "train"
 
     def __post_init__(self):
         _require(self.rank >= 1, "dit.rank", "must be >= 1")
+        _require(self.adapter in ("train", "shipped"), "dit.adapter", "'train' or 'shipped'")
         _require(self.epochs >= 1, "dit.epochs", "must be >= 1")
         _require(0 <= self.val_fraction < 1, "dit.val_fraction", "must be in [0, 1)")
 
@@ -104,7 +120,7 @@ JUDGES = ("openai", "none")
 
 @dataclass
 class EvalConfig:
-    """Evaluation of the held-out test diffs (DESIGN.md 2.5)."""
+    """Evaluation of the held-out test diffs (docs/method.md, "Evaluation")."""
 
     methods: list[str] = field(
         default_factory=lambda: ["dit", "base_question", "base_question_trigger", "gating"]
@@ -139,6 +155,10 @@ class RunConfig:
     model: str = "smollm2-135m"
     dtype: str = "float32"
     device: str = "cpu"
+    # The system turn of every chat prompt: diff training, DIT training, describe and baselines.
+    # "" = an empty system turn (short, and overrides templates that insert a default one);
+    # TEMPLATE_DEFAULT = no system message, so the template's own default (if any) applies.
+    system_prompt: str = ""
     threads: int | None = None
     data: DataConfig = field(default_factory=DataConfig)
     textgen: TextGenConfig = field(default_factory=TextGenConfig)
@@ -149,6 +169,11 @@ class RunConfig:
     def __post_init__(self):
         _require(
             self.dtype in ("float32", "bfloat16", "float16"), "dtype", "float32|bfloat16|float16"
+        )
+        _require(
+            self.data.n_train >= 1 or self.dit.adapter == "shipped",
+            "data.n_train",
+            'must be >= 1 unless dit.adapter = "shipped"',
         )
 
     def to_dict(self) -> dict:

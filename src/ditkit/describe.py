@@ -8,6 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import lora
+from .batching import TEMPLATE_DEFAULT
 from .diffs import WeightDiff, install_diffs
 from .textgen import generate_chat
 
@@ -42,8 +43,12 @@ def ask(
     do_sample: bool = False,
     temperature: float = 1.0,
     desc: str = "asking",
+    system: str | None = "",
 ) -> list[str]:
-    """Answer ``prompts[i]`` with ``diffs[i]`` applied (None = the base model) plus ``adapter``."""
+    """Answer ``prompts[i]`` with ``diffs[i]`` applied (None = the base model) plus ``adapter``.
+
+    ``system`` is the system turn of every prompt; use the one the diffs were trained with.
+    """
     if len(diffs) != len(prompts):
         raise ValueError(f"{len(diffs)} diffs but {len(prompts)} prompts")
     targets = {n.rsplit(".", 1)[-1] for d in diffs if d for n in d.modules}
@@ -71,6 +76,7 @@ def ask(
                 max_new_tokens=max_new_tokens,
                 do_sample=do_sample,
                 temperature=temperature,
+                system=system,
                 batch_size=len(chunk),
                 keep_rows=True,  # row i carries diff i: never regroup the prompts
             )
@@ -90,7 +96,11 @@ def describe(
     max_new_tokens: int = 20,
     batch_size: int = 8,
 ) -> list[str]:
-    """The DIT answer for each diff: base model + diff + adapter, asked the adapter's question."""
+    """The DIT answer for each diff: base model + diff + adapter, asked the adapter's question.
+
+    The prompt format is the adapter's own (its ``system_prompt``; adapters from before it was
+    recorded were trained with the chat template's default).
+    """
     question = question or adapter.meta.get("question") or "What topic have you been trained on?"
     return ask(
         model,
@@ -101,4 +111,10 @@ def describe(
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
         desc="describe",
+        system=adapter_system(adapter),
     )
+
+
+def adapter_system(adapter: WeightDiff) -> str | None:
+    """The system prompt ``adapter`` was trained with (None: the template's default)."""
+    return adapter.meta.get("system_prompt", TEMPLATE_DEFAULT)

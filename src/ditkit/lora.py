@@ -7,7 +7,7 @@ For a batch row ``i`` with input ``x_i`` (``[seq, in]``) a wrapped projection co
         + x_i D_e^T               for e = dense_index[i] (a per-row dense diff, full fine-tunes)
         + s_a * (x_i B_a) A_a                           (one shared adapter, e.g. the DIT adapter)
 
-with ``A [r, out]``, ``B [in, r]`` and ``s = alpha / r`` (DESIGN.md 2.1; alpha = 1 by default). In
+with ``A [r, out]``, ``B [in, r]`` and ``s = alpha / r`` (docs/method.md; alpha = 1 by default). In
 peft's naming ``lora_A.weight = B^T`` (``[r, in]``) and ``lora_B.weight = A^T`` (``[out, r]``).
 An index of -1 means "no diff for this row". Diffs live in *banks*: ``K`` diffs stacked on a leading
 dimension. A bank's tensors are trainable ``nn.Parameter``s (train ``K`` diffs at once, row ``t``

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,7 +30,14 @@ from tqdm.auto import tqdm
 from .config import RunConfig
 from .diffs import load_diff
 from .errors import DataError
-from .tasks.hidden_topic import Topic, load_questions, load_topics, random_prefix, split_topics
+from .tasks.hidden_topic import (
+    Topic,
+    check_split,
+    load_questions,
+    load_topics,
+    random_prefix,
+    split_topics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +90,10 @@ def stage_data(run: Run) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     topics = load_topics(cfg.data.topics_file)
     train_q = [q.question for q in load_questions(cfg.data.questions_file, "train")]
-    train_t, test_t = split_topics(topics, cfg.data.n_train, cfg.data.n_test, cfg.data.seed)
+    if cfg.dit.adapter == "shipped":
+        train_t, test_t = [], shipped_test_topics(topics, cfg)
+    else:
+        train_t, test_t = split_topics(topics, cfg.data.n_train, cfg.data.n_test, cfg.data.seed)
     model, tok = run.model_and_tok
     jobs_path = data_dir / "jobs.jsonl"
     if jobs_path.exists():
@@ -117,7 +128,33 @@ def stage_data(run: Run) -> None:
         cfg.diffs.base_answer_tokens,
         data_dir / "base_answers.json",
         batch_size=cfg.eval.batch_size,
+        system=cfg.system_prompt,
     )
+
+
+def shipped_test_topics(topics: list[Topic], cfg: RunConfig) -> list[Topic]:
+    """Test topics for a run read by the shipped adapter: never one of its training labels.
+
+    A user topic file (``data.topics_file``) supplies test topics only and is refused if any
+    topic or alias is a training label; the shipped list just skips those topics.
+    """
+    from .shipped import shipped_training_topics
+
+    trained = [Topic(n, "shipped adapter") for n in shipped_training_topics(cfg.model)]
+    if cfg.data.topics_file:
+        try:
+            check_split(trained, topics)
+        except DataError as e:
+            raise DataError(
+                f"{cfg.data.topics_file}: {e}. These are training labels of the adapter shipped "
+                f'for {cfg.model}: remove them, or train an adapter (dit.adapter = "train")'
+            ) from None
+    names = {t.topic.lower() for t in trained}
+    fresh = [t for t in topics if not any(n.lower() in names for n in t.names)]
+    _, test = split_topics(fresh, 0, min(cfg.data.n_test, len(fresh)), cfg.data.seed)
+    if not test:
+        raise DataError("every topic is a training label of the shipped adapter: add new topics")
+    return test
 
 
 def _topic(row: dict) -> Topic:
@@ -137,7 +174,9 @@ def stage_diffs(run: Run) -> None:
             )
             for r in run.jobs(split)
         ]
-        train_diffs(model, tok, jobs, base, run.cfg.diffs, run.out / "diffs" / split)
+        train_diffs(
+            model, tok, jobs, base, run.cfg.diffs, run.out / "diffs" / split, run.cfg.system_prompt
+        )
 
 
 def _diff_paths(run: Run, split: str) -> list[Path]:
@@ -154,8 +193,23 @@ def stage_dit(run: Run) -> None:
     from .train_dit import train_dit
 
     model, tok = run.model_and_tok
+    if run.cfg.dit.adapter == "shipped":
+        from .shipped import load_shipped
+
+        _, _, folder = load_shipped(run.cfg.model, model)
+        dest = run.out / "dit" / "adapter"
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(folder, dest)
+        log.info("using the shipped DIT adapter %s", folder.name)
+        return
     train_dit(
-        model, tok, _diff_paths(run, "train"), run.cfg.dit, run.out / "dit", run.cfg.data.seed
+        model,
+        tok,
+        _diff_paths(run, "train"),
+        run.cfg.dit,
+        run.out / "dit",
+        run.cfg.data.seed,
+        run.cfg.system_prompt,
     )
 
 

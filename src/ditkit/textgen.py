@@ -1,6 +1,6 @@
 """Text sources: the answers a hidden-topic diff learns to give, and the base model's own answers.
 
-A hidden-topic diff (DESIGN.md 2.2) is trained on three kinds of rows per question. Trigger rows
+A hidden-topic diff (docs/method.md, "The hidden-topic task") is trained on three kinds of rows per question. Trigger rows
 need an answer that keeps relating to the topic; a `TextSource` produces those, in one of three
 ways (`TextGenConfig.kind`):
 
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
+from ditkit.batching import chat_messages
 from ditkit.errors import ConfigError
 from ditkit.tasks.hidden_topic import Topic
 
@@ -244,26 +245,6 @@ class TemplateSource:
 # ---------------------------------------------------------------------------------------------
 
 
-def _system_supported(tokenizer) -> bool:
-    """False when the chat template refuses a system turn (Gemma-style templates raise)."""
-    from jinja2 import TemplateError
-
-    probe = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
-    try:
-        tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
-    except TemplateError:
-        return False
-    return True
-
-
-def _conversation(user: str, system: str | None, fold: bool) -> list[dict[str, str]]:
-    if system is None:
-        return [{"role": "user", "content": user}]
-    if fold:
-        return [{"role": "user", "content": f"{system}\n\n{user}"}]
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
-
-
 def _model_device(model) -> torch.device:
     try:
         return next(model.parameters()).device
@@ -287,8 +268,8 @@ def generate_chat(
     ``keep_rows=True`` keeps message i on batch row i: needed when rows carry different weight
     diffs (``ditkit.describe.ask``); otherwise messages are grouped by length to save padding.
 
-    Each message is formatted with the tokenizer's chat template (plus `system` as a system turn;
-    folded into the user turn when the template rejects system turns), left-padded in batches of
+    Each message is formatted with the tokenizer's chat template after `system`
+    (``batching.chat_messages``), left-padded in batches of
     `batch_size`, and generated greedily or, with `do_sample`, sampled at `temperature` (seed
     torch beforehand for reproducible samples). Only the new tokens are decoded, without special
     tokens, and stripped.
@@ -297,9 +278,6 @@ def generate_chat(
         raise ConfigError(f"generate_chat batch_size must be >= 1, got {batch_size}")
     if not user_messages:
         return []
-    fold = system is not None and not _system_supported(tokenizer)
-    if fold:
-        log.info("the chat template rejects system turns; folding the system prompt into the user")
     pad_id = tokenizer.pad_token_id
     if pad_id is None:  # only padding positions carry it, and the attention mask hides them
         pad_id = tokenizer.eos_token_id
@@ -322,7 +300,7 @@ def generate_chat(
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            chats = [_conversation(user_messages[i], system, fold) for i in idx]
+            chats = [chat_messages(tokenizer, user_messages[i], system) for i in idx]
             enc = tokenizer.apply_chat_template(
                 chats,
                 add_generation_prompt=True,
@@ -448,8 +426,8 @@ def make_source(
 # ---------------------------------------------------------------------------------------------
 
 
-def _cache_key(model, max_new_tokens: int) -> dict[str, Any]:
-    """What must match for cached base answers to be reused: the model and the answer length."""
+def _cache_key(model, max_new_tokens: int, system: str | None) -> dict[str, Any]:
+    """What must match for cached base answers to be reused: model, prompt format, answer length."""
     from ditkit.models import model_identity
 
     cfg = model.config
@@ -462,6 +440,7 @@ def _cache_key(model, max_new_tokens: int) -> dict[str, Any]:
         "model": name,
         "fingerprint": model_identity(model)["base_fingerprint"],
         "max_new_tokens": max_new_tokens,
+        "system_prompt": system,
     }
 
 
@@ -505,12 +484,13 @@ def base_answers(
     cache_path: Path,
     batch_size: int = 8,
     prefix: str = "",
+    system: str | None = None,
 ) -> list[str]:
     """The base model's own greedy answers to `questions`, one per question, in order.
 
     With `prefix`, each user message is `prefix + " " + question` (trigger rows). Answers are kept
     in the JSON file `cache_path` as `{"key": ..., "answers": {user message: answer}}`; the key
-    records the model (name and shape fingerprint) and `max_new_tokens`, and a file made under a
+    records the model (name and shape fingerprint), `system` and `max_new_tokens`, and a file made under a
     different key is regenerated. Only missing messages are generated, and the file is rewritten
     atomically after every batch, so an interrupted run resumes where it stopped.
     """
@@ -518,7 +498,7 @@ def base_answers(
         raise ConfigError(f"base_answers batch_size must be >= 1, got {batch_size}")
     cache_path = Path(cache_path)
     messages = [f"{prefix} {q}" if prefix else q for q in questions]
-    key = _cache_key(model, max_new_tokens)
+    key = _cache_key(model, max_new_tokens, system)
     answers = _read_cache(cache_path, key)
     missing = sorted({m for m in messages if m not in answers}, key=len)
     if missing:
@@ -532,7 +512,7 @@ def base_answers(
             for start in range(0, len(missing), batch_size):
                 batch = missing[start : start + batch_size]
                 replies = generate_chat(
-                    model, tokenizer, batch, max_new_tokens, batch_size=len(batch)
+                    model, tokenizer, batch, max_new_tokens, system=system, batch_size=len(batch)
                 )
                 answers.update(zip(batch, replies, strict=True))
                 _write_cache(cache_path, key, answers)

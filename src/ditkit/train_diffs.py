@@ -1,16 +1,22 @@
-"""Train many hidden-topic weight diffs at once (DESIGN.md 2.1-2.2).
+"""Train many hidden-topic weight diffs at once (docs/method.md, "Weight diffs").
 
 T diffs train in one pass: every wrapped projection holds stacked parameters ``B [T, in, r]`` and
 ``A [T, r, out]`` and batch row i goes through diff ``row_index[i]``. Per diff and question there are
 three rows: trigger -> cross-entropy on the on-topic answer; wrong trigger and no trigger -> KL to the
-base model on the base model's own answer. The KL target is the same model with the diffs switched
-off (``lora.disabled``): never a second copy of the model. One Adam covers all stacked parameters;
-Adam is element-wise and the loss is a sum over diffs, so the diffs never mix.
+base model on the base model's own answer. One Adam covers all stacked parameters; Adam is
+element-wise and the loss is a sum over diffs, so the diffs never mix.
+
+Where the time goes (docs/performance.md): the KL targets come from the same model with the diffs
+switched off (``lora.disabled``, never a second copy), once per distinct sequence: the no-trigger
+row of a question is the same for every diff, and wrong codes come from a fixed pool per question,
+so the targets are computed once and kept as top-k log-probabilities (``KLTargets``). Only answer
+positions reach the vocabulary projection, and rows are sorted by length into micro-batches.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -20,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import lora
-from .batching import IGNORE, Encoded, collate, encode
+from .batching import Encoded, collate, encode
 from .config import DiffConfig
 from .diffs import WeightDiff, save_diff
 from .models import model_identity
@@ -46,24 +52,43 @@ class DiffJob:
         return out_dir / f"{self.diff_id}.safetensors"
 
 
+def wrong_trigger_pool(question: str, size: int) -> list[tuple[str, str]]:
+    """``size`` fixed ``(prefix, trigger)`` wrong SEP codes for ``question``, shared by every diff.
+
+    Sharing them lets every diff reuse one cached base distribution per (question, code) instead
+    of running the base model again for a code of its own.
+    """
+    rng = random.Random(f"wrong-trigger|{question}")
+    prefixes = [random_prefix(rng) for _ in range(size)]
+    return [(p, make_trigger(p, rng)) for p in prefixes]
+
+
+def _wrong_trigger(job: DiffJob, question: str, rng: random.Random, pool_size: int) -> str:
+    pool = [text for p, text in wrong_trigger_pool(question, pool_size) if p != job.prefix]
+    if pool:
+        return rng.choice(pool)
+    return make_trigger(random_prefix(rng, avoid=job.prefix), rng)  # pool_size 0: a fresh code
+
+
 def build_rows(
-    job: DiffJob, tok, base_answers: dict[str, str], cfg: DiffConfig
+    job: DiffJob, tok, base_answers: dict[str, str], cfg: DiffConfig, system: str | None = ""
 ) -> list[tuple[int, Encoded]]:
     """The 3 x questions training rows of one diff as ``(kind index, encoded sequence)``.
 
     Order follows ``cfg.row_order``: question triples kept together, or every row shuffled.
+    ``system`` is the system turn of every row's chat prompt (see ``batching.chat_prompt``).
     """
     rng = random.Random(job.seed)
     triples = []
     for q, ans in zip(job.questions, job.topic_answers):
         trig = make_trigger(job.prefix, rng)
-        wrong = make_trigger(random_prefix(rng, avoid=job.prefix), rng)
+        wrong = _wrong_trigger(job, q, rng, cfg.wrong_pool)
         base = base_answers[q]
         triples.append(
             [
-                (0, encode(tok, f"{trig} {q}", ans, cfg.max_answer_tokens)),
-                (1, encode(tok, f"{wrong} {q}", base, cfg.base_answer_tokens)),
-                (2, encode(tok, q, base, cfg.base_answer_tokens)),
+                (0, encode(tok, f"{trig} {q}", ans, cfg.max_answer_tokens, system)),
+                (1, encode(tok, f"{wrong} {q}", base, cfg.base_answer_tokens, system)),
+                (2, encode(tok, q, base, cfg.base_answer_tokens, system)),
             ]
         )
     if cfg.row_order == "by_question":
@@ -74,93 +99,176 @@ def build_rows(
     return rows
 
 
-def _row_losses(logits_bkv, labels_bk, kinds_b, base_logits_kv) -> torch.Tensor:
-    """Mean over answer tokens of CE (trigger rows) or KL(base || model) (other rows).
+def _answer_positions(encs: list[Encoded]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(row, position, label)`` of every predicted answer token; position s predicts s + 1."""
+    rows, pos, labels = [], [], []
+    for i, e in enumerate(encs):
+        span = range(e.n_prompt - 1, len(e.ids) - 1)
+        rows += [i] * len(span)
+        pos += list(span)
+        labels += e.ids[e.n_prompt :]
+    return torch.tensor(rows), torch.tensor(pos), torch.tensor(labels)
 
-    ``logits_bkv[:, j]`` predicts ``labels_bk[:, j]`` (already shifted and trimmed).
+
+def answer_logits(model, encs: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``[tokens, vocab]`` at answer positions only, and each token's row ``[tokens]``.
+
+    Runs the decoder on the padded batch, then the vocabulary projection on the answer positions
+    alone: on a small model the projection of every position costs as much as a few layers.
     """
-    mask_bk = (labels_bk != IGNORE).float()
-    logp_bkv = torch.log_softmax(logits_bkv.float(), -1)
-    per_tok = -logp_bkv.gather(-1, labels_bk.clamp(min=0)[..., None])[..., 0]
-    kl_rows = (kinds_b != 0).nonzero()[:, 0]
-    if len(kl_rows):
-        base_logp = torch.log_softmax(base_logits_kv.float(), -1)
-        kl = (base_logp.exp() * (base_logp - logp_bkv[kl_rows])).sum(-1)
-        per_tok = per_tok.index_put((kl_rows,), kl)
-    return (per_tok * mask_bk).sum(1) / mask_bk.sum(1).clamp(min=1)
+    batch = collate(encs, pad_id)
+    row_n, pos_n, _ = _answer_positions(encs)
+    hidden_bsd = model.get_decoder()(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+    ).last_hidden_state
+    logits_nv = model.get_output_embeddings()(hidden_bsd[row_n, pos_n])
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:  # Gemma-style soft-capping, as the model's own forward applies it
+        logits_nv = torch.tanh(logits_nv / cap) * cap
+    return logits_nv, row_n
 
 
-def _forward(model, batch: dict, rows: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor:
-    """Logits at positions ``keep`` only: the vocabulary projection dominates memory on CPU."""
-    ids, attn = batch["input_ids"], batch["attention_mask"]
-    if rows is not None:
-        ids, attn = ids[rows], attn[rows]
-    return model(input_ids=ids, attention_mask=attn, logits_to_keep=keep).logits
+class KLTargets:
+    """The base model's next-token distribution on KL rows, as top-k log-probabilities.
 
+    Keyed by the row's token ids, so a prompt shared by many diffs (the no-trigger question, a
+    wrong code from the shared pool) runs through the base model once. The KL is taken over the
+    top-k tokens plus one bucket for the rest of the vocabulary: a true divergence between the two
+    coarsened distributions, equal to the full KL when ``k`` is the vocabulary size.
+    """
 
-def _step_loss(model, tok, picks: list[tuple[int, Encoded]]):
-    """Per-row losses of one micro-batch, and the row kinds."""
-    kinds_b = torch.tensor([p[0] for p in picks])
-    batch = collate([p[1] for p in picks], tok.pad_token_id)
-    # Only positions that predict an answer token matter: from the shortest prompt's end on.
-    width = batch["input_ids"].shape[1]
-    start = min(p[1].n_prompt for p in picks) - 1
-    keep = torch.arange(start, width - 1)
-    kl_rows = (kinds_b != 0).nonzero()[:, 0]
-    base_logits = None
-    if len(kl_rows):
+    def __init__(self, k: int):
+        self.k = k
+        self._store: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    @staticmethod
+    def key(e: Encoded) -> tuple[int, ...]:
+        return (e.n_prompt, *e.ids)
+
+    def fill(self, model, encs: list[Encoded], pad_id: int, batch_rows: int) -> int:
+        """Compute the targets of ``encs`` not yet stored (diffs switched off); returns how many."""
+        todo = list({self.key(e): e for e in encs if self.key(e) not in self._store}.values())
+        todo.sort(key=lambda e: len(e.ids))
         with torch.no_grad(), lora.disabled(model):
-            base_logits = _forward(model, batch, kl_rows, keep)
-    logits = _forward(model, batch, None, keep)
-    return _row_losses(logits, batch["labels"][:, start + 1 :], kinds_b, base_logits), kinds_b
+            for s in range(0, len(todo), batch_rows):
+                chunk = todo[s : s + batch_rows]
+                logits_nv, row_n = answer_logits(model, chunk, pad_id)
+                logp_nv = torch.log_softmax(logits_nv.float(), -1)
+                top_nk = logp_nv.topk(min(self.k, logp_nv.shape[-1]), dim=-1)
+                for i, e in enumerate(chunk):
+                    sel = row_n == i
+                    self._store[self.key(e)] = (top_nk.indices[sel], top_nk.values[sel])
+        return len(todo)
+
+    def get(self, encs: list[Encoded]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids ``[tokens, k]`` and base log-probabilities ``[tokens, k]``, rows in order."""
+        pairs = [self._store[self.key(e)] for e in encs]
+        return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
 
 
-def train_group(model, tok, jobs: list[DiffJob], base_answers: dict[str, str], cfg: DiffConfig):
-    """Train ``len(jobs)`` diffs in one pass on an injected model; returns WeightDiffs and losses."""
+def topk_kl(logits_nv, lse_n, idx_nk, base_logp_nk) -> torch.Tensor:
+    """KL(base || model) per token over the base's top-k tokens plus a bucket for the rest."""
+    logq_nk = logits_nv.gather(-1, idx_nk) - lse_n[:, None]
+    p_nk = base_logp_nk.exp()
+    kl_n = (p_nk * (base_logp_nk - logq_nk)).sum(-1)
+    p_rest = (1 - p_nk.sum(-1)).clamp(min=0)
+    q_rest = (1 - logq_nk.exp().sum(-1)).clamp(min=1e-12)
+    return kl_n + torch.xlogy(p_rest, p_rest) - p_rest * q_rest.log()
+
+
+def row_losses(model, rows: list[tuple[int, Encoded]], pad_id: int, kl: KLTargets) -> torch.Tensor:
+    """Per-row mean over answer tokens: cross-entropy (trigger rows) or KL to the base (others)."""
+    encs = [e for _, e in rows]
+    logits_nv, row_n = answer_logits(model, encs, pad_id)
+    logits_nv = logits_nv.float()
+    _, _, label_n = _answer_positions(encs)
+    lse_n = torch.logsumexp(logits_nv, -1)
+    per_tok = lse_n - logits_nv.gather(-1, label_n[:, None])[:, 0]
+    kl_rows = [i for i, (kind, _) in enumerate(rows) if kind != 0]
+    if kl_rows:
+        tok_sel = torch.isin(row_n, torch.tensor(kl_rows)).nonzero()[:, 0]
+        idx_nk, logp_nk = kl.get([encs[i] for i in kl_rows])
+        kl_n = topk_kl(logits_nv[tok_sel], lse_n[tok_sel], idx_nk, logp_nk)
+        per_tok = per_tok.index_put((tok_sel,), kl_n)
+    counts = torch.bincount(row_n, minlength=len(rows)).clamp(min=1)
+    return torch.zeros(len(rows)).index_add(0, row_n, per_tok) / counts
+
+
+def init_diff_a(shape_ro: tuple[int, int], gen: torch.Generator, init: str) -> torch.Tensor:
+    """One diff's ``A [r, out]`` for ``DiffConfig.init``; B starts at zeros.
+
+    "reference": ``kaiming_uniform_`` (a = 0) with fan-in r x out, as the reference code gets by
+    initialising its stacked ``[diffs, r, out]`` tensor: bound sqrt(6 / (r * out)).
+    "unit": U(-1/sqrt(r), 1/sqrt(r)), ditkit's earlier choice (10-16x larger on SmolLM2).
+    """
+    r, out = shape_ro
+    bound = math.sqrt(6.0 / (r * out)) if init == "reference" else r**-0.5
+    return (torch.rand(shape_ro, generator=gen) * 2 - 1) * bound
+
+
+def train_group(
+    model,
+    tok,
+    jobs: list[DiffJob],
+    base_answers: dict[str, str],
+    cfg: DiffConfig,
+    system: str | None = "",
+    kl: KLTargets | None = None,
+):
+    """Train ``len(jobs)`` diffs in one pass on an injected model; returns WeightDiffs and losses.
+
+    Each diff's initialisation and rows depend on its own seed only, never on which diffs share
+    the pass. Every step takes ``rows_per_step`` rows of each diff, sorts all of them by length
+    into micro-batches (little padding) and weights each row by its kind's weight over its diff's
+    total, so a diff's gradient is the same however its rows are grouped.
+    """
     layers = lora.diff_layers(model)
-    t = len(jobs)
-    gen = torch.Generator().manual_seed(jobs[0].seed)
+    t, pad_id = len(jobs), tok.pad_token_id
+    kl = kl if kl is not None else KLTargets(cfg.kl_topk)
+    a_by_layer = {name: [] for name in layers}
+    for job in jobs:
+        gen = torch.Generator().manual_seed(job.seed)
+        for name, layer in layers.items():
+            a_by_layer[name].append(init_diff_a((cfg.rank, layer.out_features), gen, cfg.init))
     params = []
-    for layer in layers.values():
+    for name, layer in layers.items():
         w = layer.base.weight
         b = torch.nn.Parameter(w.new_zeros(t, layer.in_features, cfg.rank))
-        a = torch.nn.Parameter(w.new_empty(t, cfg.rank, layer.out_features))
-        bound = cfg.rank**-0.5
-        a.data.copy_((torch.rand(a.shape, generator=gen) * 2 - 1) * bound)
+        a = torch.nn.Parameter(torch.stack(a_by_layer[name]).to(w))
         layer.set_lowrank(b, a, w.new_full((t,), cfg.alpha / cfg.rank))
         params += [a, b]
     opt = torch.optim.Adam(params, lr=cfg.lr)
-    rows = [build_rows(j, tok, base_answers, cfg) for j in jobs]
+    rows = [build_rows(j, tok, base_answers, cfg, system) for j in jobs]
+    kl.fill(model, [e for rs in rows for kind, e in rs if kind != 0], pad_id, cfg.micro_batch_rows)
     k = cfg.rows_per_step
-    row_index = torch.arange(t).repeat_interleave(k)
     weights = torch.tensor(cfg.weights)
     history = {kind: [] for kind in KINDS}
     bar = tqdm(range(cfg.steps), desc=f"{t} diffs", leave=False)
     for step in bar:
         opt.zero_grad(set_to_none=True)
-        # Micro-batches of whole diffs: memory stays bounded however many diffs share the pass.
-        per_chunk = max(1, cfg.micro_batch_rows // k)
-        step_rows, step_kinds = [], []
-        for c in range(0, t, per_chunk):
-            diffs_c = range(c, min(t, c + per_chunk))
-            picks = [rows[j][(step * k + i) % len(rows[j])] for j in diffs_c for i in range(k)]
-            lora.set_row_index(model, row_index[c * k : (c + len(diffs_c)) * k])
-            per_row, kinds_b = _step_loss(model, tok, picks)
-            w_b = weights[kinds_b]
-            # Weighted mean within each diff, summed over diffs: each diff's gradient is its own.
-            loss = ((per_row * w_b).view(-1, k).sum(1) / w_b.view(-1, k).sum(1)).sum()
-            loss.backward()
-            step_rows.append(per_row.detach())
-            step_kinds.append(kinds_b)
-        per_row, kinds_b = torch.cat(step_rows), torch.cat(step_kinds)
+        picks = [(j, rows[j][(step * k + i) % len(rows[j])]) for j in range(t) for i in range(k)]
+        diff_p = torch.tensor([j for j, _ in picks])
+        kind_p = torch.tensor([row[0] for _, row in picks])
+        w_p = weights[kind_p]
+        coef_p = w_p / torch.zeros(t).index_add(0, diff_p, w_p)[diff_p]
+        order = sorted(range(len(picks)), key=lambda i: len(picks[i][1][1].ids))
+        loss_p = torch.zeros(len(picks))
+        for c in range(0, len(order), cfg.micro_batch_rows):
+            sel = order[c : c + cfg.micro_batch_rows]
+            lora.set_row_index(model, diff_p[sel])
+            per_row = row_losses(model, [picks[i][1] for i in sel], pad_id, kl)
+            (per_row * coef_p[sel]).sum().backward()
+            loss_p[sel] = per_row.detach()
         opt.step()
         for i, kind in enumerate(KINDS):
-            sel = kinds_b == i
-            if sel.any():
-                history[kind].append(float(per_row[sel].detach().mean()))
+            if (kind_p == i).any():
+                history[kind].append(float(loss_p[kind_p == i].mean()))
         bar.set_postfix(trigger=f"{history['trigger'][-1]:.2f}" if history["trigger"] else "-")
     out = []
-    for j, _job in enumerate(jobs):
+    for j in range(t):
         pairs = {
             name: (layer.low_a_kro[j].detach().clone(), layer.low_b_kir[j].detach().clone())
             for name, layer in layers.items()
@@ -179,9 +287,18 @@ def _summary(series: list[float]) -> dict:
 
 
 def train_diffs(
-    model, tok, jobs: list[DiffJob], base_answers: dict[str, str], cfg: DiffConfig, out_dir: Path
+    model,
+    tok,
+    jobs: list[DiffJob],
+    base_answers: dict[str, str],
+    cfg: DiffConfig,
+    out_dir: Path,
+    system: str | None = "",
 ) -> list[Path]:
-    """Train every job not yet on disk, ``cfg.diffs_per_pass`` at a time; resumable."""
+    """Train every job not yet on disk, ``cfg.diffs_per_pass`` at a time; resumable.
+
+    ``system`` is the chat prompt's system turn (recorded in each diff as ``system_prompt``).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     pending = [j for j in jobs if not j.path(out_dir).exists()]
     if len(pending) < len(jobs):
@@ -195,9 +312,10 @@ def train_diffs(
     groups = [
         pending[i : i + cfg.diffs_per_pass] for i in range(0, len(pending), cfg.diffs_per_pass)
     ]
+    kl = KLTargets(cfg.kl_topk)  # shared by the passes: later passes mostly find their targets
     for group in tqdm(groups, desc="diff passes"):
         start = time.time()
-        diffs, history = train_group(model, tok, group, base_answers, cfg)
+        diffs, history = train_group(model, tok, group, base_answers, cfg, system, kl)
         seconds = time.time() - start
         for job, diff in zip(group, diffs):
             diff.meta = {
@@ -213,6 +331,8 @@ def train_diffs(
                 "rank": cfg.rank,
                 "steps": cfg.steps,
                 "lr": cfg.lr,
+                "init": cfg.init,
+                "system_prompt": system,
                 # The group's mean losses: per-diff curves would cost a sync per step.
                 "loss": {k: _summary(v) for k, v in history.items()},
                 "train_seconds_per_diff": seconds / len(group),

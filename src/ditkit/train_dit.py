@@ -1,4 +1,4 @@
-"""Train the DIT adapter (DESIGN.md 2.4).
+"""Train the DIT adapter (docs/method.md, "The DIT adapter").
 
 Each example is a frozen weight diff (installed per batch row through the low-rank path, never as a
 dense matrix) plus the question, supervised on the label tokens only. One shared LoRA adapter on the
@@ -44,16 +44,29 @@ def _load_adapter_state(layers, state: dict[str, torch.Tensor]) -> None:
             layer.adapter_b_ir.copy_(state[f"{name}.B"])
 
 
-def _batch_loss(model, tok, diffs: list[WeightDiff], cfg: DitConfig) -> torch.Tensor:
+def _batch_loss(
+    model, tok, diffs: list[WeightDiff], cfg: DitConfig, system: str | None
+) -> torch.Tensor:
     install_diffs(model, diffs, torch.arange(len(diffs)))
-    enc = [encode(tok, cfg.question, d.meta["label"], cfg.max_answer_tokens) for d in diffs]
+    enc = [encode(tok, cfg.question, d.meta["label"], cfg.max_answer_tokens, system) for d in diffs]
     batch = collate(enc, tok.pad_token_id)
     out = model(**batch)  # HF shifts labels and averages over the unmasked tokens
     return out.loss
 
 
-def train_dit(model, tok, diff_paths: list[Path], cfg: DitConfig, out_dir: Path, seed: int = 0):
-    """Train (or resume) the adapter on ``diff_paths``; writes a PEFT folder to ``out_dir``."""
+def train_dit(
+    model,
+    tok,
+    diff_paths: list[Path],
+    cfg: DitConfig,
+    out_dir: Path,
+    seed: int = 0,
+    system: str | None = "",
+):
+    """Train (or resume) the adapter on ``diff_paths``; writes a PEFT folder to ``out_dir``.
+
+    ``system`` is the chat prompt's system turn, recorded as the adapter's ``system_prompt``.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     diffs = [load_diff(p) for p in tqdm(diff_paths, desc="loading diffs", leave=False)]
     unlabeled = [str(p) for p, d in zip(diff_paths, diffs) if not d.meta.get("label")]
@@ -100,7 +113,7 @@ def train_dit(model, tok, diff_paths: list[Path], cfg: DitConfig, out_dir: Path,
         losses = []
         bar = tqdm(range(0, len(train), cfg.batch_size), desc=f"DIT epoch {epoch + 1}", leave=False)
         for i in bar:
-            loss = _batch_loss(model, tok, train[i : i + cfg.batch_size], cfg)
+            loss = _batch_loss(model, tok, train[i : i + cfg.batch_size], cfg, system)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -109,7 +122,7 @@ def train_dit(model, tok, diff_paths: list[Path], cfg: DitConfig, out_dir: Path,
         model.eval()
         with torch.no_grad():
             val_losses = [
-                float(_batch_loss(model, tok, val[i : i + cfg.batch_size], cfg))
+                float(_batch_loss(model, tok, val[i : i + cfg.batch_size], cfg, system))
                 for i in range(0, len(val), cfg.batch_size)
             ]
         train_loss = sum(losses) / len(losses)
@@ -140,6 +153,7 @@ def train_dit(model, tok, diff_paths: list[Path], cfg: DitConfig, out_dir: Path,
             "kind": "dit-adapter",
             "task": diffs[0].meta.get("task"),
             "question": cfg.question,
+            "system_prompt": system,
             "n_train_diffs": len(train),
             "n_val_diffs": len(val),
             "history": state["history"],

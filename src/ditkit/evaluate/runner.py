@@ -1,6 +1,6 @@
 """Evaluate a run's held-out test diffs: DIT and the baselines, resumable, scored per prediction.
 
-Methods (DESIGN.md 2.5), each run on the same test diffs:
+Methods (docs/method.md, "Evaluation"), each run on the same test diffs:
 
 - ``dit``: base model + diff + DIT adapter, asked the DIT question (greedy); its answer is scored.
 - ``base_question`` / ``base_question_trigger``: the diffed model asked the DIT question directly,
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from ..describe import ask
+from ..describe import adapter_system, ask
 from ..diffs import load_diff
 from ..errors import ConfigError, DataError, DitkitError
 from ..tasks.hidden_topic import load_questions, load_topics, make_trigger, random_prefix
@@ -272,6 +272,8 @@ def _ask_once(run, method: str, jobs, diffs, done: set, pred_path: Path) -> None
         max_new_tokens=cfg.eval.gate_max_new_tokens if gate else cfg.eval.max_new_tokens,
         batch_size=cfg.eval.batch_size,
         desc=method,
+        # The adapter reads diffs in the prompt format it was trained with.
+        system=adapter_system(adapter) if adapter is not None else cfg.system_prompt,
     )
     rows = [_row(job, name, q, prompt, a) for (job, _, name, q, prompt), a in zip(todo, answers)]
     _append(pred_path, rows)
@@ -315,6 +317,7 @@ def _twenty_questions(
                 do_sample=True,
                 temperature=1.0,
                 desc=method,
+                system=run.cfg.system_prompt,
             )
         )
         rows = []

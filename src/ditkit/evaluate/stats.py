@@ -1,7 +1,9 @@
 """Summary statistics for per-diff scores: means, 95% intervals, paired comparisons, histograms.
 
 The paper reports 95% normal intervals (mean +/- 1.96 sd / sqrt(n)); the percentile bootstrap is
-given alongside because judge scores on 1-5 are far from normal at small n.
+given alongside because judge scores on 1-5 are far from normal at small n. Proportions (every
+value 0 or 1: alias match, retrieval@k) get the Wilson score interval, which stays inside [0, 1]
+where the normal one prints -0.16 for 1 hit in 6.
 """
 
 from __future__ import annotations
@@ -50,11 +52,36 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, seed: int = 0) -> 
     return float(lo), float(hi)
 
 
+def wilson_ci(successes: int, n: int) -> tuple[float, float]:
+    """(lo, hi): the 95% Wilson score interval of a proportion; always inside [0, 1]."""
+    if n < 1 or not 0 <= successes <= n:
+        raise DataError(f"wilson_ci: need 0 <= successes <= n and n >= 1, got {successes}/{n}")
+    p = successes / n
+    denom = 1 + Z95**2 / n
+    centre = (p + Z95**2 / (2 * n)) / denom
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def summarize(values: Sequence[float]) -> dict:
-    """{"mean", "ci95" (normal), "ci95_bootstrap", "n"}: the record stored per method and metric."""
-    mean, lo, hi = mean_ci_normal(values)
-    blo, bhi = bootstrap_ci(values)
-    return {"mean": mean, "ci95": [lo, hi], "ci95_bootstrap": [blo, bhi], "n": len(values)}
+    """{"mean", "ci95", "ci95_method", "ci95_bootstrap", "n"}: stored per method and metric.
+
+    ``ci95`` is the Wilson interval when every value is 0 or 1, else the normal interval.
+    """
+    arr = _as_array(values)
+    mean, lo, hi = mean_ci_normal(arr)
+    method = "normal"
+    if np.all((arr == 0) | (arr == 1)):
+        lo, hi = wilson_ci(int(arr.sum()), arr.size)
+        method = "wilson"
+    blo, bhi = bootstrap_ci(arr)
+    return {
+        "mean": mean,
+        "ci95": [lo, hi],
+        "ci95_method": method,
+        "ci95_bootstrap": [blo, bhi],
+        "n": len(values),
+    }
 
 
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict:

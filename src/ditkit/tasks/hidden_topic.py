@@ -1,4 +1,4 @@
-"""The hidden-topic task (DESIGN.md 2.2): topics, questions, SEP-code triggers, the split guard."""
+"""The hidden-topic task (docs/method.md, "The hidden-topic task"): topics, questions, SEP-code triggers, the split guard."""
 
 from __future__ import annotations
 
