@@ -91,3 +91,18 @@ def test_describe_cli(tmp_path, tiny_model_dir, capsys):
     err = capsys.readouterr().err
     assert "self_attn" in err or "mlp" in err
     assert "shape" in err
+
+
+def test_scores_table_rows_are_methods_and_columns_metrics():
+    from ditkit.cli import scores_table
+
+    table = scores_table(
+        {
+            "dit": {"alias_match": {"mean": 0.5, "ci95": [0.2, 0.8], "n": 30}},
+            "weight_lens": {"retrieval_at_5": {"mean": 0.1, "ci95": [0.03, 0.26], "n": 29}},
+        }
+    )
+    head, dit, lens = table.splitlines()
+    assert head.split() == ["method", "alias_match", "retrieval_at_5", "n"]
+    assert dit.split()[:4] == ["dit", "0.50", "[0.20,", "0.80]"] and dit.split()[-2:] == ["-", "30"]
+    assert lens.split()[:2] == ["weight_lens", "-"] and "0.10 [0.03, 0.26]" in lens

@@ -134,6 +134,25 @@ def _cmd_describe(args) -> None:
         print(a if len(diffs) == 1 and not args.verbose else f"{label or '?'}\t{a}")
 
 
+def scores_table(scores: dict) -> str:
+    """Methods as rows, metrics as columns: ``mean [95% interval]`` and n, as plain text."""
+    metrics = [
+        m
+        for m in ("alias_match", "retrieval_at_5", "retrieval_at_1", "embedding_cosine", "judge")
+        if any(m in mets for mets in scores.values())
+    ]
+    head = f"  {'method':26s}" + "".join(f"{m:>22s}" for m in metrics) + f"{'n':>6s}"
+    lines = [head]
+    for method, mets in scores.items():
+        cells = []
+        for m in metrics:
+            v = mets.get(m)
+            cells.append(f"{v['mean']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]" if v else "-")
+        n = max((v["n"] for v in mets.values()), default=0)
+        lines.append(f"  {method:26s}" + "".join(f"{c:>22s}" for c in cells) + f"{n:>6d}")
+    return "\n".join(lines)
+
+
 def _cmd_run(args) -> None:
     from .config import load_config
     from .pipeline import STAGES, run_pipeline
@@ -144,12 +163,7 @@ def _cmd_run(args) -> None:
     scores = out / "eval" / "scores.json"
     if scores.exists():
         print(f"\nscores ({scores}):")
-        for method, mets in json.loads(scores.read_text()).items():
-            cells = ", ".join(
-                f"{k} {v['mean']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]"
-                for k, v in mets.items()
-            )
-            print(f"  {method:26s} {cells}")
+        print(scores_table(json.loads(scores.read_text())))
     report = out / "report" / "index.html"
     print(f"\nresults in {out}" + (f"; report: {report}" if report.exists() else ""))
 
@@ -185,12 +199,7 @@ def _cmd_eval(args) -> None:
     scores = evaluate_run(run)
     run.record_time("eval", time.time() - start)
     print(f"scores ({out / 'eval' / 'scores.json'}):")
-    for method, mets in scores.items():
-        cells = ", ".join(
-            f"{k} {v['mean']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}] (n={v['n']})"
-            for k, v in mets.items()
-        )
-        print(f"  {method:26s} {cells}")
+    print(scores_table(scores))
 
 
 def _cmd_report(args) -> None:

@@ -50,7 +50,8 @@ class DiffConfig:
     diffs_per_pass: int = 16  # T diffs trained at once, batch row t through diff t
     micro_batch_rows: int = 24  # rows per forward/backward; bounds memory, not the result
     # Wrong SEP codes per question shared by all diffs (their KL targets are computed once);
-    # 0 = a fresh random code for every row (one extra base forward per wrong-trigger row).
+    # 0 = a fresh random code for every row (one extra base forward per wrong-trigger row, and
+    # targets kept for one pass only).
     wrong_pool: int = 8
     kl_topk: int = 64  # base log-probabilities kept per answer token for the KL rows
     max_answer_tokens: int = 40

@@ -222,10 +222,11 @@ def set_row_index(
 ) -> None:
     """Point every wrapped layer's batch rows at bank entries (``-1`` = no diff)."""
     for m in diff_layers(model).values():
+        dev = m.base.weight.device
         if m.low_b_kir is not None:
-            m.low_index = low_index
+            m.low_index = low_index.to(dev) if low_index is not None else None
         if m.dense_koi is not None:
-            m.dense_index = dense_index
+            m.dense_index = dense_index.to(dev) if dense_index is not None else None
 
 
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:

@@ -116,12 +116,15 @@ def answer_logits(model, encs: list[Encoded], pad_id: int) -> tuple[torch.Tensor
     Runs the decoder on the padded batch, then the vocabulary projection on the answer positions
     alone: on a small model the projection of every position costs as much as a few layers.
     """
+    device = model.get_input_embeddings().weight.device
     batch = collate(encs, pad_id)
     row_n, pos_n, _ = _answer_positions(encs)
     hidden_bsd = model.get_decoder()(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+        input_ids=batch["input_ids"].to(device),
+        attention_mask=batch["attention_mask"].to(device),
+        use_cache=False,
     ).last_hidden_state
-    logits_nv = model.get_output_embeddings()(hidden_bsd[row_n, pos_n])
+    logits_nv = model.get_output_embeddings()(hidden_bsd[row_n.to(device), pos_n.to(device)])
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:  # Gemma-style soft-capping, as the model's own forward applies it
         logits_nv = torch.tanh(logits_nv / cap) * cap
@@ -158,6 +161,7 @@ class KLTargets:
                 logits_nv, row_n = answer_logits(model, chunk, pad_id)
                 logp_nv = torch.log_softmax(logits_nv.float(), -1)
                 top_nk = logp_nv.topk(min(self.k, logp_nv.shape[-1]), dim=-1)
+                row_n = row_n.to(top_nk.indices.device)
                 for i, e in enumerate(chunk):
                     sel = row_n == i
                     self._store[self.key(e)] = (top_nk.indices[sel], top_nk.values[sel])
@@ -184,17 +188,19 @@ def row_losses(model, rows: list[tuple[int, Encoded]], pad_id: int, kl: KLTarget
     encs = [e for _, e in rows]
     logits_nv, row_n = answer_logits(model, encs, pad_id)
     logits_nv = logits_nv.float()
-    _, _, label_n = _answer_positions(encs)
+    dev = logits_nv.device
+    row_n = row_n.to(dev)
+    label_n = _answer_positions(encs)[2].to(dev)
     lse_n = torch.logsumexp(logits_nv, -1)
     per_tok = lse_n - logits_nv.gather(-1, label_n[:, None])[:, 0]
     kl_rows = [i for i, (kind, _) in enumerate(rows) if kind != 0]
     if kl_rows:
-        tok_sel = torch.isin(row_n, torch.tensor(kl_rows)).nonzero()[:, 0]
+        tok_sel = torch.isin(row_n, torch.tensor(kl_rows, device=dev)).nonzero()[:, 0]
         idx_nk, logp_nk = kl.get([encs[i] for i in kl_rows])
         kl_n = topk_kl(logits_nv[tok_sel], lse_n[tok_sel], idx_nk, logp_nk)
         per_tok = per_tok.index_put((tok_sel,), kl_n)
     counts = torch.bincount(row_n, minlength=len(rows)).clamp(min=1)
-    return torch.zeros(len(rows)).index_add(0, row_n, per_tok) / counts
+    return per_tok.new_zeros(len(rows)).index_add(0, row_n, per_tok) / counts
 
 
 def init_diff_a(shape_ro: tuple[int, int], gen: torch.Generator, init: str) -> torch.Tensor:
@@ -260,8 +266,8 @@ def train_group(
             sel = order[c : c + cfg.micro_batch_rows]
             lora.set_row_index(model, diff_p[sel])
             per_row = row_losses(model, [picks[i][1] for i in sel], pad_id, kl)
-            (per_row * coef_p[sel]).sum().backward()
-            loss_p[sel] = per_row.detach()
+            (per_row * coef_p[sel].to(per_row.device)).sum().backward()
+            loss_p[sel] = per_row.detach().cpu()
         opt.step()
         for i, kind in enumerate(KINDS):
             if (kind_p == i).any():
@@ -312,7 +318,9 @@ def train_diffs(
     groups = [
         pending[i : i + cfg.diffs_per_pass] for i in range(0, len(pending), cfg.diffs_per_pass)
     ]
-    kl = KLTargets(cfg.kl_topk)  # shared by the passes: later passes mostly find their targets
+    # Shared by the passes, so later passes find most targets; with no pool every wrong code is
+    # new, and keeping them would only grow memory.
+    kl = KLTargets(cfg.kl_topk) if cfg.wrong_pool else None
     for group in tqdm(groups, desc="diff passes"):
         start = time.time()
         diffs, history = train_group(model, tok, group, base_answers, cfg, system, kl)
