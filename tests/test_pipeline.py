@@ -19,6 +19,7 @@ from ditkit.tasks.hidden_topic import Topic, check_split, split_topics
 def tiny_config(model_dir, **over):
     overrides = [
         f"model={json.dumps(str(model_dir))}",
+        'dit.adapter="train"',
         "data.n_train=6",
         "data.n_test=2",
         "diffs.questions_per_diff=4",

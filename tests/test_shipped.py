@@ -93,3 +93,20 @@ def test_real_shipped_adapter_matches_embedded_model():
     assert manifest["base_model"] == "smollm2-135m" and len(manifest["training_topics"]) >= 100
     assert (folder / "adapter_model.safetensors").stat().st_size <= 10_500_000
     assert adapter.meta["question"] == "What topic have you been trained on?"
+
+
+def test_quickstart_trains_diffs_the_shipped_adapter_can_read():
+    """The quickstart's diff recipe and prompt format are the shipped adapter's own."""
+    from ditkit.config import load_config
+
+    folder = shipped.shipped_dir("smollm2-135m")
+    if folder is None:
+        pytest.fail("no adapter shipped for smollm2-135m")
+    manifest = json.loads((folder / "ditkit.json").read_text())
+    cfg = load_config("quickstart")
+    assert cfg.dit.adapter == "shipped" and cfg.system_prompt == manifest["system_prompt"]
+    recipe = manifest["diff_recipe"]
+    for key in ("rank", "alpha", "init", "steps", "rows_per_step", "lr", "weights", "targets"):
+        assert getattr(cfg.diffs, key) == recipe[key], key
+    for key in ("questions_per_diff", "max_answer_tokens", "base_answer_tokens", "wrong_pool"):
+        assert getattr(cfg.diffs, key) == recipe[key], key
