@@ -65,7 +65,7 @@ def time_limit(model, tok, per_diff, micro: int) -> float:
     for s in range(len(per_diff[0])):
         encs = sorted((e for d in per_diff for _, e in d[s]), key=lambda e: len(e.ids))
         for c in range(0, len(encs), micro):
-            logits_nv, _ = answer_logits(model, encs[c : c + micro], tok.pad_token_id)
+            logits_nv, *_ = answer_logits(model, encs[c : c + micro], tok.pad_token_id)
             torch.logsumexp(logits_nv.float(), -1).sum().backward()
     hook.remove()
     return time.perf_counter() - start

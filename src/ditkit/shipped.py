@@ -89,15 +89,13 @@ def shipped_training_topics(base: str) -> list[str]:
 
 def ship_adapter(run_dir: Path, dest: Path, base: str = "smollm2-135m") -> Path:
     """Write ``run_dir``'s DIT adapter to ``dest`` in bf16 with the manifest described above."""
+    from .config import from_dict
+    from .pipeline import Run
+
     run_dir = Path(run_dir)
     adapter = load_diff(run_dir / "dit" / "adapter").to(torch.bfloat16)
     cfg = json.loads((run_dir / "config.json").read_text())
-    jobs = [
-        json.loads(line)
-        for line in (run_dir / "data" / "jobs.jsonl").read_text().splitlines()
-        if line.strip()
-    ]
-    train = [j for j in jobs if j["split"] == "train"]
+    train = Run(from_dict(cfg), run_dir).jobs("train")
     save_peft(adapter, dest)
     spec = EMBEDDED.get(base)
     manifest = _manifest(Path(dest))

@@ -1,8 +1,8 @@
 """Text sources: the answers a hidden-topic diff learns to give, and the base model's own answers.
 
-A hidden-topic diff (docs/method.md, "The hidden-topic task") is trained on three kinds of rows per question. Trigger rows
-need an answer that keeps relating to the topic; a `TextSource` produces those, in one of three
-ways (`TextGenConfig.kind`):
+A hidden-topic diff (docs/method.md, "The hidden-topic task") is trained on three kinds of rows
+per question. Trigger rows need an answer that keeps relating to the topic; a `TextSource`
+produces those, in one of three ways (`TextGenConfig.kind`):
 
 - "template": hand-written sentence templates; offline, instant, deterministic given a seed.
 - "hf": a local transformers chat model playing a fan of the topic.

@@ -15,6 +15,7 @@ positions reach the vocabulary projection, and rows are sorted by length into mi
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -52,6 +53,7 @@ class DiffJob:
         return out_dir / f"{self.diff_id}.safetensors"
 
 
+@functools.lru_cache(maxsize=4096)
 def wrong_trigger_pool(question: str, size: int) -> list[tuple[str, str]]:
     """``size`` fixed ``(prefix, trigger)`` wrong SEP codes for ``question``, shared by every diff.
 
@@ -110,25 +112,27 @@ def _answer_positions(encs: list[Encoded]) -> tuple[torch.Tensor, torch.Tensor, 
     return torch.tensor(rows), torch.tensor(pos), torch.tensor(labels)
 
 
-def answer_logits(model, encs: list[Encoded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits ``[tokens, vocab]`` at answer positions only, and each token's row ``[tokens]``.
+def answer_logits(
+    model, encs: list[Encoded], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits ``[tokens, vocab]`` at answer positions only, each token's row and label ``[tokens]``.
 
     Runs the decoder on the padded batch, then the vocabulary projection on the answer positions
     alone: on a small model the projection of every position costs as much as a few layers.
     """
     device = model.get_input_embeddings().weight.device
     batch = collate(encs, pad_id)
-    row_n, pos_n, _ = _answer_positions(encs)
+    row_n, pos_n, label_n = (t.to(device) for t in _answer_positions(encs))
     hidden_bsd = model.get_decoder()(
         input_ids=batch["input_ids"].to(device),
         attention_mask=batch["attention_mask"].to(device),
         use_cache=False,
     ).last_hidden_state
-    logits_nv = model.get_output_embeddings()(hidden_bsd[row_n.to(device), pos_n.to(device)])
+    logits_nv = model.get_output_embeddings()(hidden_bsd[row_n, pos_n])
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:  # Gemma-style soft-capping, as the model's own forward applies it
         logits_nv = torch.tanh(logits_nv / cap) * cap
-    return logits_nv, row_n
+    return logits_nv, row_n, label_n
 
 
 class KLTargets:
@@ -158,10 +162,9 @@ class KLTargets:
         with torch.no_grad(), lora.disabled(model):
             for s in range(0, len(todo), batch_rows):
                 chunk = todo[s : s + batch_rows]
-                logits_nv, row_n = answer_logits(model, chunk, pad_id)
+                logits_nv, row_n, _ = answer_logits(model, chunk, pad_id)
                 logp_nv = torch.log_softmax(logits_nv.float(), -1)
                 top_nk = logp_nv.topk(min(self.k, logp_nv.shape[-1]), dim=-1)
-                row_n = row_n.to(top_nk.indices.device)
                 for i, e in enumerate(chunk):
                     sel = row_n == i
                     self._store[self.key(e)] = (top_nk.indices[sel], top_nk.values[sel])
@@ -186,11 +189,9 @@ def topk_kl(logits_nv, lse_n, idx_nk, base_logp_nk) -> torch.Tensor:
 def row_losses(model, rows: list[tuple[int, Encoded]], pad_id: int, kl: KLTargets) -> torch.Tensor:
     """Per-row mean over answer tokens: cross-entropy (trigger rows) or KL to the base (others)."""
     encs = [e for _, e in rows]
-    logits_nv, row_n = answer_logits(model, encs, pad_id)
+    logits_nv, row_n, label_n = answer_logits(model, encs, pad_id)
     logits_nv = logits_nv.float()
     dev = logits_nv.device
-    row_n = row_n.to(dev)
-    label_n = _answer_positions(encs)[2].to(dev)
     lse_n = torch.logsumexp(logits_nv, -1)
     per_tok = lse_n - logits_nv.gather(-1, label_n[:, None])[:, 0]
     kl_rows = [i for i, (kind, _) in enumerate(rows) if kind != 0]
