@@ -8,10 +8,20 @@
 Every POST (``/v1/chat/completions``) is recorded in ``server.requests`` as
 ``{"path": ..., **json_body}`` and answered from, in order of preference:
 
-1. ``script``: a list consumed one item per request. A ``str`` is sent as the reply text, an
-   ``int`` is sent as that HTTP status with an OpenAI-style error body (429, 500, ...), and
-   ``("sleep", seconds)`` waits that long (to make the client time out) and then answers as if
-   the script were empty.
+0. ``reject``: parameter names the server refuses the way OpenAI's reasoning models do, with a
+   400 and OpenAI's own error text: ``"max_tokens"`` (whenever it is sent) and ``"temperature"``
+   (whenever it is sent with a value other than 1). A rejection does not use up a script item.
+1. ``script``: a list consumed one item per request:
+
+   - a ``str`` is sent as the reply text;
+   - an ``int`` is sent as that HTTP status with an OpenAI-style error body (429, 500, ...);
+   - ``("status", code, headers[, message])`` is the same with extra response headers and
+     optionally the error message, e.g. ``("status", 429, {"Retry-After": "1"})``;
+   - ``("sleep", seconds)`` waits that long (to make the client time out) and then answers as
+     if the script were empty;
+   - ``("drop",)`` closes the connection without sending anything;
+   - ``("truncate",)`` starts a 200 answer and closes the connection halfway through its body;
+   - ``("body", text)`` sends a 200 whose body is exactly ``text`` (bad JSON, no ``choices``).
 2. ``reply``: a function of the request body that returns a reply text (or an ``int`` status).
 3. ``default``: a fixed reply text (or status). With ``default=None`` and no ``reply``, a request
    beyond the script gets a 500 saying the script ran out.
@@ -40,6 +50,26 @@ OPENAI_ENV_VARS = (
 )
 
 Reply = str | int
+Step = Reply | tuple
+
+# What api.openai.com answers reasoning models (o1, o3, gpt-5) for parameters they do not take.
+UNSUPPORTED_MAX_TOKENS = {
+    "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+    "Use 'max_completion_tokens' instead.",
+    "type": "invalid_request_error",
+    "param": "max_tokens",
+    "code": "unsupported_parameter",
+}
+
+
+def unsupported_temperature(value: Any) -> dict:
+    return {
+        "message": f"Unsupported value: 'temperature' does not support {value} with this model. "
+        "Only the default (1) value is supported.",
+        "type": "invalid_request_error",
+        "param": "temperature",
+        "code": "unsupported_value",
+    }
 
 
 def bypass_proxies(monkeypatch) -> None:
@@ -77,16 +107,21 @@ class FakeOpenAI:
 
     def __init__(
         self,
-        script: Iterable[Reply | tuple[str, float]] = (),
+        script: Iterable[Step] = (),
         *,
         reply: Callable[[dict], Reply] | None = None,
         default: Reply | None = "ok",
         delay: float = 0.0,
+        reject: Iterable[str] = (),
     ):
         self.script = list(script)
         self.reply = reply
         self.default = default
         self.delay = delay
+        self.reject = set(reject)
+        unknown = self.reject - {"max_tokens", "temperature"}
+        if unknown:
+            raise ValueError(f"FakeOpenAI can reject max_tokens and temperature, not {unknown}")
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -102,9 +137,20 @@ class FakeOpenAI:
         with self._lock:
             return self.script.pop(0) if self.script else None
 
-    def _answer(self, body: dict) -> tuple[int, dict]:
+    def _rejection(self, body: dict) -> dict | None:
+        if "max_tokens" in self.reject and "max_tokens" in body:
+            return UNSUPPORTED_MAX_TOKENS
+        if "temperature" in self.reject and body.get("temperature", 1) != 1:
+            return unsupported_temperature(body["temperature"])
+        return None
+
+    def _answer(self, body: dict) -> tuple[str, int, dict[str, str], bytes]:
+        """(action, status, extra headers, body bytes); action is "send", "drop" or "truncate"."""
+        error = self._rejection(body)
+        if error is not None:
+            return "send", 400, {}, json.dumps({"error": error}).encode()
         step = self._next_step()
-        if isinstance(step, tuple):  # ("sleep", seconds): stall, then answer as if unscripted
+        if isinstance(step, tuple) and step[0] == "sleep":  # stall, then answer as if unscripted
             time.sleep(step[1])
             step = None
         if step is None:
@@ -113,12 +159,26 @@ class FakeOpenAI:
             elif self.default is not None:
                 step = self.default
             else:
-                return 500, {"error": {"message": "fake server: script exhausted"}}
+                error = {"message": "fake server: script exhausted"}
+                return "send", 500, {}, json.dumps({"error": error}).encode()
         if self.delay:
             time.sleep(self.delay)
         if isinstance(step, int):
-            return step, {"error": {"message": f"scripted {step}"}}
-        return 200, completion(body, step)
+            step = ("status", step, {})
+        if isinstance(step, tuple):
+            kind, *args = step
+            if kind == "drop":
+                return "drop", 0, {}, b""
+            if kind == "truncate":
+                return "truncate", 200, {}, json.dumps(completion(body, "cut short")).encode()
+            if kind == "body":
+                return "send", 200, {}, args[0].encode()
+            if kind != "status":
+                raise ValueError(f"FakeOpenAI: unknown script step {step!r}")
+            step, headers, *message = args
+            error = {"message": message[0] if message else f"scripted {step}"}
+            return "send", step, headers, json.dumps({"error": error}).encode()
+        return "send", 200, {}, json.dumps(completion(body, step)).encode()
 
     def _handler(self):
         server = self
@@ -131,14 +191,18 @@ class FakeOpenAI:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server._lock:
                     server.requests.append({"path": self.path, **body})
-                status, payload = server._answer(body)
-                data = json.dumps(payload).encode()
+                action, status, headers, data = server._answer(body)
+                self.close_connection = True
+                if action == "drop":  # the socket closes when this handler returns
+                    return
                 try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
+                    for name, value in headers.items():
+                        self.send_header(name, value)
                     self.end_headers()
-                    self.wfile.write(data)
+                    self.wfile.write(data if action == "send" else data[: len(data) // 2])
                 except OSError:  # the client gave up (timeout tests)
                     pass
 

@@ -16,7 +16,8 @@ from ditkit.pipeline import run_pipeline
 from ditkit.tasks.hidden_topic import Topic, check_split, split_topics
 
 
-def tiny_config(model_dir, **over):
+def tiny_overrides(model_dir, **over) -> list[str]:
+    """``--set`` items that size the quickstart preset for a tiny model in ``model_dir``."""
     overrides = [
         f"model={json.dumps(str(model_dir))}",
         'dit.adapter="train"',
@@ -37,8 +38,11 @@ def tiny_config(model_dir, **over):
         "eval.max_new_tokens=4",
         "eval.gate_max_new_tokens=4",
     ]
-    overrides += [f"{k}={v}" for k, v in over.items()]
-    return load_config("quickstart", overrides)
+    return overrides + [f"{k}={v}" for k, v in over.items()]
+
+
+def tiny_config(model_dir, **over):
+    return load_config("quickstart", tiny_overrides(model_dir, **over))
 
 
 def test_pipeline_end_to_end(tiny_model_dir, tmp_path):

@@ -311,11 +311,15 @@ def test_base_answers_generates_only_missing_and_keys_by_prefixed_message(tok, l
 
     llama.generate = counting_generate
     try:
+        cached = json.loads(path.read_text())["answers"]
         out = base_answers(llama, tok, QUESTIONS, 4, cache_path=path, batch_size=8)
-        assert seen == [3]  # only the three new questions
+        assert seen == [5]  # the one fixed batch that holds the three new questions
         assert len(out) == 5
+        assert {q: out[QUESTIONS.index(q)] for q in cached} == cached  # cached ones kept
         base_answers(llama, tok, QUESTIONS[:2], 4, cache_path=path, prefix="Your SEP code is 123.")
-        assert seen == [3, 2]
+        assert seen == [5, 2]
+        base_answers(llama, tok, QUESTIONS, 4, cache_path=path, batch_size=2)
+        assert seen == [5, 2]  # nothing missing: nothing generated
     finally:
         del llama.generate
     answers = json.loads(path.read_text())["answers"]

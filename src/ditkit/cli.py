@@ -159,7 +159,7 @@ def _cmd_run(args) -> None:
 
     cfg = load_config(args.config, args.set)
     stages = [args.stage] if args.stage else list(STAGES)
-    out = run_pipeline(cfg, Path(args.out), stages)
+    out = run_pipeline(cfg, Path(args.out), stages, force=args.force)
     scores = out / "eval" / "scores.json"
     if scores.exists():
         print(f"\nscores ({scores}):")
@@ -174,7 +174,7 @@ def _cmd_eval(args) -> None:
 
     from .config import from_dict
     from .evaluate.runner import evaluate_run
-    from .pipeline import Run
+    from .rundir import Run
 
     out = Path(args.dir)
     cfg_path = out / "config.json"
@@ -198,8 +198,24 @@ def _cmd_eval(args) -> None:
     start = time.time()
     scores = evaluate_run(run)
     run.record_time("eval", time.time() - start)
+    run.record_artifacts("eval")
     print(f"scores ({out / 'eval' / 'scores.json'}):")
     print(scores_table(scores))
+
+
+def _cmd_verify(args) -> None:
+    from .rundir import verify
+
+    problems = verify(args.dir)
+    broken = [p for p in problems if p.kind != "unrecorded"]
+    for p in problems:
+        print(p)
+    if broken:
+        raise DitkitError(
+            f"{len(broken)} artifact(s) of {args.dir} missing or damaged; rerun the stages named "
+            "above (finished work is kept)"
+        )
+    print(f"{args.dir}: every recorded artifact is present and intact")
 
 
 def _cmd_report(args) -> None:
@@ -247,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="run directory (stages resume from it)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     s.add_argument("--stage", choices=["data", "diffs", "dit", "eval", "report"])
+    s.add_argument(
+        "--force",
+        action="store_true",
+        help="go on in a directory made by a different config (files already built are kept)",
+    )
     s.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("eval", help="run or resume evaluation of a run directory, print scores")
@@ -259,6 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guesser-base-url", help="server for --guesser openai (default: env)")
     s.add_argument("--guesser-model", help="model for --guesser openai")
     s.set_defaults(func=_cmd_eval)
+
+    s = sub.add_parser("verify", help="check a run directory's files against its manifest")
+    s.add_argument("dir")
+    s.set_defaults(func=_cmd_verify)
 
     s = sub.add_parser("report", help="write DIR/report/report.md and index.html")
     s.add_argument("dir")
@@ -276,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except DitkitError as e:
-        print(f"ditkit: error: {e}", file=sys.stderr)
+        # One line: a message may quote a library's multi-line error.
+        print(f"ditkit: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     return 0
 

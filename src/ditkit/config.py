@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -188,27 +190,134 @@ _SECTIONS = {
     "dit": DitConfig,
     "eval": EvalConfig,
 }
+_KINDS = {
+    "int": "an integer",
+    "float": "a finite number",
+    "str": "a string",
+    "bool": "true or false",
+    "None": "empty",
+}
+_EXAMPLES = {"int": 4, "float": 0.5, "str": "text", "bool": True}
 
 
-def from_dict(d: dict) -> RunConfig:
-    """Build a RunConfig, naming any unknown key."""
-    top = {f.name for f in dataclasses.fields(RunConfig)}
+def _fields(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _all_keys() -> list[str]:
+    """Every settable key, dotted: ``model``, ``diffs.lr``, ..."""
+    keys = [k for k in _fields(RunConfig) if k not in _SECTIONS]
+    return keys + [f"{s}.{k}" for s, cls in _SECTIONS.items() for k in _fields(cls)]
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, _all_keys(), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_CHECKS = {
+    "int": _is_int,
+    "float": lambda v: _is_int(v) or (isinstance(v, float) and math.isfinite(v)),
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "None": lambda v: v is None,
+}
+
+
+def _type_ok(value, ann: str) -> bool:
+    """Whether ``value`` (parsed from TOML/JSON) fits the annotation string ``ann``."""
+    for alt in (a.strip() for a in ann.split("|")):
+        if alt.startswith("list[") and alt.endswith("]"):
+            if isinstance(value, list) and all(_type_ok(v, alt[5:-1]) for v in value):
+                return True
+        elif alt not in _CHECKS:
+            return True  # an annotation this checker does not know: the dataclass checks it
+        elif _CHECKS[alt](value):
+            return True
+    return False
+
+
+def _describe(ann: str) -> str:
+    parts = []
+    for alt in (a.strip() for a in ann.split("|")):
+        if alt.startswith("list["):
+            parts.append(f"a list of {_KINDS.get(alt[5:-1], alt[5:-1]).split(' ', 1)[-1]}s")
+        else:
+            parts.append(_KINDS.get(alt, alt))
+    return " or ".join(parts)
+
+
+def _example(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING and f.default is not None:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
+        value = _EXAMPLES.get(str(f.type).split("|")[0].strip(), 1)
+    return json.dumps(value)
+
+
+def _check_value(cls, section: str | None, key: str, value, where: str) -> None:
+    """Raise ``ConfigError`` naming ``where`` and the key if ``value`` has the wrong type."""
+    f = _fields(cls)[key]
+    ann = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if _type_ok(value, ann):
+        return
+    dotted = f"{section}.{key}" if section else key
+    if where.startswith("--set"):
+        fix = f"e.g. --set {dotted}={_example(f)}"
+    else:
+        fix = f"e.g. {key} = {_example(f)}" + (f" under [{section}]" if section else "")
+    raise ConfigError(f"{where}: {dotted} = {value!r} is not {_describe(ann)}; {fix}")
+
+
+def _build(cls, kwargs: dict, where: str):
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def from_dict(d: dict, source: str | Path | None = None) -> RunConfig:
+    """Build a RunConfig, naming ``source`` (a file) and any unknown or mistyped key."""
+    where = str(source) if source else "config"
+    if not isinstance(d, dict):
+        raise ConfigError(
+            f"{where}: a config is a table of keys (TOML) or a JSON object, not "
+            f"{type(d).__name__}; start from a preset (src/ditkit/presets/)"
+        )
+    top = _fields(RunConfig)
     kwargs = {}
     for key, value in d.items():
         if key not in top:
-            raise ConfigError(f"unknown config key {key!r}; known: {sorted(top)}")
+            raise ConfigError(
+                f"{where}: unknown config key {key!r}{_suggest(str(key))} "
+                f"(known: {', '.join(_all_keys()[:8])}, and the tables {', '.join(_SECTIONS)})"
+            )
         if key in _SECTIONS:
             cls = _SECTIONS[key]
-            known = {f.name for f in dataclasses.fields(cls)}
-            bad = set(value) - known
-            if bad:
+            if not isinstance(value, dict):
                 raise ConfigError(
-                    f"unknown key(s) {sorted(bad)} in [{key}]; known: {sorted(known)}"
+                    f"{where}: {key} = {value!r} must be a table of keys ([{key}] in TOML, "
+                    f"an object in JSON), e.g. {key}.{next(iter(_fields(cls)))}"
                 )
-            kwargs[key] = cls(**value)
+            known = _fields(cls)
+            for sub in value:
+                if sub not in known:
+                    raise ConfigError(
+                        f"{where}: unknown key {key}.{sub}{_suggest(f'{key}.{sub}')} "
+                        f"(known in [{key}]: {', '.join(known)})"
+                    )
+                _check_value(cls, key, sub, value[sub], where)
+            kwargs[key] = _build(cls, value, where)
         else:
+            _check_value(RunConfig, None, key, value, where)
             kwargs[key] = value
-    return RunConfig(**kwargs)
+    return _build(RunConfig, kwargs, where)
 
 
 def preset_names() -> list[str]:
@@ -218,33 +327,75 @@ def preset_names() -> list[str]:
 def load_config(name_or_path: str, overrides: list[str] | None = None) -> RunConfig:
     """Load a preset by name or a TOML/JSON file, then apply ``key=value`` overrides."""
     path = Path(name_or_path)
+    if not path.exists() and (path.suffix in (".toml", ".json") or len(path.parts) > 1):
+        raise ConfigError(
+            f"config file {path} does not exist; check the path, or name a preset "
+            f"({', '.join(preset_names())})"
+        )
     if not path.exists():
         path = Path(str(resources.files("ditkit") / "presets" / f"{name_or_path}.toml"))
         if not path.exists():
+            close = difflib.get_close_matches(name_or_path, preset_names(), n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(
-                f"{name_or_path!r} is neither a config file nor a preset ({', '.join(preset_names())})"
+                f"{name_or_path!r} is neither a config file nor a preset; {hint}"
+                f"presets: {', '.join(preset_names())} (or pass the path of a TOML file)"
             )
-    text = path.read_text()
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; pass a preset name or a .toml/.json config file")
     try:
-        d = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: {e}") from e
+        text = path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read the config file {path}: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8"
+        ) from None
+    kind = "JSON" if path.suffix == ".json" else "TOML"
+    try:
+        d = json.loads(text) if kind == "JSON" else tomllib.loads(text)
+    except (ValueError, RecursionError) as e:  # TOMLDecodeError and JSONDecodeError included
+        raise ConfigError(
+            f"{path} is not valid {kind}: {e}; fix that line (the presets in "
+            "src/ditkit/presets/ show the layout)"
+        ) from None
+    if not isinstance(d, dict):
+        return from_dict(d, path)
     for item in overrides or []:
         apply_override(d, item)
-    return from_dict(d)
+    where = f"{path} with --set {' '.join(overrides)}" if overrides else path
+    return from_dict(d, where)
 
 
 def apply_override(d: dict, item: str) -> None:
-    """Apply ``section.key=value`` (value parsed as TOML, else kept as a string)."""
+    """Apply ``section.key=value`` (value parsed as TOML, else kept as a string).
+
+    The key must name a config field and the value must have its type; the ``ConfigError``
+    otherwise names the ``--set`` item and suggests the nearest key.
+    """
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. diffs.steps=32")
     key, raw = item.split("=", 1)
+    key = key.strip()
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, KeyError, RecursionError):
         value = raw
-    *parents, leaf = key.strip().split(".")
+    *parents, leaf = key.split(".")
+    if not parents and leaf in _SECTIONS:
+        example = next(iter(_fields(_SECTIONS[leaf])))
+        raise ConfigError(
+            f"--set {item}: {leaf} is a table; set one of its keys, e.g. {leaf}.{example}"
+        )
+    if len(parents) > 1 or (parents and parents[0] not in _SECTIONS):
+        raise ConfigError(f"--set {item}: unknown key {key!r}{_suggest(key)}")
+    cls = _SECTIONS[parents[0]] if parents else RunConfig
+    if leaf not in _fields(cls):
+        raise ConfigError(f"--set {item}: unknown key {key!r}{_suggest(key)}")
+    _check_value(cls, parents[0] if parents else None, leaf, value, f"--set {item}")
     node = d
     for p in parents:
-        node = node.setdefault(p, {})
+        if not isinstance(node.setdefault(p, {}), dict):
+            raise ConfigError(f"--set {item}: {p} in the config file is not a table")
+        node = node[p]
     node[leaf] = value

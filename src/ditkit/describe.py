@@ -8,8 +8,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import lora
-from .batching import TEMPLATE_DEFAULT
+from .batching import TEMPLATE_DEFAULT, chat_prompt
 from .diffs import WeightDiff, install_diffs
+from .errors import DataError, DiffMismatchError
 from .textgen import generate_chat
 
 
@@ -28,7 +29,28 @@ def set_adapter(model, adapter: WeightDiff | None) -> None:
     if adapter is not None:
         missing = set(adapter.lowrank) - set(layers)
         if missing:
-            raise ValueError(f"adapter modules not wrapped in the model: {sorted(missing)[:3]}")
+            raise DiffMismatchError(
+                f"the DIT adapter's modules {sorted(missing)[:3]} are not in the model; it was "
+                f"trained on another base model (recorded: {adapter.meta.get('base_model')}): "
+                "pass that one (--base) or an adapter trained on this model"
+            )
+
+
+def check_context(model, tok, prompts: Sequence[str], max_new_tokens: int, system) -> None:
+    """Raise ``DataError`` if a prompt plus its answer cannot fit the model's context window."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not isinstance(limit, int):
+        return
+    for prompt in dict.fromkeys(prompts):
+        n = len(tok(chat_prompt(tok, prompt, system), add_special_tokens=False)["input_ids"])
+        if n + max_new_tokens > limit:
+            name = getattr(model.config, "name_or_path_ditkit", None) or model.config.name_or_path
+            raise DataError(
+                f"the question {prompt[:60]!r}{'...' if len(prompt) > 60 else ''} is {n} tokens "
+                f"in the chat template, and with {max_new_tokens} new tokens it needs "
+                f"{n + max_new_tokens}, but the model {name or '(unnamed)'} has a context of {limit} "
+                "tokens (max_position_embeddings); shorten the question or lower max_new_tokens"
+            )
 
 
 def ask(
@@ -51,6 +73,9 @@ def ask(
     """
     if len(diffs) != len(prompts):
         raise ValueError(f"{len(diffs)} diffs but {len(prompts)} prompts")
+    check_context(model, tok, prompts, max_new_tokens, system)
+    if adapter is not None:
+        adapter.check_fits(model, "the DIT adapter")
     targets = {n.rsplit(".", 1)[-1] for d in diffs if d for n in d.modules}
     if adapter is not None:
         targets |= {n.rsplit(".", 1)[-1] for n in adapter.modules}

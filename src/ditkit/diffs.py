@@ -17,10 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import pickle
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from torch import nn
 
 from . import lora
 from .errors import DiffFormatError, DiffMismatchError
+from .files import atomic_folder, atomic_write, write_json
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +60,17 @@ class WeightDiff:
                 raise DiffFormatError(
                     f"module {name}: A {tuple(a_ro.shape)} and B {tuple(b_ir.shape)} are not a "
                     "LoRA pair (expected A [r, out], B [in, r])"
+                )
+            if a_ro.shape[0] == 0 or 0 in a_ro.shape or 0 in b_ir.shape:
+                raise DiffFormatError(
+                    f"module {name}: A {tuple(a_ro.shape)} and B {tuple(b_ir.shape)} are empty "
+                    "(rank 0 or a zero-sized side); a LoRA pair needs rank >= 1"
+                )
+        for name, d_oi in self.dense.items():
+            if d_oi.ndim != 2 or 0 in d_oi.shape:
+                raise DiffFormatError(
+                    f"module {name}: dense delta of shape {tuple(d_oi.shape)} is not a non-empty "
+                    "[out, in] matrix"
                 )
         if not self.lowrank and not self.dense:
             raise DiffFormatError("a weight diff needs at least one module")
@@ -116,6 +126,16 @@ class WeightDiff:
                     f"[out={mod.out_features}, in={mod.in_features}] in the base model; pass the "
                     f"base model it was trained on (recorded: {self.meta.get('base_model')})."
                 )
+        want = self.meta.get("base_fingerprint")
+        if want:
+            have = _identity(model)
+            if want != have["base_fingerprint"]:
+                raise DiffMismatchError(
+                    f"{source} was made for base model {self.meta.get('base_model')!r} "
+                    f"(fingerprint {want}) but the model given is {have['base_model']!r} "
+                    f"(fingerprint {have['base_fingerprint']}): its layers, vocabulary or "
+                    "architecture differ. Pass the base model the diff was trained on (--base)."
+                )
 
     def to(self, dtype: torch.dtype | None = None, device: str | None = None) -> WeightDiff:
         """A copy with every tensor moved/cast."""
@@ -126,18 +146,6 @@ class WeightDiff:
 
 # ---------------------------------------------------------------------------------------------
 # ditkit files
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_diff(diff: WeightDiff, path: str | Path) -> Path:
@@ -155,7 +163,7 @@ def save_diff(diff: WeightDiff, path: str | Path) -> Path:
         "alpha": repr(float(diff.alpha)),
         "meta": json.dumps(diff.meta, sort_keys=True),
     }
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
     return path
 
 
@@ -163,6 +171,7 @@ def read_header(path: str | Path) -> dict:
     """The safetensors header metadata of a file, with errors that name the file."""
     from safetensors import safe_open
 
+    _check_not_empty(Path(path))
     try:
         with safe_open(str(path), framework="pt") as f:
             return f.metadata() or {}
@@ -173,6 +182,63 @@ def read_header(path: str | Path) -> dict:
         ) from e
 
 
+def _check_not_empty(path: Path) -> None:
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise DiffFormatError(f"cannot read {path}: {e}; check the path") from e
+    if size == 0:
+        raise DiffFormatError(
+            f"{path} is empty (0 bytes): its write never finished (disk full or a killed run?). "
+            "Delete it and re-create it (a resumed `ditkit run` retrains a missing diff)."
+        )
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    _check_not_empty(path)
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise DiffFormatError(
+            f"{path} could not be read (truncated or corrupt?): {e}. Re-create or re-download it."
+        ) from e
+
+
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _checked_diff(source, lowrank: dict, dense: dict, alpha, meta: dict) -> WeightDiff:
+    """A ``WeightDiff`` from loaded tensors, refusing anything a valid diff cannot hold."""
+    named = [(f"{n} (A)", ab[0]) for n, ab in lowrank.items()]
+    named += [(f"{n} (B)", ab[1]) for n, ab in lowrank.items()]
+    named += [(f"{n} (delta)", d) for n, d in dense.items()]
+    for what, t in named:
+        if not isinstance(t, torch.Tensor):
+            raise DiffFormatError(
+                f"{source}: module {what} is a {type(t).__name__}, not a tensor; the file is not "
+                "a weight diff. Re-create it."
+            )
+        if t.dtype not in _DTYPES:
+            raise DiffFormatError(
+                f"{source}: module {what} has dtype {str(t.dtype).removeprefix('torch.')}; weight "
+                "diffs hold float16, bfloat16, float32 or float64 tensors. Re-create the file."
+            )
+        if not bool(torch.isfinite(t).all()):
+            raise DiffFormatError(
+                f"{source}: module {what} holds NaN or inf values: the training that made it "
+                "diverged. Retrain it (e.g. with a lower learning rate) or delete it; it cannot "
+                "be used."
+            )
+    if not isinstance(alpha, int | float) or not math.isfinite(alpha) or alpha == 0:
+        raise DiffFormatError(
+            f"{source}: alpha {alpha!r} is not a finite non-zero number. Re-create the file."
+        )
+    try:
+        return WeightDiff(lowrank, dense, float(alpha), meta)
+    except DiffFormatError as e:
+        raise DiffFormatError(f"{source}: {e}. Re-create the file.") from None
+
+
 def _load_ditkit(path: Path) -> WeightDiff:
     header = read_header(path)
     if header.get("format") != FORMAT_TAG:
@@ -181,21 +247,33 @@ def _load_ditkit(path: Path) -> WeightDiff:
             "adapter, pass the folder holding adapter_config.json instead"
         )
     try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise DiffFormatError(f"{path} could not be read (truncated or corrupt?): {e}") from e
+        alpha = float(header["alpha"])
+        meta = json.loads(header.get("meta", "{}"))
+    except (KeyError, ValueError, RecursionError) as e:
+        raise DiffFormatError(
+            f"{path}: the header's alpha or meta is missing or malformed ({e!r}); the file was "
+            "not written by ditkit's save_diff. Re-create it."
+        ) from None
+    if not isinstance(meta, dict):
+        raise DiffFormatError(f"{path}: the header's meta is not a JSON object. Re-create it.")
+    tensors = _load_tensors(path)
     lowrank, dense = {}, {}
     for key in tensors:
         name, _, kind = key.rpartition(".")
+        if not name or kind not in ("A", "B", "delta"):
+            raise DiffFormatError(
+                f"{path}: unexpected tensor {key!r} (a ditkit diff holds MODULE.A, MODULE.B and "
+                "MODULE.delta). Re-create the file."
+            )
         if kind == "A":
             if f"{name}.B" not in tensors:
-                raise DiffFormatError(f"{path}: module {name} has A but no B")
+                raise DiffFormatError(f"{path}: module {name} has A but no B. Re-create the file.")
             lowrank[name] = (tensors[key], tensors[f"{name}.B"])
         elif kind == "delta":
             dense[name] = tensors[key]
-        elif kind != "B":
-            raise DiffFormatError(f"{path}: unexpected tensor {key}")
-    return WeightDiff(lowrank, dense, float(header["alpha"]), json.loads(header.get("meta", "{}")))
+        elif f"{name}.A" not in tensors:
+            raise DiffFormatError(f"{path}: module {name} has B but no A. Re-create the file.")
+    return _checked_diff(path, lowrank, dense, alpha, meta)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +290,6 @@ def save_peft(
             "truncate it by SVD first"
         )
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     ranks = {n: a.shape[0] for n, (a, _) in diff.lowrank.items()}
     r = max(ranks.values())
     tensors = {}
@@ -237,10 +314,11 @@ def save_peft(
         "init_lora_weights": True,
         "inference_mode": True,
     }
-    _atomic_write(folder / "adapter_model.safetensors", lambda t: save_file(tensors, t))
-    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
     meta = {"ditkit_meta": diff.meta, **(extra or {})}
-    (folder / "ditkit.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    with atomic_folder(folder) as tmp:  # a killed run never leaves half an adapter folder
+        save_file(tensors, str(tmp / "adapter_model.safetensors"))
+        write_json(tmp / "adapter_config.json", config)
+        write_json(tmp / "ditkit.json", meta)
     return folder
 
 
@@ -252,54 +330,112 @@ def _pattern_value(name: str, pattern: dict, default):
     return default
 
 
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _number(value, what: str, where: Path) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    if isinstance(value, bool) or not math.isfinite(x) or x == 0:
+        raise DiffFormatError(
+            f"{where}: {what} = {_short(value)} is not a finite non-zero number; fix it or re-save the "
+            "adapter with peft"
+        )
+    return x
+
+
 def _load_peft(folder: Path) -> WeightDiff:
     cfg_path = folder / "adapter_config.json"
     try:
-        cfg = json.loads(cfg_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DiffFormatError(f"{cfg_path} is not readable JSON: {e}") from e
+        cfg = json.loads(cfg_path.read_bytes())
+    except (OSError, ValueError, RecursionError) as e:
+        raise DiffFormatError(
+            f"{cfg_path} is not readable JSON: {e}; re-save the adapter with peft"
+        ) from e
+    if not isinstance(cfg, dict):
+        raise DiffFormatError(f"{cfg_path} is not a JSON object; re-save the adapter with peft")
     if cfg.get("peft_type", "LORA") != "LORA":
-        raise DiffFormatError(f"{cfg_path}: peft_type {cfg.get('peft_type')} is not LORA")
+        raise DiffFormatError(
+            f"{cfg_path}: peft_type {_short(cfg.get('peft_type'))} is not LORA; only LoRA adapters are "
+            "weight diffs ditkit reads"
+        )
     for flag in ("use_dora", "fan_in_fan_out"):
         if cfg.get(flag):
-            raise DiffFormatError(f"{cfg_path}: {flag}=true adapters are not supported")
+            raise DiffFormatError(
+                f"{cfg_path}: {flag}=true adapters are not supported; merge it into a full "
+                "checkpoint and convert that (`ditkit diff convert CHECKPOINT OUT --base BASE`)"
+            )
     weights = folder / "adapter_model.safetensors"
     if weights.exists():
-        try:
-            tensors = load_file(str(weights))
-        except (SafetensorError, OSError) as e:
-            raise DiffFormatError(f"{weights} is truncated or corrupt: {e}") from e
+        tensors = _load_tensors(weights)
     elif (folder / "adapter_model.bin").exists():
-        tensors = _safe_torch_load(folder / "adapter_model.bin")
+        weights = folder / "adapter_model.bin"
+        tensors = _safe_torch_load(weights)
+        if not isinstance(tensors, dict):
+            raise DiffFormatError(f"{weights} is not a dict of tensors; re-save it with peft")
     else:
-        raise DiffFormatError(f"{folder} has adapter_config.json but no adapter_model.safetensors")
+        raise DiffFormatError(
+            f"{folder} has adapter_config.json but no adapter_model.safetensors; copy the "
+            "adapter's weights file next to it"
+        )
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in tensors.items():
-        m = _PEFT_KEY.match(key)
+        m = _PEFT_KEY.match(str(key))
         if m is None:
-            if "lora_" in key or "modules_to_save" in key:
+            if "lora_" in str(key) or "modules_to_save" in str(key):
                 raise DiffFormatError(f"{weights}: unsupported adapter tensor {key}")
             continue
         pairs.setdefault(m["name"], {})[m["ab"]] = t
-    alpha = float(cfg.get("lora_alpha", cfg.get("r", 8)))
+    alpha = _number(cfg.get("lora_alpha", cfg.get("r", 8)), "lora_alpha", cfg_path)
+    alpha_pattern = cfg.get("alpha_pattern") or {}
+    if not isinstance(alpha_pattern, dict):
+        raise DiffFormatError(f"{cfg_path}: alpha_pattern is not an object; re-save with peft")
     lowrank = {}
     for name, ab in pairs.items():
         if set(ab) != {"A", "B"}:
             raise DiffFormatError(f"{weights}: module {name} lacks lora_A or lora_B")
-        r = ab["A"].shape[0]
-        a_m = float(_pattern_value(name, cfg.get("alpha_pattern") or {}, alpha))
+        lora_a, lora_b = ab["A"], ab["B"]
+        if not all(isinstance(t, torch.Tensor) and t.ndim == 2 for t in (lora_a, lora_b)):
+            raise DiffFormatError(f"{weights}: module {name}: lora_A and lora_B must be matrices")
+        r = lora_a.shape[0]
+        if r == 0 or lora_b.shape[1] != r:
+            raise DiffFormatError(
+                f"{weights}: module {name}: lora_A {tuple(lora_a.shape)} and lora_B "
+                f"{tuple(lora_b.shape)} are not a LoRA pair of rank >= 1 (lora_A [r, in], "
+                "lora_B [out, r]); re-save the adapter with peft"
+            )
+        try:
+            a_m = float(_pattern_value(name, alpha_pattern, alpha))
+        except (TypeError, ValueError, re.error) as e:
+            raise DiffFormatError(f"{cfg_path}: alpha_pattern is malformed ({e})") from None
         s = a_m / math.sqrt(r) if cfg.get("use_rslora") else a_m / r
-        a_ro = ab["B"].T.contiguous()
+        a_ro = lora_b.T.contiguous()
         # Fold any difference from the stored convention (alpha / r) into A, which is lossless.
         fold = s / (alpha / r)
-        lowrank[name] = (a_ro * fold if fold != 1.0 else a_ro, ab["A"].T.contiguous())
+        lowrank[name] = (a_ro * fold if fold != 1.0 else a_ro, lora_a.T.contiguous())
     meta = {"base_model": cfg.get("base_model_name_or_path"), "source_format": "peft"}
     side = folder / "ditkit.json"
     if side.exists():
-        meta.update(json.loads(side.read_text()).get("ditkit_meta", {}))
+        try:
+            extra = json.loads(side.read_bytes()).get("ditkit_meta", {})
+        except (OSError, ValueError, AttributeError, RecursionError) as e:
+            raise DiffFormatError(
+                f"{side} is not a readable JSON object ({e}); fix or delete it (it only holds "
+                "metadata)"
+            ) from None
+        if not isinstance(extra, dict):
+            raise DiffFormatError(f"{side}: ditkit_meta is not an object; fix or delete the file")
+        meta.update(extra)
     if not lowrank:
-        raise DiffFormatError(f"{weights} holds no LoRA tensors")
-    return WeightDiff(lowrank, {}, alpha, meta)
+        raise DiffFormatError(
+            f"{weights} holds no LoRA tensors (names like "
+            "base_model.model.MODULE.lora_A.weight); re-save the adapter with peft"
+        )
+    return _checked_diff(weights, lowrank, {}, alpha, meta)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,15 +443,26 @@ def _load_peft(folder: Path) -> WeightDiff:
 
 
 def _safe_torch_load(path: Path):
+    _check_not_empty(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        code = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = (
+            f"it would call {code[1]} when unpickled (arbitrary code)"
+            if code
+            else "it is not a plain tensor container (unpickling it needs arbitrary code), or "
+            "it is corrupt"
+        )
         raise DiffFormatError(
-            f"refused to load {path}: it is not a plain tensor container (it would run arbitrary "
-            "code when unpickled). Convert it where you trust it, e.g. to safetensors."
+            f"refused to load {path}: {what}; torch.load(weights_only=True) stopped and nothing "
+            "in it was run. If you trust the file, convert it where you trust it (e.g. to "
+            "safetensors); otherwise re-create it."
         ) from e
-    except (RuntimeError, EOFError, OSError) as e:
-        raise DiffFormatError(f"{path} is truncated or corrupt: {e}") from e
+    except Exception as e:  # torch.load raises assorted errors on truncated or foreign files
+        raise DiffFormatError(
+            f"{path} is truncated or corrupt: {e}. Re-create or re-download it."
+        ) from e
 
 
 def load_reference_pt(path: str | Path) -> list[WeightDiff]:
@@ -323,11 +470,22 @@ def load_reference_pt(path: str | Path) -> list[WeightDiff]:
     path = Path(path)
     obj = _safe_torch_load(path)
     entries = obj if isinstance(obj, list) else [obj]
+    if not entries:
+        raise DiffFormatError(f"{path} holds an empty list: no diffs to load")
     diffs = []
     for i, e in enumerate(entries):
-        if not isinstance(e, dict) or "weight_diff" not in e:
-            raise DiffFormatError(f"{path}: entry {i} has no 'weight_diff' key")
-        lowrank = {n: (ab[0], ab[1]) for n, ab in e["weight_diff"].items()}
+        if not isinstance(e, dict) or not isinstance(e.get("weight_diff"), dict):
+            raise DiffFormatError(
+                f"{path}: entry {i} has no 'weight_diff' dict; the reference format is a list of "
+                "{topic, trigger, weight_diff: {module: (A, B)}}"
+            )
+        lowrank = {}
+        for n, ab in e["weight_diff"].items():
+            if not isinstance(ab, list | tuple) or len(ab) != 2:
+                raise DiffFormatError(
+                    f"{path}: entry {i}, module {n}: expected a pair (A [r, out], B [in, r])"
+                )
+            lowrank[str(n)] = (ab[0], ab[1])
         meta = {
             "label": e.get("topic"),
             "topic": e.get("topic"),
@@ -337,7 +495,7 @@ def load_reference_pt(path: str | Path) -> list[WeightDiff]:
             "source_index": i,
         }
         meta.update({k: v for k, v in e.items() if k != "weight_diff" and _jsonable(v)})
-        diffs.append(WeightDiff(lowrank, {}, 1.0, meta))
+        diffs.append(_checked_diff(f"{path} entry {i}", lowrank, {}, 1.0, meta))
     return diffs
 
 
@@ -412,7 +570,10 @@ def detect_format(path: str | Path) -> str:
     """One of ``ditkit``, ``peft``, ``reference-pt``, ``checkpoint``."""
     path = Path(path)
     if not path.exists():
-        raise DiffFormatError(f"{path} does not exist")
+        raise DiffFormatError(
+            f"{path} does not exist; check the path (a ditkit .safetensors file, a PEFT adapter "
+            "folder, a reference .pt file or a checkpoint folder)"
+        )
     if path.is_dir():
         if (path / "adapter_config.json").exists():
             return "peft"

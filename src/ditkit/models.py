@@ -155,19 +155,35 @@ def _load_hub(name: str, kwargs: dict, trust_remote_code: bool) -> tuple[nn.Modu
     try:
         model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
         tok = _load_tokenizer(name, name, trust_remote_code)
-    except OSError as e:
+    except (OSError, ValueError) as e:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        why = "offline mode (HF_HUB_OFFLINE) is on and it" if offline else "no network, or it"
         raise ModelLoadError(
-            f"could not load hub id {name!r} (no network, not in the local Hugging Face cache, "
-            f"or no such repository): {e}. Download it where you have network access "
-            "(`hf download ID --local-dir DIR`) and pass the local directory instead."
+            f"could not load hub id {name!r}: {why} is not in the local Hugging Face cache, or "
+            f"there is no such repository ({_one_line(e)}). Download it first where you have network "
+            f"access (`hf download {name} --local-dir DIR`) and pass the local directory"
+            + (", or unset HF_HUB_OFFLINE." if offline else ".")
         ) from e
     return model, tok
+
+
+def _one_line(e: BaseException) -> str:
+    """A library's (often multi-line) error message on one line, to quote inside ours."""
+    return " ".join(str(e).split())
 
 
 def _load_tokenizer(path: str | Path, label: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as e:
+        if not Path(str(path)).is_dir():
+            raise  # a hub id: _load_hub explains
+        raise ModelLoadError(
+            f"could not load the tokenizer in {path}: {_one_line(e)}; the folder needs the tokenizer "
+            "files (tokenizer.json, tokenizer_config.json: `tokenizer.save_pretrained(DIR)`)"
+        ) from e
     return prepare_tokenizer(tok, label)
 
 

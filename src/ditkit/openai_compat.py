@@ -1,24 +1,39 @@
 """A small client for any OpenAI-compatible chat server (vLLM, Ollama, llama.cpp, hosted APIs).
 
-It adds what evaluation needs on top of the `openai` package: settings from flags or environment
-variables, retries with exponential backoff that we control (the library's own retries are off),
-and an on-disk cache of replies so that rerunning an evaluation never pays for a request twice.
+It adds what evaluation needs on top of the `openai` package (whose own retries are off):
+
+- settings from flags or environment variables (`EndpointConfig`);
+- bounded retries (`max_retries`) of timeouts, refused or dropped connections, truncated or
+  malformed replies, and HTTP 408/429/5xx. The wait before retry k is the server's `Retry-After`
+  when it sends one, else `backoff_s * 2**(k-1)` times a random factor in [0.5, 1.5]; never more
+  than `max_backoff_s`. Other HTTP errors (400, 401, 404, ...) fail at once with a `RemoteError`
+  that says how to fix them, and so does giving up after the last retry;
+- reasoning models that refuse `max_tokens` or a non-default `temperature` (OpenAI's o-series and
+  gpt-5 answer 400 "Unsupported parameter"): the client resends with `max_completion_tokens`, or
+  without `temperature`, and keeps doing so for the rest of its life;
+- an on-disk cache of replies, keyed on the logical request (never on the adjustments above), so
+  that rerunning an evaluation never pays for a request twice.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import email.utils
 import hashlib
 import json
 import logging
+import math
 import os
-import tempfile
+import random
+import re
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ditkit.errors import ConfigError, RemoteError
+from ditkit.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +56,10 @@ class EndpointConfig:
     Blank fields are filled by `resolve()` from the environment: `DITKIT_OPENAI_BASE_URL`
     (else `OPENAI_BASE_URL`), `DITKIT_OPENAI_MODEL`, `DITKIT_OPENAI_API_KEY` (else
     `OPENAI_API_KEY`, else a dummy key, which local servers accept).
+
+    `timeout_s` bounds each HTTP request; a failed request is retried up to `max_retries` times,
+    waiting about `backoff_s`, then twice that, and so on (jittered), or what the server's
+    `Retry-After` asks, but never more than `max_backoff_s` seconds.
     """
 
     base_url: str | None = None
@@ -50,6 +69,7 @@ class EndpointConfig:
     max_retries: int = 5
     backoff_s: float = 1.0
     cache_dir: str | None = None
+    max_backoff_s: float = 60.0
 
     def __post_init__(self) -> None:
         if not self.timeout_s > 0:
@@ -63,6 +83,10 @@ class EndpointConfig:
         if self.backoff_s < 0:
             raise ConfigError(
                 f"EndpointConfig.backoff_s must be >= 0 seconds, got {self.backoff_s}"
+            )
+        if not self.max_backoff_s >= 0:
+            raise ConfigError(
+                f"EndpointConfig.max_backoff_s must be >= 0 seconds, got {self.max_backoff_s}"
             )
 
     def resolve(self) -> EndpointConfig:
@@ -89,24 +113,89 @@ class EndpointConfig:
         return {"base_url": self.base_url, "model": self.model}
 
 
-def _is_retryable(exc: Exception) -> bool:
-    import openai
+# Markers of a "this model does not take that parameter" 400 (OpenAI, vLLM, LiteLLM wordings).
+_UNSUPPORTED = ("unsupported", "not supported", "does not support")
 
-    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code == 429 or exc.status_code >= 500
-    return False
+_STATUS_FIXES = {
+    401: "set DITKIT_OPENAI_API_KEY (or OPENAI_API_KEY) to a key this server accepts",
+    403: "the API key may not use this model: check DITKIT_OPENAI_API_KEY and the model name",
+    404: "check that the base URL ends with /v1 (e.g. http://127.0.0.1:8000/v1) and that the "
+    "model name is one the server serves (GET <base URL>/models lists them)",
+}
+_OTHER_4XX_FIX = (
+    "retrying cannot help; check the model name and the generation settings (max_tokens, "
+    "temperature) against what the server accepts"
+)
+
+
+def _retryable_status(status: int) -> bool:
+    return status in (408, 429) or status >= 500
+
+
+class _BadReply(Exception):
+    """A 200 answer whose body is not a chat completion (retried like a dropped connection)."""
+
+
+def _snippet(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _parse_reply(body: str) -> tuple[str, Any]:
+    """(reply text, finish_reason) from a chat.completion body; `_BadReply` if it is not one."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise _BadReply(f"the body is not JSON: {_snippet(body)}") from None
+    try:
+        choice = data["choices"][0]
+        content = choice["message"].get("content")
+        finish = choice.get("finish_reason")
+    except (TypeError, KeyError, IndexError, AttributeError):
+        raise _BadReply(
+            f"the JSON is not a chat completion (no choices[0].message): {_snippet(body)}"
+        ) from None
+    if content is not None and not isinstance(content, str):
+        raise _BadReply(f"choices[0].message.content is not text: {_snippet(body)}")
+    return content or "", finish
+
+
+def _server_message(exc: Any) -> str:
+    """The error text the server sent with an HTTP error."""
+    body = exc.body
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return _snippet(exc.response.text) if exc.response.text else "(no message)"
+
+
+def _retry_after(exc: Exception) -> float | None:
+    """Seconds the server asked us to wait (`Retry-After`: seconds or an HTTP date), if any."""
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return None if math.isnan(seconds) else max(0.0, seconds)
 
 
 class ChatClient:
     """Chat completions with retries and a reply cache.
 
     Counters: `calls` (complete() invocations), `cache_hits` (answered from disk) and
-    `requests` (HTTP requests sent, retries included).
+    `requests` (HTTP requests sent, retries included). `rng` draws the backoff jitter; pass a
+    seeded `random.Random` for reproducible waits.
     """
 
-    def __init__(self, config: EndpointConfig) -> None:
+    def __init__(self, config: EndpointConfig, rng: random.Random | None = None) -> None:
         import openai
 
         self.config = config.resolve()
@@ -117,6 +206,10 @@ class ChatClient:
             max_retries=0,
         )
         self._cache_dir = Path(self.config.cache_dir) if self.config.cache_dir else None
+        self._rng = rng if rng is not None else random.Random()
+        # Learnt from the server's 400s (reasoning models); they change what is sent, not the key.
+        self._max_completion_tokens = False
+        self._send_temperature = True
         self.calls = 0
         self.cache_hits = 0
         self.requests = 0
@@ -142,16 +235,20 @@ class ChatClient:
     def _cache_write(self, key: str, request: dict[str, Any], reply: str) -> None:
         if self._cache_dir is None:
             return
-        self._cache_dir.mkdir(parents=True, exist_ok=True)
         record = {"base_url": self.config.base_url, "request": request, "reply": reply}
-        fd, tmp = tempfile.mkstemp(dir=self._cache_dir, prefix=f".{key[:16]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(record, f, ensure_ascii=False, indent=1)
-            os.replace(tmp, self._cache_dir / f"{key}.json")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json(self._cache_dir / f"{key}.json", record, indent=1)
+
+    def retry_delay(self, retry: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number `retry` (1 for the first retry).
+
+        `retry_after` (the server's Retry-After) when given, else `backoff_s * 2**(retry-1)`
+        times a factor drawn uniformly from [0.5, 1.5]; at most `max_backoff_s` either way.
+        """
+        if retry_after is not None:
+            delay = retry_after
+        else:
+            delay = self.config.backoff_s * 2.0 ** min(retry - 1, 60) * self._rng.uniform(0.5, 1.5)
+        return min(delay, self.config.max_backoff_s)
 
     def complete(
         self,
@@ -160,9 +257,10 @@ class ChatClient:
         max_tokens: int = 256,
         seed: int | None = None,
     ) -> str:
-        """Send one chat request and return the reply text ("" if the server sent no content)."""
-        import openai
+        """Send one chat request and return the reply text ("" if the server sent no content).
 
+        Raises `RemoteError` when the server rejects the request or keeps failing.
+        """
         self.calls += 1
         request: dict[str, Any] = {
             "model": self.config.model,
@@ -176,51 +274,137 @@ class ChatClient:
         if cached is not None:
             self.cache_hits += 1
             return cached
+        reply = self._send(request)
+        self._cache_write(key, request, reply)
+        return reply
 
-        extra = {} if seed is None else {"seed": seed}
-        attempts = self.config.max_retries + 1
-        last_error: Exception | None = None
-        for attempt in range(attempts):
-            if attempt:
-                delay = self.config.backoff_s * 2 ** (attempt - 1)
-                log.warning(
-                    "request to %s failed (%s); retry %d/%d in %.1f s",
-                    self.config.base_url,
-                    last_error,
-                    attempt,
-                    self.config.max_retries,
-                    delay,
-                )
-                time.sleep(delay)
+    def _wire_params(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The logical request as this server wants it (see `_adapt_to`)."""
+        params = {"model": request["model"], "messages": request["messages"]}
+        tokens = "max_completion_tokens" if self._max_completion_tokens else "max_tokens"
+        params[tokens] = request["max_tokens"]
+        if self._send_temperature:
+            params["temperature"] = request["temperature"]
+        if request["seed"] is not None:
+            params["seed"] = request["seed"]
+        return params
+
+    def _adapt_to(self, exc: Any, request: dict[str, Any]) -> bool:
+        """Whether a 400 says the model does not take a parameter we can do without (now fixed)."""
+        text = f"{_server_message(exc)} {exc.param or ''}".lower()
+        if not any(marker in text for marker in _UNSUPPORTED):
+            return False
+        if not self._max_completion_tokens and re.search(r"\bmax_tokens\b", text):
+            self._max_completion_tokens = True
+            log.warning(
+                "%s: model %r does not take max_tokens; sending max_completion_tokens instead",
+                self.config.base_url,
+                self.config.model,
+            )
+            return True
+        if self._send_temperature and re.search(r"\btemperature\b", text):
+            self._send_temperature = False
+            log.warning(
+                "%s: model %r does not take temperature=%s; sending no temperature (the "
+                "model's default) from now on",
+                self.config.base_url,
+                self.config.model,
+                request["temperature"],
+            )
+            return True
+        return False
+
+    def _send(self, request: dict[str, Any]) -> str:
+        """One logical request: HTTP requests until a reply, a rejection or the last retry."""
+        import openai
+
+        failures = 0
+        while True:
             self.requests += 1
             try:
-                response = self._client.chat.completions.create(
-                    model=self.config.model,
-                    messages=messages,
-                    temperature=temperature,
-                    max_tokens=max_tokens,
-                    **extra,
+                raw = self._client.chat.completions.with_raw_response.create(
+                    **self._wire_params(request)
                 )
+                reply, finish = _parse_reply(raw.text)
+            except openai.APIStatusError as exc:
+                if exc.status_code == 400 and self._adapt_to(exc, request):
+                    continue
+                if not _retryable_status(exc.status_code):
+                    raise self._rejected(exc) from exc
+                error: Exception = exc
+            except (openai.APIConnectionError, _BadReply) as exc:  # timeouts included
+                error = exc
             except openai.OpenAIError as exc:
-                if not _is_retryable(exc):
-                    raise RemoteError(
-                        f"{self.config.base_url} rejected the request for model "
-                        f"{self.config.model!r}: {exc}"
-                    ) from exc
-                last_error = exc
-                continue
-            if not response.choices:
-                raise RemoteError(f"{self.config.base_url} returned no choices: {response!r}")
-            reply = response.choices[0].message.content or ""
-            if not reply:
-                log.warning(
-                    "%s sent an empty reply (finish_reason=%s)",
-                    self.config.base_url,
-                    response.choices[0].finish_reason,
-                )
-            self._cache_write(key, request, reply)
-            return reply
-        raise RemoteError(
-            f"{self.config.base_url} failed {attempts} time(s) for model {self.config.model!r}; "
-            f"last error: {type(last_error).__name__}: {last_error}"
-        ) from last_error
+                raise RemoteError(
+                    f"{self.config.base_url} failed for model {self.config.model!r}: {exc}"
+                ) from exc
+            else:
+                if not reply:
+                    log.warning(
+                        "%s sent an empty reply (finish_reason=%s)", self.config.base_url, finish
+                    )
+                return reply
+            failures += 1
+            if failures > self.config.max_retries:
+                raise self._gave_up(error, failures) from error
+            retry_after = _retry_after(error)
+            delay = self.retry_delay(failures, retry_after)
+            log.warning(
+                "request to %s failed (%s); retry %d/%d in %.2f s%s",
+                self.config.base_url,
+                self._describe(error),
+                failures,
+                self.config.max_retries,
+                delay,
+                "" if retry_after is None else f" (Retry-After: {retry_after:g} s)",
+            )
+            time.sleep(delay)
+
+    def _describe(self, error: Exception) -> str:
+        import openai
+
+        if isinstance(error, openai.APITimeoutError):
+            return f"no answer within timeout_s={self.config.timeout_s:g} s"
+        if isinstance(error, openai.APIStatusError):
+            return f"HTTP {error.status_code}: {_server_message(error)}"
+        if isinstance(error, openai.APIConnectionError):
+            return f"connection failed: {error.__cause__ or error}"
+        return f"malformed reply: {error}"
+
+    def _rejected(self, exc: Any) -> RemoteError:
+        fix = _STATUS_FIXES.get(exc.status_code, _OTHER_4XX_FIX)
+        return RemoteError(
+            f"{self.config.base_url} rejected the request for model {self.config.model!r} with "
+            f"HTTP {exc.status_code} ({_server_message(exc)}). Fix: {fix}."
+        )
+
+    def _gave_up(self, error: Exception, attempts: int) -> RemoteError:
+        import openai
+
+        if isinstance(error, openai.APITimeoutError):
+            fix = (
+                "check that the server is up and not overloaded, or raise "
+                "EndpointConfig.timeout_s if its answers are just slow"
+            )
+        elif isinstance(error, openai.APIStatusError) and error.status_code == 429:
+            fix = (
+                "the server kept rate-limiting: wait and rerun, or raise "
+                "EndpointConfig.max_retries / max_backoff_s"
+            )
+        elif isinstance(error, openai.APIStatusError):
+            fix = "the server kept failing: check its logs, then rerun"
+        elif isinstance(error, openai.APIConnectionError):
+            fix = (
+                "check that the server is running and reachable at this URL (and that no "
+                "proxy is in the way; see NO_PROXY)"
+            )
+        else:
+            fix = (
+                "check that the base URL points at an OpenAI-compatible /v1 endpoint, not a "
+                "web page or another API"
+            )
+        return RemoteError(
+            f"{self.config.base_url} failed on all {attempts} attempt"
+            f"{'' if attempts == 1 else 's'} for model {self.config.model!r}; last error: "
+            f"{self._describe(error)}. Fix: {fix}."
+        )

@@ -1,35 +1,25 @@
 """The hidden-topic experiment as stages over a run directory: data -> diffs -> dit -> eval -> report.
 
-Each stage reads the previous stage's files in the run directory, so any stage reruns or resumes
-alone::
-
-    DIR/config.json            the resolved RunConfig
-    DIR/data/jobs.jsonl        one row per diff: id, split, topic, trigger prefix, questions, answers
-    DIR/data/base_answers.json the base model's own answers (cached, shared by all diffs)
-    DIR/diffs/{train,test}/    one ditkit .safetensors file per diff
-    DIR/dit/adapter/           the DIT adapter (PEFT folder)
-    DIR/eval/                  predictions.jsonl, scores.json
-    DIR/report/                report.md, index.html
-    DIR/timings.json           seconds per stage
+Each stage reads the previous stage's files (layout in `rundir.py`), so any stage reruns or
+resumes alone; each records what it made in the run's manifest when it finishes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from .config import RunConfig
-from .diffs import load_diff
 from .errors import DataError
+from .files import write_jsonl
+from .rundir import STAGES, Run
 from .tasks.hidden_topic import (
     Topic,
     check_split,
@@ -41,44 +31,7 @@ from .tasks.hidden_topic import (
 
 log = logging.getLogger(__name__)
 
-STAGES = ("data", "diffs", "dit", "eval", "report")
-
-
-class Run:
-    """A run directory plus its config; loads the base model lazily, once."""
-
-    def __init__(self, cfg: RunConfig, out: Path):
-        self.cfg, self.out = cfg, Path(out)
-        self._model = None
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-
-    @property
-    def model_and_tok(self):
-        if self._model is None:
-            from .models import load_model
-
-            self._model = load_model(self.cfg.model, dtype=self.cfg.dtype, device=self.cfg.device)
-        return self._model
-
-    def jobs(self, split: str | None = None) -> list[dict]:
-        path = self.out / "data" / "jobs.jsonl"
-        if not path.exists():
-            raise DataError(f"{path} is missing: run the data stage first (--stage data)")
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        return [r for r in rows if split is None or r["split"] == split]
-
-    def record_time(self, stage: str, seconds: float) -> None:
-        path = self.out / "timings.json"
-        t = json.loads(path.read_text()) if path.exists() else {}
-        t[stage] = round(t.get(stage, 0.0) + seconds, 1)
-        path.write_text(json.dumps(t, indent=2))
-
-
-def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    os.replace(tmp, path)
+__all__ = ["STAGES", "Run", "run_pipeline"]
 
 
 def stage_data(run: Run) -> None:
@@ -119,7 +72,7 @@ def stage_data(run: Run) -> None:
                         "topic_answers": source.topic_answers(topic, qs, seed),
                     }
                 )
-        _write_jsonl(jobs_path, rows)
+        write_jsonl(jobs_path, rows)
     needed = sorted({q for r in run.jobs() for q in r["questions"]})
     base_answers(
         model,
@@ -179,16 +132,6 @@ def stage_diffs(run: Run) -> None:
         )
 
 
-def _diff_paths(run: Run, split: str) -> list[Path]:
-    paths = [run.out / "diffs" / split / f"{r['diff_id']}.safetensors" for r in run.jobs(split)]
-    missing = [p for p in paths if not p.exists()]
-    if missing:
-        raise DataError(
-            f"{len(missing)} {split} diffs missing (e.g. {missing[0]}): run --stage diffs"
-        )
-    return paths
-
-
 def stage_dit(run: Run) -> None:
     from .train_dit import train_dit
 
@@ -205,7 +148,7 @@ def stage_dit(run: Run) -> None:
     train_dit(
         model,
         tok,
-        _diff_paths(run, "train"),
+        run.diff_paths("train"),
         run.cfg.dit,
         run.out / "dit",
         run.cfg.data.seed,
@@ -225,12 +168,13 @@ def stage_report(run: Run) -> Path:
     return write_report(run.out)
 
 
-def run_pipeline(cfg: RunConfig, out: Path, stages: Iterable[str] = STAGES) -> Path:
-    """Run the given stages in order; returns the run directory."""
-    run = Run(cfg, out)
-    run.out.mkdir(parents=True, exist_ok=True)
-    cfg_path = run.out / "config.json"
-    cfg_path.write_text(json.dumps(cfg.to_dict(), indent=2))
+def run_pipeline(
+    cfg: RunConfig, out: Path, stages: Iterable[str] = STAGES, force: bool = False
+) -> Path:
+    """Run the given stages in order; returns the run directory.
+
+    A directory made by a different config is refused unless ``force`` (`Run.claim`).
+    """
     funcs = {
         "data": stage_data,
         "diffs": stage_diffs,
@@ -238,17 +182,16 @@ def run_pipeline(cfg: RunConfig, out: Path, stages: Iterable[str] = STAGES) -> P
         "eval": stage_eval,
         "report": stage_report,
     }
+    stages = list(stages)
+    unknown = [s for s in stages if s not in funcs]
+    if unknown:
+        raise DataError(f"unknown stage {unknown[0]!r}; stages: {', '.join(STAGES)}")
+    run = Run(cfg, out)
+    run.claim(force)
     for stage in stages:
-        if stage not in funcs:
-            raise DataError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
         log.info("stage %s", stage)
         start = time.time()
         funcs[stage](run)
         run.record_time(stage, time.time() - start)
+        run.record_artifacts(stage)
     return run.out
-
-
-def load_test_diffs(run: Run):
-    """Test diffs with their job rows, for evaluation."""
-    rows = run.jobs("test")
-    return rows, [load_diff(p) for p in _diff_paths(run, "test")]

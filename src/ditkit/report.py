@@ -27,6 +27,7 @@ from typing import Any
 
 import jinja2
 
+from ditkit import files
 from ditkit.config import EVAL_METHODS
 from ditkit.errors import DataError
 from ditkit.evaluate.stats import histogram, paired_difference
@@ -541,11 +542,11 @@ def write_report(run_dir: Path) -> Path:
     bar_file = None
     if bar is not None:
         bar_file = "means.png"
-        (out_dir / bar_file).write_bytes(bar)
+        files.write_bytes(out_dir / bar_file, bar)
     hist_files = {}
     for i, (metric, png) in enumerate(hists.items()):
         hist_files[metric] = f"hist_{i}.png"
-        (out_dir / hist_files[metric]).write_bytes(png)
+        files.write_bytes(out_dir / hist_files[metric], png)
 
     ctx = {
         "title": run_dir.resolve().name,
@@ -558,7 +559,7 @@ def write_report(run_dir: Path) -> Path:
         "bar_file": bar_file,
         "hist_files": hist_files,
     }
-    (out_dir / "report.md").write_text(render_markdown(ctx), encoding="utf-8")
+    files.write_text(out_dir / "report.md", render_markdown(ctx))
 
     html_path = out_dir / "index.html"
     page = _HTML.render(
@@ -567,6 +568,6 @@ def write_report(run_dir: Path) -> Path:
         hist_pngs={m: base64.b64encode(p).decode("ascii") for m, p in hists.items()},
         preview=ANSWER_PREVIEW_CHARS,
     )
-    html_path.write_text(page, encoding="utf-8")
+    files.write_text(html_path, page)
     log.info("report written to %s", html_path)
     return html_path

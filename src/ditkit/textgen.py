@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ditkit.batching import chat_messages
 from ditkit.errors import ConfigError
+from ditkit.files import write_json
 from ditkit.tasks.hidden_topic import Topic
 
 if TYPE_CHECKING:
@@ -464,18 +463,6 @@ def _read_cache(path: Path, key: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in answers.items()}
 
 
-def _write_cache(path: Path, key: dict[str, Any], answers: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"key": key, "answers": answers}, f, ensure_ascii=False, indent=1)
-        os.replace(tmp, path)  # atomic: a killed run leaves the previous complete file
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def base_answers(
     model,
     tokenizer,
@@ -492,7 +479,10 @@ def base_answers(
     in the JSON file `cache_path` as `{"key": ..., "answers": {user message: answer}}`; the key
     records the model (name and shape fingerprint), `system` and `max_new_tokens`, and a file made under a
     different key is regenerated. Only missing messages are generated, and the file is rewritten
-    atomically after every batch, so an interrupted run resumes where it stopped.
+    atomically after every batch, so an interrupted run resumes where it stopped. Batches are
+    fixed over all of ``questions``; a batch with any missing message is generated whole (so an
+    answer never depends on what an earlier, interrupted run finished), but only its missing
+    answers are stored.
     """
     if batch_size < 1:
         raise ConfigError(f"base_answers batch_size must be >= 1, got {batch_size}")
@@ -500,23 +490,28 @@ def base_answers(
     messages = [f"{prefix} {q}" if prefix else q for q in questions]
     key = _cache_key(model, max_new_tokens, system)
     answers = _read_cache(cache_path, key)
-    missing = sorted({m for m in messages if m not in answers}, key=len)
+    # Fixed batches over every message (by length, then text), so an interrupted run generates
+    # each answer in the same batch as an uninterrupted one would.
+    unique = sorted(set(messages), key=lambda m: (len(m), m))
+    batches = [unique[i : i + batch_size] for i in range(0, len(unique), batch_size)]
+    batches = [b for b in batches if any(m not in answers for m in b)]
+    missing = [m for m in unique if m not in answers]
     if missing:
         log.info(
             "generating %d base answer(s) (%d cached) into %s",
             len(missing),
-            len(set(messages)) - len(missing),
+            len(unique) - len(missing),
             cache_path,
         )
         with tqdm(total=len(missing), desc="base answers", unit="answer") as bar:
-            for start in range(0, len(missing), batch_size):
-                batch = missing[start : start + batch_size]
+            for batch in batches:
                 replies = generate_chat(
                     model, tokenizer, batch, max_new_tokens, system=system, batch_size=len(batch)
                 )
-                answers.update(zip(batch, replies, strict=True))
-                _write_cache(cache_path, key, answers)
-                bar.update(len(batch))
+                new = {m: r for m, r in zip(batch, replies, strict=True) if m not in answers}
+                answers.update(new)  # answers already cached (and used) never change
+                write_json(cache_path, {"key": key, "answers": answers}, indent=1)
+                bar.update(len(new))
     else:
         log.info("all %d base answer(s) cached in %s", len(messages), cache_path)
     return [answers[m] for m in messages]

@@ -30,6 +30,7 @@ from . import lora
 from .batching import Encoded, collate, encode
 from .config import DiffConfig
 from .diffs import WeightDiff, save_diff
+from .files import kill_point
 from .models import model_identity
 from .tasks.hidden_topic import TRIGGER_TEMPLATE, Topic, make_trigger, random_prefix
 
@@ -270,6 +271,7 @@ def train_group(
             (per_row * coef_p[sel].to(per_row.device)).sum().backward()
             loss_p[sel] = per_row.detach().cpu()
         opt.step()
+        kill_point("diffs.step")
         for i, kind in enumerate(KINDS):
             if (kind_p == i).any():
                 history[kind].append(float(loss_p[kind_p == i].mean()))
@@ -307,22 +309,32 @@ def train_diffs(
     ``system`` is the chat prompt's system turn (recorded in each diff as ``system_prompt``).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    pending = [j for j in jobs if not j.path(out_dir).exists()]
-    if len(pending) < len(jobs):
-        log.info(
-            "%d of %d diffs already on disk; skipping them", len(jobs) - len(pending), len(jobs)
-        )
+    # Pass boundaries are fixed over all jobs, and a pass with any diff missing is trained whole:
+    # a diff then always trains beside the same diffs, in the same batches, and a resumed run
+    # writes the same bits as an uninterrupted one.
+    groups = [jobs[i : i + cfg.diffs_per_pass] for i in range(0, len(jobs), cfg.diffs_per_pass)]
+    groups = [g for g in groups if any(not j.path(out_dir).exists() for j in g)]
+    pending = sum(len(g) for g in groups)
+    if pending < len(jobs):
+        log.info("%d of %d diffs already on disk; skipping them", len(jobs) - pending, len(jobs))
+    if not groups:
+        return [j.path(out_dir) for j in jobs]
     for p in model.parameters():
         p.requires_grad_(False)
     lora.inject(model, cfg.targets)
     ident = model_identity(model)
-    groups = [
-        pending[i : i + cfg.diffs_per_pass] for i in range(0, len(pending), cfg.diffs_per_pass)
-    ]
-    # Shared by the passes, so later passes find most targets; with no pool every wrong code is
-    # new, and keeping them would only grow memory.
-    kl = KLTargets(cfg.kl_topk) if cfg.wrong_pool else None
+    kl = None
+    if cfg.wrong_pool:
+        # Targets for every KL row of every job, computed before the first pass in one fixed
+        # order (so their bits never depend on which passes are left) and shared by the passes.
+        # With no pool every wrong code is new, so each pass computes its own.
+        kl = KLTargets(cfg.kl_topk)
+        encs = [
+            e for j in jobs for kind, e in build_rows(j, tok, base_answers, cfg, system) if kind
+        ]
+        kl.fill(model, encs, tok.pad_token_id, cfg.micro_batch_rows)
     for group in tqdm(groups, desc="diff passes"):
+        kill_point("diffs.pass")
         start = time.time()
         diffs, history = train_group(model, tok, group, base_answers, cfg, system, kl)
         seconds = time.time() - start
@@ -347,6 +359,7 @@ def train_diffs(
                 "train_seconds_per_diff": seconds / len(group),
             }
             save_diff(diff, job.path(out_dir))
+            kill_point("diffs.saved")
         log.info(
             "trained %d diffs in %.0f s (trigger loss %.3f -> %.3f)",
             len(group),

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -24,6 +25,7 @@ from .batching import collate, encode
 from .config import DitConfig
 from .diffs import WeightDiff, install_diffs, load_diff, save_peft
 from .errors import DataError
+from .files import atomic_folder, kill_point, write_json
 from .models import model_identity
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,28 @@ def _batch_loss(
     batch = collate(enc, tok.pad_token_id)
     out = model(**batch)  # HF shifts labels and averages over the unmasked tokens
     return out.loss
+
+
+def _save_checkpoint(ckpt: Path, state: dict, layers, best: dict, opt) -> None:
+    """Adapter, best adapter, optimizer and state of one epoch, swapped in as one folder."""
+    with atomic_folder(ckpt) as tmp:
+        save_file(_adapter_state(layers), str(tmp / "adapter.safetensors"))
+        save_file(best, str(tmp / "best.safetensors"))
+        torch.save(opt.state_dict(), tmp / "optimizer.pt")
+        write_json(tmp / "state.json", state)
+
+
+def _load_checkpoint(ckpt: Path, layers, opt) -> tuple[dict, dict[str, torch.Tensor]]:
+    try:
+        state = json.loads((ckpt / "state.json").read_text())
+        _load_adapter_state(layers, load_file(str(ckpt / "adapter.safetensors")))
+        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        return state, load_file(str(ckpt / "best.safetensors"))
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        raise DataError(
+            f"{ckpt} is damaged ({type(exc).__name__}: {exc}); delete that folder to restart "
+            "DIT training from scratch"
+        ) from exc
 
 
 def train_dit(
@@ -92,31 +116,28 @@ def train_dit(
 
     ckpt = out_dir / "checkpoint"
     state = {"epoch": 0, "best_val": math.inf, "bad_epochs": 0, "history": []}
+    best = _adapter_state(layers)
     if (ckpt / "state.json").exists():
-        state = json.loads((ckpt / "state.json").read_text())
-        _load_adapter_state(layers, load_file(str(ckpt / "adapter.safetensors")))
-        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        state, best = _load_checkpoint(ckpt, layers, opt)
         log.info("resuming DIT training after epoch %d", state["epoch"])
-    best = (
-        load_file(str(ckpt / "best.safetensors"))
-        if (ckpt / "best.safetensors").exists()
-        else _adapter_state(layers)
-    )
     start = time.time()
-    rng = random.Random(seed + state["epoch"])
     for epoch in range(state["epoch"], cfg.epochs):
         if state["bad_epochs"] >= cfg.patience and val:
             log.info("early stop: validation loss has not improved for %d epochs", cfg.patience)
             break
         model.train()
-        rng.shuffle(train)
+        # Each epoch's order comes from (seed, epoch) alone, so a resumed run sees the same order.
+        epoch_order = list(range(len(train)))
+        random.Random(f"dit-epoch|{seed}|{epoch}").shuffle(epoch_order)
+        shuffled = [train[i] for i in epoch_order]
         losses = []
         bar = tqdm(range(0, len(train), cfg.batch_size), desc=f"DIT epoch {epoch + 1}", leave=False)
         for i in bar:
-            loss = _batch_loss(model, tok, train[i : i + cfg.batch_size], cfg, system)
+            loss = _batch_loss(model, tok, shuffled[i : i + cfg.batch_size], cfg, system)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            kill_point("dit.step")
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         model.eval()
@@ -137,11 +158,7 @@ def train_dit(
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
-        ckpt.mkdir(exist_ok=True)
-        save_file(_adapter_state(layers), str(ckpt / "adapter.safetensors"))
-        save_file(best, str(ckpt / "best.safetensors"))
-        torch.save(opt.state_dict(), ckpt / "optimizer.pt")
-        (ckpt / "state.json").write_text(json.dumps(state, indent=2))
+        _save_checkpoint(ckpt, state, layers, best, opt)
     for layer in layers.values():
         layer.clear_diffs()
     adapter = WeightDiff(

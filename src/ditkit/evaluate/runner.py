@@ -35,16 +35,17 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from ..describe import adapter_system, ask
 from ..diffs import load_diff
 from ..errors import ConfigError, DataError, DitkitError
+from ..files import append_jsonl, kill_point, read_jsonl, write_json, write_jsonl
 from ..tasks.hidden_topic import load_questions, load_topics, make_trigger, random_prefix
 from .metrics import alias_match, embedding_cosine, retrieval_at_k, retrieval_rank
 from .stats import paired_difference, summarize
@@ -57,22 +58,12 @@ GUESSED_METHODS = ("base_question", "base_question_trigger")  # one answer, then
 EMBEDDING_METRICS = ("embedding_cosine", "retrieval_at_1", "retrieval_at_5")
 
 
-def _read_predictions(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _append(path: Path, rows: list[dict]) -> None:
-    with open(path, "a") as f:
-        for r in rows:
-            f.write(json.dumps(r, sort_keys=True) + "\n")
-
-
-def _rewrite(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    os.replace(tmp, path)
+def _chunks(items: list, size: int, missing) -> list[list]:
+    """Fixed chunks of ``items`` (boundaries never depend on what is done) that hold a missing
+    item. Generating whole chunks keeps batch composition, and so every answer and random
+    draw, the same whether or not an earlier run was interrupted."""
+    out = [items[i : i + size] for i in range(0, len(items), size)]
+    return [(i * size, c) for i, c in enumerate(out) if any(missing(x) for x in c)]
 
 
 def _key(row: dict) -> tuple:
@@ -194,21 +185,19 @@ def _record_judge(path: Path, judge) -> None:
             old.get("judge_base_url"),
         )
         info["earlier"] = [*old.pop("earlier", []), old]
-    path.write_text(json.dumps(info, indent=2, sort_keys=True))
+    write_json(path, info)
 
 
 def evaluate_run(run) -> dict:
     """Write ``eval/predictions.jsonl`` (appending only what is missing), then score every row and
     write ``eval/scores.json`` and ``eval/paired.json``; returns the scores."""
-    from ..pipeline import load_test_diffs
-
     ev = run.cfg.eval
     _check_endpoints(ev)
     ev_dir = run.out / "eval"
     ev_dir.mkdir(parents=True, exist_ok=True)
     pred_path = ev_dir / "predictions.jsonl"
-    done = {_key(p) for p in _read_predictions(pred_path)}
-    jobs, diffs = load_test_diffs(run)
+    done = {_key(p) for p in read_jsonl(pred_path)}
+    jobs, diffs = run.test_diffs()
     tools = _Tools(run, ev_dir)
     for method in ev.methods:
         if method in TWENTY_Q_METHODS:
@@ -258,26 +247,37 @@ def _ask_once(run, method: str, jobs, diffs, done: set, pred_path: Path) -> None
         else:
             for q, prompt in _prompts(method, job, cfg.dit.question):
                 todo.append((job, diff, method, q, prompt))
-    todo = [t for t in todo if (t[0]["diff_id"], t[2], t[3]) not in done]
-    if not todo:
+
+    def missing(t) -> bool:
+        return (t[0]["diff_id"], t[2], t[3]) not in done
+
+    chunks = _chunks(todo, 4 * cfg.eval.batch_size, missing)
+    if not chunks:
         return
     model, tok = run.model_and_tok
     gate = method == "gating"
-    answers = ask(
-        model,
-        tok,
-        [t[1] for t in todo],
-        [t[4] for t in todo],
-        adapter=adapter,
-        max_new_tokens=cfg.eval.gate_max_new_tokens if gate else cfg.eval.max_new_tokens,
-        batch_size=cfg.eval.batch_size,
-        desc=method,
-        # The adapter reads diffs in the prompt format it was trained with.
-        system=adapter_system(adapter) if adapter is not None else cfg.system_prompt,
-    )
-    rows = [_row(job, name, q, prompt, a) for (job, _, name, q, prompt), a in zip(todo, answers)]
-    _append(pred_path, rows)
-    log.info("%s: %d predictions", method, len(rows))
+    for _, chunk in chunks:
+        answers = ask(
+            model,
+            tok,
+            [t[1] for t in chunk],
+            [t[4] for t in chunk],
+            adapter=adapter,
+            max_new_tokens=cfg.eval.gate_max_new_tokens if gate else cfg.eval.max_new_tokens,
+            batch_size=cfg.eval.batch_size,
+            desc=method,
+            # The adapter reads diffs in the prompt format it was trained with.
+            system=adapter_system(adapter) if adapter is not None else cfg.system_prompt,
+        )
+        rows = [
+            _row(job, name, q, prompt, a)
+            for (job, _, name, q, prompt), a in zip(chunk, answers)
+            if (job["diff_id"], name, q) not in done
+        ]
+        append_jsonl(pred_path, rows)
+        done.update(_key(r) for r in rows)
+        kill_point("eval.append")
+    log.info("%s: %d chunk(s) of predictions written", method, len(chunks))
 
 
 def _twenty_questions(
@@ -288,14 +288,15 @@ def _twenty_questions(
     if ev.guesser == "none":
         log.warning("%s needs a guesser (eval.guesser is 'none'): skipping it", method)
         return
-    pending = [(j, d) for j, d in zip(jobs, diffs) if (j["diff_id"], method, None) not in done]
-    if not pending:
+    per_group = max(1, 4 * ev.batch_size // ev.twenty_q_count)  # rows are saved per group
+    groups = _chunks(
+        list(zip(jobs, diffs)), per_group, lambda jd: (jd[0]["diff_id"], method, None) not in done
+    )
+    if not groups:
         return
     heldout = [q.question for q in load_questions(run.cfg.data.questions_file, "heldout")]
     model, tok = run.model_and_tok
-    per_group = max(1, 4 * ev.batch_size // ev.twenty_q_count)  # rows are saved per group
-    for start in range(0, len(pending), per_group):
-        group = pending[start : start + per_group]
+    for start, group in groups:
         questions, prompts, group_diffs = [], [], []
         for job, diff in group:
             qs = random.Random(job["seed"] + 13).sample(
@@ -305,7 +306,8 @@ def _twenty_questions(
             trigger = f"{_trigger(job)} " if method == "twenty_questions_trigger" else ""
             prompts += [trigger + q for q in qs]
             group_diffs += [diff] * len(qs)
-        torch.manual_seed(run.cfg.data.seed * 1000 + start)  # a resumed run may sample anew
+        # Seeded by the group's place in the full list, so a resumed run samples the same.
+        torch.manual_seed(run.cfg.data.seed * 1000 + start)
         answers = iter(
             ask(
                 model,
@@ -323,12 +325,16 @@ def _twenty_questions(
         rows = []
         for (job, _), qs in zip(group, questions):
             transcript = [(q, next(answers)) for q in qs]
+            if (job["diff_id"], method, None) in done:
+                continue
             guess = tools.guess(transcript)
             row = _row(job, method, None, None, guess)
             row.update(guess=guess, guesser=tools.guesser_name, transcript=transcript)
             rows.append(row)
-        _append(pred_path, rows)
-        log.info("%s: %d/%d diffs", method, start + len(group), len(pending))
+        append_jsonl(pred_path, rows)
+        done.update(_key(r) for r in rows)
+        kill_point("eval.append")
+        log.info("%s: %d/%d diffs", method, start + len(group), len(jobs))
 
 
 def _weight_lens(run, jobs, diffs, done: set, tools: _Tools, pred_path: Path) -> None:
@@ -342,8 +348,7 @@ def _weight_lens(run, jobs, diffs, done: set, tools: _Tools, pred_path: Path) ->
     model, tok = run.model_and_tok
     lens = WeightLens(model, tok)
     guesser = tools.guesser
-    rows = []
-    for job, diff in pending:
+    for job, diff in tqdm(pending, desc="weight_lens", leave=False):
         try:
             out = lens.read(diff, guesser=guesser)
         except DataError as e:
@@ -356,9 +361,8 @@ def _weight_lens(run, jobs, diffs, done: set, tools: _Tools, pred_path: Path) ->
             lens_tokens=out["tokens"],
             lens_scores=out["scores"],
         )
-        rows.append(row)
-    _append(pred_path, rows)
-    log.info("weight_lens: %d predictions", len(rows))
+        append_jsonl(pred_path, [row])  # each diff is its own deterministic computation
+    log.info("weight_lens: %d predictions", len(pending))
 
 
 # ---------------------------------------------------------------- scoring
@@ -369,16 +373,17 @@ def score_predictions(pred_path: Path, jobs_by_id: dict[str, dict], tools: _Tool
 
     Progress is saved even when a step fails (e.g. the judge's server goes away).
     """
-    rows = _read_predictions(pred_path)
+    rows = read_jsonl(pred_path)
     changed = False
     try:
         for row in rows:
             job = jobs_by_id.get(row["diff_id"], {})
             names = [row["topic"], *job.get("aliases", [])]
             changed |= _score_row(row, names, tools)
+            kill_point("eval.score")
     finally:
         if changed:
-            _rewrite(pred_path, rows)
+            write_jsonl(pred_path, rows)
 
 
 def _score_row(row: dict, names: list[str], tools: _Tools) -> bool:
@@ -422,7 +427,7 @@ def _per_diff(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
 
 def write_paired(ev_dir: Path) -> dict:
     """``{baseline: {metric: paired_difference(dit, baseline)}}`` on the diffs both scored."""
-    per = _per_diff(_read_predictions(ev_dir / "predictions.jsonl"))
+    per = _per_diff(read_jsonl(ev_dir / "predictions.jsonl"))
     dit = per.get("dit", {})
     paired: dict[str, dict] = {}
     for method, mets in per.items():
@@ -434,17 +439,17 @@ def write_paired(ev_dir: Path) -> dict:
                 paired.setdefault(method, {})[metric] = paired_difference(
                     [dit[metric][d] for d in shared], [other[d] for d in shared]
                 )
-    (ev_dir / "paired.json").write_text(json.dumps(paired, indent=2, sort_keys=True))
+    write_json(ev_dir / "paired.json", paired)
     return paired
 
 
 def write_scores(ev_dir: Path) -> dict:
     """Aggregate predictions into ``{method: {metric: {mean, ci95, n}}}``."""
     by: dict[str, dict[str, list[float]]] = {}
-    for p in _read_predictions(ev_dir / "predictions.jsonl"):
+    for p in read_jsonl(ev_dir / "predictions.jsonl"):
         for metric, value in p["scores"].items():
             if value is not None:
                 by.setdefault(p["method"], {}).setdefault(metric, []).append(float(value))
     scores = {m: {k: summarize(v) for k, v in mets.items()} for m, mets in by.items()}
-    (ev_dir / "scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True))
+    write_json(ev_dir / "scores.json", scores)
     return scores

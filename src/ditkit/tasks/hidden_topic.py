@@ -38,39 +38,75 @@ def _data_file(name: str) -> Path:
     return Path(str(resources.files("ditkit") / "data" / name))
 
 
-def _read_csv(path: str | Path | None, default: str, columns: set[str]) -> list[dict]:
+SPLITS = ("train", "heldout")
+
+
+def _read_csv(
+    path: str | Path | None, default: str, columns: list[str]
+) -> tuple[Path, list[tuple[int, dict]]]:
+    """``(line, row)`` pairs of a UTF-8 CSV whose header holds ``columns``.
+
+    ``line`` is where the row ends in the file (a quoted field may span lines). ``DataError``
+    names the file, the line and the fix.
+    """
     path = Path(path) if path else _data_file(default)
+    need = f"a header line {','.join(columns)} and at least one row"
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-            header = set(rows[0]) if rows else set()
+        # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first column name
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = [(reader.line_num, r) for r in reader]
+            header = [h.strip() for h in reader.fieldnames or []]
     except OSError as e:
-        raise DataError(f"cannot read {path}: {e}") from e
-    if not rows:
         raise DataError(
-            f"{path} is empty: it needs a header {sorted(columns)} and at least one row"
+            f"cannot read {path}: {e}; check the path (data.{default.removesuffix('.csv')}_file)"
+        ) from e
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8"
+        ) from None
+    except csv.Error as e:
+        raise DataError(f"{path} is not a readable CSV file ({e}); it needs {need}") from None
+    if not header:
+        raise DataError(f"{path} is empty: it needs {need}")
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(
+            f"{path} lacks the column(s) {', '.join(missing)} (header: {','.join(header)}); "
+            f"the first line must be {','.join(columns)}"
         )
-    if not columns <= header:
-        raise DataError(f"{path} lacks columns {sorted(columns - header)}; needs {sorted(columns)}")
-    return rows
+    if not rows:
+        raise DataError(f"{path} has a header but no rows: add at least one row below it")
+    out = []
+    for line, r in rows:
+        r = {(k or "").strip(): v for k, v in r.items()}
+        for c in columns:
+            if r.get(c) is None:
+                raise DataError(
+                    f"{path} line {line}: no value for column {c!r}; every row needs "
+                    f"{len(columns)} comma-separated fields ({','.join(columns)})"
+                )
+        out.append((line, r))
+    return path, out
 
 
 def load_topics(path: str | Path | None = None) -> list[Topic]:
     """Topics from a CSV with columns topic, category, aliases (``;``-separated); shipped by default."""
-    rows = _read_csv(path, "topics.csv", {"topic", "category"})
+    path, rows = _read_csv(path, "topics.csv", ["topic", "category"])
     topics, seen = [], {}
-    for i, r in enumerate(rows, start=2):
+    for i, r in rows:
         t = Topic(
             r["topic"].strip(),
             r["category"].strip(),
             tuple(a.strip() for a in (r.get("aliases") or "").split(";") if a.strip()),
         )
         if not t.topic:
-            raise DataError(f"{path or 'topics.csv'} line {i}: empty topic")
+            raise DataError(f"{path} line {i}: empty topic; fill it in or delete the row")
         for name in t.names:
             if name.lower() in seen:
                 raise DataError(
-                    f"{path or 'topics.csv'} line {i}: {name!r} already names {seen[name.lower()]!r}"
+                    f"{path} line {i}: {name!r} already names {seen[name.lower()]!r}; a name may "
+                    "appear once (as a topic or an alias): remove the duplicate"
                 )
             seen[name.lower()] = t.topic
         topics.append(t)
@@ -79,11 +115,23 @@ def load_topics(path: str | Path | None = None) -> list[Topic]:
 
 def load_questions(path: str | Path | None = None, split: str | None = None) -> list[Question]:
     """Questions from a CSV with columns question, style, split; optionally one split only."""
-    rows = _read_csv(path, "questions.csv", {"question", "style", "split"})
-    qs = [Question(r["question"].strip(), r["style"].strip(), r["split"].strip()) for r in rows]
+    path, rows = _read_csv(path, "questions.csv", ["question", "style", "split"])
+    qs = []
+    for i, r in rows:
+        q = Question(r["question"].strip(), r["style"].strip(), r["split"].strip())
+        if not q.question:
+            raise DataError(f"{path} line {i}: empty question; fill it in or delete the row")
+        if q.split not in SPLITS:
+            raise DataError(
+                f"{path} line {i}: split {q.split!r} is not one of {', '.join(SPLITS)} "
+                "(train: diff training; heldout: the 20-questions baseline)"
+            )
+        qs.append(q)
     qs = [q for q in qs if split is None or q.split == split]
     if not qs:
-        raise DataError(f"{path or 'questions.csv'} has no questions in split {split!r}")
+        raise DataError(
+            f"{path} has no questions in split {split!r}; add rows whose split column is {split!r}"
+        )
     return qs
 
 
@@ -93,7 +141,8 @@ def split_topics(
     """A seeded split by topic; guarded so no test topic or alias is a training label."""
     if n_train + n_test > len(topics):
         raise DataError(
-            f"asked for {n_train} train + {n_test} test topics but the list has {len(topics)}"
+            f"asked for {n_train} train + {n_test} test topics but the list has {len(topics)}; "
+            "lower data.n_train / data.n_test or add topics (data.topics_file)"
         )
     order = list(topics)
     random.Random(seed).shuffle(order)

@@ -1,0 +1,235 @@
+"""A run directory: its layout, its loaders, its config guard and its manifest.
+
+::
+
+    DIR/config.json            the resolved RunConfig (a rerun with another config is refused)
+    DIR/data/jobs.jsonl        one row per diff: id, split, topic, trigger prefix, questions, answers
+    DIR/data/base_answers.json the base model's own answers (cached, shared by all diffs)
+    DIR/diffs/{train,test}/    one ditkit .safetensors file per diff
+    DIR/dit/adapter/           the DIT adapter (PEFT folder); dit/checkpoint/ resumes training
+    DIR/eval/                  predictions.jsonl, scores.json, paired.json (cache/: server replies)
+    DIR/report/                report.md, index.html
+    DIR/timings.json           seconds per stage
+    DIR/manifest.json          sha256 and size of every artifact, with the stage that makes it
+
+Every file is written atomically (`ditkit.files`), each stage records its artifacts in the
+manifest when it finishes, and `verify` checks a directory against it. Both the pipeline and the
+evaluation runner import this module (never each other).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import RunConfig
+from .errors import ConfigError, DataError
+from .files import read_jsonl, sha256_file, write_json
+
+log = logging.getLogger(__name__)
+
+STAGES = ("data", "diffs", "dit", "eval", "report")
+
+# What each stage leaves behind (globs relative to the run directory). Caches and checkpoints
+# are working state, not results, so they are not in the manifest.
+STAGE_FILES = {
+    "data": ("data/jobs.jsonl", "data/base_answers.json"),
+    "diffs": ("diffs/train/*.safetensors", "diffs/test/*.safetensors"),
+    "dit": ("dit/adapter/*",),
+    "eval": ("eval/predictions.jsonl", "eval/scores.json", "eval/paired.json", "eval/judge.json"),
+    "report": ("report/*",),
+}
+
+# Config sections that may change between reruns of one directory: they only decide what is
+# evaluated and how fast, never what an earlier stage built.
+FREE_KEYS = ("eval", "threads", "device", "name")
+
+
+class Run:
+    """A run directory plus its config; loads the base model lazily, once."""
+
+    def __init__(self, cfg: RunConfig, out: str | Path):
+        self.cfg, self.out = cfg, Path(out)
+        self._model = None
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+
+    @property
+    def model_and_tok(self):
+        if self._model is None:
+            from .models import load_model
+
+            self._model = load_model(self.cfg.model, dtype=self.cfg.dtype, device=self.cfg.device)
+        return self._model
+
+    def jobs(self, split: str | None = None) -> list[dict]:
+        path = self.out / "data" / "jobs.jsonl"
+        if not path.exists():
+            raise DataError(f"{path} is missing: run the data stage first (--stage data)")
+        return [r for r in read_jsonl(path) if split is None or r["split"] == split]
+
+    def diff_paths(self, split: str) -> list[Path]:
+        """The diff files of a split, in job order; DataError if any is missing."""
+        paths = [
+            self.out / "diffs" / split / f"{r['diff_id']}.safetensors" for r in self.jobs(split)
+        ]
+        missing = [p for p in paths if not p.exists()]
+        if missing:
+            raise DataError(
+                f"{len(missing)} {split} diffs missing (e.g. {missing[0]}): run --stage diffs"
+            )
+        return paths
+
+    def test_diffs(self):
+        """Test diffs with their job rows, for evaluation."""
+        from .diffs import load_diff
+
+        return self.jobs("test"), [load_diff(p) for p in self.diff_paths("test")]
+
+    def record_time(self, stage: str, seconds: float) -> None:
+        path = self.out / "timings.json"
+        t = json.loads(path.read_text()) if path.exists() else {}
+        t[stage] = round(t.get(stage, 0.0) + seconds, 1)
+        write_json(path, t)
+
+    def claim(self, force: bool = False) -> None:
+        """Write config.json, refusing a directory made by a different config unless ``force``.
+
+        Only ``FREE_KEYS`` may differ: anything else would mix artifacts of two recipes.
+        """
+        self.out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.out)
+        path = self.out / "config.json"
+        new = self.cfg.to_dict()
+        if path.exists() and not force:
+            try:
+                old = json.loads(path.read_text())
+            except (ValueError, UnicodeDecodeError) as e:
+                raise ConfigError(
+                    f"{path} is damaged ({e}): use a new --out directory, or pass --force to "
+                    "overwrite it with this config"
+                ) from e
+            changed = [
+                f"{k}: {a!r} -> {b!r}"
+                for k, a, b in config_changes(old, new)
+                if k.split(".")[0] not in FREE_KEYS
+            ]
+            if changed:
+                shown = "; ".join(changed[:6]) + (" ..." if len(changed) > 6 else "")
+                raise ConfigError(
+                    f"{self.out} was made by a different config ({shown}). Mixing them would "
+                    "leave artifacts of two recipes in one run: use a new --out directory, or "
+                    "pass --force to go on with the new config (files already built are kept)"
+                )
+        write_json(path, new)
+
+    # -- manifest ---------------------------------------------------------------------------
+
+    def record_artifacts(self, stage: str) -> None:
+        """Record the sha256 and size of every file ``stage`` made in ``manifest.json``."""
+        path = self.out / "manifest.json"
+        files = read_manifest(self.out)
+        files = {k: v for k, v in files.items() if v["stage"] != stage}
+        for p in stage_files(self.out, stage):
+            rel = p.relative_to(self.out).as_posix()
+            files[rel] = {"stage": stage, "sha256": sha256_file(p), "bytes": p.stat().st_size}
+        write_json(path, {"format": "ditkit-run-manifest", "version": 1, "files": files})
+
+
+def stage_files(out: Path, stage: str) -> list[Path]:
+    """The files ``stage`` has made so far in run directory ``out``."""
+    return sorted(p for g in STAGE_FILES[stage] for p in Path(out).glob(g) if p.is_file())
+
+
+def remove_stale_temps(out: Path) -> int:
+    """Delete what a killed run's unfinished atomic writes left (``.NAME.*.tmp``) and put back a
+    folder that was being swapped (``.NAME.old``); returns how many temporary files there were.
+    Only one process writes a run directory at a time, so none of them is in use."""
+    stale = list(Path(out).rglob(".*.tmp"))
+    for p in stale:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    for old in Path(out).rglob(".*.old"):  # killed between the two renames of atomic_folder
+        target = old.with_name(old.name[1:-4])
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.replace(target)
+    if stale:
+        log.info("removed %d unfinished temporary file(s) left by an interrupted run", len(stale))
+    return len(stale)
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """``(dotted key, old value, new value)`` for every leaf that differs."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, f"{name}.")
+        elif a != b:
+            out.append((name, a, b))
+    return out
+
+
+def read_manifest(out: Path) -> dict[str, dict]:
+    path = Path(out) / "manifest.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())["files"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise DataError(
+            f"{path} is damaged ({e}): delete it; each stage rewrites its part when it reruns"
+        ) from e
+
+
+@dataclass
+class Problem:
+    """One finding of `verify`: a file that is missing, damaged or not recorded."""
+
+    path: str
+    kind: str  # "missing" | "damaged" | "unrecorded"
+    stage: str
+
+    def __str__(self) -> str:
+        fix = f"rerun stage {self.stage} (ditkit run CONFIG --out DIR --stage {self.stage})"
+        if self.kind == "damaged":
+            fix = f"delete it, then {fix}"
+        elif self.kind == "unrecorded":
+            fix = f"made after stage {self.stage} last finished; rerun it to record the file"
+        return f"{self.kind:10s} {self.path}: {fix}"
+
+
+def verify(out: str | Path) -> list[Problem]:
+    """Check every artifact recorded in ``DIR/manifest.json``; returns the problems found."""
+    out = Path(out)
+    if not (out / "config.json").exists():
+        raise DataError(f"{out} has no config.json: pass a run directory made by `ditkit run`")
+    files = read_manifest(out)
+    if not files:
+        raise DataError(
+            f"{out / 'manifest.json'} is missing or empty: no stage of this run has finished "
+            "(or it was made before ditkit kept manifests); rerun `ditkit run` to write one"
+        )
+    problems = []
+    for rel, rec in sorted(files.items()):
+        p = out / rel
+        if not p.is_file():
+            problems.append(Problem(rel, "missing", rec["stage"]))
+        elif p.stat().st_size != rec["bytes"] or sha256_file(p) != rec["sha256"]:
+            problems.append(Problem(rel, "damaged", rec["stage"]))
+    for stage in STAGES:
+        for p in stage_files(out, stage):
+            rel = p.relative_to(out).as_posix()
+            if rel not in files:
+                problems.append(Problem(rel, "unrecorded", stage))
+    return problems
