@@ -133,7 +133,7 @@ def test_timeout_is_retried_then_raises_naming_the_fix():
     assert client.requests == 2
     msg = str(err.value)
     assert server.url in msg and "'fake-judge'" in msg and "all 2 attempts" in msg
-    assert "timeout_s=0.3" in msg and "raise EndpointConfig.timeout_s" in msg
+    assert "timeout_s=0.3" in msg and "DITKIT_OPENAI_TIMEOUT_S" in msg
 
 
 def test_timeout_then_success_is_retried():
@@ -370,3 +370,16 @@ def test_restart_with_a_fresh_client_requests_nothing_already_cached(tmp_path):
         new = [{"role": "user", "content": "question 3"}]
         assert restarted.complete(new, temperature=0.7, max_tokens=16) == "re: question 3"
         assert server.count == 4
+
+
+def test_request_limits_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("DITKIT_OPENAI_TIMEOUT_S", "2.5")
+    monkeypatch.setenv("DITKIT_OPENAI_MAX_RETRIES", "1")
+    cfg = EndpointConfig(base_url="http://h/v1", model="m").resolve()
+    assert (cfg.timeout_s, cfg.max_retries, cfg.max_backoff_s) == (2.5, 1, 60.0)
+    monkeypatch.setenv("DITKIT_OPENAI_MAX_RETRIES", "many")
+    with pytest.raises(ConfigError, match="DITKIT_OPENAI_MAX_RETRIES='many' is not an integer"):
+        EndpointConfig(base_url="http://h/v1", model="m").resolve()
+    monkeypatch.setenv("DITKIT_OPENAI_MAX_RETRIES", "-1")
+    with pytest.raises(ConfigError, match="max_retries must be >= 0"):
+        EndpointConfig(base_url="http://h/v1", model="m").resolve()

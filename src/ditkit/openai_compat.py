@@ -55,7 +55,8 @@ class EndpointConfig:
 
     Blank fields are filled by `resolve()` from the environment: `DITKIT_OPENAI_BASE_URL`
     (else `OPENAI_BASE_URL`), `DITKIT_OPENAI_MODEL`, `DITKIT_OPENAI_API_KEY` (else
-    `OPENAI_API_KEY`, else a dummy key, which local servers accept).
+    `OPENAI_API_KEY`, else a dummy key, which local servers accept). `DITKIT_OPENAI_TIMEOUT_S`,
+    `DITKIT_OPENAI_MAX_RETRIES` and `DITKIT_OPENAI_MAX_BACKOFF_S`, when set, override the limits.
 
     `timeout_s` bounds each HTTP request; a failed request is retried up to `max_retries` times,
     waiting about `backoff_s`, then twice that, and so on (jittered), or what the server's
@@ -104,14 +105,37 @@ class EndpointConfig:
                 f"No model name for the server at {base_url}: pass one (e.g. --judge-model) "
                 "or set DITKIT_OPENAI_MODEL."
             )
+        limits = {}
+        for field_name, env, kind in _ENV_LIMITS:
+            raw = _first_env(env)
+            if raw is not None:
+                try:
+                    limits[field_name] = kind(raw)
+                except ValueError:
+                    raise ConfigError(
+                        f"{env}={raw!r} is not {'an integer' if kind is int else 'a number'}; "
+                        f"e.g. {env}="
+                        f"{getattr(EndpointConfig, field_name)}"
+                    ) from None
         return dataclasses.replace(
-            self, base_url=base_url.rstrip("/"), model=model, api_key=api_key or DUMMY_API_KEY
+            self,
+            base_url=base_url.rstrip("/"),
+            model=model,
+            api_key=api_key or DUMMY_API_KEY,
+            **limits,
         )
 
     def describe(self) -> dict[str, str | None]:
         """The fields worth recording next to results (never the API key)."""
         return {"base_url": self.base_url, "model": self.model}
 
+
+# Environment variables that override the request limits (for every server ditkit talks to).
+_ENV_LIMITS = (
+    ("timeout_s", "DITKIT_OPENAI_TIMEOUT_S", float),
+    ("max_retries", "DITKIT_OPENAI_MAX_RETRIES", int),
+    ("max_backoff_s", "DITKIT_OPENAI_MAX_BACKOFF_S", float),
+)
 
 # Markers of a "this model does not take that parameter" 400 (OpenAI, vLLM, LiteLLM wordings).
 _UNSUPPORTED = ("unsupported", "not supported", "does not support")
@@ -384,12 +408,12 @@ class ChatClient:
         if isinstance(error, openai.APITimeoutError):
             fix = (
                 "check that the server is up and not overloaded, or raise "
-                "EndpointConfig.timeout_s if its answers are just slow"
+                "timeout_s (DITKIT_OPENAI_TIMEOUT_S) if its answers are just slow"
             )
         elif isinstance(error, openai.APIStatusError) and error.status_code == 429:
             fix = (
                 "the server kept rate-limiting: wait and rerun, or raise "
-                "EndpointConfig.max_retries / max_backoff_s"
+                "DITKIT_OPENAI_MAX_RETRIES / DITKIT_OPENAI_MAX_BACKOFF_S"
             )
         elif isinstance(error, openai.APIStatusError):
             fix = "the server kept failing: check its logs, then rerun"

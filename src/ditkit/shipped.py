@@ -18,7 +18,8 @@ import torch
 
 from .diffs import WeightDiff, load_diff, save_peft
 from .errors import DataError, DiffFormatError, DiffMismatchError
-from .models import EMBEDDED, model_identity, sha256_file
+from .files import sha256_file, write_json
+from .models import EMBEDDED, model_identity
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def shipped_training_topics(base: str) -> list[str]:
 def ship_adapter(run_dir: Path, dest: Path, base: str = "smollm2-135m") -> Path:
     """Write ``run_dir``'s DIT adapter to ``dest`` in bf16 with the manifest described above."""
     from .config import from_dict
-    from .pipeline import Run
+    from .rundir import Run
 
     run_dir = Path(run_dir)
     adapter = load_diff(run_dir / "dit" / "adapter").to(torch.bfloat16)
@@ -110,6 +111,6 @@ def ship_adapter(run_dir: Path, dest: Path, base: str = "smollm2-135m") -> Path:
         training_topics=sorted(j["topic"] for j in train),
         training_names=sorted({n for j in train for n in [j["topic"], *j["aliases"]]}),
     )
-    (Path(dest) / "ditkit.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    write_json(Path(dest) / "ditkit.json", manifest)
     log.info("shipped adapter written to %s (%d training topics)", dest, len(train))
     return Path(dest)
