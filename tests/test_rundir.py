@@ -106,7 +106,10 @@ def test_verify_names_missing_damaged_and_unrecorded_files_with_their_stage(tmp_
     capsys.readouterr()
     assert cli.main(["verify", str(tmp_path)]) == 2
     out, err = capsys.readouterr()
-    assert "damaged    diffs/test/test-00000.safetensors: delete it, then rerun stage diffs" in out
+    assert (
+        "damaged    diffs/test/test-00000.safetensors: delete it, then rerun stage diffs "
+        f"(ditkit run {tmp_path}/config.json --out {tmp_path} --stage diffs)"
+    ) in out
     assert "missing    data/jobs.jsonl: rerun stage data" in out
     assert "2 artifact(s)" in err
 

@@ -199,9 +199,11 @@ class Problem:
     path: str
     kind: str  # "missing" | "damaged" | "unrecorded"
     stage: str
+    out: str = "DIR"
 
     def __str__(self) -> str:
-        fix = f"rerun stage {self.stage} (ditkit run CONFIG --out DIR --stage {self.stage})"
+        cmd = f"ditkit run {self.out}/config.json --out {self.out} --stage {self.stage}"
+        fix = f"rerun stage {self.stage} ({cmd})"
         if self.kind == "damaged":
             fix = f"delete it, then {fix}"
         elif self.kind == "unrecorded":
@@ -224,12 +226,12 @@ def verify(out: str | Path) -> list[Problem]:
     for rel, rec in sorted(files.items()):
         p = out / rel
         if not p.is_file():
-            problems.append(Problem(rel, "missing", rec["stage"]))
+            problems.append(Problem(rel, "missing", rec["stage"], str(out)))
         elif p.stat().st_size != rec["bytes"] or sha256_file(p) != rec["sha256"]:
-            problems.append(Problem(rel, "damaged", rec["stage"]))
+            problems.append(Problem(rel, "damaged", rec["stage"], str(out)))
     for stage in STAGES:
         for p in stage_files(out, stage):
             rel = p.relative_to(out).as_posix()
             if rel not in files:
-                problems.append(Problem(rel, "unrecorded", stage))
+                problems.append(Problem(rel, "unrecorded", stage, str(out)))
     return problems
