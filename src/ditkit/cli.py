@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from . import distributed
 from .errors import DitkitError
 
 log = logging.getLogger("ditkit")
@@ -160,6 +161,8 @@ def _cmd_run(args) -> None:
     cfg = load_config(args.config, args.set)
     stages = [args.stage] if args.stage else list(STAGES)
     out = run_pipeline(cfg, Path(args.out), stages, force=args.force)
+    if not distributed.is_main():
+        return
     scores = out / "eval" / "scores.json"
     if scores.exists():
         print(f"\nscores ({scores}):")
@@ -197,6 +200,8 @@ def _cmd_eval(args) -> None:
     run = Run(cfg, out)
     start = time.time()
     scores = evaluate_run(run)
+    if not distributed.is_main():
+        return
     run.record_time("eval", time.time() - start)
     run.record_artifacts("eval")
     print(f"scores ({out / 'eval' / 'scores.json'}):")

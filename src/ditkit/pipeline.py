@@ -16,9 +16,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from . import distributed
 from .config import RunConfig
 from .errors import DataError
-from .files import write_jsonl
+from .files import atomic_folder, write_jsonl
 from .rundir import STAGES, Run
 from .tasks.hidden_topic import (
     Topic,
@@ -32,6 +33,9 @@ from .tasks.hidden_topic import (
 log = logging.getLogger(__name__)
 
 __all__ = ["STAGES", "Run", "run_pipeline"]
+
+# Stages one process does alone (they are cheap, or write only shared files).
+MAIN_ONLY = ("data", "report")
 
 
 def stage_data(run: Run) -> None:
@@ -140,10 +144,10 @@ def stage_dit(run: Run) -> None:
         from .shipped import load_shipped
 
         _, _, folder = load_shipped(run.cfg.model, model)
-        dest = run.out / "dit" / "adapter"
-        shutil.rmtree(dest, ignore_errors=True)
-        shutil.copytree(folder, dest)
-        log.info("using the shipped DIT adapter %s", folder.name)
+        if distributed.is_main():
+            with atomic_folder(run.out / "dit" / "adapter") as tmp:
+                shutil.copytree(folder, tmp, dirs_exist_ok=True)
+            log.info("using the shipped DIT adapter %s", folder.name)
         return
     train_dit(
         model,
@@ -173,7 +177,8 @@ def run_pipeline(
 ) -> Path:
     """Run the given stages in order; returns the run directory.
 
-    A directory made by a different config is refused unless ``force`` (`Run.claim`).
+    A directory made by a different config is refused unless ``force`` (`Run.claim`). Under
+    ``torchrun``/``accelerate launch`` every process calls this; `distributed` says who does what.
     """
     funcs = {
         "data": stage_data,
@@ -187,11 +192,16 @@ def run_pipeline(
     if unknown:
         raise DataError(f"unknown stage {unknown[0]!r}; stages: {', '.join(STAGES)}")
     run = Run(cfg, out)
-    run.claim(force)
+    main = distributed.is_main()
+    run.claim(force, write=main)  # every process checks the config; only the main one writes
+    distributed.barrier()
     for stage in stages:
         log.info("stage %s", stage)
         start = time.time()
-        funcs[stage](run)
-        run.record_time(stage, time.time() - start)
-        run.record_artifacts(stage)
+        if main or stage not in MAIN_ONLY:
+            funcs[stage](run)
+        distributed.barrier()
+        if main:
+            run.record_time(stage, time.time() - start)
+            run.record_artifacts(stage)
     return run.out

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .config import RunConfig
 from .errors import ConfigError, DataError
 from .files import read_jsonl, sha256_file, write_json
@@ -64,7 +65,8 @@ class Run:
         if self._model is None:
             from .models import load_model
 
-            self._model = load_model(self.cfg.model, dtype=self.cfg.dtype, device=self.cfg.device)
+            device = distributed.device_for(self.cfg.device)
+            self._model = load_model(self.cfg.model, dtype=self.cfg.dtype, device=device)
         return self._model
 
     def jobs(self, split: str | None = None) -> list[dict]:
@@ -97,13 +99,15 @@ class Run:
         t[stage] = round(t.get(stage, 0.0) + seconds, 1)
         write_json(path, t)
 
-    def claim(self, force: bool = False) -> None:
+    def claim(self, force: bool = False, write: bool = True) -> None:
         """Write config.json, refusing a directory made by a different config unless ``force``.
 
-        Only ``FREE_KEYS`` may differ: anything else would mix artifacts of two recipes.
+        Only ``FREE_KEYS`` may differ: anything else would mix artifacts of two recipes. With
+        ``write=False`` (the other processes of a launch) only check.
         """
         self.out.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(self.out)
+        if write:
+            remove_stale_temps(self.out)
         path = self.out / "config.json"
         new = self.cfg.to_dict()
         if path.exists() and not force:
@@ -126,7 +130,8 @@ class Run:
                     "leave artifacts of two recipes in one run: use a new --out directory, or "
                     "pass --force to go on with the new config (files already built are kept)"
                 )
-        write_json(path, new)
+        if write:
+            write_json(path, new)
 
     # -- manifest ---------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import lora
+from . import distributed, lora
 from .batching import Encoded, collate, encode
 from .config import DiffConfig
 from .diffs import WeightDiff, save_diff
@@ -317,6 +317,10 @@ def train_diffs(
     pending = sum(len(g) for g in groups)
     if pending < len(jobs):
         log.info("%d of %d diffs already on disk; skipping them", len(jobs) - pending, len(jobs))
+    # Under a launcher every process lists the pending passes before any writes one, then trains
+    # its own share of them.
+    distributed.barrier()
+    groups = distributed.share(groups)
     if not groups:
         return [j.path(out_dir) for j in jobs]
     for p in model.parameters():

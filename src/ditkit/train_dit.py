@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from . import lora
+from . import distributed, lora
 from .batching import collate, encode
 from .config import DitConfig
 from .diffs import WeightDiff, install_diffs, load_diff, save_peft
@@ -46,14 +46,53 @@ def _load_adapter_state(layers, state: dict[str, torch.Tensor]) -> None:
             layer.adapter_b_ir.copy_(state[f"{name}.B"])
 
 
+def _encode(tok, diffs: list[WeightDiff], cfg: DitConfig, system: str | None):
+    return [
+        encode(tok, cfg.question, d.meta["label"], cfg.max_answer_tokens, system) for d in diffs
+    ]
+
+
+def _label_tokens(enc) -> int:
+    """Supervised tokens of a batch: the answer tokens (`collate` labels exactly those)."""
+    return sum(len(e.ids) - e.n_prompt for e in enc)
+
+
 def _batch_loss(
-    model, tok, diffs: list[WeightDiff], cfg: DitConfig, system: str | None
+    model, tok, diffs: list[WeightDiff], cfg: DitConfig, system: str | None, n_tokens: int = 0
 ) -> torch.Tensor:
+    """Summed cross-entropy of the label tokens over ``n_tokens`` (default: this batch's count).
+
+    Passing the global batch's count lets processes that each see part of a batch add up to the
+    one-process mean.
+    """
     install_diffs(model, diffs, torch.arange(len(diffs)))
-    enc = [encode(tok, cfg.question, d.meta["label"], cfg.max_answer_tokens, system) for d in diffs]
-    batch = collate(enc, tok.pad_token_id)
-    out = model(**batch)  # HF shifts labels and averages over the unmasked tokens
+    enc = _encode(tok, diffs, cfg, system)
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in collate(enc, tok.pad_token_id).items()}
+    out = model(**batch, num_items_in_batch=n_tokens or _label_tokens(enc))
     return out.loss
+
+
+def _train_step(model, tok, batch: list[WeightDiff], cfg: DitConfig, system, opt) -> float:
+    """One optimizer step on a global batch; under a launcher each process takes its share and
+    the adapter's gradients are summed across processes. Returns the batch's mean loss."""
+    params = [p for group in opt.param_groups for p in group["params"]]
+    n_tokens = _label_tokens(_encode(tok, batch, cfg, system))
+    mine = distributed.share(batch)
+    opt.zero_grad(set_to_none=False)
+    loss = torch.zeros((), device=params[0].device)
+    if mine:
+        loss = _batch_loss(model, tok, mine, cfg, system, n_tokens)
+        loss.backward()
+    if distributed.world_size() > 1:
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        total = loss.detach().reshape(1).clone()
+        distributed.all_reduce_sum_([p.grad for p in params] + [total])
+        loss = total[0]
+    opt.step()
+    return float(loss.detach())
 
 
 def _save_checkpoint(ckpt: Path, state: dict, layers, best: dict, opt) -> None:
@@ -133,12 +172,10 @@ def train_dit(
         losses = []
         bar = tqdm(range(0, len(train), cfg.batch_size), desc=f"DIT epoch {epoch + 1}", leave=False)
         for i in bar:
-            loss = _batch_loss(model, tok, shuffled[i : i + cfg.batch_size], cfg, system)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            losses.append(
+                _train_step(model, tok, shuffled[i : i + cfg.batch_size], cfg, system, opt)
+            )
             kill_point("dit.step")
-            losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         model.eval()
         with torch.no_grad():
@@ -158,7 +195,8 @@ def train_dit(
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
-        _save_checkpoint(ckpt, state, layers, best, opt)
+        if distributed.is_main():
+            _save_checkpoint(ckpt, state, layers, best, opt)
     for layer in layers.values():
         layer.clear_diffs()
     adapter = WeightDiff(
@@ -176,6 +214,7 @@ def train_dit(
             "history": state["history"],
         },
     )
-    save_peft(adapter, out_dir / "adapter", extra={"train_seconds": time.time() - start})
+    if distributed.is_main():
+        save_peft(adapter, out_dir / "adapter", extra={"train_seconds": time.time() - start})
     lora.remove(model)
     return adapter, state["history"]

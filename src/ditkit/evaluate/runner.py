@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..describe import adapter_system, ask
 from ..diffs import load_diff
 from ..errors import ConfigError, DataError, DitkitError
@@ -190,27 +191,65 @@ def _record_judge(path: Path, judge) -> None:
 
 def evaluate_run(run) -> dict:
     """Write ``eval/predictions.jsonl`` (appending only what is missing), then score every row and
-    write ``eval/scores.json`` and ``eval/paired.json``; returns the scores."""
+    write ``eval/scores.json`` and ``eval/paired.json``; returns the scores.
+
+    Under a launcher each process generates its share of the chunks into
+    ``predictions.part-RANK.jsonl``; the main process merges the parts, scores and writes (the
+    others return ``{}``).
+    """
     ev = run.cfg.eval
     _check_endpoints(ev)
     ev_dir = run.out / "eval"
     ev_dir.mkdir(parents=True, exist_ok=True)
     pred_path = ev_dir / "predictions.jsonl"
-    done = {_key(p) for p in read_jsonl(pred_path)}
+    write_path = pred_path
+    if distributed.world_size() > 1:
+        write_path = ev_dir / f"predictions.part-{distributed.rank()}.jsonl"
+    done = {_key(p) for path in [pred_path, *_parts(ev_dir)] for p in read_jsonl(path)}
     jobs, diffs = run.test_diffs()
     tools = _Tools(run, ev_dir)
     for method in ev.methods:
         if method in TWENTY_Q_METHODS:
-            _twenty_questions(run, method, jobs, diffs, done, tools, pred_path)
+            _twenty_questions(run, method, jobs, diffs, done, tools, write_path)
         elif method == "weight_lens":
-            _weight_lens(run, jobs, diffs, done, tools, pred_path)
+            _weight_lens(run, jobs, diffs, done, tools, write_path)
         elif method in ("dit", "base_question", "base_question_trigger", "gating"):
-            _ask_once(run, method, jobs, diffs, done, pred_path)
+            _ask_once(run, method, jobs, diffs, done, write_path)
         else:
             raise ConfigError(f"eval.methods: unknown method {method!r}")
+    distributed.barrier()
+    if not distributed.is_main():
+        return {}
+    merge_parts(ev_dir, ev.methods)
     score_predictions(pred_path, {j["diff_id"]: j for j in jobs}, tools)
     write_paired(ev_dir)
     return write_scores(ev_dir)
+
+
+def _parts(ev_dir: Path) -> list[Path]:
+    return sorted(ev_dir.glob("predictions.part-*.jsonl"))
+
+
+def merge_parts(ev_dir: Path, methods: Sequence[str]) -> int:
+    """Append the rows of every process's part file that ``predictions.jsonl`` lacks, by method
+    (in ``methods`` order) then diff, and delete the parts; returns how many rows were added."""
+    pred_path = ev_dir / "predictions.jsonl"
+    parts = _parts(ev_dir)
+    if not parts:
+        return 0
+    have = {_key(r) for r in read_jsonl(pred_path)}
+    new = {_key(r): r for path in parts for r in read_jsonl(path) if _key(r) not in have}
+    order = {m: i for i, m in enumerate(methods)}
+
+    def place(row: dict) -> tuple:
+        family = "gating" if row["method"] in GATE_METHODS else row["method"]
+        return order.get(family, len(order)), row["diff_id"]
+
+    rows = sorted(new.values(), key=place)
+    append_jsonl(pred_path, rows)
+    for path in parts:
+        path.unlink()
+    return len(rows)
 
 
 def _check_endpoints(ev) -> None:
@@ -251,7 +290,7 @@ def _ask_once(run, method: str, jobs, diffs, done: set, pred_path: Path) -> None
     def missing(t) -> bool:
         return (t[0]["diff_id"], t[2], t[3]) not in done
 
-    chunks = _chunks(todo, 4 * cfg.eval.batch_size, missing)
+    chunks = distributed.share(_chunks(todo, 4 * cfg.eval.batch_size, missing))
     if not chunks:
         return
     model, tok = run.model_and_tok
@@ -292,6 +331,7 @@ def _twenty_questions(
     groups = _chunks(
         list(zip(jobs, diffs)), per_group, lambda jd: (jd[0]["diff_id"], method, None) not in done
     )
+    groups = distributed.share(groups)
     if not groups:
         return
     heldout = [q.question for q in load_questions(run.cfg.data.questions_file, "heldout")]
@@ -343,6 +383,7 @@ def _weight_lens(run, jobs, diffs, done: set, tools: _Tools, pred_path: Path) ->
     pending = [
         (j, d) for j, d in zip(jobs, diffs) if (j["diff_id"], "weight_lens", None) not in done
     ]
+    pending = distributed.share(pending)
     if not pending:
         return
     model, tok = run.model_and_tok
