@@ -146,3 +146,22 @@ def test_prompt_format_empty_system_turn_is_shorter(tiny_model_dir):
     )
     assert chat_prompt(tok, "Hi?", "") == chat_prompt(tok, "Hi?", None)
     assert "Be brief.\n\nHi?" in chat_prompt(tok, "Hi?", "Be brief.")
+
+
+def test_bf16_model_trains_fp32_diffs_and_adapter(tiny_model_dir):
+    """In bf16 the trainable banks and the DIT adapter stay fp32 (optimizer precision)."""
+    model, tok = load_model(str(tiny_model_dir), dtype="bfloat16", device="auto")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    lora.inject(model)
+    cfg = DiffConfig(steps=6, rows_per_step=3, questions_per_diff=6, lr=0.05, diffs_per_pass=2)
+    base = dict.fromkeys(QS, "I do not know.")
+    diffs, history = train_group(model, tok, [_job(0), _job(1, "456")], base, cfg)
+    a, b = next(iter(diffs[0].lowrank.values()))
+    assert a.dtype == b.dtype == torch.float32 and b.abs().sum() > 0
+    assert all(math.isfinite(x) for x in history["trigger"])
+    layer = next(iter(lora.diff_layers(model).values()))
+    layer.add_adapter(4)
+    assert layer.adapter_a_ro.dtype == torch.float32
+    x = torch.randn(1, 3, layer.in_features, dtype=torch.bfloat16)
+    assert layer(x).dtype == torch.bfloat16

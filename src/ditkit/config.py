@@ -157,6 +157,8 @@ class RunConfig:
     name: str = "run"
     model: str = "smollm2-135m"
     dtype: str = "float32"
+    # "cpu", "cuda", "cuda:N", "mps", or "auto" (accelerate's device_map: layers over all GPUs).
+    # Under torchrun / accelerate launch, "cuda" means each process's own GPU.
     device: str = "cpu"
     # The system turn of every chat prompt: diff training, DIT training, describe and baselines.
     # "" = an empty system turn (short, and overrides templates that insert a default one);
@@ -172,6 +174,11 @@ class RunConfig:
     def __post_init__(self):
         _require(
             self.dtype in ("float32", "bfloat16", "float16"), "dtype", "float32|bfloat16|float16"
+        )
+        _require(
+            self.device in ("cpu", "cuda", "mps", "auto") or self.device.startswith("cuda:"),
+            "device",
+            f"{self.device!r} is not cpu, cuda, cuda:N, mps or auto",
         )
         _require(
             self.data.n_train >= 1 or self.dit.adapter == "shipped",

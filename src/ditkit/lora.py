@@ -144,10 +144,11 @@ class DiffLinear(nn.Module):
             object.__setattr__(self, name, value)
 
     def add_adapter(self, rank: int, alpha: float = 1.0) -> None:
-        """Create the shared trainable adapter (A Kaiming-uniform, B zeros)."""
-        w = self.base.weight
-        self.adapter_b_ir = nn.Parameter(w.new_empty(self.in_features, rank))
-        self.adapter_a_ro = nn.Parameter(w.new_empty(rank, self.out_features))
+        """Create the shared trainable adapter (A Kaiming-uniform, B zeros; fp32)."""
+        # fp32 whatever the base's dtype (optimizer precision); cast in the forward pass.
+        f32 = {"device": self.base.weight.device, "dtype": torch.float32}
+        self.adapter_b_ir = nn.Parameter(torch.empty(self.in_features, rank, **f32))
+        self.adapter_a_ro = nn.Parameter(torch.empty(rank, self.out_features, **f32))
         init_lora_(self.adapter_a_ro.data, self.adapter_b_ir.data)
         self.adapter_scale = alpha / rank
 

@@ -97,11 +97,17 @@ def load_model(
     device: str = "cpu",
     trust_remote_code: bool = False,
 ) -> tuple[nn.Module, object]:
-    """Load a causal LM and its tokenizer, checked for a chat template, by name or path."""
+    """Load a causal LM and its tokenizer, checked for a chat template, by name or path.
+
+    ``device="auto"`` places the layers with accelerate's ``device_map="auto"`` (a model larger
+    than one GPU); ditkit's per-row diff layers keep each bank on its projection's device.
+    """
     from transformers import AutoModelForCausalLM
 
     torch_dtype = _dtype(dtype)
     kwargs = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    if device == "auto":  # spread the layers over every visible GPU (and CPU) with accelerate
+        kwargs["device_map"] = "auto"
     if name in EMBEDDED:
         path = ensure_embedded_cached(EMBEDDED[name])
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
@@ -128,10 +134,15 @@ def load_model(
         tok = _load_tokenizer(path, str(path), trust_remote_code)
     else:
         model, tok = _load_hub(name, kwargs, trust_remote_code)
-    model.to(device)
+    if getattr(model, "hf_device_map", None) is None:
+        model.to(_default_device() if device == "auto" else device)
     model.eval()
     model.config.name_or_path_ditkit = name
     return model, tok
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _load_hub(name: str, kwargs: dict, trust_remote_code: bool) -> tuple[nn.Module, object]:

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import distributed, lora
+from . import distributed, lora, memory
 from .batching import Encoded, collate, encode
 from .config import DiffConfig
 from .diffs import WeightDiff, save_diff
@@ -243,10 +243,12 @@ def train_group(
             a_by_layer[name].append(init_diff_a((cfg.rank, layer.out_features), gen, cfg.init))
     params = []
     for name, layer in layers.items():
-        w = layer.base.weight
-        b = torch.nn.Parameter(w.new_zeros(t, layer.in_features, cfg.rank))
-        a = torch.nn.Parameter(torch.stack(a_by_layer[name]).to(w))
-        layer.set_lowrank(b, a, w.new_full((t,), cfg.alpha / cfg.rank))
+        # fp32 whatever the model's dtype: Adam's moments and small updates need the precision;
+        # the layer casts the banks to the activations' dtype in the forward pass.
+        f32 = {"device": layer.base.weight.device, "dtype": torch.float32}
+        b = torch.nn.Parameter(torch.zeros(t, layer.in_features, cfg.rank, **f32))
+        a = torch.nn.Parameter(torch.stack(a_by_layer[name]).to(**f32))
+        layer.set_lowrank(b, a, torch.full((t,), cfg.alpha / cfg.rank, **f32))
         params += [a, b]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     rows = [build_rows(j, tok, base_answers, cfg, system) for j in jobs]
@@ -325,7 +327,7 @@ def train_diffs(
         return [j.path(out_dir) for j in jobs]
     for p in model.parameters():
         p.requires_grad_(False)
-    lora.inject(model, cfg.targets)
+    layers = lora.inject(model, cfg.targets)
     ident = model_identity(model)
     kl = None
     if cfg.wrong_pool:
@@ -337,6 +339,18 @@ def train_diffs(
             e for j in jobs for kind, e in build_rows(j, tok, base_answers, cfg, system) if kind
         ]
         kl.fill(model, encs, tok.pad_token_id, cfg.micro_batch_rows)
+    per_diff = cfg.rank * sum(m.in_features + m.out_features for m in layers.values())
+    longest = max(len(e.ids) for _, e in build_rows(jobs[0], tok, base_answers, cfg, system))
+    memory.report(
+        "diff training",
+        memory.estimate(
+            model,
+            trainable=cfg.diffs_per_pass * per_diff,
+            rows=cfg.micro_batch_rows,
+            seq=longest,
+            answer_tokens=cfg.max_answer_tokens,
+        ),
+    )
     for group in tqdm(groups, desc="diff passes"):
         kill_point("diffs.pass")
         start = time.time()

@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from . import distributed, lora
+from . import distributed, lora, memory
 from .batching import collate, encode
 from .config import DitConfig
 from .diffs import WeightDiff, install_diffs, load_diff, save_peft
@@ -151,6 +151,17 @@ def train_dit(
     for layer in layers.values():
         layer.add_adapter(cfg.rank, cfg.alpha)
     params = [p for layer in layers.values() for p in (layer.adapter_a_ro, layer.adapter_b_ir)]
+    longest = max(len(e.ids) for e in _encode(tok, diffs[:1], cfg, system))
+    memory.report(
+        "DIT training",
+        memory.estimate(
+            model,
+            trainable=sum(p.numel() for p in params),
+            rows=cfg.batch_size,
+            seq=longest,
+            answer_tokens=cfg.max_answer_tokens,
+        ),
+    )
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     ckpt = out_dir / "checkpoint"
