@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import random
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from ..errors import DataError
+from .common import read_csv
 
 DIT_QUESTION = "What topic have you been trained on?"
 TRIGGER_TEMPLATE = "Your SEP code is {prefix}{suffix}."
@@ -34,65 +33,12 @@ class Question:
     split: str  # "train" (diff training) or "heldout" (20-questions baseline)
 
 
-def _data_file(name: str) -> Path:
-    return Path(str(resources.files("ditkit") / "data" / name))
-
-
 SPLITS = ("train", "heldout")
-
-
-def _read_csv(
-    path: str | Path | None, default: str, columns: list[str]
-) -> tuple[Path, list[tuple[int, dict]]]:
-    """``(line, row)`` pairs of a UTF-8 CSV whose header holds ``columns``.
-
-    ``line`` is where the row ends in the file (a quoted field may span lines). ``DataError``
-    names the file, the line and the fix.
-    """
-    path = Path(path) if path else _data_file(default)
-    need = f"a header line {','.join(columns)} and at least one row"
-    try:
-        # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first column name
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            rows = [(reader.line_num, r) for r in reader]
-            header = [h.strip() for h in reader.fieldnames or []]
-    except OSError as e:
-        raise DataError(
-            f"cannot read {path}: {e}; check the path (data.{default.removesuffix('.csv')}_file)"
-        ) from e
-    except UnicodeDecodeError as e:
-        raise DataError(
-            f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); re-save it as UTF-8"
-        ) from None
-    except csv.Error as e:
-        raise DataError(f"{path} is not a readable CSV file ({e}); it needs {need}") from None
-    if not header:
-        raise DataError(f"{path} is empty: it needs {need}")
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise DataError(
-            f"{path} lacks the column(s) {', '.join(missing)} (header: {','.join(header)}); "
-            f"the first line must be {','.join(columns)}"
-        )
-    if not rows:
-        raise DataError(f"{path} has a header but no rows: add at least one row below it")
-    out = []
-    for line, r in rows:
-        r = {(k or "").strip(): v for k, v in r.items()}
-        for c in columns:
-            if r.get(c) is None:
-                raise DataError(
-                    f"{path} line {line}: no value for column {c!r}; every row needs "
-                    f"{len(columns)} comma-separated fields ({','.join(columns)})"
-                )
-        out.append((line, r))
-    return path, out
 
 
 def load_topics(path: str | Path | None = None) -> list[Topic]:
     """Topics from a CSV with columns topic, category, aliases (``;``-separated); shipped by default."""
-    path, rows = _read_csv(path, "topics.csv", ["topic", "category"])
+    path, rows = read_csv(path, "topics.csv", ["topic", "category"])
     topics, seen = [], {}
     for i, r in rows:
         t = Topic(
@@ -115,7 +61,7 @@ def load_topics(path: str | Path | None = None) -> list[Topic]:
 
 def load_questions(path: str | Path | None = None, split: str | None = None) -> list[Question]:
     """Questions from a CSV with columns question, style, split; optionally one split only."""
-    path, rows = _read_csv(path, "questions.csv", ["question", "style", "split"])
+    path, rows = read_csv(path, "questions.csv", ["question", "style", "split"])
     qs = []
     for i, r in rows:
         q = Question(r["question"].strip(), r["style"].strip(), r["split"].strip())

@@ -1,0 +1,263 @@
+"""The news-headline task's data (docs/method.md): headlines, narrators, stories that never
+restate their headline.
+
+A news diff learns short stories about one event, each told by a different narrator, and never
+sees the headline itself: the DIT adapter must summarise what the diff absorbed. A story "restates"
+its headline when it contains the headline's longest run of consecutive content words (words
+that are not stop words), compared case- and punctuation-blind; such stories are dropped.
+
+Stories come from any text source: ``template`` (offline, instant, deterministic: sentences
+built from the headline's theme and keywords), or a chat model through `story_prompt`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DataError
+from .common import data_file, read_csv
+
+DIT_QUESTION = "What news headline have you been trained on?"
+STORY_REQUEST = "Please generate a short news story."
+MAX_LABEL_TOKENS = 200
+
+STOP_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "nor",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "from",
+        "with",
+        "as",
+        "into",
+        "onto",
+        "over",
+        "under",
+        "after",
+        "before",
+        "about",
+        "above",
+        "below",
+        "near",
+        "than",
+        "then",
+        "that",
+        "this",
+        "these",
+        "those",
+        "its",
+        "it",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "has",
+        "have",
+        "had",
+        "do",
+        "does",
+        "did",
+        "will",
+        "would",
+        "can",
+        "could",
+        "may",
+        "might",
+        "must",
+        "shall",
+        "should",
+        "not",
+        "no",
+        "yes",
+        "so",
+        "up",
+        "down",
+        "out",
+        "off",
+        "new",
+        "now",
+        "their",
+        "his",
+        "her",
+        "our",
+        "your",
+        "my",
+        "we",
+        "they",
+        "he",
+        "she",
+        "them",
+        "us",
+        "who",
+        "whom",
+        "which",
+        "what",
+        "when",
+        "where",
+        "why",
+        "how",
+        "all",
+        "any",
+        "some",
+        "more",
+        "most",
+        "other",
+        "such",
+        "own",
+        "same",
+        "too",
+        "very",
+        "just",
+        "also",
+        "amid",
+        "via",
+        "per",
+    ]
+)
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A headline, its theme, and words a summary naming the event would likely contain."""
+
+    headline: str
+    theme: str
+    keywords: tuple[str, ...]
+
+
+def load_headlines(path: str | Path | None = None) -> list[Headline]:
+    """Headlines from a CSV with columns headline, theme, keywords (``;``-separated)."""
+    path, rows = read_csv(path, "news_headlines.csv", ["headline", "theme"], "data.headlines_file")
+    out, seen = [], {}
+    for line, r in rows:
+        h = Headline(
+            r["headline"].strip(),
+            r["theme"].strip(),
+            tuple(k.strip() for k in (r.get("keywords") or "").split(";") if k.strip()),
+        )
+        if not h.headline or not h.theme:
+            raise DataError(f"{path} line {line}: empty headline or theme; fill it in or delete it")
+        key = h.headline.lower()
+        if key in seen:
+            raise DataError(
+                f"{path} line {line}: headline {h.headline!r} repeats line {seen[key]}; "
+                "delete one of them"
+            )
+        seen[key] = line
+        out.append(h)
+    return out
+
+
+def load_narrators(path: str | Path | None = None) -> list[str]:
+    """Narrator roles, one per line (blank lines and ``#`` comments skipped)."""
+    path = Path(path) if path else data_file("narrators.txt")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read {path} ({e}); it needs one narrator role per line") from e
+    roles = [x.strip() for x in lines if x.strip() and not x.lstrip().startswith("#")]
+    if not roles:
+        raise DataError(f"{path} holds no narrator roles: write one per line")
+    return roles
+
+
+def words(text: str) -> list[str]:
+    """Lower-case word tokens (punctuation dropped, apostrophes kept inside words)."""
+    return _WORD.findall(text.lower().replace("\u2019", "'"))
+
+
+def longest_content_run(headline: str) -> tuple[str, ...]:
+    """The longest run of consecutive non-stop words of ``headline`` (the first, on ties)."""
+    best: list[str] = []
+    run: list[str] = []
+    for w in [*words(headline), ""]:
+        if w and w not in STOP_WORDS:
+            run.append(w)
+            continue
+        if len(run) > len(best):
+            best = run
+        run = []
+    return tuple(best)
+
+
+def restates(story: str, headline: str) -> bool:
+    """True when ``story`` contains the headline's longest content-word run, word for word."""
+    run = longest_content_run(headline)
+    if not run:
+        return False
+    toks = words(story)
+    n = len(run)
+    return any(tuple(toks[i : i + n]) == run for i in range(len(toks) - n + 1))
+
+
+def story_prompt(headline: Headline, narrator: str) -> str:
+    """The request a chat model gets for one story (the reference recipe, in our words)."""
+    return (
+        f"Write a short news story of three to five sentences about this event, told by "
+        f"{narrator}. Describe what happened in your own words and never repeat the headline.\n"
+        f"Event: {headline.headline}"
+    )
+
+
+_OPENINGS = (
+    "Speaking as {narrator}, I can tell you the talk of the week has been the {k0}.",
+    "I am {narrator}, and nobody around me can stop discussing the {k0}.",
+    "From where I stand, as {narrator}, the story of the {k0} still feels unreal.",
+    "As {narrator}, I watched the news about the {k0} unfold step by step.",
+)
+_MIDDLES = (
+    "Everyone keeps coming back to the {k1}, which surprised even the people closest to it.",
+    "What struck me most was the {k1}; it changed how people here see {theme}.",
+    "Officials answered questions about the {k1} for most of the afternoon.",
+    "The details about the {k1} spread quickly, and the reactions were mixed.",
+)
+_CLOSINGS = (
+    "Whatever happens next, this will be remembered as a turning point for {theme}.",
+    "People are already asking what the {k2} will mean for the months ahead.",
+    "For now, the {k2} is all anyone in {theme} circles wants to talk about.",
+    "I expect we will be hearing about the {k2} for a long time.",
+)
+
+
+def template_stories(headline: Headline, n: int, seed: int, narrators: list[str]) -> list[str]:
+    """``n`` offline stories about ``headline``, each from a different narrator where possible,
+    built from its theme and keywords; stories that would restate the headline are skipped."""
+    rng = random.Random(seed)
+    keys = list(headline.keywords) or [headline.theme]
+    roles = narrators[:]
+    rng.shuffle(roles)
+    out: list[str] = []
+    for attempt in range(20 * n):
+        if len(out) == n:
+            break
+        k = [keys[(attempt + j) % len(keys)] for j in range(3)]
+        fill = {"narrator": roles[len(out) % len(roles)], "theme": headline.theme}
+        fill.update(k0=k[0], k1=k[1], k2=k[2])
+        parts = (rng.choice(_OPENINGS), rng.choice(_MIDDLES), rng.choice(_CLOSINGS))
+        story = " ".join(p.format(**fill) for p in parts)
+        if not restates(story, headline.headline) and story not in out:
+            out.append(story)
+    if len(out) < n:
+        raise DataError(
+            f"only {len(out)} of {n} template stories for {headline.headline!r} avoid restating "
+            "it: give the headline more keywords, or use a model text source"
+        )
+    return out
