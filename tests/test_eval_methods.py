@@ -181,3 +181,10 @@ def test_without_embedder_falls_back_then_fills_in(tiny_run, monkeypatch, caplog
         (r["answer"], r["guess"], r["guesser"]) for r in rows
     ]
     assert all(set(r["scores"]) == SCORED for r in again)
+
+
+def test_every_configurable_method_has_a_generator():
+    from ditkit.config import EVAL_METHODS
+    from ditkit.evaluate.runner import GENERATORS
+
+    assert set(GENERATORS) == set(EVAL_METHODS)

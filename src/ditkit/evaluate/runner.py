@@ -209,14 +209,9 @@ def evaluate_run(run) -> dict:
     jobs, diffs = run.test_diffs()
     tools = _Tools(run, ev_dir)
     for method in ev.methods:
-        if method in TWENTY_Q_METHODS:
-            _twenty_questions(run, method, jobs, diffs, done, tools, write_path)
-        elif method == "weight_lens":
-            _weight_lens(run, jobs, diffs, done, tools, write_path)
-        elif method in ("dit", "base_question", "base_question_trigger", "gating"):
-            _ask_once(run, method, jobs, diffs, done, write_path)
-        else:
-            raise ConfigError(f"eval.methods: unknown method {method!r}")
+        if method not in GENERATORS:
+            raise ConfigError(f"eval.methods: unknown method {method!r}; known: {list(GENERATORS)}")
+        GENERATORS[method](run, method, jobs, diffs, done, tools, write_path)
     distributed.barrier()
     if not distributed.is_main():
         return {}
@@ -262,7 +257,7 @@ def _check_endpoints(ev) -> None:
         EndpointConfig(base_url=ev.guesser_base_url, model=ev.guesser_model).resolve()
 
 
-def _ask_once(run, method: str, jobs, diffs, done: set, pred_path: Path) -> None:
+def _ask_once(run, method: str, jobs, diffs, done: set, tools: _Tools, pred_path: Path) -> None:
     """dit, base_question(_trigger) and gating: one greedy answer per (diff, question)."""
     cfg = run.cfg
     adapter = None
@@ -377,7 +372,7 @@ def _twenty_questions(
         log.info("%s: %d/%d diffs", method, start + len(group), len(jobs))
 
 
-def _weight_lens(run, jobs, diffs, done: set, tools: _Tools, pred_path: Path) -> None:
+def _weight_lens(run, method: str, jobs, diffs, done: set, tools: _Tools, pred_path: Path) -> None:
     from .weight_lens import WeightLens
 
     pending = [
@@ -404,6 +399,20 @@ def _weight_lens(run, jobs, diffs, done: set, tools: _Tools, pred_path: Path) ->
         )
         append_jsonl(pred_path, [row])  # each diff is its own deterministic computation
     log.info("weight_lens: %d predictions", len(pending))
+
+
+# Every evaluation method by the name ``eval.methods`` uses, and the function that appends its
+# missing predictions: f(run, method, jobs, diffs, done, tools, path). config.EVAL_METHODS (what
+# the config accepts) holds the same names; a test keeps the two in step.
+GENERATORS = {
+    "dit": _ask_once,
+    "base_question": _ask_once,
+    "base_question_trigger": _ask_once,
+    "gating": _ask_once,
+    "twenty_questions": _twenty_questions,
+    "twenty_questions_trigger": _twenty_questions,
+    "weight_lens": _weight_lens,
+}
 
 
 # ---------------------------------------------------------------- scoring
