@@ -56,6 +56,9 @@ def test_only_the_main_process_writes_shared_files(tiny_model_dir, tmp_path, mon
     assert all(after[k] == v for k, v in before.items())
 
 
+RUN = {"capture_output": True, "text": True, "timeout": 900}
+
+
 def _torchrun(model_dir: Path, out: Path, nproc: int) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
@@ -93,3 +96,21 @@ def test_two_processes_equal_one(tiny_model_dir, tmp_path):
     # Methods that do not read the adapter: every answer the same, whichever process made it.
     plain = {key(r): r["answer"] for r in rows[one] if r["method"] != "dit"}
     assert plain == {key(r): r["answer"] for r in rows[two] if r["method"] != "dit"}
+
+    # describe: a file of several diffs, answered by two processes, printed once by the main one.
+    pt = tmp_path / "several.pt"
+    paths = sorted((one / "diffs" / "train").glob("*.safetensors"))[:5]
+    entries = []
+    for path in paths:
+        d = load_diff(path)
+        entries.append({"topic": d.meta["label"], "weight_diff": d.lowrank})
+    torch.save(entries, pt)
+    ask = ["describe", "--diff", str(pt), "--adapter", str(one / "dit" / "adapter")]
+    ask += ["--max-new-tokens", "3", "--base", str(tiny_model_dir)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    single = subprocess.run([sys.executable, "-m", "ditkit", "-v", *ask], env=env, **RUN)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    double = subprocess.run([*launch, "-m", "ditkit", "-v", *ask], env=env, **RUN)
+    assert single.returncode == double.returncode == 0, double.stderr[-3000:]
+    assert len(single.stdout.splitlines()) == 5
+    assert double.stdout == single.stdout

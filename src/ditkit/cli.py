@@ -114,14 +114,16 @@ def _cmd_describe(args) -> None:
     from .models import DEFAULT_MODEL, load_model
     from .shipped import check_base, load_shipped
 
+    opts = {"trust_remote_code": args.trust_remote_code}
+    opts["device"] = distributed.device_for(args.device)
     if args.adapter:
         adapter = load_diff(args.adapter)
         base = args.base or adapter.meta.get("base_model") or DEFAULT_MODEL
-        model, tok = load_model(base, trust_remote_code=args.trust_remote_code)
+        model, tok = load_model(base, **opts)
         check_base(adapter, model, args.adapter)
     else:
         base = args.base or DEFAULT_MODEL
-        model, tok = load_model(base, trust_remote_code=args.trust_remote_code)
+        model, tok = load_model(base, **opts)
         adapter, manifest, folder = load_shipped(base, model)
         print(
             f"using the DIT adapter shipped for {base} ({folder.name}, trained on "
@@ -129,7 +131,14 @@ def _cmd_describe(args) -> None:
             file=sys.stderr,
         )
     diffs = load_diffs(args.diff)
-    answers = describe(model, tok, diffs, adapter, args.question, args.max_new_tokens)
+    # Under a launcher each process answers its share of the diffs; the main one prints them all.
+    mine = distributed.share(list(range(len(diffs))))
+    answers = describe(
+        model, tok, [diffs[i] for i in mine], adapter, args.question, args.max_new_tokens
+    )
+    answers = distributed.gather_in_order(mine, answers, len(diffs))
+    if not distributed.is_main():
+        return
     for d, a in zip(diffs, answers):
         label = d.meta.get("label")
         print(a if len(diffs) == 1 and not args.verbose else f"{label or '?'}\t{a}")
@@ -260,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--base", help="base model (default: the one recorded in the adapter)")
     s.add_argument("--question", help="default: the adapter's training question")
     s.add_argument("--max-new-tokens", type=int, default=20)
+    s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     s.add_argument("--trust-remote-code", action="store_true")
     s.set_defaults(func=_cmd_describe)
 

@@ -17,6 +17,7 @@ group (NCCL on GPUs, gloo on CPUs). What each stage does with N processes:
   every step equals the one-process step up to floating-point summation order.
 - eval: each process generates its share of the fixed chunks into its own part file; the main
   process merges them into ``predictions.jsonl`` and scores.
+- describe (a file holding many diffs): each process answers its share; the main one prints all.
 
 Only the main process writes shared files (config, manifest, timings, adapter, checkpoints,
 predictions, scores). With no launcher (``WORLD_SIZE`` unset or 1) none of this costs anything.
@@ -87,3 +88,17 @@ def device_for(configured: str) -> str:
     if world_size() > 1 and configured.startswith("cuda"):
         return f"cuda:{local_rank()}"
     return configured
+
+
+def gather_in_order(indices: list[int], values: list, total: int) -> list:
+    """Every process's ``values`` (for its ``indices`` of ``range(total)``) in index order, on
+    every process; in a single process just ``values``."""
+    if world_size() == 1:
+        return list(values)
+    parts: list = [None] * world_size()
+    torch.distributed.all_gather_object(parts, list(zip(indices, values)))
+    out: list = [None] * total
+    for part in parts:
+        for i, v in part:
+            out[i] = v
+    return out
