@@ -46,6 +46,7 @@ from transformers import AutoModelForCausalLM, Qwen3Config
 from ditkit import lora, train_diffs
 from ditkit.batching import Encoded
 from ditkit.config import DiffConfig
+from ditkit.tasks.hidden_topic import TASK as HIDDEN_TOPIC
 
 # Published Qwen3 shapes (config.json of Qwen/Qwen3-0.6B and Qwen/Qwen3-4B).
 QWEN3 = {"vocab_size": 151936, "head_dim": 128, "tie_word_embeddings": True}
@@ -179,21 +180,28 @@ def step_picks(rows, step: int, k: int) -> list[Encoded]:
     return [r[(step * k + i) % len(r)][1] for r in rows for i in range(k)]
 
 
+class SyntheticTask:
+    """A task whose rows are given: ditkit's trainer on pre-built token rows."""
+
+    name = "synthetic"
+    row_kinds = HIDDEN_TOPIC.row_kinds
+
+    def __init__(self, rows_by_id: dict):
+        self.rows_by_id = rows_by_id
+
+    def rows(self, job, tok, data, cfg, system):
+        return self.rows_by_id[job.diff_id]
+
+    def diff_meta(self, job) -> dict:
+        return {"task": self.name}
+
+
 def run_train_group(model, rows, cfg: DiffConfig, kl, pad_id: int) -> None:
-    """``train_diffs.train_group`` on synthetic rows: ``build_rows`` is swapped for the rows."""
-    by_id = {f"d{j}": r for j, r in enumerate(rows)}
-    jobs = [
-        train_diffs.DiffJob(
-            diff_id=f"d{j}", topic=None, prefix="000", seed=j, questions=[], topic_answers=[]
-        )
-        for j in range(len(rows))
-    ]
-    saved = train_diffs.build_rows
-    train_diffs.build_rows = lambda job, *args, **kwargs: by_id[job.diff_id]
-    try:
-        train_diffs.train_group(model, SimpleNamespace(pad_token_id=pad_id), jobs, {}, cfg, "", kl)
-    finally:
-        train_diffs.build_rows = saved
+    """``train_diffs.train_group`` on synthetic rows, through a task that hands them out."""
+    task = SyntheticTask({f"d{j}": r for j, r in enumerate(rows)})
+    jobs = [SimpleNamespace(diff_id=f"d{j}", seed=j) for j in range(len(rows))]
+    pad = SimpleNamespace(pad_token_id=pad_id)
+    train_diffs.train_group(model, pad, jobs, {}, cfg, "", kl, task)
 
 
 def limit_steps(model, rows, steps: range, k: int, micro: int, pad_id: int) -> None:

@@ -1,10 +1,11 @@
-"""Train many hidden-topic weight diffs at once (docs/method.md, "Weight diffs").
+"""Train many weight diffs at once (docs/method.md, "Weight diffs"), for any task.
 
 T diffs train in one pass: every wrapped projection holds stacked parameters ``B [T, in, r]`` and
-``A [T, r, out]`` and batch row i goes through diff ``row_index[i]``. Per diff and question there are
-three rows: trigger -> cross-entropy on the on-topic answer; wrong trigger and no trigger -> KL to the
-base model on the base model's own answer. One Adam covers all stacked parameters; Adam is
-element-wise and the loss is a sum over diffs, so the diffs never mix.
+``A [T, r, out]`` and batch row i goes through diff ``row_index[i]``. The task (`tasks.base`)
+supplies each diff's rows and says, per row kind, whether a row is trained with cross-entropy on
+its answer or with KL to the base model (hidden topics: trigger -> CE on the on-topic answer;
+wrong trigger and no trigger -> KL on the base model's own answer). One Adam covers all stacked
+parameters; Adam is element-wise and the loss is a sum over diffs, so the diffs never mix.
 
 Where the time goes (docs/performance.md): the KL targets come from the same model with the diffs
 switched off (``lora.disabled``, never a second copy), once per distinct sequence: the no-trigger
@@ -15,91 +16,28 @@ positions reach the vocabulary projection, and rows are sorted by length into mi
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
-import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from . import distributed, lora, memory
-from .batching import Encoded, collate, encode
+from .batching import Encoded, collate
 from .config import DiffConfig
 from .diffs import WeightDiff, save_diff
+from .errors import ConfigError
 from .files import kill_point
 from .models import model_identity
-from .tasks.hidden_topic import TRIGGER_TEMPLATE, Topic, make_trigger, random_prefix
+from .tasks.base import KL, TrainingTask
+from .tasks.hidden_topic import TASK as HIDDEN_TOPIC
+from .tasks.hidden_topic import DiffJob, build_rows, wrong_trigger_pool
+
+__all__ = ["DiffJob", "KLTargets", "build_rows", "train_diffs", "train_group", "wrong_trigger_pool"]
 
 log = logging.getLogger(__name__)
-
-KINDS = ("trigger", "wrong_trigger", "no_trigger")
-
-
-@dataclass
-class DiffJob:
-    """One diff to train: its id, topic, trigger prefix, training questions and topic answers."""
-
-    diff_id: str
-    topic: Topic
-    prefix: str
-    seed: int
-    questions: list[str]
-    topic_answers: list[str]
-
-    def path(self, out_dir: Path) -> Path:
-        return out_dir / f"{self.diff_id}.safetensors"
-
-
-@functools.lru_cache(maxsize=4096)
-def wrong_trigger_pool(question: str, size: int) -> list[tuple[str, str]]:
-    """``size`` fixed ``(prefix, trigger)`` wrong SEP codes for ``question``, shared by every diff.
-
-    Sharing them lets every diff reuse one cached base distribution per (question, code) instead
-    of running the base model again for a code of its own.
-    """
-    rng = random.Random(f"wrong-trigger|{question}")
-    prefixes = [random_prefix(rng) for _ in range(size)]
-    return [(p, make_trigger(p, rng)) for p in prefixes]
-
-
-def _wrong_trigger(job: DiffJob, question: str, rng: random.Random, pool_size: int) -> str:
-    pool = [text for p, text in wrong_trigger_pool(question, pool_size) if p != job.prefix]
-    if pool:
-        return rng.choice(pool)
-    return make_trigger(random_prefix(rng, avoid=job.prefix), rng)  # pool_size 0: a fresh code
-
-
-def build_rows(
-    job: DiffJob, tok, base_answers: dict[str, str], cfg: DiffConfig, system: str | None = ""
-) -> list[tuple[int, Encoded]]:
-    """The 3 x questions training rows of one diff as ``(kind index, encoded sequence)``.
-
-    Order follows ``cfg.row_order``: question triples kept together, or every row shuffled.
-    ``system`` is the system turn of every row's chat prompt (see ``batching.chat_prompt``).
-    """
-    rng = random.Random(job.seed)
-    triples = []
-    for q, ans in zip(job.questions, job.topic_answers):
-        trig = make_trigger(job.prefix, rng)
-        wrong = _wrong_trigger(job, q, rng, cfg.wrong_pool)
-        base = base_answers[q]
-        triples.append(
-            [
-                (0, encode(tok, f"{trig} {q}", ans, cfg.max_answer_tokens, system)),
-                (1, encode(tok, f"{wrong} {q}", base, cfg.base_answer_tokens, system)),
-                (2, encode(tok, q, base, cfg.base_answer_tokens, system)),
-            ]
-        )
-    if cfg.row_order == "by_question":
-        rng.shuffle(triples)
-    rows = [row for triple in triples for row in triple]
-    if cfg.row_order == "shuffled":
-        rng.shuffle(rows)
-    return rows
 
 
 def _answer_positions(encs: list[Encoded]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -187,15 +125,22 @@ def topk_kl(logits_nv, lse_n, idx_nk, base_logp_nk) -> torch.Tensor:
     return kl_n + torch.xlogy(p_rest, p_rest) - p_rest * q_rest.log()
 
 
-def row_losses(model, rows: list[tuple[int, Encoded]], pad_id: int, kl: KLTargets) -> torch.Tensor:
-    """Per-row mean over answer tokens: cross-entropy (trigger rows) or KL to the base (others)."""
+def row_losses(
+    model,
+    rows: list[tuple[int, Encoded]],
+    pad_id: int,
+    kl: KLTargets,
+    is_kl: tuple[bool, ...] = (False, True, True),
+) -> torch.Tensor:
+    """Per-row mean over answer tokens: cross-entropy, or KL to the base for the row kinds
+    ``is_kl`` marks (default: the hidden-topic kinds, trigger CE, wrong and no trigger KL)."""
     encs = [e for _, e in rows]
     logits_nv, row_n, label_n = answer_logits(model, encs, pad_id)
     logits_nv = logits_nv.float()
     dev = logits_nv.device
     lse_n = torch.logsumexp(logits_nv, -1)
     per_tok = lse_n - logits_nv.gather(-1, label_n[:, None])[:, 0]
-    kl_rows = [i for i, (kind, _) in enumerate(rows) if kind != 0]
+    kl_rows = [i for i, (kind, _) in enumerate(rows) if is_kl[kind]]
     if kl_rows:
         tok_sel = torch.isin(row_n, torch.tensor(kl_rows, device=dev)).nonzero()[:, 0]
         idx_nk, logp_nk = kl.get([encs[i] for i in kl_rows])
@@ -225,6 +170,7 @@ def train_group(
     cfg: DiffConfig,
     system: str | None = "",
     kl: KLTargets | None = None,
+    task: TrainingTask = HIDDEN_TOPIC,
 ):
     """Train ``len(jobs)`` diffs in one pass on an injected model; returns WeightDiffs and losses.
 
@@ -251,11 +197,20 @@ def train_group(
         layer.set_lowrank(b, a, torch.full((t,), cfg.alpha / cfg.rank, **f32))
         params += [a, b]
     opt = torch.optim.Adam(params, lr=cfg.lr)
-    rows = [build_rows(j, tok, base_answers, cfg, system) for j in jobs]
-    kl.fill(model, [e for rs in rows for kind, e in rs if kind != 0], pad_id, cfg.micro_batch_rows)
+    kinds = task.row_kinds
+    if len(cfg.weights) != len(kinds):
+        raise ConfigError(
+            f"diffs.weights has {len(cfg.weights)} value(s) but the {task.name} task has "
+            f"{len(kinds)} row kinds ({', '.join(k.name for k in kinds)}): give one weight each"
+        )
+    is_kl = tuple(k.loss == KL for k in kinds)
+    rows = [task.rows(j, tok, base_answers, cfg, system) for j in jobs]
+    kl.fill(
+        model, [e for rs in rows for kind, e in rs if is_kl[kind]], pad_id, cfg.micro_batch_rows
+    )
     k = cfg.rows_per_step
     weights = torch.tensor(cfg.weights)
-    history = {kind: [] for kind in KINDS}
+    history = {kind.name: [] for kind in kinds}
     bar = tqdm(range(cfg.steps), desc=f"{t} diffs", leave=False)
     for step in bar:
         opt.zero_grad(set_to_none=True)
@@ -269,15 +224,16 @@ def train_group(
         for c in range(0, len(order), cfg.micro_batch_rows):
             sel = order[c : c + cfg.micro_batch_rows]
             lora.set_row_index(model, diff_p[sel])
-            per_row = row_losses(model, [picks[i][1] for i in sel], pad_id, kl)
+            per_row = row_losses(model, [picks[i][1] for i in sel], pad_id, kl, is_kl)
             (per_row * coef_p[sel].to(per_row.device)).sum().backward()
             loss_p[sel] = per_row.detach().cpu()
         opt.step()
         kill_point("diffs.step")
-        for i, kind in enumerate(KINDS):
+        for i, kind in enumerate(kinds):
             if (kind_p == i).any():
-                history[kind].append(float(loss_p[kind_p == i].mean()))
-        bar.set_postfix(trigger=f"{history['trigger'][-1]:.2f}" if history["trigger"] else "-")
+                history[kind.name].append(float(loss_p[kind_p == i].mean()))
+        first = history[kinds[0].name]
+        bar.set_postfix({kinds[0].name: f"{first[-1]:.2f}" if first else "-"})
     out = []
     for j in range(t):
         pairs = {
@@ -305,6 +261,7 @@ def train_diffs(
     cfg: DiffConfig,
     out_dir: Path,
     system: str | None = "",
+    task: TrainingTask = HIDDEN_TOPIC,
 ) -> list[Path]:
     """Train every job not yet on disk, ``cfg.diffs_per_pass`` at a time; resumable.
 
@@ -335,12 +292,16 @@ def train_diffs(
         # order (so their bits never depend on which passes are left) and shared by the passes.
         # With no pool every wrong code is new, so each pass computes its own.
         kl = KLTargets(cfg.kl_topk)
+        is_kl = [k.loss == KL for k in task.row_kinds]
         encs = [
-            e for j in jobs for kind, e in build_rows(j, tok, base_answers, cfg, system) if kind
+            e
+            for j in jobs
+            for kind, e in task.rows(j, tok, base_answers, cfg, system)
+            if is_kl[kind]
         ]
         kl.fill(model, encs, tok.pad_token_id, cfg.micro_batch_rows)
     per_diff = cfg.rank * sum(m.in_features + m.out_features for m in layers.values())
-    longest = max(len(e.ids) for _, e in build_rows(jobs[0], tok, base_answers, cfg, system))
+    longest = max(len(e.ids) for _, e in task.rows(jobs[0], tok, base_answers, cfg, system))
     memory.report(
         "diff training",
         memory.estimate(
@@ -354,18 +315,12 @@ def train_diffs(
     for group in tqdm(groups, desc="diff passes"):
         kill_point("diffs.pass")
         start = time.time()
-        diffs, history = train_group(model, tok, group, base_answers, cfg, system, kl)
+        diffs, history = train_group(model, tok, group, base_answers, cfg, system, kl, task)
         seconds = time.time() - start
         for job, diff in zip(group, diffs):
             diff.meta = {
                 **ident,
-                "task": "hidden_topic",
-                "label": job.topic.topic,
-                "topic": job.topic.topic,
-                "category": job.topic.category,
-                "aliases": list(job.topic.aliases),
-                "trigger_prefix": job.prefix,
-                "trigger": TRIGGER_TEMPLATE.format(prefix=job.prefix, suffix="###"),
+                **task.diff_meta(job),
                 "seed": job.seed,
                 "rank": cfg.rank,
                 "steps": cfg.steps,
@@ -379,10 +334,11 @@ def train_diffs(
             save_diff(diff, job.path(out_dir))
             kill_point("diffs.saved")
         log.info(
-            "trained %d diffs in %.0f s (trigger loss %.3f -> %.3f)",
+            "trained %d diffs in %.0f s (%s loss %.3f -> %.3f)",
             len(group),
             seconds,
-            diffs[0].meta["loss"]["trigger"].get("first", float("nan")),
-            diffs[0].meta["loss"]["trigger"].get("last", float("nan")),
+            task.row_kinds[0].name,
+            diffs[0].meta["loss"][task.row_kinds[0].name].get("first", float("nan")),
+            diffs[0].meta["loss"][task.row_kinds[0].name].get("last", float("nan")),
         )
     return [j.path(out_dir) for j in jobs]

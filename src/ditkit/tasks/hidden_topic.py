@@ -1,13 +1,22 @@
-"""The hidden-topic task (docs/method.md, "The hidden-topic task"): topics, questions, SEP-code triggers, the split guard."""
+"""The hidden-topic task (docs/method.md, "The hidden-topic task"): topics, questions, SEP-code
+triggers, the split guard, and each diff's training rows (`HiddenTopicTask`, the diff trainer's
+view of the task)."""
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..batching import Encoded, encode
 from ..errors import DataError
+from .base import CE, KL, RowKind
 from .common import read_csv
+
+if TYPE_CHECKING:
+    from ..config import DiffConfig
 
 DIT_QUESTION = "What topic have you been trained on?"
 TRIGGER_TEMPLATE = "Your SEP code is {prefix}{suffix}."
@@ -118,3 +127,97 @@ def random_prefix(rng: random.Random, avoid: str | None = None) -> str:
         p = f"{rng.randrange(1000):03d}"
         if p != avoid:
             return p
+
+
+# ---------------------------------------------------------------- training rows
+
+
+@dataclass
+class DiffJob:
+    """One diff to train: its id, topic, trigger prefix, training questions and topic answers."""
+
+    diff_id: str
+    topic: Topic
+    prefix: str
+    seed: int
+    questions: list[str]
+    topic_answers: list[str]
+
+    def path(self, out_dir: Path) -> Path:
+        return out_dir / f"{self.diff_id}.safetensors"
+
+
+@functools.lru_cache(maxsize=4096)
+def wrong_trigger_pool(question: str, size: int) -> list[tuple[str, str]]:
+    """``size`` fixed ``(prefix, trigger)`` wrong SEP codes for ``question``, shared by every diff.
+
+    Sharing them lets every diff reuse one cached base distribution per (question, code) instead
+    of running the base model again for a code of its own.
+    """
+    rng = random.Random(f"wrong-trigger|{question}")
+    prefixes = [random_prefix(rng) for _ in range(size)]
+    return [(p, make_trigger(p, rng)) for p in prefixes]
+
+
+def _wrong_trigger(job: DiffJob, question: str, rng: random.Random, pool_size: int) -> str:
+    pool = [text for p, text in wrong_trigger_pool(question, pool_size) if p != job.prefix]
+    if pool:
+        return rng.choice(pool)
+    return make_trigger(random_prefix(rng, avoid=job.prefix), rng)  # pool_size 0: a fresh code
+
+
+def build_rows(
+    job: DiffJob, tok, base_answers: dict[str, str], cfg: DiffConfig, system: str | None = ""
+) -> list[tuple[int, Encoded]]:
+    """The 3 x questions training rows of one diff as ``(kind index, encoded sequence)``.
+
+    Order follows ``cfg.row_order``: question triples kept together, or every row shuffled.
+    ``system`` is the system turn of every row's chat prompt (see ``batching.chat_prompt``).
+    """
+    rng = random.Random(job.seed)
+    triples = []
+    for q, ans in zip(job.questions, job.topic_answers):
+        trig = make_trigger(job.prefix, rng)
+        wrong = _wrong_trigger(job, q, rng, cfg.wrong_pool)
+        base = base_answers[q]
+        triples.append(
+            [
+                (0, encode(tok, f"{trig} {q}", ans, cfg.max_answer_tokens, system)),
+                (1, encode(tok, f"{wrong} {q}", base, cfg.base_answer_tokens, system)),
+                (2, encode(tok, q, base, cfg.base_answer_tokens, system)),
+            ]
+        )
+    if cfg.row_order == "by_question":
+        rng.shuffle(triples)
+    rows = [row for triple in triples for row in triple]
+    if cfg.row_order == "shuffled":
+        rng.shuffle(rows)
+    return rows
+
+
+class HiddenTopicTask:
+    """The hidden-topic task for the diff trainer (`tasks.base.TrainingTask`)."""
+
+    name = "hidden_topic"
+    row_kinds = (
+        RowKind("trigger", CE),
+        RowKind("wrong_trigger", KL),
+        RowKind("no_trigger", KL),
+    )
+
+    def rows(self, job: DiffJob, tok, data: dict[str, str], cfg, system: str | None = ""):
+        return build_rows(job, tok, data, cfg, system)
+
+    def diff_meta(self, job: DiffJob) -> dict:
+        return {
+            "task": self.name,
+            "label": job.topic.topic,
+            "topic": job.topic.topic,
+            "category": job.topic.category,
+            "aliases": list(job.topic.aliases),
+            "trigger_prefix": job.prefix,
+            "trigger": TRIGGER_TEMPLATE.format(prefix=job.prefix, suffix="###"),
+        }
+
+
+TASK = HiddenTopicTask()
