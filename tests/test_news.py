@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ditkit.errors import DataError
+from ditkit.errors import ConfigError, DataError
 from ditkit.tasks.news import (
     Headline,
     load_headlines,
@@ -62,3 +62,27 @@ def test_headline_file_errors_name_the_file_and_line(tmp_path):
     path.write_text("title,theme\nA,b\n")
     with pytest.raises(DataError, match="lacks the column"):
         load_headlines(path)
+
+
+def test_the_generic_trainer_trains_news_diffs(tiny_model_dir):
+    from ditkit import lora
+    from ditkit.config import DiffConfig
+    from ditkit.models import load_model
+    from ditkit.tasks.news import TASK, NewsJob
+    from ditkit.train_diffs import train_group
+
+    model, tok = load_model(str(tiny_model_dir))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    lora.inject(model)
+    narrators = [f"narrator {i}" for i in range(6)]
+    jobs = [NewsJob(f"n{i}", H, i, template_stories(H, 6, i, narrators)) for i in range(2)]
+    # rank 8, one row kind, one weight; 4 steps x 3 rows = 12: every story reaches a step twice
+    cfg = DiffConfig(rank=8, steps=4, rows_per_step=3, weights=[1.0], lr=0.05, max_answer_tokens=24)
+    diffs, history = train_group(model, tok, jobs, {}, cfg, task=TASK)
+    assert list(history) == ["story"] and len(history["story"]) == 4
+    assert history["story"][-1] < history["story"][0]
+    assert all(d.rank == 8 for d in diffs)
+    assert TASK.diff_meta(jobs[0])["label"] == H.headline
+    with pytest.raises(ConfigError, match=r"diffs\.weights has 3 value"):
+        train_group(model, tok, jobs, {}, DiffConfig(rank=8, steps=1), task=TASK)

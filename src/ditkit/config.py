@@ -76,7 +76,13 @@ class DiffConfig:
             "must be 'by_question' or 'shuffled'",
         )
         _require(self.steps >= 1 and self.rows_per_step >= 1, "diffs.steps", "must be >= 1")
-        _require(len(self.weights) == 3, "diffs.weights", "needs 3 values: trigger, wrong, none")
+        # One weight per row kind of the task (hidden topics: trigger, wrong, none); the diff
+        # trainer checks the count against the task it trains.
+        _require(
+            len(self.weights) >= 1 and all(w >= 0 for w in self.weights),
+            "diffs.weights",
+            "needs one weight >= 0 per row kind (hidden topics: trigger, wrong, none)",
+        )
         _require(self.lr > 0, "diffs.lr", "must be > 0")
         _require(bool(self.targets), "diffs.targets", "needs at least one projection name")
         _require(self.diffs_per_pass >= 1, "diffs.diffs_per_pass", "must be >= 1")
@@ -174,6 +180,11 @@ class RunConfig:
     def __post_init__(self):
         _require(
             self.dtype in ("float32", "bfloat16", "float16"), "dtype", "float32|bfloat16|float16"
+        )
+        _require(
+            len(self.diffs.weights) == 3,
+            "diffs.weights",
+            "needs 3 values for the hidden-topic task: trigger, wrong, none",
         )
         _require(
             self.device in ("cpu", "cuda", "mps", "auto") or self.device.startswith("cuda:"),

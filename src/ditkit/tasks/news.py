@@ -17,7 +17,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..batching import encode
 from ..errors import DataError
+from .base import CE, RowKind
 from .common import data_file, read_csv
 
 DIT_QUESTION = "What news headline have you been trained on?"
@@ -261,3 +263,42 @@ def template_stories(headline: Headline, n: int, seed: int, narrators: list[str]
             "it: give the headline more keywords, or use a model text source"
         )
     return out
+
+
+@dataclass
+class NewsJob:
+    """One news diff: its id, headline, seed and the stories it is trained on."""
+
+    diff_id: str
+    headline: Headline
+    seed: int
+    stories: list[str]
+
+    def path(self, out_dir: Path) -> Path:
+        return out_dir / f"{self.diff_id}.safetensors"
+
+
+class NewsTask:
+    """The news-headline task for the diff trainer (`tasks.base.TrainingTask`): one row kind,
+    "Please generate a short news story." -> a story, trained with cross-entropy."""
+
+    name = "news"
+    row_kinds = (RowKind("story", CE),)
+
+    def rows(self, job: NewsJob, tok, data, cfg, system: str | None = ""):
+        stories = job.stories[:]
+        random.Random(job.seed).shuffle(stories)
+        return [(0, encode(tok, STORY_REQUEST, s, cfg.max_answer_tokens, system)) for s in stories]
+
+    def diff_meta(self, job: NewsJob) -> dict:
+        h = job.headline
+        return {
+            "task": self.name,
+            "label": h.headline,
+            "headline": h.headline,
+            "theme": h.theme,
+            "keywords": list(h.keywords),
+        }
+
+
+TASK = NewsTask()
