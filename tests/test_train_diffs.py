@@ -165,3 +165,16 @@ def test_bf16_model_trains_fp32_diffs_and_adapter(tiny_model_dir):
     assert layer.adapter_a_ro.dtype == torch.float32
     x = torch.randn(1, 3, layer.in_features, dtype=torch.bfloat16)
     assert layer(x).dtype == torch.bfloat16
+
+
+def test_near_wrong_codes_differ_from_the_own_prefix_in_one_digit(tiny_model_dir):
+    from ditkit.tasks.hidden_topic import build_rows
+
+    _, tok = load_model(str(tiny_model_dir))
+    cfg = DiffConfig(questions_per_diff=6, wrong_codes="near")
+    base = dict.fromkeys(QS, "I do not know.")
+    rows = build_rows(_job(0, "482"), tok, base, cfg)
+    wrong = [tok.decode(e.ids[: e.n_prompt]) for kind, e in rows if kind == 1]
+    prefixes = [w.split("SEP code is ")[1][:3] for w in wrong]
+    assert len(prefixes) == 6
+    assert all(sum(a != b for a, b in zip(p, "482")) == 1 for p in prefixes), prefixes

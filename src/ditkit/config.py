@@ -55,6 +55,9 @@ class DiffConfig:
     # 0 = a fresh random code for every row (one extra base forward per wrong-trigger row, and
     # targets kept for one pass only).
     wrong_pool: int = 8
+    # "pool": wrong codes from the shared pool above; "near": the diff's own prefix with one digit
+    # changed, fresh per row (a harder negative for prefix specificity; no KL sharing across diffs).
+    wrong_codes: str = "pool"
     kl_topk: int = 64  # base log-probabilities kept per answer token for the KL rows
     max_answer_tokens: int = 40
     base_answer_tokens: int = 24
@@ -68,6 +71,7 @@ class DiffConfig:
         _require(self.rank >= 1, "diffs.rank", "must be >= 1")
         _require(self.init in ("reference", "unit"), "diffs.init", "must be 'reference' or 'unit'")
         _require(self.wrong_pool >= 0, "diffs.wrong_pool", "must be >= 0")
+        _require(self.wrong_codes in ("pool", "near"), "diffs.wrong_codes", "'pool' or 'near'")
         _require(self.kl_topk >= 1, "diffs.kl_topk", "must be >= 1")
         _require(self.micro_batch_rows >= 1, "diffs.micro_batch_rows", "must be >= 1")
         _require(

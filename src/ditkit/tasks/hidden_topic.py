@@ -159,7 +159,17 @@ def wrong_trigger_pool(question: str, size: int) -> list[tuple[str, str]]:
     return [(p, make_trigger(p, rng)) for p in prefixes]
 
 
-def _wrong_trigger(job: DiffJob, question: str, rng: random.Random, pool_size: int) -> str:
+def near_prefix(prefix: str, rng: random.Random) -> str:
+    """``prefix`` with exactly one digit changed: the hardest wrong code to tell apart."""
+    i = rng.randrange(len(prefix))
+    digit = rng.choice([d for d in "0123456789" if d != prefix[i]])
+    return prefix[:i] + digit + prefix[i + 1 :]
+
+
+def _wrong_trigger(job: DiffJob, question: str, rng: random.Random, cfg: DiffConfig) -> str:
+    if cfg.wrong_codes == "near":  # one digit off the diff's own prefix, fresh for every row
+        return make_trigger(near_prefix(job.prefix, rng), rng)
+    pool_size = cfg.wrong_pool
     pool = [text for p, text in wrong_trigger_pool(question, pool_size) if p != job.prefix]
     if pool:
         return rng.choice(pool)
@@ -178,7 +188,7 @@ def build_rows(
     triples = []
     for q, ans in zip(job.questions, job.topic_answers):
         trig = make_trigger(job.prefix, rng)
-        wrong = _wrong_trigger(job, q, rng, cfg.wrong_pool)
+        wrong = _wrong_trigger(job, q, rng, cfg)
         base = base_answers[q]
         triples.append(
             [
