@@ -36,9 +36,9 @@ def main() -> None:
     ap.add_argument("--system", default="", help="system prompt ('@template': the template's)")
     args = ap.parse_args()
     raw: dict = {}
-    for item in args.set:
-        apply_override(raw, item)
-    cfg = DiffConfig(**raw)
+    for item in args.set:  # DiffConfig keys, as `ditkit run --set diffs.KEY=...` checks them
+        apply_override(raw, item if item.startswith("diffs.") else f"diffs.{item}")
+    cfg = DiffConfig(**raw.get("diffs", {}))
     model, tok = load_model("smollm2-135m")
     questions = [q.question for q in load_questions(split="train")][: cfg.questions_per_diff]
     system = args.system
