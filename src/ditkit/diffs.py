@@ -107,11 +107,14 @@ class WeightDiff:
         """Frobenius norm of each module's dense change."""
         return {n: float(self.delta_weight(n).norm()) for n in self.modules}
 
-    def check_fits(self, model: nn.Module, source: str | Path = "weight diff") -> None:
-        """Raise ``DiffMismatchError`` naming the module and both shapes if ``model`` differs."""
-        linears = {
-            n.removesuffix(".base"): m for n, m in model.named_modules() if isinstance(m, nn.Linear)
-        }
+    def check_fits(
+        self, model: nn.Module, source: str | Path = "weight diff", layout: tuple | None = None
+    ) -> None:
+        """Raise ``DiffMismatchError`` naming the module and both shapes if ``model`` differs.
+
+        ``layout`` is ``model_layout(model)``, for callers that check many diffs against one model.
+        """
+        linears, have = layout or model_layout(model)
         for name, (out_f, in_f) in self.shapes().items():
             mod = linears.get(name)
             if mod is None:
@@ -127,15 +130,13 @@ class WeightDiff:
                     f"base model it was trained on (recorded: {self.meta.get('base_model')})."
                 )
         want = self.meta.get("base_fingerprint")
-        if want:
-            have = _identity(model)
-            if want != have["base_fingerprint"]:
-                raise DiffMismatchError(
-                    f"{source} was made for base model {self.meta.get('base_model')!r} "
-                    f"(fingerprint {want}) but the model given is {have['base_model']!r} "
-                    f"(fingerprint {have['base_fingerprint']}): its layers, vocabulary or "
-                    "architecture differ. Pass the base model the diff was trained on (--base)."
-                )
+        if want and want != have["base_fingerprint"]:
+            raise DiffMismatchError(
+                f"{source} was made for base model {self.meta.get('base_model')!r} "
+                f"(fingerprint {want}) but the model given is {have['base_model']!r} "
+                f"(fingerprint {have['base_fingerprint']}): its layers, vocabulary or "
+                "architecture differ. Pass the base model the diff was trained on (--base)."
+            )
 
     def to(self, dtype: torch.dtype | None = None, device: str | None = None) -> WeightDiff:
         """A copy with every tensor moved/cast."""
@@ -542,6 +543,14 @@ def _identity(model: nn.Module) -> dict:
     return model_identity(model)
 
 
+def model_layout(model: nn.Module) -> tuple[dict[str, nn.Linear], dict]:
+    """``({module name: Linear}, model_identity(model))``: what `WeightDiff.check_fits` compares."""
+    linears = {
+        n.removesuffix(".base"): m for n, m in model.named_modules() if isinstance(m, nn.Linear)
+    }
+    return linears, _identity(model)
+
+
 def svd_truncate(diff: WeightDiff, rank: int) -> tuple[WeightDiff, dict]:
     """Truncate every module's dense change to rank ``rank``; report the energy kept."""
     lowrank, kept, total, total_kept = {}, {}, 0.0, 0.0
@@ -635,8 +644,9 @@ def install_diffs(
     layers = lora.diff_layers(model)
     if not layers:
         raise ValueError("inject the model (ditkit.lora.inject) before installing diffs")
+    layout = model_layout(model)  # one walk of the model for all the diffs
     for i, d in enumerate(diffs):
-        d.check_fits(model, sources[i] if sources else f"diff {i}")
+        d.check_fits(model, sources[i] if sources else f"diff {i}", layout)
         missing = set(d.modules) - set(layers)
         if missing:
             raise DiffMismatchError(

@@ -171,8 +171,11 @@ def train_group(
     system: str | None = "",
     kl: KLTargets | None = None,
     task: TrainingTask = HIDDEN_TOPIC,
+    rows: list | None = None,
 ):
     """Train ``len(jobs)`` diffs in one pass on an injected model; returns WeightDiffs and losses.
+
+    ``rows`` (one list per job, as ``task.rows`` gives) saves building them again.
 
     Each diff's initialisation and rows depend on its own seed only, never on which diffs share
     the pass. Every step takes ``rows_per_step`` rows of each diff, sorts all of them by length
@@ -204,7 +207,8 @@ def train_group(
             f"{len(kinds)} row kinds ({', '.join(k.name for k in kinds)}): give one weight each"
         )
     is_kl = tuple(k.loss == KL for k in kinds)
-    rows = [task.rows(j, tok, base_answers, cfg, system) for j in jobs]
+    if rows is None:
+        rows = [task.rows(j, tok, base_answers, cfg, system) for j in jobs]
     kl.fill(
         model, [e for rs in rows for kind, e in rs if is_kl[kind]], pad_id, cfg.micro_batch_rows
     )
@@ -286,6 +290,9 @@ def train_diffs(
         p.requires_grad_(False)
     layers = lora.inject(model, cfg.targets)
     ident = model_identity(model)
+    # Every row built once: the shared KL targets below need all jobs' rows, the passes theirs.
+    needed = jobs if cfg.wrong_pool else [j for g in groups for j in g]
+    rows = {j.diff_id: task.rows(j, tok, base_answers, cfg, system) for j in needed}
     kl = None
     if cfg.wrong_pool:
         # Targets for every KL row of every job, computed before the first pass in one fixed
@@ -293,15 +300,10 @@ def train_diffs(
         # With no pool every wrong code is new, so each pass computes its own.
         kl = KLTargets(cfg.kl_topk)
         is_kl = [k.loss == KL for k in task.row_kinds]
-        encs = [
-            e
-            for j in jobs
-            for kind, e in task.rows(j, tok, base_answers, cfg, system)
-            if is_kl[kind]
-        ]
+        encs = [e for j in jobs for kind, e in rows[j.diff_id] if is_kl[kind]]
         kl.fill(model, encs, tok.pad_token_id, cfg.micro_batch_rows)
     per_diff = cfg.rank * sum(m.in_features + m.out_features for m in layers.values())
-    longest = max(len(e.ids) for _, e in task.rows(jobs[0], tok, base_answers, cfg, system))
+    longest = max(len(e.ids) for g in groups for j in g for _, e in rows[j.diff_id])
     memory.report(
         "diff training",
         memory.estimate(
@@ -315,7 +317,10 @@ def train_diffs(
     for group in tqdm(groups, desc="diff passes"):
         kill_point("diffs.pass")
         start = time.time()
-        diffs, history = train_group(model, tok, group, base_answers, cfg, system, kl, task)
+        group_rows = [rows[j.diff_id] for j in group]
+        diffs, history = train_group(
+            model, tok, group, base_answers, cfg, system, kl, task, group_rows
+        )
         seconds = time.time() - start
         for job, diff in zip(group, diffs):
             diff.meta = {

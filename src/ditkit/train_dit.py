@@ -58,31 +58,36 @@ def _label_tokens(enc) -> int:
 
 
 def _batch_loss(
-    model, tok, diffs: list[WeightDiff], cfg: DitConfig, system: str | None, n_tokens: int = 0
+    model, pad_id: int, diffs: list[WeightDiff], enc, n_tokens: int = 0
 ) -> torch.Tensor:
-    """Summed cross-entropy of the label tokens over ``n_tokens`` (default: this batch's count).
+    """Summed cross-entropy of the label tokens of ``enc`` (diff i's example is ``enc[i]``) over
+    ``n_tokens`` (default: this batch's count).
 
     Passing the global batch's count lets processes that each see part of a batch add up to the
     one-process mean.
     """
     install_diffs(model, diffs, torch.arange(len(diffs)))
-    enc = _encode(tok, diffs, cfg, system)
     device = next(model.parameters()).device
-    batch = {k: v.to(device) for k, v in collate(enc, tok.pad_token_id).items()}
+    batch = {k: v.to(device) for k, v in collate(enc, pad_id).items()}
     out = model(**batch, num_items_in_batch=n_tokens or _label_tokens(enc))
     return out.loss
+
+
+def _val_loss(model, tok, diffs: list[WeightDiff], cfg: DitConfig, system) -> torch.Tensor:
+    return _batch_loss(model, tok.pad_token_id, diffs, _encode(tok, diffs, cfg, system))
 
 
 def _train_step(model, tok, batch: list[WeightDiff], cfg: DitConfig, system, opt) -> float:
     """One optimizer step on a global batch; under a launcher each process takes its share and
     the adapter's gradients are summed across processes. Returns the batch's mean loss."""
     params = [p for group in opt.param_groups for p in group["params"]]
-    n_tokens = _label_tokens(_encode(tok, batch, cfg, system))
-    mine = distributed.share(batch)
+    enc = _encode(tok, batch, cfg, system)
+    mine = distributed.share(list(range(len(batch))))
     opt.zero_grad(set_to_none=False)
     loss = torch.zeros((), device=params[0].device)
     if mine:
-        loss = _batch_loss(model, tok, mine, cfg, system, n_tokens)
+        diffs, mine_enc = [batch[i] for i in mine], [enc[i] for i in mine]
+        loss = _batch_loss(model, tok.pad_token_id, diffs, mine_enc, _label_tokens(enc))
         loss.backward()
     if distributed.world_size() > 1:
         for p in params:
@@ -191,7 +196,7 @@ def train_dit(
         model.eval()
         with torch.no_grad():
             val_losses = [
-                float(_batch_loss(model, tok, val[i : i + cfg.batch_size], cfg, system))
+                float(_val_loss(model, tok, val[i : i + cfg.batch_size], cfg, system))
                 for i in range(0, len(val), cfg.batch_size)
             ]
         train_loss = sum(losses) / len(losses)

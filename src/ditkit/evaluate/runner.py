@@ -59,10 +59,10 @@ GUESSED_METHODS = ("base_question", "base_question_trigger")  # one answer, then
 EMBEDDING_METRICS = ("embedding_cosine", "retrieval_at_1", "retrieval_at_5")
 
 
-def _chunks(items: list, size: int, missing) -> list[list]:
-    """Fixed chunks of ``items`` (boundaries never depend on what is done) that hold a missing
-    item. Generating whole chunks keeps batch composition, and so every answer and random
-    draw, the same whether or not an earlier run was interrupted."""
+def _chunks(items: list, size: int, missing) -> list[tuple[int, list]]:
+    """``(start, chunk)`` for the fixed chunks of ``items`` (boundaries never depend on what is
+    done) that hold a missing item. Generating whole chunks keeps batch composition, and so
+    every answer and random draw, the same whether or not an earlier run was interrupted."""
     out = [items[i : i + size] for i in range(0, len(items), size)]
     return [(i * size, c) for i, c in enumerate(out) if any(missing(x) for x in c)]
 
