@@ -10,7 +10,6 @@ import pytest
 
 from conftest import tiny_llama, tiny_tokenizer
 from ditkit import cli
-from ditkit.config import EVAL_METHODS
 from ditkit.diffs import save_diff, save_peft
 from ditkit.errors import ConfigError, DitkitError
 from ditkit.pipeline import Run, run_pipeline
@@ -19,7 +18,15 @@ from fake_openai import FakeOpenAI, bypass_proxies
 from test_lora import random_diff
 from test_pipeline import tiny_config
 
-METHODS = EVAL_METHODS
+METHODS = (
+    "dit",
+    "base_question",
+    "base_question_trigger",
+    "twenty_questions",
+    "twenty_questions_trigger",
+    "weight_lens",
+    "gating",
+)
 SCORED = {"alias_match", "embedding_cosine", "retrieval_at_1", "retrieval_at_5"}
 TOPICS = """topic,category,aliases
 volcanoes,landforms,volcano
@@ -118,7 +125,7 @@ def test_eval_all_methods_judge_and_resume(tiny_run, monkeypatch, capsys):
             pred = r["guess"] if r["guess"] is not None else r["answer"]
             assert r["scores"]["judge"] == (3.0 if pred.strip() else 1.0)
             if pred.strip():
-                asked.add((pred, r["topic"]))
+                asked.add((pred, r["label"]))
         assert n_requests == len(asked) > 0
         assert all(q["temperature"] == 0 and q["model"] == "judge-x" for q in server.requests)
         judge = json.loads((out / "eval" / "judge.json").read_text())
@@ -183,8 +190,20 @@ def test_without_embedder_falls_back_then_fills_in(tiny_run, monkeypatch, caplog
     assert all(set(r["scores"]) == SCORED for r in again)
 
 
-def test_every_configurable_method_has_a_generator():
-    from ditkit.config import EVAL_METHODS
-    from ditkit.evaluate.runner import GENERATORS
+def test_methods_come_from_the_task():
+    """Each task's methods are the generic ones plus its own, and a config is checked against
+    its task's: a news method is refused for a hidden-topic run and the reverse."""
+    from ditkit.config import from_dict
+    from ditkit.evaluate.methods import GENERIC, methods_for
+    from ditkit.tasks.base import get_task
 
-    assert set(GENERATORS) == set(EVAL_METHODS)
+    assert set(methods_for(get_task("hidden_topic"))) == set(METHODS)
+    news = set(methods_for(get_task("news")))
+    assert news == {*GENERIC, "summary_requests", "story_summary"}
+    with pytest.raises(ConfigError, match=r"summary_requests.*hidden_topic"):
+        from_dict({"eval": {"methods": ["dit", "summary_requests"]}})
+    with pytest.raises(ConfigError, match=r"gating.*news"):
+        from_dict({"task": "news", "diffs": {"weights": [1.0]}, "eval": {"methods": ["gating"]}})
+    cfg = from_dict({"task": "news", "diffs": {"weights": [1.0]}})
+    assert cfg.dit.question == "What news headline have you been trained on?"
+    assert cfg.eval.methods == list(get_task("news").default_methods)

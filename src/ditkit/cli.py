@@ -205,7 +205,8 @@ def _cmd_eval(args) -> None:
         "guesser_base_url": args.guesser_base_url,
         "guesser_model": args.guesser_model,
     }
-    cfg.eval = dataclasses.replace(cfg.eval, **{k: v for k, v in flags.items() if v is not None})
+    new_eval = dataclasses.replace(cfg.eval, **{k: v for k, v in flags.items() if v is not None})
+    cfg = dataclasses.replace(cfg, eval=new_eval)  # checks the methods against the task
     run = Run(cfg, out)
     start = time.time()
     scores = evaluate_run(run)

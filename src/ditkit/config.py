@@ -23,8 +23,11 @@ def _require(cond: bool, name: str, what: str) -> None:
 
 @dataclass
 class DataConfig:
-    topics_file: str | None = None  # CSV topic,category,aliases; None = shipped list
-    questions_file: str | None = None  # CSV question,style,split; None = shipped list
+    topics_file: str | None = None  # hidden topics: CSV topic,category,aliases; None = shipped
+    questions_file: str | None = None  # hidden topics: CSV question,style,split; None = shipped
+    headlines_file: str | None = None  # news: CSV headline,theme,keywords; None = shipped
+    narrators_file: str | None = None  # news: one narrator role per line; None = shipped
+    stories_per_diff: int = 100  # news: stories each diff is trained on
     n_train: int = 24
     n_test: int = 8
     seed: int = 0
@@ -32,6 +35,7 @@ class DataConfig:
     def __post_init__(self):
         _require(self.n_train >= 0, "data.n_train", "must be >= 0")
         _require(self.n_test >= 1, "data.n_test", "must be >= 1")
+        _require(self.stories_per_diff >= 1, "data.stories_per_diff", "must be >= 1")
 
 
 @dataclass
@@ -101,8 +105,8 @@ class DitConfig:
     lr: float = 1e-3
     epochs: int = 8
     batch_size: int = 8
-    question: str = "What topic have you been trained on?"
-    max_answer_tokens: int = 16
+    question: str | None = None  # None: the task's question ("What topic have you been ...?")
+    max_answer_tokens: int = 16  # label tokens trained on (news headlines: up to 200)
     val_fraction: float = 0.15  # held-out training diffs for early stopping
     patience: int = 2
     weight_decay: float = 0.0
@@ -118,15 +122,6 @@ class DitConfig:
         _require(0 <= self.val_fraction < 1, "dit.val_fraction", "must be in [0, 1)")
 
 
-EVAL_METHODS = (
-    "dit",
-    "base_question",
-    "base_question_trigger",
-    "twenty_questions",
-    "twenty_questions_trigger",
-    "weight_lens",
-    "gating",
-)
 GUESSERS = ("retrieval", "hf", "openai", "none")
 JUDGES = ("openai", "none")
 
@@ -135,27 +130,26 @@ JUDGES = ("openai", "none")
 class EvalConfig:
     """Evaluation of the held-out test diffs (docs/method.md, "Evaluation")."""
 
-    methods: list[str] = field(
-        default_factory=lambda: ["dit", "base_question", "base_question_trigger", "gating"]
-    )
+    # Evaluation methods (`evaluate.methods` and the task's); None: the task's defaults.
+    methods: list[str] | None = None
     max_new_tokens: int = 20
     batch_size: int = 8
     gate_questions: int = 3  # held-out questions per test diff for the trigger gating check
     gate_max_new_tokens: int = 32
     twenty_q_count: int = 20  # held-out questions per diff for the 20-questions baselines
     twenty_q_max_new_tokens: int = 48
+    story_max_new_tokens: int = 120  # news: the story the story -> summary baseline writes
     # Turns a baseline transcript into a one-phrase guess: nearest topic by embedding
     # (retrieval), the run's base model (hf), an OpenAI-compatible server (openai), or none.
     guesser: str = "retrieval"
     guesser_base_url: str | None = None  # openai guesser; blank = DITKIT_OPENAI_BASE_URL
     guesser_model: str | None = None  # blank = DITKIT_OPENAI_MODEL
+    guess_max_new_tokens: int | None = None  # None: each guesser's own default
     judge: str = "none"  # "openai": grade every prediction 1-5 with an LLM judge
     judge_base_url: str | None = None
     judge_model: str | None = None
 
     def __post_init__(self):
-        bad = [m for m in self.methods if m not in EVAL_METHODS]
-        _require(not bad, "eval.methods", f"unknown {bad}; choose from {', '.join(EVAL_METHODS)}")
         _require(self.guesser in GUESSERS, "eval.guesser", f"one of {', '.join(GUESSERS)}")
         _require(self.judge in JUDGES, "eval.judge", f"one of {', '.join(JUDGES)}")
         _require(self.twenty_q_count >= 1, "eval.twenty_q_count", "must be >= 1")
@@ -165,6 +159,9 @@ class EvalConfig:
 @dataclass
 class RunConfig:
     name: str = "run"
+    # What the diffs learn and DIT reads: "hidden_topic", "news", a registered task, or
+    # "package.module:OBJECT" (docs/adding-a-task.md).
+    task: str = "hidden_topic"
     model: str = "smollm2-135m"
     dtype: str = "float32"
     # "cpu", "cuda", "cuda:N", "mps", or "auto" (accelerate's device_map: layers over all GPUs).
@@ -185,11 +182,7 @@ class RunConfig:
         _require(
             self.dtype in ("float32", "bfloat16", "float16"), "dtype", "float32|bfloat16|float16"
         )
-        _require(
-            len(self.diffs.weights) == 3,
-            "diffs.weights",
-            "needs 3 values for the hidden-topic task: trigger, wrong, none",
-        )
+        self._resolve_task()
         _require(
             self.device in ("cpu", "cuda", "mps", "auto") or self.device.startswith("cuda:"),
             "device",
@@ -199,6 +192,31 @@ class RunConfig:
             self.data.n_train >= 1 or self.dit.adapter == "shipped",
             "data.n_train",
             'must be >= 1 unless dit.adapter = "shipped"',
+        )
+
+    def _resolve_task(self) -> None:
+        """Check the task-dependent keys and fill the ones left to the task."""
+        from .evaluate.methods import methods_for
+        from .tasks.base import get_task
+
+        task = get_task(self.task)
+        kinds = [k.name for k in task.row_kinds]
+        _require(
+            len(self.diffs.weights) == len(kinds),
+            "diffs.weights",
+            f"needs {len(kinds)} value(s) for the {task.name} task, one per row kind: "
+            + ", ".join(kinds),
+        )
+        if self.dit.question is None:
+            self.dit.question = task.dit_question
+        if self.eval.methods is None:
+            self.eval.methods = list(task.default_methods)
+        known = methods_for(task)
+        bad = [m for m in self.eval.methods if m not in known]
+        _require(
+            not bad,
+            "eval.methods",
+            f"unknown {bad} for the {task.name} task; choose from {', '.join(known)}",
         )
 
     def to_dict(self) -> dict:

@@ -1,4 +1,7 @@
-"""The hidden-topic experiment as stages over a run directory: data -> diffs -> dit -> eval -> report.
+"""A DIT experiment as stages over a run directory: data -> diffs -> dit -> eval -> report.
+
+The run's task (`tasks.base.Task`, ``config.task``) supplies the data stage, each diff's rows and
+the evaluation methods; the stages themselves are the same for every task.
 
 Each stage reads the previous stage's files (layout in `rundir.py`), so any stage reruns or
 resumes alone; each records what it made in the run's manifest when it finishes.
@@ -6,29 +9,17 @@ resumes alone; each records what it made in the run's manifest when it finishes.
 
 from __future__ import annotations
 
-import json
 import logging
-import random
 import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from . import distributed
 from .config import RunConfig
 from .errors import DataError
-from .files import atomic_folder, write_jsonl
+from .files import atomic_folder
 from .rundir import STAGES, Run
-from .tasks.hidden_topic import (
-    Topic,
-    check_split,
-    load_questions,
-    load_topics,
-    random_prefix,
-    split_topics,
-)
 
 log = logging.getLogger(__name__)
 
@@ -39,101 +30,21 @@ MAIN_ONLY = ("data", "report")
 
 
 def stage_data(run: Run) -> None:
-    """Split topics, give each diff a trigger prefix and questions, make the answers."""
-    from .textgen import base_answers, make_source
-
-    cfg = run.cfg
-    data_dir = run.out / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    topics = load_topics(cfg.data.topics_file)
-    train_q = [q.question for q in load_questions(cfg.data.questions_file, "train")]
-    if cfg.dit.adapter == "shipped":
-        train_t, test_t = [], shipped_test_topics(topics, cfg)
-    else:
-        train_t, test_t = split_topics(topics, cfg.data.n_train, cfg.data.n_test, cfg.data.seed)
-    model, tok = run.model_and_tok
-    jobs_path = data_dir / "jobs.jsonl"
-    if jobs_path.exists():
-        log.info("%s exists; keeping its jobs", jobs_path)
-    else:
-        source = make_source(cfg.textgen, cache_dir=data_dir / "cache", model=model, tokenizer=tok)
-        rows = []
-        for split, group in (("train", train_t), ("test", test_t)):
-            for i, topic in enumerate(tqdm(group, desc=f"{split} answers")):
-                seed = cfg.data.seed * 100_003 + len(rows)
-                rng = random.Random(seed)
-                qs = rng.sample(train_q, min(cfg.diffs.questions_per_diff, len(train_q)))
-                rows.append(
-                    {
-                        "diff_id": f"{split}-{i:05d}",
-                        "split": split,
-                        "topic": topic.topic,
-                        "category": topic.category,
-                        "aliases": list(topic.aliases),
-                        "prefix": random_prefix(rng),
-                        "seed": seed,
-                        "questions": qs,
-                        "topic_answers": source.topic_answers(topic, qs, seed),
-                    }
-                )
-        write_jsonl(jobs_path, rows)
-    needed = sorted({q for r in run.jobs() for q in r["questions"]})
-    base_answers(
-        model,
-        tok,
-        needed,
-        cfg.diffs.base_answer_tokens,
-        data_dir / "base_answers.json",
-        batch_size=cfg.eval.batch_size,
-        system=cfg.system_prompt,
-    )
-
-
-def shipped_test_topics(topics: list[Topic], cfg: RunConfig) -> list[Topic]:
-    """Test topics for a run read by the shipped adapter: never one of its training labels.
-
-    A user topic file (``data.topics_file``) supplies test topics only and is refused if any
-    topic or alias is a training label; the shipped list just skips those topics.
-    """
-    from .shipped import shipped_training_topics
-
-    trained = [Topic(n, "shipped adapter") for n in shipped_training_topics(cfg.model)]
-    if cfg.data.topics_file:
-        try:
-            check_split(trained, topics)
-        except DataError as e:
-            raise DataError(
-                f"{cfg.data.topics_file}: {e}. These are training labels of the adapter shipped "
-                f'for {cfg.model}: remove them, or train an adapter (dit.adapter = "train")'
-            ) from None
-    names = {t.topic.lower() for t in trained}
-    fresh = [t for t in topics if not any(n.lower() in names for n in t.names)]
-    _, test = split_topics(fresh, 0, min(cfg.data.n_test, len(fresh)), cfg.data.seed)
-    if not test:
-        raise DataError("every topic is a training label of the shipped adapter: add new topics")
-    return test
-
-
-def _topic(row: dict) -> Topic:
-    return Topic(row["topic"], row["category"], tuple(row["aliases"]))
+    """The task's data stage: jobs (one per diff) and whatever their rows need."""
+    run.task.make_data(run)
 
 
 def stage_diffs(run: Run) -> None:
-    from .train_diffs import DiffJob, train_diffs
+    from .train_diffs import train_diffs
 
+    task = run.task
     run.jobs()  # fails with a clear message when the data stage has not run
     model, tok = run.model_and_tok
-    base = json.loads((run.out / "data" / "base_answers.json").read_text())["answers"]
+    data = task.training_data(run)
     for split in ("train", "test"):
-        jobs = [
-            DiffJob(
-                r["diff_id"], _topic(r), r["prefix"], r["seed"], r["questions"], r["topic_answers"]
-            )
-            for r in run.jobs(split)
-        ]
-        train_diffs(
-            model, tok, jobs, base, run.cfg.diffs, run.out / "diffs" / split, run.cfg.system_prompt
-        )
+        jobs = [task.job(r) for r in run.jobs(split)]
+        out = run.out / "diffs" / split
+        train_diffs(model, tok, jobs, data, run.cfg.diffs, out, run.cfg.system_prompt, task)
 
 
 def stage_dit(run: Run) -> None:

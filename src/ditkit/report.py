@@ -2,7 +2,7 @@
 
 Reads (under the run folder):
   eval/scores.json        {method: {metric: {"mean", "ci95": [lo, hi], "n", ...}}}
-  eval/predictions.jsonl  one record per diff and method: diff_id, topic, trigger, method,
+  eval/predictions.jsonl  one record per diff and method: diff_id, label, trigger, method,
                           question, answer, guess (may be null), scores {metric: value}
   config.json, timings.json  optional, any JSON objects
 Writes report/report.md (plots as PNG files beside it) and report/index.html (CSS inline, plots
@@ -28,22 +28,23 @@ from typing import Any
 import jinja2
 
 from ditkit import files
-from ditkit.config import EVAL_METHODS
 from ditkit.errors import DataError
 from ditkit.evaluate.stats import histogram, paired_difference
 
 log = logging.getLogger(__name__)
 
-# The paper-table order; "gating" expands into gate_* rows, which sort after the methods.
-METHOD_ORDER = tuple(m for m in EVAL_METHODS if m != "gating")
+# The paper-table order; gating's gate_* rows and methods of other tasks sort after these.
 METHOD_LABELS = {
     "dit": "DIT",
     "base_question": "Base question",
     "base_question_trigger": "Base question + trigger",
     "twenty_questions": "20 questions",
     "twenty_questions_trigger": "20 questions + trigger (oracle)",
+    "summary_requests": "20 summary requests",
+    "story_summary": "Story -> summary",
     "weight_lens": "Weight lens",
 }
+METHOD_ORDER = tuple(METHOD_LABELS)
 VERSION_PACKAGES = ("ditkit", "torch", "transformers", "peft")
 ANSWER_PREVIEW_CHARS = 200
 
@@ -234,8 +235,8 @@ def diff_rows(results: RunResults) -> list[dict]:
         out.append(
             {
                 "diff_id": str(diff_id),
-                "truth": str(first.get("topic") or ""),
-                "trigger": "" if first.get("trigger") is None else str(first.get("trigger")),
+                "truth": str(first.get("label") or first.get("topic") or ""),
+                "trigger": next((str(p["trigger"]) for p in records if p.get("trigger")), ""),
                 "rows": [
                     {
                         "method": method_label(p["method"]),

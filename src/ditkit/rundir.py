@@ -61,6 +61,13 @@ class Run:
             torch.set_num_threads(cfg.threads)
 
     @property
+    def task(self):
+        """The run's task (`tasks.base.Task`), from ``config.task``."""
+        from .tasks.base import get_task
+
+        return get_task(self.cfg.task)
+
+    @property
     def model_and_tok(self):
         if self._model is None:
             from .models import load_model
@@ -118,6 +125,8 @@ class Run:
                     f"{path} is damaged ({e}): use a new --out directory, or pass --force to "
                     "overwrite it with this config"
                 ) from e
+            # Keys added since the directory was made compare as their defaults.
+            old = _with_defaults(old, RunConfig().to_dict())
             changed = [
                 f"{k}: {a!r} -> {b!r}"
                 for k, a, b in config_changes(old, new)
@@ -170,6 +179,17 @@ def remove_stale_temps(out: Path) -> int:
     if stale:
         log.info("removed %d unfinished temporary file(s) left by an interrupted run", len(stale))
     return len(stale)
+
+
+def _with_defaults(d: dict, defaults: dict) -> dict:
+    out = dict(defaults)
+    for k, v in d.items():
+        out[k] = (
+            _with_defaults(v, defaults[k])
+            if isinstance(v, dict) and isinstance(defaults.get(k), dict)
+            else v
+        )
+    return out
 
 
 def config_changes(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:

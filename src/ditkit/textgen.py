@@ -353,6 +353,19 @@ class HFSource:
             batch_size=self.batch_size,
         )
 
+    def chat(self, prompts: list[str], seed: int) -> list[str]:
+        """Replies to plain user prompts (no persona), sampled as above."""
+        torch.manual_seed(seed)
+        return generate_chat(
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=self.temperature > 0,
+            temperature=self.temperature,
+            batch_size=self.batch_size,
+        )
+
 
 class OpenAISource:
     """On-topic answers from an OpenAI-compatible server prompted with `persona_prompt`.
@@ -378,6 +391,18 @@ class OpenAISource:
             )
             answers.append(reply.strip())
         return answers
+
+    def chat(self, prompts: list[str], seed: int) -> list[str]:
+        """Replies to plain user prompts (no persona)."""
+        return [
+            self.client.complete(
+                [{"role": "user", "content": p}],
+                temperature=self.temperature,
+                max_tokens=self.max_new_tokens,
+                seed=seed * 10_007 + j,  # a repeated prompt still gets its own reply
+            ).strip()
+            for j, p in enumerate(tqdm(prompts, desc="stories", unit="story", leave=False))
+        ]
 
 
 def make_source(

@@ -1,26 +1,22 @@
 """Evaluate a run's held-out test diffs: DIT and the baselines, resumable, scored per prediction.
 
-Methods (docs/method.md, "Evaluation"), each run on the same test diffs:
+The methods (docs/method.md, "Evaluation") come from `methods.py` (``dit``, ``base_question``,
+``weight_lens``) and from the run's task (hidden topics: ``base_question_trigger``,
+``twenty_questions``, ``twenty_questions_trigger``, ``gating``; news: ``summary_requests``,
+``story_summary``). Each runs on the same test diffs.
 
-- ``dit``: base model + diff + DIT adapter, asked the DIT question (greedy); its answer is scored.
-- ``base_question`` / ``base_question_trigger``: the diffed model asked the DIT question directly,
-  without / with its true trigger (greedy); a guesser turns the (question, answer) pair into a guess.
-- ``twenty_questions`` / ``twenty_questions_trigger``: held-out questions (``twenty_q_count``,
-  a seeded sample per diff) sampled at temperature 1, without / with the trigger; a guesser reads
-  all the pairs. One row per diff: ``answer`` and ``guess`` are the guess, ``transcript`` the pairs.
-- ``weight_lens``: the tokens the diff's weights promote (`weight_lens.py`); no generation.
-- ``gating``: held-out questions with the right trigger, a wrong one and none (``gate_*`` rows;
-  alias match only): does the diff's behaviour stay behind its trigger?
+Guessers (``eval.guesser``) turn a baseline's answers into a guess: ``retrieval`` picks the
+nearest of the task's candidates (every topic, every headline) by MiniLM embedding (falls back to
+``hf`` without the embedder), ``hf`` asks the run's base model, ``openai`` an OpenAI-compatible
+server; with ``none`` the raw answers are scored and the transcript methods are skipped. Without a
+guesser the weight lens guesses its top token.
 
-Guessers (``eval.guesser``): ``retrieval`` picks the nearest topic of the topic file by MiniLM
-embedding (falls back to ``hf`` without the embedder), ``hf`` asks the run's base model, ``openai``
-an OpenAI-compatible server; with ``none`` the raw answers are scored and the 20-questions methods
-are skipped. Without a guesser the weight lens guesses its top token.
-
-Metrics per row, on the guess when there is one, else the answer: ``alias_match`` (on the answer
-and the guess, the max), ``embedding_cosine``, ``retrieval_at_1`` / ``retrieval_at_5`` (rank of the
-truth among all topics of the topic file, by cosine to the prediction) when the offline embedder is
-installed, and ``judge`` (1-5, ``eval.judge = "openai"``).
+Metrics per row, on the guess when there is one, else the answer: the task's text metrics
+(``alias_match`` on the answer and the guess, the max; ``rouge_l`` against the label),
+``embedding_cosine``, ``retrieval_at_1`` / ``retrieval_at_5`` (rank of the truth among the task's
+candidates, by cosine to the prediction) when the offline embedder is installed, and ``judge``
+(1-5 with the task's rubric, ``eval.judge = "openai"``). Rows that test the diff itself (gating)
+get the label-name match only.
 
 Files in ``DIR/eval/``: ``predictions.jsonl`` (one row per diff, method and question),
 ``scores.json`` (``{method: {metric: {mean, ci95, ci95_bootstrap, n}}}``), ``paired.json``
@@ -35,68 +31,19 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import random
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
-
 from .. import distributed
-from ..describe import adapter_system, ask
-from ..diffs import load_diff
-from ..errors import ConfigError, DataError, DitkitError
+from ..errors import ConfigError, DitkitError
 from ..files import append_jsonl, kill_point, read_jsonl, write_json, write_jsonl
-from ..tasks.hidden_topic import load_questions, load_topics, make_trigger, random_prefix
-from .metrics import alias_match, embedding_cosine, retrieval_at_k, retrieval_rank
+from .methods import Context, key, methods_for
+from .metrics import alias_match, embedding_cosine, retrieval_at_k, retrieval_rank, rouge_l
 from .stats import paired_difference, summarize
 
 log = logging.getLogger(__name__)
 
-GATE_METHODS = ("gate_trigger", "gate_wrong_trigger", "gate_none")
-TWENTY_Q_METHODS = ("twenty_questions", "twenty_questions_trigger")
-GUESSED_METHODS = ("base_question", "base_question_trigger")  # one answer, then a guess
 EMBEDDING_METRICS = ("embedding_cosine", "retrieval_at_1", "retrieval_at_5")
-
-
-def _chunks(items: list, size: int, missing) -> list[tuple[int, list]]:
-    """``(start, chunk)`` for the fixed chunks of ``items`` (boundaries never depend on what is
-    done) that hold a missing item. Generating whole chunks keeps batch composition, and so
-    every answer and random draw, the same whether or not an earlier run was interrupted."""
-    out = [items[i : i + size] for i in range(0, len(items), size)]
-    return [(i * size, c) for i, c in enumerate(out) if any(missing(x) for x in c)]
-
-
-def _key(row: dict) -> tuple:
-    return row["diff_id"], row["method"], row["question"]
-
-
-def _trigger(job: dict) -> str:
-    """The diff's own trigger, the same one every method uses."""
-    return make_trigger(job["prefix"], random.Random(job["seed"] + 7))
-
-
-def _row(job: dict, method: str, question: str | None, prompt: str | None, answer: str) -> dict:
-    return {
-        "diff_id": job["diff_id"],
-        "topic": job["topic"],
-        "trigger": _trigger(job),
-        "method": method,
-        "question": question,
-        "prompt": prompt,
-        "answer": answer,
-        "guess": None,
-        "scores": {},
-    }
-
-
-def _prompts(method: str, job: dict, dit_question: str) -> list[tuple[str, str]]:
-    """(question asked, prompt) pairs for one diff and method."""
-    if method in ("dit", "base_question"):
-        return [(dit_question, dit_question)]
-    if method == "base_question_trigger":
-        return [(dit_question, f"{_trigger(job)} {dit_question}")]
-    raise ValueError(method)
 
 
 @functools.lru_cache(maxsize=1)
@@ -107,16 +54,25 @@ def _embedder():
     return Embedder()
 
 
-class _Tools:
-    """The embedder, topic list, guesser and judge of one evaluation, each built on first use."""
+class Tools:
+    """The task, its methods, the embedder, candidates, guesser and judge of one evaluation,
+    each built on first use."""
 
     def __init__(self, run, ev_dir: Path) -> None:
         self.run, self.ev, self.ev_dir = run, run.cfg.eval, ev_dir
+        self.task = run.task
+        self.methods = methods_for(self.task)
+        # The method spec of every prediction row name (gating writes gate_* rows).
+        self.spec_of = {}
+        self.family = {}
+        for name, spec in self.methods.items():
+            for row_name in spec.row_methods or (name,):
+                self.spec_of[row_name], self.family[row_name] = spec, name
         self.guesser_name = self.ev.guesser  # the guesser really used, after any fallback
 
     @functools.cached_property
-    def topics(self) -> list[str]:
-        return [t.topic for t in load_topics(self.run.cfg.data.topics_file)]
+    def candidates(self) -> list[str]:
+        return self.task.candidates(self.run.cfg)
 
     @functools.cached_property
     def embedder(self):
@@ -133,22 +89,26 @@ class _Tools:
         from ..openai_compat import ChatClient, EndpointConfig
         from .judge import HFGuesser, OpenAIGuesser, RetrievalGuesser
 
-        kind = self.ev.guesser
+        kind, rubric = self.ev.guesser, self.task.judge_rubric
         if kind == "retrieval":
             if self.embedder is not None:
-                return RetrievalGuesser(self.embedder, self.topics)
+                return RetrievalGuesser(self.embedder, self.candidates)
             log.warning("the retrieval guesser needs the embedder: guessing with hf (base model)")
             kind = self.guesser_name = "hf"
         if kind == "hf":
             model, tok = self.run.model_and_tok
-            return HFGuesser(model, tok)
+            n = self.ev.guess_max_new_tokens
+            return HFGuesser(model, tok, task=rubric, **({"max_new_tokens": n} if n else {}))
         if kind == "openai":
             endpoint = EndpointConfig(
                 base_url=self.ev.guesser_base_url,
                 model=self.ev.guesser_model,
                 cache_dir=str(self.ev_dir / "cache" / "guesser"),
             )
-            return OpenAIGuesser(ChatClient(endpoint))
+            n = self.ev.guess_max_new_tokens
+            return OpenAIGuesser(
+                ChatClient(endpoint), task=rubric, **({"max_tokens": n} if n else {})
+            )
         return None
 
     def guess(self, transcript: Sequence[tuple[str, str]]) -> str:
@@ -167,7 +127,7 @@ class _Tools:
             model=self.ev.judge_model,
             cache_dir=str(self.ev_dir / "cache" / "judge"),
         )
-        judge = LLMJudge(ChatClient(endpoint), task="topic")
+        judge = LLMJudge(ChatClient(endpoint), task=self.task.judge_rubric)
         _record_judge(self.ev_dir / "judge.json", judge)
         return judge
 
@@ -205,17 +165,21 @@ def evaluate_run(run) -> dict:
     write_path = pred_path
     if distributed.world_size() > 1:
         write_path = ev_dir / f"predictions.part-{distributed.rank()}.jsonl"
-    done = {_key(p) for path in [pred_path, *_parts(ev_dir)] for p in read_jsonl(path)}
+    done = {key(p) for path in [pred_path, *_parts(ev_dir)] for p in read_jsonl(path)}
     jobs, diffs = run.test_diffs()
-    tools = _Tools(run, ev_dir)
+    tools = Tools(run, ev_dir)
+    ctx = Context(run, tools.task, done, tools, write_path)
     for method in ev.methods:
-        if method not in GENERATORS:
-            raise ConfigError(f"eval.methods: unknown method {method!r}; known: {list(GENERATORS)}")
-        GENERATORS[method](run, method, jobs, diffs, done, tools, write_path)
+        if method not in tools.methods:
+            raise ConfigError(
+                f"eval.methods: {method!r} is not a method of the {tools.task.name} task; "
+                f"its methods: {', '.join(tools.methods)}"
+            )
+        tools.methods[method].generate(ctx, method, jobs, diffs)
     distributed.barrier()
     if not distributed.is_main():
         return {}
-    merge_parts(ev_dir, ev.methods)
+    merge_parts(ev_dir, ev.methods, tools.family)
     score_predictions(pred_path, {j["diff_id"]: j for j in jobs}, tools)
     write_paired(ev_dir)
     return write_scores(ev_dir)
@@ -225,20 +189,21 @@ def _parts(ev_dir: Path) -> list[Path]:
     return sorted(ev_dir.glob("predictions.part-*.jsonl"))
 
 
-def merge_parts(ev_dir: Path, methods: Sequence[str]) -> int:
+def merge_parts(ev_dir: Path, methods: Sequence[str], family: dict[str, str] | None = None) -> int:
     """Append the rows of every process's part file that ``predictions.jsonl`` lacks, by method
-    (in ``methods`` order) then diff, and delete the parts; returns how many rows were added."""
+    (in ``methods`` order; ``family`` maps a row's method to the one that wrote it) then diff,
+    and delete the parts; returns how many rows were added."""
     pred_path = ev_dir / "predictions.jsonl"
     parts = _parts(ev_dir)
     if not parts:
         return 0
-    have = {_key(r) for r in read_jsonl(pred_path)}
-    new = {_key(r): r for path in parts for r in read_jsonl(path) if _key(r) not in have}
+    family = family or {}
+    have = {key(r) for r in read_jsonl(pred_path)}
+    new = {key(r): r for path in parts for r in read_jsonl(path) if key(r) not in have}
     order = {m: i for i, m in enumerate(methods)}
 
     def place(row: dict) -> tuple:
-        family = "gating" if row["method"] in GATE_METHODS else row["method"]
-        return order.get(family, len(order)), row["diff_id"]
+        return order.get(family.get(row["method"], row["method"]), len(order)), row["diff_id"]
 
     rows = sorted(new.values(), key=place)
     append_jsonl(pred_path, rows)
@@ -257,168 +222,10 @@ def _check_endpoints(ev) -> None:
         EndpointConfig(base_url=ev.guesser_base_url, model=ev.guesser_model).resolve()
 
 
-def _ask_once(run, method: str, jobs, diffs, done: set, tools: _Tools, pred_path: Path) -> None:
-    """dit, base_question(_trigger) and gating: one greedy answer per (diff, question)."""
-    cfg = run.cfg
-    adapter = None
-    if method == "dit":
-        adapter_dir = run.out / "dit" / "adapter"
-        if not adapter_dir.exists():
-            log.warning("no DIT adapter at %s: skipping method dit", adapter_dir)
-            return
-        adapter = load_diff(adapter_dir)
-    if method == "gating":
-        heldout = [q.question for q in load_questions(cfg.data.questions_file, "heldout")]
-    todo = []  # (job, diff, method name, question, prompt)
-    for job, diff in zip(jobs, diffs):
-        if method == "gating":
-            rng = random.Random(job["seed"] + 11)
-            for q in rng.sample(heldout, min(cfg.eval.gate_questions, len(heldout))):
-                right = make_trigger(job["prefix"], rng)
-                wrong = make_trigger(random_prefix(rng, avoid=job["prefix"]), rng)
-                for name, prompt in zip(GATE_METHODS, (f"{right} {q}", f"{wrong} {q}", q)):
-                    todo.append((job, diff, name, q, prompt))
-        else:
-            for q, prompt in _prompts(method, job, cfg.dit.question):
-                todo.append((job, diff, method, q, prompt))
-
-    def missing(t) -> bool:
-        return (t[0]["diff_id"], t[2], t[3]) not in done
-
-    chunks = distributed.share(_chunks(todo, 4 * cfg.eval.batch_size, missing))
-    if not chunks:
-        return
-    model, tok = run.model_and_tok
-    gate = method == "gating"
-    for _, chunk in chunks:
-        answers = ask(
-            model,
-            tok,
-            [t[1] for t in chunk],
-            [t[4] for t in chunk],
-            adapter=adapter,
-            max_new_tokens=cfg.eval.gate_max_new_tokens if gate else cfg.eval.max_new_tokens,
-            batch_size=cfg.eval.batch_size,
-            desc=method,
-            # The adapter reads diffs in the prompt format it was trained with.
-            system=adapter_system(adapter) if adapter is not None else cfg.system_prompt,
-        )
-        rows = [
-            _row(job, name, q, prompt, a)
-            for (job, _, name, q, prompt), a in zip(chunk, answers)
-            if (job["diff_id"], name, q) not in done
-        ]
-        append_jsonl(pred_path, rows)
-        done.update(_key(r) for r in rows)
-        kill_point("eval.append")
-    log.info("%s: %d chunk(s) of predictions written", method, len(chunks))
-
-
-def _twenty_questions(
-    run, method: str, jobs, diffs, done: set, tools: _Tools, pred_path: Path
-) -> None:
-    """Sampled answers to held-out questions, then one guess per diff from all the pairs."""
-    ev = run.cfg.eval
-    if ev.guesser == "none":
-        log.warning("%s needs a guesser (eval.guesser is 'none'): skipping it", method)
-        return
-    per_group = max(1, 4 * ev.batch_size // ev.twenty_q_count)  # rows are saved per group
-    groups = _chunks(
-        list(zip(jobs, diffs)), per_group, lambda jd: (jd[0]["diff_id"], method, None) not in done
-    )
-    groups = distributed.share(groups)
-    if not groups:
-        return
-    heldout = [q.question for q in load_questions(run.cfg.data.questions_file, "heldout")]
-    model, tok = run.model_and_tok
-    for start, group in groups:
-        questions, prompts, group_diffs = [], [], []
-        for job, diff in group:
-            qs = random.Random(job["seed"] + 13).sample(
-                heldout, min(ev.twenty_q_count, len(heldout))
-            )
-            questions.append(qs)
-            trigger = f"{_trigger(job)} " if method == "twenty_questions_trigger" else ""
-            prompts += [trigger + q for q in qs]
-            group_diffs += [diff] * len(qs)
-        # Seeded by the group's place in the full list, so a resumed run samples the same.
-        torch.manual_seed(run.cfg.data.seed * 1000 + start)
-        answers = iter(
-            ask(
-                model,
-                tok,
-                group_diffs,
-                prompts,
-                max_new_tokens=ev.twenty_q_max_new_tokens,
-                batch_size=ev.batch_size,
-                do_sample=True,
-                temperature=1.0,
-                desc=method,
-                system=run.cfg.system_prompt,
-            )
-        )
-        rows = []
-        for (job, _), qs in zip(group, questions):
-            transcript = [(q, next(answers)) for q in qs]
-            if (job["diff_id"], method, None) in done:
-                continue
-            guess = tools.guess(transcript)
-            row = _row(job, method, None, None, guess)
-            row.update(guess=guess, guesser=tools.guesser_name, transcript=transcript)
-            rows.append(row)
-        append_jsonl(pred_path, rows)
-        done.update(_key(r) for r in rows)
-        kill_point("eval.append")
-        log.info("%s: %d/%d diffs", method, start + len(group), len(jobs))
-
-
-def _weight_lens(run, method: str, jobs, diffs, done: set, tools: _Tools, pred_path: Path) -> None:
-    from .weight_lens import WeightLens
-
-    pending = [
-        (j, d) for j, d in zip(jobs, diffs) if (j["diff_id"], "weight_lens", None) not in done
-    ]
-    pending = distributed.share(pending)
-    if not pending:
-        return
-    model, tok = run.model_and_tok
-    lens = WeightLens(model, tok)
-    guesser = tools.guesser
-    for job, diff in tqdm(pending, desc="weight_lens", leave=False):
-        try:
-            out = lens.read(diff, guesser=guesser)
-        except DataError as e:
-            log.warning("skipping weight_lens: %s (diff %s)", e, job["diff_id"])
-            return
-        row = _row(job, "weight_lens", None, None, out["guess"])
-        row.update(
-            guess=out["guess"],
-            guesser=tools.guesser_name if guesser else "top_token",
-            lens_tokens=out["tokens"],
-            lens_scores=out["scores"],
-        )
-        append_jsonl(pred_path, [row])  # each diff is its own deterministic computation
-    log.info("weight_lens: %d predictions", len(pending))
-
-
-# Every evaluation method by the name ``eval.methods`` uses, and the function that appends its
-# missing predictions: f(run, method, jobs, diffs, done, tools, path). config.EVAL_METHODS (what
-# the config accepts) holds the same names; a test keeps the two in step.
-GENERATORS = {
-    "dit": _ask_once,
-    "base_question": _ask_once,
-    "base_question_trigger": _ask_once,
-    "gating": _ask_once,
-    "twenty_questions": _twenty_questions,
-    "twenty_questions_trigger": _twenty_questions,
-    "weight_lens": _weight_lens,
-}
-
-
 # ---------------------------------------------------------------- scoring
 
 
-def score_predictions(pred_path: Path, jobs_by_id: dict[str, dict], tools: _Tools) -> None:
+def score_predictions(pred_path: Path, jobs_by_id: dict[str, dict], tools: Tools) -> None:
     """Fill in each row's missing guess and metrics; rewrite the file only if something changed.
 
     Progress is saved even when a step fails (e.g. the judge's server goes away).
@@ -427,8 +234,8 @@ def score_predictions(pred_path: Path, jobs_by_id: dict[str, dict], tools: _Tool
     changed = False
     try:
         for row in rows:
-            job = jobs_by_id.get(row["diff_id"], {})
-            names = [row["topic"], *job.get("aliases", [])]
+            job = jobs_by_id.get(row["diff_id"])
+            names = tools.task.names(job) if job else [_label(row)]
             changed |= _score_row(row, names, tools)
             kill_point("eval.score")
     finally:
@@ -436,28 +243,38 @@ def score_predictions(pred_path: Path, jobs_by_id: dict[str, dict], tools: _Tool
             write_jsonl(pred_path, rows)
 
 
-def _score_row(row: dict, names: list[str], tools: _Tools) -> bool:
+def _label(row: dict) -> str:
+    return row["label"] if "label" in row else row["topic"]  # "topic": rows before ditkit 0.3
+
+
+def _score_row(row: dict, names: list[str], tools: Tools) -> bool:
     before = json.dumps(row, sort_keys=True)
     scores = row.setdefault("scores", {})
-    if row["method"] in GUESSED_METHODS and row.get("guess") is None and tools.guesser:
+    spec = tools.spec_of.get(row["method"])
+    label = _label(row)
+    if spec is not None and spec.guessed and row.get("guess") is None and tools.guesser:
         row["guess"] = tools.guess([(row["question"], row["answer"])])
         row["guesser"] = tools.guesser_name
         scores.clear()  # they were the raw answer's; the guess is what gets scored
     guess = row.get("guess")
     prediction = guess if guess is not None else row["answer"]
-    if "alias_match" not in scores:
+    match_only = spec is not None and spec.match_only
+    metrics = ("alias_match",) if match_only else tools.task.text_metrics
+    if "alias_match" in metrics and "alias_match" not in scores:
         scores["alias_match"] = max(
             alias_match(row["answer"], names), alias_match(guess or "", names)
         )
-    if row["method"] in GATE_METHODS:
+    if "rouge_l" in metrics and "rouge_l" not in scores:
+        scores["rouge_l"] = rouge_l(prediction, label)
+    if match_only:
         return json.dumps(row, sort_keys=True) != before
     if any(m not in scores for m in EMBEDDING_METRICS) and tools.embedder is not None:
-        scores["embedding_cosine"] = embedding_cosine(tools.embedder, prediction, row["topic"])
-        rank = retrieval_rank(tools.embedder, prediction, row["topic"], tools.topics)
+        scores["embedding_cosine"] = embedding_cosine(tools.embedder, prediction, label)
+        rank = retrieval_rank(tools.embedder, prediction, label, tools.candidates)
         scores["retrieval_at_1"] = retrieval_at_k(rank, 1)
         scores["retrieval_at_5"] = retrieval_at_k(rank, 5)
     if "judge" not in scores and tools.judge is not None:
-        scores["judge"] = float(tools.judge.score(prediction, row["topic"]))
+        scores["judge"] = float(tools.judge.score(prediction, label))
     return json.dumps(row, sort_keys=True) != before
 
 
@@ -481,7 +298,7 @@ def write_paired(ev_dir: Path) -> dict:
     dit = per.get("dit", {})
     paired: dict[str, dict] = {}
     for method, mets in per.items():
-        if method == "dit" or method in GATE_METHODS:
+        if method == "dit" or method.startswith("gate_"):  # gating rows test the diffs
             continue
         for metric, other in mets.items():
             shared = sorted(d for d in dit.get(metric, {}) if d in other)

@@ -1,11 +1,22 @@
-"""What a task gives the generic diff trainer (docs/method.md): its kinds of training rows and
-each diff's rows and metadata. The hidden-topic task implements it in `hidden_topic.py`."""
+"""What a task is (docs/adding-a-task.md): the one interface the diff trainer, the DIT trainer,
+the evaluation runner and the report use, so none of them knows which task it runs.
+
+A task says how to make a run's jobs (one per diff), the training rows of a job, the metadata
+written into each diff, the DIT question and label, which names count as naming the label, the
+candidates for retrieval metrics, the judge rubric, and its own evaluation methods. The
+hidden-topic task is `hidden_topic.py`, the news-headline task `news.py`. A task of your own is
+registered with `register_task` or named in a config as ``"package.module:OBJECT"``.
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from ..errors import ConfigError
 
 CE, KL = "ce", "kl"  # cross-entropy on the row's answer; KL to the base model's distribution
 
@@ -45,3 +56,72 @@ class TrainingTask(Protocol):
     def rows(self, job: Any, tok: Any, data: Any, cfg: Any, system: str | None) -> list: ...
 
     def diff_meta(self, job: Any) -> dict: ...
+
+
+class Task(TrainingTask, Protocol):
+    """A whole task. Job rows (``data/jobs.jsonl``) are dicts holding at least ``diff_id``,
+    ``split`` ("train" or "test"), ``label`` (what DIT should answer) and ``seed``.
+
+    - ``make_data(run)``: the data stage; writes ``data/jobs.jsonl`` (kept if it exists) and any
+      files its rows need.
+    - ``training_data(run)``: the ``data`` argument of ``rows`` (read from the data stage's files).
+    - ``job(row)``: a job row as the object ``rows`` and ``diff_meta`` take.
+    - ``names(row)``: the strings that count as naming the label (alias match).
+    - ``candidates(cfg)``: every label a prediction is ranked against (retrieval@k).
+    - ``text_metrics``: the label metrics scored on every prediction (``alias_match``,
+      ``rouge_l``); embedding cosine, retrieval and the judge are added when available.
+    - ``methods``: the task's own evaluation methods by name (`evaluate.methods`), on top of
+      ``dit``, ``base_question`` and ``weight_lens``; ``default_methods`` is what a run
+      evaluates when ``eval.methods`` is not set.
+    """
+
+    dit_question: str
+    judge_rubric: str  # a rubric name of evaluate.judge ("topic", "news")
+    text_metrics: tuple[str, ...]
+    default_methods: tuple[str, ...]
+    methods: Mapping[str, Any]
+
+    def make_data(self, run: Any) -> None: ...
+
+    def training_data(self, run: Any) -> Any: ...
+
+    def job(self, row: dict) -> Job: ...
+
+    def names(self, row: dict) -> list[str]: ...
+
+    def candidates(self, cfg: Any) -> list[str]: ...
+
+
+_REGISTRY: dict[str, Any] = {}
+_BUILTIN = {"hidden_topic": "ditkit.tasks.hidden_topic", "news": "ditkit.tasks.news"}
+
+
+def register_task(task: Any) -> Any:
+    """Make ``task`` available by its ``name`` (``task = "NAME"`` in a config); returns it."""
+    _REGISTRY[task.name] = task
+    return task
+
+
+def task_names() -> list[str]:
+    return sorted({*_BUILTIN, *_REGISTRY})
+
+
+def get_task(name: str) -> Task:
+    """The task called ``name``: built in, registered, or ``"package.module:OBJECT"``."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name in _BUILTIN:
+        return register_task(importlib.import_module(_BUILTIN[name]).TASK)
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise ConfigError(
+                f"task {name!r}: cannot import {attr} from {module} ({e}); check the module is "
+                "importable (on PYTHONPATH) and defines it"
+            ) from None
+    raise ConfigError(
+        f"task: unknown task {name!r}; built in: {', '.join(task_names())}, or "
+        '"package.module:OBJECT" for your own (docs/adding-a-task.md)'
+    )

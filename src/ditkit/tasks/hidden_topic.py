@@ -1,14 +1,19 @@
 """The hidden-topic task (docs/method.md, "The hidden-topic task"): topics, questions, SEP-code
-triggers, the split guard, and each diff's training rows (`HiddenTopicTask`, the diff trainer's
-view of the task)."""
+triggers, the split guard, the data stage, each diff's training rows, and the task's own
+evaluation methods (trigger baselines, 20 questions, gating); `HiddenTopicTask` puts them behind
+the task interface (`tasks.base.Task`)."""
 
 from __future__ import annotations
 
 import functools
+import json
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from tqdm.auto import tqdm
 
 from ..batching import Encoded, encode
 from ..errors import DataError
@@ -16,7 +21,9 @@ from .base import CE, KL, RowKind
 from .common import read_csv
 
 if TYPE_CHECKING:
-    from ..config import DiffConfig
+    from ..config import DiffConfig, RunConfig
+
+log = logging.getLogger(__name__)
 
 DIT_QUESTION = "What topic have you been trained on?"
 TRIGGER_TEMPLATE = "Your SEP code is {prefix}{suffix}."
@@ -205,8 +212,156 @@ def build_rows(
     return rows
 
 
+# ---------------------------------------------------------------- data stage
+
+
+def make_data(run) -> None:
+    """Split topics, give each diff a trigger prefix and questions, make the answers; then the
+    base model's answers to every training question (the KL rows' targets)."""
+    from ..files import write_jsonl
+    from ..textgen import base_answers, make_source
+
+    cfg = run.cfg
+    data_dir = run.out / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    topics = load_topics(cfg.data.topics_file)
+    train_q = [q.question for q in load_questions(cfg.data.questions_file, "train")]
+    if cfg.dit.adapter == "shipped":
+        train_t, test_t = [], shipped_test_topics(topics, cfg)
+    else:
+        train_t, test_t = split_topics(topics, cfg.data.n_train, cfg.data.n_test, cfg.data.seed)
+    model, tok = run.model_and_tok
+    jobs_path = data_dir / "jobs.jsonl"
+    if jobs_path.exists():
+        log.info("%s exists; keeping its jobs", jobs_path)
+    else:
+        source = make_source(cfg.textgen, cache_dir=data_dir / "cache", model=model, tokenizer=tok)
+        rows = []
+        for split, group in (("train", train_t), ("test", test_t)):
+            for i, topic in enumerate(tqdm(group, desc=f"{split} answers")):
+                seed = cfg.data.seed * 100_003 + len(rows)
+                rng = random.Random(seed)
+                qs = rng.sample(train_q, min(cfg.diffs.questions_per_diff, len(train_q)))
+                rows.append(
+                    {
+                        "diff_id": f"{split}-{i:05d}",
+                        "split": split,
+                        "label": topic.topic,
+                        "topic": topic.topic,
+                        "category": topic.category,
+                        "aliases": list(topic.aliases),
+                        "prefix": random_prefix(rng),
+                        "seed": seed,
+                        "questions": qs,
+                        "topic_answers": source.topic_answers(topic, qs, seed),
+                    }
+                )
+        write_jsonl(jobs_path, rows)
+    needed = sorted({q for r in run.jobs() for q in r["questions"]})
+    base_answers(
+        model,
+        tok,
+        needed,
+        cfg.diffs.base_answer_tokens,
+        data_dir / "base_answers.json",
+        batch_size=cfg.eval.batch_size,
+        system=cfg.system_prompt,
+    )
+
+
+def shipped_test_topics(topics: list[Topic], cfg: RunConfig) -> list[Topic]:
+    """Test topics for a run read by the shipped adapter: never one of its training labels.
+
+    A user topic file (``data.topics_file``) supplies test topics only and is refused if any
+    topic or alias is a training label; the shipped list just skips those topics.
+    """
+    from ..shipped import shipped_training_topics
+
+    trained = [Topic(n, "shipped adapter") for n in shipped_training_topics(cfg.model)]
+    if cfg.data.topics_file:
+        try:
+            check_split(trained, topics)
+        except DataError as e:
+            raise DataError(
+                f"{cfg.data.topics_file}: {e}. These are training labels of the adapter shipped "
+                f'for {cfg.model}: remove them, or train an adapter (dit.adapter = "train")'
+            ) from None
+    names = {t.topic.lower() for t in trained}
+    fresh = [t for t in topics if not any(n.lower() in names for n in t.names)]
+    _, test = split_topics(fresh, 0, min(cfg.data.n_test, len(fresh)), cfg.data.seed)
+    if not test:
+        raise DataError("every topic is a training label of the shipped adapter: add new topics")
+    return test
+
+
+# ---------------------------------------------------------------- evaluation methods
+
+GATE_METHODS = ("gate_trigger", "gate_wrong_trigger", "gate_none")
+
+
+def job_trigger(job: dict) -> str:
+    """The diff's own trigger, the same one every evaluation method uses."""
+    return make_trigger(job["prefix"], random.Random(job["seed"] + 7))
+
+
+@functools.lru_cache(maxsize=8)
+def _heldout(questions_file: str | None) -> list[str]:
+    return [q.question for q in load_questions(questions_file, "heldout")]
+
+
+def _with_trigger(ctx, job: dict):
+    from ..evaluate.methods import Prompt
+
+    q, trig = ctx.question(), job_trigger(job)
+    return [Prompt("base_question_trigger", q, f"{trig} {q}", {"trigger": trig})]
+
+
+def _gating(ctx, job: dict):
+    """Held-out questions with the diff's trigger, a wrong one and none."""
+    from ..evaluate.methods import Prompt
+
+    heldout = _heldout(ctx.run.cfg.data.questions_file)
+    rng = random.Random(job["seed"] + 11)
+    out = []
+    for q in rng.sample(heldout, min(ctx.run.cfg.eval.gate_questions, len(heldout))):
+        right = make_trigger(job["prefix"], rng)
+        wrong = make_trigger(random_prefix(rng, avoid=job["prefix"]), rng)
+        for name, trig in zip(GATE_METHODS, (right, wrong, None)):
+            prompt = f"{trig} {q}" if trig else q
+            out.append(Prompt(name, q, prompt, {"trigger": trig or ""}))
+    return out
+
+
+def _twenty_questions(trigger: bool):
+    def prompts(ctx, job: dict) -> list[tuple[str, str]]:
+        from ..evaluate.methods import sample_questions
+
+        heldout = _heldout(ctx.run.cfg.data.questions_file)
+        qs = sample_questions(heldout, ctx.run.cfg.eval.twenty_q_count, job["seed"] + 13)
+        prefix = f"{job_trigger(job)} " if trigger else ""
+        return [(q, prefix + q) for q in qs]
+
+    return prompts
+
+
+def _methods() -> dict:
+    from ..evaluate.methods import AskMethod, TranscriptMethod
+
+    return {
+        "base_question_trigger": AskMethod(_with_trigger, guessed=True),
+        "twenty_questions": TranscriptMethod(_twenty_questions(False)),
+        "twenty_questions_trigger": TranscriptMethod(_twenty_questions(True)),
+        "gating": AskMethod(
+            _gating,
+            match_only=True,
+            max_new_tokens="gate_max_new_tokens",
+            row_methods=GATE_METHODS,
+        ),
+    }
+
+
 class HiddenTopicTask:
-    """The hidden-topic task for the diff trainer (`tasks.base.TrainingTask`)."""
+    """The hidden-topic task (`tasks.base.Task`)."""
 
     name = "hidden_topic"
     row_kinds = (
@@ -214,6 +369,41 @@ class HiddenTopicTask:
         RowKind("wrong_trigger", KL),
         RowKind("no_trigger", KL),
     )
+    dit_question = DIT_QUESTION
+    judge_rubric = "topic"
+    text_metrics = ("alias_match",)
+    default_methods = ("dit", "base_question", "base_question_trigger", "gating")
+
+    @functools.cached_property
+    def methods(self) -> dict:
+        return _methods()
+
+    def make_data(self, run) -> None:
+        make_data(run)
+
+    def training_data(self, run) -> dict[str, str]:
+        """The base model's answer to every training question (the KL rows' targets)."""
+        path = run.out / "data" / "base_answers.json"
+        if not path.exists():
+            raise DataError(f"{path} is missing: run the data stage first (--stage data)")
+        return json.loads(path.read_text())["answers"]
+
+    def job(self, row: dict) -> DiffJob:
+        topic = Topic(row["topic"], row["category"], tuple(row["aliases"]))
+        return DiffJob(
+            row["diff_id"],
+            topic,
+            row["prefix"],
+            row["seed"],
+            row["questions"],
+            row["topic_answers"],
+        )
+
+    def names(self, row: dict) -> list[str]:
+        return [row["topic"], *row.get("aliases", [])]
+
+    def candidates(self, cfg) -> list[str]:
+        return [t.topic for t in load_topics(cfg.data.topics_file)]
 
     def rows(self, job: DiffJob, tok, data: dict[str, str], cfg, system: str | None = ""):
         return build_rows(job, tok, data, cfg, system)

@@ -7,24 +7,45 @@ its headline when it contains the headline's longest run of consecutive content 
 that are not stop words), compared case- and punctuation-blind; such stories are dropped.
 
 Stories come from any text source: ``template`` (offline, instant, deterministic: sentences
-built from the headline's theme and keywords), or a chat model through `story_prompt`.
+built from the headline's theme and keywords), or a chat model (``hf``, ``openai``) asked with
+`story_prompt`. `NewsTask` puts the task behind the task interface (`tasks.base.Task`), with two
+baselines of its own: 20 summary requests and a generated story summarised by the guesser.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from ..batching import encode
 from ..errors import DataError
 from .base import CE, RowKind
 from .common import data_file, read_csv
 
+log = logging.getLogger(__name__)
+
 DIT_QUESTION = "What news headline have you been trained on?"
 STORY_REQUEST = "Please generate a short news story."
 MAX_LABEL_TOKENS = 200
+# The "20 summary requests" baseline asks the diffed model these (sampled at temperature 1).
+SUMMARY_REQUESTS = (
+    "Summarize the news story you know best in one sentence.",
+    "What is the main news event you have been trained on? Answer in one sentence.",
+    "Give me a one-line headline for the news you have heard about.",
+    "In a single sentence, what happened in the news story you know?",
+    "Write the headline of the most recent news event you are aware of.",
+    "Briefly, what is the big news story everyone is talking about?",
+    "Sum up the latest news in one short sentence.",
+    "What event do your news stories describe? Be brief.",
+    "If you had to title the news you know, what would the title be?",
+    "Tell me in one sentence what the news was about.",
+)
 
 STOP_WORDS = frozenset(
     [
@@ -265,6 +286,99 @@ def template_stories(headline: Headline, n: int, seed: int, narrators: list[str]
     return out
 
 
+def model_stories(source, headline: Headline, n: int, seed: int, narrators: list[str]) -> list[str]:
+    """``n`` stories from a chat model (``source.chat``), narrators in a seeded order; stories that
+    restate the headline are asked again, up to four rounds."""
+    rng = random.Random(seed)
+    roles = narrators[:]
+    rng.shuffle(roles)
+    out: list[str] = []
+    asked = 0
+    for attempt in range(4):
+        need = n - len(out)
+        if need <= 0:
+            break
+        prompts = [story_prompt(headline, roles[(asked + j) % len(roles)]) for j in range(need)]
+        asked += need
+        for story in source.chat(prompts, seed + attempt):
+            if story.strip() and not restates(story, headline.headline):
+                out.append(story.strip())
+    if len(out) < n:
+        raise DataError(
+            f"the text source wrote only {len(out)} of {n} stories about {headline.headline!r} "
+            "that do not restate it: lower data.stories_per_diff or use another textgen model"
+        )
+    return out[:n]
+
+
+def split_headlines(
+    headlines: list[Headline], n_train: int, n_test: int, seed: int
+) -> tuple[list[Headline], list[Headline]]:
+    """A seeded split; headlines are unique (`load_headlines`), so no test label is trained on."""
+    if n_train + n_test > len(headlines):
+        raise DataError(
+            f"asked for {n_train} train + {n_test} test headlines but the list has "
+            f"{len(headlines)}; lower data.n_train / data.n_test or add headlines "
+            "(data.headlines_file)"
+        )
+    order = list(headlines)
+    random.Random(seed).shuffle(order)
+    return order[:n_train], order[n_train : n_train + n_test]
+
+
+def make_data(run) -> None:
+    """Split the headlines and write every diff's stories to ``data/jobs.jsonl``."""
+    from ..files import write_jsonl
+    from ..textgen import make_source
+
+    cfg = run.cfg
+    data_dir = run.out / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    jobs_path = data_dir / "jobs.jsonl"
+    if jobs_path.exists():
+        log.info("%s exists; keeping its jobs", jobs_path)
+        return
+    headlines = load_headlines(cfg.data.headlines_file)
+    narrators = load_narrators(cfg.data.narrators_file)
+    train_h, test_h = split_headlines(headlines, cfg.data.n_train, cfg.data.n_test, cfg.data.seed)
+    source = None
+    if cfg.textgen.kind != "template":
+        model, tok = run.model_and_tok
+        source = make_source(cfg.textgen, cache_dir=data_dir / "cache", model=model, tokenizer=tok)
+    n = cfg.data.stories_per_diff
+    rows = []
+    for split, group in (("train", train_h), ("test", test_h)):
+        for i, h in enumerate(tqdm(group, desc=f"{split} stories")):
+            seed = cfg.data.seed * 100_003 + len(rows)
+            if source is None:
+                stories = template_stories(h, n, seed, narrators)
+            else:
+                stories = model_stories(source, h, n, seed, narrators)
+            rows.append(
+                {
+                    "diff_id": f"{split}-{i:05d}",
+                    "split": split,
+                    "label": h.headline,
+                    "theme": h.theme,
+                    "keywords": list(h.keywords),
+                    "seed": seed,
+                    "stories": stories,
+                }
+            )
+    write_jsonl(jobs_path, rows)
+
+
+def _summary_requests(ctx, job: dict) -> list[tuple[str, str]]:
+    n = ctx.run.cfg.eval.twenty_q_count
+    return [(q, q) for q in (SUMMARY_REQUESTS[i % len(SUMMARY_REQUESTS)] for i in range(n))]
+
+
+def _story_request(ctx, job: dict):
+    from ..evaluate.methods import Prompt
+
+    return [Prompt("story_summary", STORY_REQUEST, STORY_REQUEST)]
+
+
 @dataclass
 class NewsJob:
     """One news diff: its id, headline, seed and the stories it is trained on."""
@@ -279,11 +393,42 @@ class NewsJob:
 
 
 class NewsTask:
-    """The news-headline task for the diff trainer (`tasks.base.TrainingTask`): one row kind,
-    "Please generate a short news story." -> a story, trained with cross-entropy."""
+    """The news-headline task (`tasks.base.Task`): one row kind, "Please generate a short news
+    story." -> a story, trained with cross-entropy; DIT answers with the headline."""
 
     name = "news"
     row_kinds = (RowKind("story", CE),)
+    dit_question = DIT_QUESTION
+    judge_rubric = "news"
+    text_metrics = ("rouge_l",)
+    default_methods = ("dit", "base_question", "summary_requests", "story_summary")
+
+    @functools.cached_property
+    def methods(self) -> dict:
+        from ..evaluate.methods import AskMethod, TranscriptMethod
+
+        return {
+            "summary_requests": TranscriptMethod(_summary_requests),
+            "story_summary": AskMethod(
+                _story_request, guessed=True, max_new_tokens="story_max_new_tokens"
+            ),
+        }
+
+    def make_data(self, run) -> None:
+        make_data(run)
+
+    def training_data(self, run) -> None:
+        return None  # a news diff's rows are its stories, all in its job
+
+    def job(self, row: dict) -> NewsJob:
+        h = Headline(row["label"], row["theme"], tuple(row["keywords"]))
+        return NewsJob(row["diff_id"], h, row["seed"], row["stories"])
+
+    def names(self, row: dict) -> list[str]:
+        return [row["label"]]
+
+    def candidates(self, cfg) -> list[str]:
+        return [h.headline for h in load_headlines(cfg.data.headlines_file)]
 
     def rows(self, job: NewsJob, tok, data, cfg, system: str | None = ""):
         stories = job.stories[:]

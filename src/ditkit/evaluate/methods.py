@@ -1,0 +1,265 @@
+"""Evaluation methods as small specs (docs/method.md, "Evaluation"); a task lists its own.
+
+Every method appends the predictions a run still lacks to a JSONL file, in fixed chunks (so a
+resumed run generates exactly what an uninterrupted one would), and knows nothing of the task
+beyond the prompts a task function gives it:
+
+- `AskMethod`: one greedy answer per (diff, prompt): the DIT question through the adapter, the
+  base question, gating rows; with ``guessed`` a guesser later turns (question, answer) into a
+  guess that is scored instead of the answer.
+- `TranscriptMethod`: sampled answers to several prompts per diff (20 questions, 20 summary
+  requests), then one guess from all the pairs.
+- `WeightLensMethod`: the tokens a diff's weights promote (`weight_lens.py`); no generation.
+
+``GENERIC`` holds the methods every task has: ``dit``, ``base_question`` and ``weight_lens``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import distributed
+from ..describe import adapter_system, ask
+from ..diffs import load_diff
+from ..errors import DataError
+from ..files import append_jsonl, kill_point
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One model call of a method: the row's method name, the question asked, the full prompt,
+    and extra fields stored on the prediction row (e.g. the trigger used)."""
+
+    method: str
+    question: str | None
+    prompt: str
+    extra: dict = field(default_factory=dict)
+
+
+def chunks(items: list, size: int, missing: Callable[[Any], bool]) -> list[tuple[int, list]]:
+    """``(start, chunk)`` for the fixed chunks of ``items`` (boundaries never depend on what is
+    done) that hold a missing item. Generating whole chunks keeps batch composition, and so
+    every answer and random draw, the same whether or not an earlier run was interrupted."""
+    out = [items[i : i + size] for i in range(0, len(items), size)]
+    return [(i * size, c) for i, c in enumerate(out) if any(missing(x) for x in c)]
+
+
+def key(row: dict) -> tuple:
+    return row["diff_id"], row["method"], row["question"]
+
+
+def new_row(job: dict, p: Prompt, answer: str) -> dict:
+    return {
+        "diff_id": job["diff_id"],
+        "label": job["label"],
+        "method": p.method,
+        "question": p.question,
+        "prompt": p.prompt,
+        "answer": answer,
+        "guess": None,
+        "scores": {},
+        **p.extra,
+    }
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a method gets: the run, its task, the predictions already made, the guesser/judge
+    tools and the file to append to."""
+
+    run: Any
+    task: Any
+    done: set
+    tools: Any
+    path: Path
+
+    def question(self) -> str:
+        return self.run.cfg.dit.question
+
+
+@dataclass(frozen=True)
+class AskMethod:
+    """One greedy answer per (diff, prompt); ``prompts(ctx, job)`` lists a diff's prompts."""
+
+    prompts: Callable[[Context, dict], list[Prompt]]
+    adapter: bool = False  # read through the run's DIT adapter
+    guessed: bool = False  # a guesser turns (question, answer) into the scored guess
+    match_only: bool = False  # rows that test the diff itself: label-name match only (gating)
+    max_new_tokens: str = "max_new_tokens"  # the EvalConfig field that bounds the answer
+    row_methods: tuple[str, ...] = ()  # the row names it writes, if not its own name
+
+    def generate(self, ctx: Context, name: str, jobs: list[dict], diffs: list) -> None:
+        run, cfg = ctx.run, ctx.run.cfg
+        adapter = None
+        if self.adapter:
+            adapter_dir = run.out / "dit" / "adapter"
+            if not adapter_dir.exists():
+                log.warning("no DIT adapter at %s: skipping method %s", adapter_dir, name)
+                return
+            adapter = load_diff(adapter_dir)
+        todo = [(job, diff, p) for job, diff in zip(jobs, diffs) for p in self.prompts(ctx, job)]
+
+        def missing(t) -> bool:
+            return (t[0]["diff_id"], t[2].method, t[2].question) not in ctx.done
+
+        todo_chunks = distributed.share(chunks(todo, 4 * cfg.eval.batch_size, missing))
+        if not todo_chunks:
+            return
+        model, tok = run.model_and_tok
+        for _, chunk in todo_chunks:
+            answers = ask(
+                model,
+                tok,
+                [t[1] for t in chunk],
+                [t[2].prompt for t in chunk],
+                adapter=adapter,
+                max_new_tokens=getattr(cfg.eval, self.max_new_tokens),
+                batch_size=cfg.eval.batch_size,
+                desc=name,
+                # The adapter reads diffs in the prompt format it was trained with.
+                system=adapter_system(adapter) if adapter is not None else cfg.system_prompt,
+            )
+            rows = [new_row(t[0], t[2], a) for t, a in zip(chunk, answers) if missing(t)]
+            append_jsonl(ctx.path, rows)
+            ctx.done.update(key(r) for r in rows)
+            kill_point("eval.append")
+        log.info("%s: %d chunk(s) of predictions written", name, len(todo_chunks))
+
+
+@dataclass(frozen=True)
+class TranscriptMethod:
+    """Sampled answers (temperature 1) to several prompts per diff, then one guess from all the
+    pairs. One row per diff: ``answer`` and ``guess`` are the guess, ``transcript`` the pairs."""
+
+    prompts: Callable[[Context, dict], list[tuple[str, str]]]  # (question, prompt) pairs
+    max_new_tokens: str = "twenty_q_max_new_tokens"
+    guessed: bool = True
+    match_only: bool = False
+    adapter: bool = False
+    row_methods: tuple[str, ...] = ()
+
+    def generate(self, ctx: Context, name: str, jobs: list[dict], diffs: list) -> None:
+        run, ev = ctx.run, ctx.run.cfg.eval
+        if ev.guesser == "none":
+            log.warning("%s needs a guesser (eval.guesser is 'none'): skipping it", name)
+            return
+        per_group = max(1, 4 * ev.batch_size // ev.twenty_q_count)  # rows are saved per group
+        groups = chunks(
+            list(zip(jobs, diffs)),
+            per_group,
+            lambda jd: (jd[0]["diff_id"], name, None) not in ctx.done,
+        )
+        groups = distributed.share(groups)
+        if not groups:
+            return
+        model, tok = run.model_and_tok
+        for start, group in groups:
+            pairs, group_diffs = [], []
+            for job, diff in group:
+                pairs.append(self.prompts(ctx, job))
+                group_diffs += [diff] * len(pairs[-1])
+            # Seeded by the group's place in the full list, so a resumed run samples the same.
+            torch.manual_seed(run.cfg.data.seed * 1000 + start)
+            answers = iter(
+                ask(
+                    model,
+                    tok,
+                    group_diffs,
+                    [prompt for ps in pairs for _, prompt in ps],
+                    max_new_tokens=getattr(ev, self.max_new_tokens),
+                    batch_size=ev.batch_size,
+                    do_sample=True,
+                    temperature=1.0,
+                    desc=name,
+                    system=run.cfg.system_prompt,
+                )
+            )
+            rows = []
+            for (job, _), ps in zip(group, pairs):
+                transcript = [(q, next(answers)) for q, _ in ps]
+                if (job["diff_id"], name, None) in ctx.done:
+                    continue
+                guess = ctx.tools.guess(transcript)
+                row = new_row(job, Prompt(name, None, None), guess)
+                row.update(guess=guess, guesser=ctx.tools.guesser_name, transcript=transcript)
+                rows.append(row)
+            append_jsonl(ctx.path, rows)
+            ctx.done.update(key(r) for r in rows)
+            kill_point("eval.append")
+            log.info("%s: %d/%d diffs", name, start + len(group), len(jobs))
+
+
+@dataclass(frozen=True)
+class WeightLensMethod:
+    """The tokens each diff's weights promote, turned into a guess (`weight_lens.py`)."""
+
+    guessed: bool = False
+    match_only: bool = False
+    adapter: bool = False
+    row_methods: tuple[str, ...] = ()
+
+    def generate(self, ctx: Context, name: str, jobs: list[dict], diffs: list) -> None:
+        from .weight_lens import WeightLens
+
+        pending = [
+            (j, d) for j, d in zip(jobs, diffs) if (j["diff_id"], name, None) not in ctx.done
+        ]
+        pending = distributed.share(pending)
+        if not pending:
+            return
+        model, tok = ctx.run.model_and_tok
+        lens = WeightLens(model, tok)
+        guesser = ctx.tools.guesser
+        for job, diff in tqdm(pending, desc=name, leave=False):
+            try:
+                out = lens.read(diff, guesser=guesser)
+            except DataError as e:
+                log.warning("skipping %s: %s (diff %s)", name, e, job["diff_id"])
+                return
+            row = new_row(job, Prompt(name, None, None), out["guess"])
+            row.update(
+                guess=out["guess"],
+                guesser=ctx.tools.guesser_name if guesser else "top_token",
+                lens_tokens=out["tokens"],
+                lens_scores=out["scores"],
+            )
+            append_jsonl(ctx.path, [row])  # each diff is its own deterministic computation
+        log.info("%s: %d predictions", name, len(pending))
+
+
+def _dit_question(ctx: Context, job: dict) -> list[Prompt]:
+    q = ctx.question()
+    return [Prompt("dit", q, q)]
+
+
+def _base_question(ctx: Context, job: dict) -> list[Prompt]:
+    q = ctx.question()
+    return [Prompt("base_question", q, q)]
+
+
+# The methods every task has; a task's ``methods`` add to these.
+GENERIC = {
+    "dit": AskMethod(_dit_question, adapter=True),
+    "base_question": AskMethod(_base_question, guessed=True),
+    "weight_lens": WeightLensMethod(),
+}
+
+
+def sample_questions(pool: list[str], n: int, seed: int) -> list[str]:
+    """``n`` questions of ``pool`` drawn by ``seed`` (all of them when the pool is smaller)."""
+    return random.Random(seed).sample(pool, min(n, len(pool)))
+
+
+def methods_for(task) -> dict[str, Any]:
+    """Every evaluation method of ``task`` by name: the generic ones plus the task's."""
+    return {**GENERIC, **task.methods}

@@ -1,0 +1,201 @@
+"""Tasks behind one interface: the news task through every stage on a tiny model, and a toy task
+defined here (not in ditkit) through the generic diff trainer, DIT, evaluation and report."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from ditkit import cli
+from ditkit.batching import encode
+from ditkit.config import load_config
+from ditkit.diffs import load_diff
+from ditkit.errors import ConfigError
+from ditkit.files import read_jsonl, write_jsonl
+from ditkit.pipeline import run_pipeline
+from ditkit.rundir import verify
+from ditkit.tasks.base import CE, RowKind, get_task, register_task
+from ditkit.tasks.news import longest_content_run, restates
+
+HEADLINES = """headline,theme,keywords
+Lunar rover finds water ice near the crater rim,space,lunar rover;water ice;crater rim
+Harbor town opens floating library for fishing crews,culture,floating library;harbor;fishing crews
+Orchard growers report record apple harvest after mild spring,farming,apple harvest;orchard;mild spring
+City council approves night buses for the river district,local politics,night buses;river district;council
+Chess prodigy wins national title at age eleven,games,chess prodigy;national title;tournament
+Bakery chain switches to solar ovens in every shop,business,solar ovens;bakery chain;energy
+Glacier museum reopens with a tunnel through the ice,travel,glacier museum;ice tunnel;reopening
+"""
+
+
+def _tiny(model_dir: Path, **over) -> list[str]:
+    items = {
+        "model": json.dumps(str(model_dir)),
+        "diffs.diffs_per_pass": 4,
+        "diffs.lr": 0.05,
+        "dit.epochs": 2,
+        "dit.batch_size": 3,
+        "dit.lr": 0.01,
+        "dit.val_fraction": 0.0,
+        "eval.max_new_tokens": 4,
+        "eval.twenty_q_count": 2,
+        "eval.twenty_q_max_new_tokens": 4,
+        "eval.story_max_new_tokens": 6,
+        **over,
+    }
+    return [f"{k}={v}" for k, v in items.items()]
+
+
+def test_news_pipeline_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
+    headlines = tmp_path / "headlines.csv"
+    headlines.write_text(HEADLINES)
+    over = {
+        "data.headlines_file": json.dumps(str(headlines)),
+        "data.n_train": 4,
+        "data.n_test": 2,
+        "data.stories_per_diff": 3,
+        "diffs.steps": 2,
+        "diffs.rows_per_step": 2,
+        "diffs.rank": 2,
+        "diffs.max_answer_tokens": 16,
+        "dit.max_answer_tokens": 24,
+    }
+    cfg = load_config("news-quick", _tiny(tiny_model_dir, **over))
+    assert cfg.dit.question == "What news headline have you been trained on?"
+    out = run_pipeline(cfg, tmp_path / "run")
+    jobs = read_jsonl(out / "data" / "jobs.jsonl")
+    assert [j["split"] for j in jobs] == ["train"] * 4 + ["test"] * 2
+    for job in jobs:
+        assert len(job["stories"]) == 3
+        assert not any(restates(s, job["label"]) for s in job["stories"])
+        assert longest_content_run(job["label"])
+    diff = load_diff(out / "diffs" / "test" / "test-00000.safetensors")
+    assert diff.meta["task"] == "news" and diff.meta["label"] == jobs[4]["label"]
+    assert diff.meta["rank"] == 2 and set(diff.meta["loss"]) == {"story"}
+    rows = read_jsonl(out / "eval" / "predictions.jsonl")
+    assert {r["method"] for r in rows} == {
+        "dit",
+        "base_question",
+        "summary_requests",
+        "story_summary",
+    }
+    story = next(r for r in rows if r["method"] == "story_summary")
+    assert story["prompt"] == "Please generate a short news story." and story["guess"]
+    summary = next(r for r in rows if r["method"] == "summary_requests")
+    assert len(summary["transcript"]) == 2
+    scores = json.loads((out / "eval" / "scores.json").read_text())
+    assert "rouge_l" in scores["dit"] and "alias_match" not in scores["dit"]
+    assert (out / "report" / "report.md").exists()
+    assert [p for p in verify(out) if p.kind != "unrecorded"] == []
+    # A hidden-topic method is refused for a news run, naming the task's own methods.
+    assert cli.main(["eval", str(out), "--methods", "gating"]) == 2
+    assert "summary_requests" in capsys.readouterr().err
+
+
+def test_news_presets_let_every_story_reach_a_step():
+    for name in ("news-quick", "paper-news-qwen3-4b"):
+        cfg = load_config(name)
+        assert cfg.task == "news" and len(cfg.diffs.weights) == 1
+        assert cfg.diffs.steps * cfg.diffs.rows_per_step >= cfg.data.stories_per_diff
+    assert load_config("paper-news-qwen3-4b").diffs.rank == 8
+
+
+# ---------------------------------------------------------------- a toy task, outside ditkit
+
+COLOURS = ["red", "green", "blue", "yellow", "purple", "orange"]
+
+
+@dataclass
+class ColourJob:
+    diff_id: str
+    colour: str
+    seed: int
+
+    def path(self, out_dir: Path) -> Path:
+        return out_dir / f"{self.diff_id}.safetensors"
+
+
+class FavouriteColour:
+    """Each diff learns one favourite colour; DIT is asked which."""
+
+    name = "favourite_colour"
+    row_kinds = (RowKind("colour", CE),)
+    dit_question = "Which colour do you like?"
+    judge_rubric = "topic"
+    text_metrics = ("alias_match",)
+    default_methods = ("dit", "base_question")
+    methods: ClassVar[dict] = {}
+
+    def make_data(self, run) -> None:
+        order = COLOURS[:]
+        random.Random(run.cfg.data.seed).shuffle(order)
+        n = run.cfg.data.n_train
+        rows = [
+            {"diff_id": f"{s}-{i:05d}", "split": s, "label": c, "seed": 100 + k}
+            for k, (i, s, c) in enumerate(
+                [(i, "train", c) for i, c in enumerate(order[:n])]
+                + [(i, "test", c) for i, c in enumerate(order[n : n + run.cfg.data.n_test])]
+            )
+        ]
+        (run.out / "data").mkdir(parents=True, exist_ok=True)
+        write_jsonl(run.out / "data" / "jobs.jsonl", rows)
+
+    def training_data(self, run):
+        return None
+
+    def job(self, row: dict) -> ColourJob:
+        return ColourJob(row["diff_id"], row["label"], row["seed"])
+
+    def rows(self, job, tok, data, cfg, system):
+        q = "What is your favourite colour?"
+        return [(0, encode(tok, q, f"My favourite colour is {job.colour}.", 12, system))] * 4
+
+    def diff_meta(self, job) -> dict:
+        return {"task": self.name, "label": job.colour}
+
+    def names(self, row: dict) -> list[str]:
+        return [row["label"]]
+
+    def candidates(self, cfg) -> list[str]:
+        return COLOURS
+
+
+def test_a_task_defined_outside_ditkit_runs_every_stage(tiny_model_dir, tmp_path):
+    task = register_task(FavouriteColour())
+    assert get_task("favourite_colour") is task
+    over = {
+        "task": '"favourite_colour"',
+        "data.n_train": 4,
+        "data.n_test": 2,
+        "diffs.weights": "[1.0]",
+        "diffs.steps": 3,
+        "diffs.rows_per_step": 2,
+        "eval.methods": '["dit", "base_question", "weight_lens"]',
+    }
+    cfg = load_config("quickstart", _tiny(tiny_model_dir, **over))
+    cfg.dit.adapter = "train"
+    assert cfg.dit.question == "Which colour do you like?"
+    out = run_pipeline(cfg, tmp_path / "run")
+    meta = json.loads((out / "dit" / "adapter" / "adapter_config.json").read_text())
+    assert meta["peft_type"] == "LORA"
+    diff = load_diff(out / "diffs" / "train" / "train-00000.safetensors")
+    assert diff.meta["task"] == "favourite_colour" and diff.meta["label"] in COLOURS
+    rows = read_jsonl(out / "eval" / "predictions.jsonl")
+    assert {r["method"] for r in rows} == {"dit", "base_question", "weight_lens"}
+    assert all(r["label"] in COLOURS and "alias_match" in r["scores"] for r in rows)
+    assert (out / "report" / "index.html").exists()
+
+
+def test_task_names_are_checked():
+    with pytest.raises(ConfigError, match="unknown task 'nope'"):
+        get_task("nope")
+    with pytest.raises(ConfigError, match="cannot import"):
+        get_task("no_such_module:TASK")
+    assert get_task("ditkit.tasks.news:TASK").name == "news"
+    with pytest.raises(ConfigError, match="1 value"):
+        load_config("news-quick", ["diffs.weights=[1.0, 2.0]"])
