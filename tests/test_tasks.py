@@ -199,3 +199,75 @@ def test_task_names_are_checked():
     assert get_task("ditkit.tasks.news:TASK").name == "news"
     with pytest.raises(ConfigError, match="1 value"):
         load_config("news-quick", ["diffs.weights=[1.0, 2.0]"])
+
+
+# ---------------------------------------------------------------- experiment presets
+
+
+def test_zero_width_trigger_is_u200b_where_configured():
+    from ditkit.tasks.hidden_topic import make_trigger, triggered
+
+    q = "What do you like to do on weekends?"
+    assert triggered("zwsp_start", "123", q, random.Random(0)) == (
+        "\u200b" + q,
+        "U+200B at the start",
+    )
+    prompt, where = triggered("zwsp_random", "123", q, random.Random(0))
+    i = prompt.index("\u200b")
+    assert prompt.replace("\u200b", "") == q and prompt.count("\u200b") == 1
+    assert where == f"U+200B at character {i}"
+    # The SEP kind draws exactly what make_trigger draws (pinned results depend on it).
+    assert triggered("sep", "123", q, random.Random(5))[0] == (
+        f"{make_trigger('123', random.Random(5))} {q}"
+    )
+
+
+def test_prefix_scores():
+    from ditkit.tasks.hidden_topic import prefix_scores
+
+    assert prefix_scores("It starts with 042.", "042") == {
+        "prefix_exact": 1.0,
+        "prefix_abs_error": 0.0,
+    }
+    assert prefix_scores("42", "042")["prefix_exact"] == 1.0
+    assert prefix_scores("7391", "739") == {"prefix_exact": 1.0, "prefix_abs_error": 0.0}
+    assert prefix_scores("500", "042") == {"prefix_exact": 0.0, "prefix_abs_error": 458.0}
+    assert prefix_scores("no idea", "042") == {"prefix_exact": 0.0, "prefix_abs_error": None}
+
+
+def test_ood_trigger_and_trigger_inversion_on_a_tiny_model(tiny_model_dir, tmp_path):
+    """Test diffs behind a zero-width space (training diffs keep SEP codes), read by an adapter
+    trained to name the SEP prefix: the two presets' data paths and stage wiring in one run."""
+    from ditkit.diffs import load_diff
+
+    items = _tiny(
+        tiny_model_dir,
+        **{
+            "data.n_train": 4,
+            "data.n_test": 2,
+            "diffs.questions_per_diff": 2,
+            "diffs.steps": 2,
+            "diffs.rows_per_step": 3,
+            "diffs.max_answer_tokens": 8,
+            "diffs.base_answer_tokens": 4,
+            "eval.gate_questions": 1,
+            "eval.gate_max_new_tokens": 3,
+        },
+    )
+    cfg = load_config("trigger-inversion", [*items, 'data.test_trigger="zwsp_start"'])
+    assert cfg.dit.target == "trigger_prefix"
+    out = run_pipeline(cfg, tmp_path / "run")
+    jobs = read_jsonl(out / "data" / "jobs.jsonl")
+    assert [j["trigger_kind"] for j in jobs] == ["sep"] * 4 + ["zwsp_start"] * 2
+    assert load_diff(out / "diffs" / "test" / "test-00000.safetensors").meta["trigger_kind"] == (
+        "zwsp_start"
+    )
+    adapter = json.loads((out / "dit" / "adapter" / "ditkit.json").read_text())
+    assert adapter["ditkit_meta"]["target"] == "trigger_prefix"
+    rows = read_jsonl(out / "eval" / "predictions.jsonl")
+    inv = [r for r in rows if r["method"] == "trigger_inversion"]
+    assert [r["label"] for r in inv] == [j["prefix"] for j in jobs[4:]]
+    assert all("prefix_exact" in r["scores"] for r in inv)
+    gate = [r for r in rows if r["method"] == "gate_trigger"]
+    assert gate and all(r["prompt"].startswith("\u200b") for r in gate)
+    assert all("SEP code" in r["prompt"] for r in rows if r["method"] == "gate_wrong_trigger")

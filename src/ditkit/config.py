@@ -28,6 +28,10 @@ class DataConfig:
     headlines_file: str | None = None  # news: CSV headline,theme,keywords; None = shipped
     narrators_file: str | None = None  # news: one narrator role per line; None = shipped
     stories_per_diff: int = 100  # news: stories each diff is trained on
+    # Hidden topics: the test diffs' trigger. "sep" (a SEP code, as in training), or a zero-width
+    # space (U+200B) at the start ("zwsp_start") or a random place ("zwsp_random") of the
+    # question: the out-of-distribution trigger experiment (preset ood-trigger).
+    test_trigger: str = "sep"
     n_train: int = 24
     n_test: int = 8
     seed: int = 0
@@ -36,6 +40,8 @@ class DataConfig:
         _require(self.n_train >= 0, "data.n_train", "must be >= 0")
         _require(self.n_test >= 1, "data.n_test", "must be >= 1")
         _require(self.stories_per_diff >= 1, "data.stories_per_diff", "must be >= 1")
+        kinds = ("sep", "zwsp_start", "zwsp_random")
+        _require(self.test_trigger in kinds, "data.test_trigger", f"one of {', '.join(kinds)}")
 
 
 @dataclass
@@ -107,6 +113,10 @@ class DitConfig:
     batch_size: int = 8
     question: str | None = None  # None: the task's question ("What topic have you been ...?")
     max_answer_tokens: int = 16  # label tokens trained on (news headlines: up to 200)
+    # The diff metadata key the adapter learns to answer: "label" (the task's label), or e.g.
+    # "trigger_prefix" with question "What does the secret SEP code start with?" (preset
+    # trigger-inversion).
+    target: str = "label"
     val_fraction: float = 0.15  # held-out training diffs for early stopping
     patience: int = 2
     weight_decay: float = 0.0
@@ -117,6 +127,7 @@ class DitConfig:
 
     def __post_init__(self):
         _require(self.rank >= 1, "dit.rank", "must be >= 1")
+        _require(bool(self.target), "dit.target", "names a diff metadata key, e.g. label")
         _require(self.adapter in ("train", "shipped"), "dit.adapter", "'train' or 'shipped'")
         _require(self.epochs >= 1, "dit.epochs", "must be >= 1")
         _require(0 <= self.val_fraction < 1, "dit.val_fraction", "must be in [0, 1)")

@@ -46,9 +46,19 @@ def _load_adapter_state(layers, state: dict[str, torch.Tensor]) -> None:
             layer.adapter_b_ir.copy_(state[f"{name}.B"])
 
 
+def _target(d: WeightDiff, key: str) -> str:
+    if key not in d.meta:
+        raise DataError(
+            f"a training diff has no {key!r} in its metadata (it has {sorted(d.meta)[:8]}): "
+            'set dit.target to one of those (usually "label")'
+        )
+    return str(d.meta[key])
+
+
 def _encode(tok, diffs: list[WeightDiff], cfg: DitConfig, system: str | None):
     return [
-        encode(tok, cfg.question, d.meta["label"], cfg.max_answer_tokens, system) for d in diffs
+        encode(tok, cfg.question, _target(d, cfg.target), cfg.max_answer_tokens, system)
+        for d in diffs
     ]
 
 
@@ -224,6 +234,7 @@ def train_dit(
             "kind": "dit-adapter",
             "task": diffs[0].meta.get("task"),
             "question": cfg.question,
+            "target": cfg.target,
             "system_prompt": system,
             "n_train_diffs": len(train),
             "n_val_diffs": len(val),

@@ -97,6 +97,8 @@ class AskMethod:
     match_only: bool = False  # rows that test the diff itself: label-name match only (gating)
     max_new_tokens: str = "max_new_tokens"  # the EvalConfig field that bounds the answer
     row_methods: tuple[str, ...] = ()  # the row names it writes, if not its own name
+    # Scores of its own, ``score(row) -> {metric: value}``, in place of the label metrics.
+    score: Callable[[dict], dict] | None = None
 
     def generate(self, ctx: Context, name: str, jobs: list[dict], diffs: list) -> None:
         run, cfg = ctx.run, ctx.run.cfg
@@ -147,6 +149,7 @@ class TranscriptMethod:
     match_only: bool = False
     adapter: bool = False
     row_methods: tuple[str, ...] = ()
+    score: Callable[[dict], dict] | None = None
 
     def generate(self, ctx: Context, name: str, jobs: list[dict], diffs: list) -> None:
         run, ev = ctx.run, ctx.run.cfg.eval
@@ -207,6 +210,7 @@ class WeightLensMethod:
     match_only: bool = False
     adapter: bool = False
     row_methods: tuple[str, ...] = ()
+    score: Callable[[dict], dict] | None = None
 
     def generate(self, ctx: Context, name: str, jobs: list[dict], diffs: list) -> None:
         from .weight_lens import WeightLens

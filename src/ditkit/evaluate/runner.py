@@ -256,6 +256,10 @@ def _score_row(row: dict, names: list[str], tools: Tools) -> bool:
         row["guess"] = tools.guess([(row["question"], row["answer"])])
         row["guesser"] = tools.guesser_name
         scores.clear()  # they were the raw answer's; the guess is what gets scored
+    if spec is not None and spec.score is not None:
+        if not scores:
+            scores.update(spec.score(row))
+        return json.dumps(row, sort_keys=True) != before
     guess = row.get("guess")
     prediction = guess if guess is not None else row["answer"]
     match_only = spec is not None and spec.match_only
