@@ -96,6 +96,25 @@ def test_news_pipeline_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
     assert cli.main(["eval", str(out), "--methods", "gating"]) == 2
     assert "summary_requests" in capsys.readouterr().err
 
+    # Cross-task: this news adapter reads hidden-topic diffs (dit.adapter = the run directory).
+    from test_pipeline import tiny_config
+
+    topic_cfg = tiny_config(
+        tiny_model_dir,
+        **{"dit.adapter": json.dumps(str(out)), "data.n_train": 0, "eval.methods": '["dit"]'},
+    )
+    cross = run_pipeline(topic_cfg, tmp_path / "cross")
+    assert (cross / "dit" / "adapter" / "adapter_model.safetensors").read_bytes() == (
+        out / "dit" / "adapter" / "adapter_model.safetensors"
+    ).read_bytes()
+    assert {r["method"] for r in read_jsonl(cross / "eval" / "predictions.jsonl")} == {"dit"}
+    with pytest.raises(Exception, match="neither 'train'"):
+        run_pipeline(
+            tiny_config(tiny_model_dir, **{"dit.adapter": '"/no/such/dir"', "data.n_train": 0}),
+            tmp_path / "bad",
+            ["dit"],
+        )
+
 
 def test_news_presets_let_every_story_reach_a_step():
     for name in ("news-quick", "paper-news-qwen3-4b"):

@@ -122,13 +122,14 @@ class DitConfig:
     weight_decay: float = 0.0
     # "train": train the adapter on this run's training diffs. "shipped": read the test diffs with
     # the adapter shipped for the embedded base model (no training diffs; test topics exclude its
-    # training topics).
+    # training topics). Anything else: the path of an adapter folder, or of a run directory whose
+    # DIR/dit/adapter is used (e.g. another task's adapter: preset cross-task).
     adapter: str = "train"
 
     def __post_init__(self):
         _require(self.rank >= 1, "dit.rank", "must be >= 1")
         _require(bool(self.target), "dit.target", "names a diff metadata key, e.g. label")
-        _require(self.adapter in ("train", "shipped"), "dit.adapter", "'train' or 'shipped'")
+        _require(bool(self.adapter), "dit.adapter", "'train', 'shipped' or an adapter's path")
         _require(self.epochs >= 1, "dit.epochs", "must be >= 1")
         _require(0 <= self.val_fraction < 1, "dit.val_fraction", "must be in [0, 1)")
 
@@ -200,9 +201,9 @@ class RunConfig:
             f"{self.device!r} is not cpu, cuda, cuda:N, mps or auto",
         )
         _require(
-            self.data.n_train >= 1 or self.dit.adapter == "shipped",
+            self.data.n_train >= 1 or self.dit.adapter != "train",
             "data.n_train",
-            'must be >= 1 unless dit.adapter = "shipped"',
+            'must be >= 1 when dit.adapter = "train" (the adapter trains on those diffs)',
         )
 
     def _resolve_task(self) -> None:

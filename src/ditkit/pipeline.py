@@ -51,14 +51,18 @@ def stage_dit(run: Run) -> None:
     from .train_dit import train_dit
 
     model, tok = run.model_and_tok
-    if run.cfg.dit.adapter == "shipped":
-        from .shipped import load_shipped
+    choice = run.cfg.dit.adapter
+    if choice != "train":
+        if choice == "shipped":
+            from .shipped import load_shipped
 
-        _, _, folder = load_shipped(run.cfg.model, model)
+            _, _, folder = load_shipped(run.cfg.model, model)
+        else:
+            folder = adapter_folder(choice)
         if distributed.is_main():
             with atomic_folder(run.out / "dit" / "adapter") as tmp:
                 shutil.copytree(folder, tmp, dirs_exist_ok=True)
-            log.info("using the shipped DIT adapter %s", folder.name)
+            log.info("using the DIT adapter %s", folder)
         return
     train_dit(
         model,
@@ -69,6 +73,23 @@ def stage_dit(run: Run) -> None:
         run.cfg.data.seed,
         run.cfg.system_prompt,
     )
+
+
+def adapter_folder(path: str) -> Path:
+    """An adapter folder given as itself or as the run directory that trained it; checked to
+    load (a damaged or foreign folder fails here, naming it, before anything is copied)."""
+    from .diffs import load_diff
+
+    folder = Path(path)
+    if (folder / "dit" / "adapter").is_dir():
+        folder = folder / "dit" / "adapter"
+    if not folder.is_dir():
+        raise DataError(
+            f"dit.adapter = {path!r} is neither 'train', 'shipped', an adapter folder nor a run "
+            "directory with dit/adapter: check the path"
+        )
+    load_diff(folder)
+    return folder
 
 
 def stage_eval(run: Run) -> None:
