@@ -290,3 +290,26 @@ def test_ood_trigger_and_trigger_inversion_on_a_tiny_model(tiny_model_dir, tmp_p
     gate = [r for r in rows if r["method"] == "gate_trigger"]
     assert gate and all(r["prompt"].startswith("\u200b") for r in gate)
     assert all("SEP code" in r["prompt"] for r in rows if r["method"] == "gate_wrong_trigger")
+
+
+def test_data_scaling_reads_one_test_set_with_growing_adapters(tiny_model_dir, tmp_path, capsys):
+    from ditkit.scaling import default_sizes
+    from test_pipeline import tiny_config
+
+    assert default_sizes(100) == [4, 8, 16, 32, 64, 100]
+    assert default_sizes(3) == [3]
+    cfg = tiny_config(tiny_model_dir, **{"data.n_train": 4, "dit.epochs": 1})
+    out = run_pipeline(cfg, tmp_path / "run", ["data", "diffs"])
+    assert cli.main(["scaling", str(out), "--sizes", "2,4"]) == 0
+    assert "2 training diffs: DIT alias_match" in capsys.readouterr().out
+    summary = json.loads((out / "scaling" / "scaling.json").read_text())
+    assert [r["train_diffs"] for r in summary["rows"]] == [2, 4]
+    for size in (2, 4):
+        sub = out / "scaling" / f"n{size:05d}"
+        meta = json.loads((sub / "dit" / "adapter" / "ditkit.json").read_text())["ditkit_meta"]
+        assert meta["n_train_diffs"] + meta["n_val_diffs"] == size
+        test_ids = {r["diff_id"] for r in read_jsonl(sub / "eval" / "predictions.jsonl")}
+        assert test_ids == {"test-00000", "test-00001"}
+    assert (out / "scaling" / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| 4 |" in (out / "scaling" / "scaling.md").read_text()
+    assert cli.main(["scaling", str(out), "--sizes", "9"]) == 2

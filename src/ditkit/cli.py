@@ -218,6 +218,19 @@ def _cmd_eval(args) -> None:
     print(scores_table(scores))
 
 
+def _cmd_scaling(args) -> None:
+    from .scaling import data_scaling
+
+    sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else None
+    rows = data_scaling(Path(args.dir), sizes, args.metric)
+    for r in rows:
+        lo, hi = r["ci95"]
+        print(
+            f"{r['train_diffs']:>6d} training diffs: DIT {r['metric']} {r['mean']:.2f} [{lo:.2f}, {hi:.2f}]"
+        )
+    print(f"summary, plot and report section in {Path(args.dir) / 'scaling'}")
+
+
 def _cmd_verify(args) -> None:
     from .rundir import verify
 
@@ -296,6 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guesser-base-url", help="server for --guesser openai (default: env)")
     s.add_argument("--guesser-model", help="model for --guesser openai")
     s.set_defaults(func=_cmd_eval)
+
+    s = sub.add_parser(
+        "scaling", help="data scaling: adapters on 2^k of a run's training diffs, one test set"
+    )
+    s.add_argument("dir", help="a run directory whose data and diffs stages are done")
+    s.add_argument("--sizes", help="comma-separated training-diff counts (default: 4, 8, ..., all)")
+    s.add_argument("--metric", default="alias_match", help="the DIT score to plot")
+    s.set_defaults(func=_cmd_scaling)
 
     s = sub.add_parser("verify", help="check a run directory's files against its manifest")
     s.add_argument("dir")

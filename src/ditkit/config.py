@@ -117,6 +117,9 @@ class DitConfig:
     # "trigger_prefix" with question "What does the secret SEP code start with?" (preset
     # trigger-inversion).
     target: str = "label"
+    # Train on the first N training diffs only (None: all). The data-scaling experiment reads one
+    # test set with adapters trained on 2^k of one run's diffs (`ditkit scaling`).
+    max_train_diffs: int | None = None
     val_fraction: float = 0.15  # held-out training diffs for early stopping
     patience: int = 2
     weight_decay: float = 0.0
@@ -129,6 +132,11 @@ class DitConfig:
     def __post_init__(self):
         _require(self.rank >= 1, "dit.rank", "must be >= 1")
         _require(bool(self.target), "dit.target", "names a diff metadata key, e.g. label")
+        _require(
+            self.max_train_diffs is None or self.max_train_diffs >= 1,
+            "dit.max_train_diffs",
+            "must be >= 1 (or unset for all)",
+        )
         _require(bool(self.adapter), "dit.adapter", "'train', 'shipped' or an adapter's path")
         _require(self.epochs >= 1, "dit.epochs", "must be >= 1")
         _require(0 <= self.val_fraction < 1, "dit.val_fraction", "must be in [0, 1)")

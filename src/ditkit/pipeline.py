@@ -67,7 +67,7 @@ def stage_dit(run: Run) -> None:
     train_dit(
         model,
         tok,
-        run.diff_paths("train"),
+        run.diff_paths("train")[: run.cfg.dit.max_train_diffs],
         run.cfg.dit,
         run.out / "dit",
         run.cfg.data.seed,

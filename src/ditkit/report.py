@@ -288,7 +288,7 @@ def package_versions() -> dict[str, str]:
 # ---------------------------------------------------------------- plots
 
 
-def _png(fig: Any) -> bytes:
+def png(fig: Any) -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -297,7 +297,7 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -311,7 +311,7 @@ def bar_chart(results: RunResults) -> bytes | None:
     metrics = results.metrics
     if not metrics:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(
         1, len(metrics), figsize=(max(4.5, 4.0 * len(metrics)), 3.6), squeeze=False
     )
@@ -334,7 +334,7 @@ def bar_chart(results: RunResults) -> bytes | None:
         ax.set_title(metric)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    return _png(fig)
+    return png(fig)
 
 
 def _bins(values: list[float]) -> list[float] | int:
@@ -348,7 +348,7 @@ def _bins(values: list[float]) -> list[float] | int:
 
 def histograms(results: RunResults) -> dict[str, bytes]:
     """{metric: PNG} with one small panel per method showing how per-diff scores spread."""
-    plt = _pyplot()
+    plt = pyplot()
     out = {}
     for metric in results.metrics:
         per_method = {m: list(results.per_diff(m, metric).values()) for m in results.methods}
@@ -373,7 +373,7 @@ def histograms(results: RunResults) -> dict[str, bytes]:
         axes[0][0].set_ylabel("diffs", fontsize=8)
         fig.suptitle(metric, fontsize=9)
         fig.tight_layout()
-        out[metric] = _png(fig)
+        out[metric] = png(fig)
     return out
 
 
