@@ -293,7 +293,7 @@ def test_ood_trigger_and_trigger_inversion_on_a_tiny_model(tiny_model_dir, tmp_p
 
 
 def test_data_scaling_reads_one_test_set_with_growing_adapters(tiny_model_dir, tmp_path, capsys):
-    from ditkit.scaling import default_sizes
+    from ditkit.sweeps import default_sizes
     from test_pipeline import tiny_config
 
     assert default_sizes(100) == [4, 8, 16, 32, 64, 100]
@@ -313,3 +313,25 @@ def test_data_scaling_reads_one_test_set_with_growing_adapters(tiny_model_dir, t
     assert (out / "scaling" / "scaling.png").read_bytes()[:4] == b"\x89PNG"
     assert "| 4 |" in (out / "scaling" / "scaling.md").read_text()
     assert cli.main(["scaling", str(out), "--sizes", "9"]) == 2
+
+
+def test_rank_sweep_reads_higher_rank_test_diffs_with_the_rank1_adapter(
+    tiny_model_dir, tmp_path, capsys
+):
+    from test_pipeline import tiny_config
+
+    cfg = tiny_config(tiny_model_dir, **{"data.n_train": 4, "dit.epochs": 1})
+    cfg.eval.methods = ["dit"]
+    out = run_pipeline(cfg, tmp_path / "run", ["data", "diffs", "dit"])
+    assert cli.main(["ranks", str(out), "--ranks", "2,4"]) == 0
+    assert "rank    4 test diffs: DIT alias_match" in capsys.readouterr().out
+    adapter = (out / "dit" / "adapter" / "adapter_model.safetensors").read_bytes()
+    for rank in (2, 4):
+        sub = out / "ranks" / f"r{rank:04d}"
+        d = load_diff(sub / "diffs" / "test" / "test-00000.safetensors")
+        assert d.meta["rank"] == rank and all(a.shape[0] == rank for a, _ in d.lowrank.values())
+        assert (sub / "dit" / "adapter" / "adapter_model.safetensors").read_bytes() == adapter
+        assert len(read_jsonl(sub / "eval" / "predictions.jsonl")) == 2
+    rows = json.loads((out / "ranks" / "ranks.json").read_text())["rows"]
+    assert [r["test_rank"] for r in rows] == [2, 4]
+    assert cli.main(["ranks", str(out), "--ranks", "0"]) == 2

@@ -219,7 +219,7 @@ def _cmd_eval(args) -> None:
 
 
 def _cmd_scaling(args) -> None:
-    from .scaling import data_scaling
+    from .sweeps import data_scaling
 
     sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else None
     rows = data_scaling(Path(args.dir), sizes, args.metric)
@@ -229,6 +229,18 @@ def _cmd_scaling(args) -> None:
             f"{r['train_diffs']:>6d} training diffs: DIT {r['metric']} {r['mean']:.2f} [{lo:.2f}, {hi:.2f}]"
         )
     print(f"summary, plot and report section in {Path(args.dir) / 'scaling'}")
+
+
+def _cmd_ranks(args) -> None:
+    from .sweeps import rank_sweep
+
+    rows = rank_sweep(Path(args.dir), [int(x) for x in args.ranks.split(",")], args.metric)
+    for r in rows:
+        lo, hi = r["ci95"]
+        print(
+            f"rank {r['test_rank']:>4d} test diffs: DIT {r['metric']} {r['mean']:.2f} [{lo:.2f}, {hi:.2f}]"
+        )
+    print(f"summary, plot and report section in {Path(args.dir) / 'ranks'}")
 
 
 def _cmd_verify(args) -> None:
@@ -317,6 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sizes", help="comma-separated training-diff counts (default: 4, 8, ..., all)")
     s.add_argument("--metric", default="alias_match", help="the DIT score to plot")
     s.set_defaults(func=_cmd_scaling)
+
+    s = sub.add_parser(
+        "ranks", help="rank generalisation: a run's adapter reads test diffs of other ranks"
+    )
+    s.add_argument("dir", help="a finished run directory (its adapter and training diffs)")
+    s.add_argument("--ranks", default="2,4,8,16,32,64", help="comma-separated test-diff ranks")
+    s.add_argument("--metric", default="alias_match", help="the DIT score to plot")
+    s.set_defaults(func=_cmd_ranks)
 
     s = sub.add_parser("verify", help="check a run directory's files against its manifest")
     s.add_argument("dir")

@@ -1,0 +1,182 @@
+"""Experiments that sweep one setting over sub-runs of a finished run, sharing what they can.
+
+Data scaling: one test set read by DIT adapters trained on 2^k training diffs. `data_scaling` takes a finished run (its data and diffs stages done; preset ``data-scaling``)
+and, for every size, makes ``RUN/scaling/n{size}/``: a run directory that shares RUN's data and
+diffs (symbolic links), trains an adapter on the first ``size`` training diffs
+(``dit.max_train_diffs``) and evaluates it. Each size resumes like any run. The summary goes to
+``RUN/scaling/scaling.json`` and ``.csv``, a plot of score against training diffs to
+``scaling.png``, and a report section to ``scaling.md``.
+
+Rank generalisation: `rank_sweep` reads test diffs of other ranks with RUN's adapter (trained on
+RUN's, usually rank-1, diffs). For every rank it makes ``RUN/ranks/r{rank}/`` sharing RUN's data
+and training diffs, trains fresh test diffs (same topics, triggers and rows) at that rank, and
+evaluates them with RUN's adapter; the summary goes to ``RUN/ranks/ranks.{json,csv,png,md}``.
+A rank as large as a layer's narrower side reaches every full fine-tune of that layer (though
+parameterised as B A, not as W itself).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+from pathlib import Path
+
+from .config import RunConfig, from_dict
+from .errors import DataError
+from .files import write_bytes, write_json, write_text
+from .pipeline import run_pipeline
+
+log = logging.getLogger(__name__)
+
+
+def default_sizes(n_train: int) -> list[int]:
+    """Powers of two up to ``n_train``, plus ``n_train`` itself."""
+    sizes, k = [], 1
+    while k < n_train:
+        sizes.append(k)
+        k *= 2
+    return [*[s for s in sizes if s >= 4], n_train]
+
+
+def data_scaling(
+    run_dir: Path, sizes: list[int] | None = None, metric: str = "alias_match"
+) -> list[dict]:
+    """Train and evaluate one adapter per size on ``run_dir``'s diffs; returns the summary rows."""
+    run_dir = Path(run_dir)
+    base = _finished(run_dir)
+    if base.dit.adapter != "train":
+        raise DataError(f"{run_dir} reads a given adapter (dit.adapter); scaling trains its own")
+    n_train = len(list((run_dir / "diffs" / "train").glob("*.safetensors")))
+    if n_train == 0:
+        raise DataError(f"{run_dir}/diffs/train holds no diffs: run its diffs stage first")
+    sizes = sorted(set(sizes or default_sizes(n_train)))
+    if sizes[-1] > n_train or sizes[0] < 1:
+        raise DataError(f"sizes must be between 1 and the {n_train} training diffs of {run_dir}")
+    rows = []
+    for size in sizes:
+        cfg = _with(base, f"n{size}", dit={"max_train_diffs": size})
+        out = _sub_run(run_dir, run_dir / "scaling" / f"n{size:05d}", ("data", "diffs"))
+        log.info("data scaling: adapter on %d training diffs (%s)", size, out)
+        run_pipeline(cfg, out, ["dit", "eval"])
+        rows.append({"train_diffs": size, **_dit_score(out, metric)})
+    _write_summary(run_dir / "scaling", "scaling", rows, base, metric, "train_diffs")
+    return rows
+
+
+def rank_sweep(run_dir: Path, ranks: list[int], metric: str = "alias_match") -> list[dict]:
+    """Read test diffs trained at each of ``ranks`` with ``run_dir``'s adapter; summary rows."""
+    run_dir = Path(run_dir)
+    base = _finished(run_dir)
+    if not (run_dir / "dit" / "adapter").is_dir():
+        raise DataError(f"{run_dir}/dit/adapter is missing: run its dit stage first")
+    if not ranks or min(ranks) < 1:
+        raise DataError("ranks must be >= 1, e.g. --ranks 2,4,8")
+    rows = []
+    for rank in sorted(set(ranks)):
+        # Fewer diffs per pass at high rank: a pass holds diffs_per_pass x rank x (in + out)
+        # trainable numbers per layer.
+        per_pass = max(1, base.diffs.diffs_per_pass * base.diffs.rank // rank)
+        cfg = _with(
+            base,
+            f"r{rank}",
+            diffs={"rank": rank, "diffs_per_pass": per_pass},
+            dit={"adapter": str(run_dir.resolve())},
+        )
+        out = _sub_run(run_dir, run_dir / "ranks" / f"r{rank:04d}", ("data", "diffs/train"))
+        log.info("rank generalisation: test diffs of rank %d (%s)", rank, out)
+        run_pipeline(cfg, out, ["diffs", "dit", "eval"])
+        rows.append({"test_rank": rank, **_dit_score(out, metric)})
+    _write_summary(run_dir / "ranks", "ranks", rows, base, metric, "test_rank")
+    return rows
+
+
+def _finished(run_dir: Path) -> RunConfig:
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.exists():
+        raise DataError(f"{cfg_path} is missing: run the data and diffs stages of {run_dir} first")
+    return from_dict(json.loads(cfg_path.read_text()), cfg_path)
+
+
+def _sub_run(run_dir: Path, out: Path, shared: tuple[str, ...]) -> Path:
+    """``out`` with symbolic links to ``run_dir``'s ``shared`` folders."""
+    for name in shared:
+        link = out / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to((run_dir / name).resolve(), target_is_directory=True)
+    return out
+
+
+def _with(base: RunConfig, tag: str, **sections: dict) -> RunConfig:
+    """``base`` with some keys of some sections changed; only DIT is evaluated."""
+    changed = {k: dataclasses.replace(getattr(base, k), **v) for k, v in sections.items()}
+    ev = dataclasses.replace(base.eval, methods=["dit"])
+    return dataclasses.replace(base, name=f"{base.name}-{tag}", eval=ev, **changed)
+
+
+def _dit_score(out: Path, metric: str) -> dict:
+    scores = json.loads((out / "eval" / "scores.json").read_text())
+    dit = scores.get("dit", {}).get(metric)
+    if dit is None:
+        raise DataError(f"{out}/eval/scores.json has no dit {metric}; choose another metric")
+    return {"metric": metric, **dit, "run": str(out)}
+
+
+_AXES = {"train_diffs": "training diffs", "test_rank": "rank of the test diffs"}
+
+
+def _write_summary(
+    folder: Path, stem: str, rows: list[dict], base: RunConfig, metric: str, x: str
+) -> None:
+    write_json(folder / f"{stem}.json", {"metric": metric, "rows": rows})
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow([x, "metric", "mean", "ci95_low", "ci95_high", "n"])
+    for r in rows:
+        w.writerow([r[x], metric, r["mean"], *r["ci95"], r["n"]])
+    write_text(folder / f"{stem}.csv", buf.getvalue())
+    write_bytes(folder / f"{stem}.png", _plot(rows, metric, base, x))
+    what = {
+        "train_diffs": (
+            "Data scaling",
+            "adapters trained on the first N training diffs of one run (`ditkit scaling`)",
+        ),
+        "test_rank": (
+            "Rank generalisation",
+            f"test diffs trained at each rank, read by the adapter trained on rank-"
+            f"{base.diffs.rank} diffs (`ditkit ranks`)",
+        ),
+    }[x]
+    lines = [
+        f"## {what[0]} ({base.name})",
+        "",
+        f"DIT {metric} on {rows[0]['n']} held-out diffs; {what[1]}.",
+        "",
+        f"| {_AXES[x]} | DIT {metric} | 95% interval |",
+        "|---|---|---|",
+        *[f"| {r[x]} | {r['mean']:.2f} | [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] |" for r in rows],
+        "",
+        f"![score against {_AXES[x]}]({stem}.png)",
+        "",
+    ]
+    write_text(folder / f"{stem}.md", "\n".join(lines))
+
+
+def _plot(rows: list[dict], metric: str, base: RunConfig, x: str) -> bytes:
+    from .report import png, pyplot
+
+    plt = pyplot()
+    xs = [r[x] for r in rows]
+    y = [r["mean"] for r in rows]
+    err = [[m - r["ci95"][0] for m, r in zip(y, rows)], [r["ci95"][1] - m for m, r in zip(y, rows)]]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.errorbar(xs, y, yerr=err, marker="o", capsize=3)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(_AXES[x])
+    ax.set_ylabel(f"DIT {metric}")
+    ax.set_title(f"{base.model}, {base.task}")
+    ax.grid(alpha=0.3)
+    return png(fig)
