@@ -108,6 +108,14 @@ def test_news_pipeline_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
         out / "dit" / "adapter" / "adapter_model.safetensors"
     ).read_bytes()
     assert {r["method"] for r in read_jsonl(cross / "eval" / "predictions.jsonl")} == {"dit"}
+    # Joint: one adapter on topic diffs and these news diffs, each asked its own question.
+    joint_cfg = tiny_config(
+        tiny_model_dir, **{"dit.extra_train": json.dumps([str(out)]), "dit.epochs": 1}
+    )
+    joint = run_pipeline(joint_cfg, tmp_path / "joint", ["data", "diffs", "dit"])
+    meta = json.loads((joint / "dit" / "adapter" / "ditkit.json").read_text())["ditkit_meta"]
+    assert meta["n_train_diffs"] + meta["n_val_diffs"] == 6 + 4
+    assert meta["other_task_questions"] == {"news": "What news headline have you been trained on?"}
     with pytest.raises(Exception, match="neither 'train'"):
         run_pipeline(
             tiny_config(tiny_model_dir, **{"dit.adapter": '"/no/such/dir"', "data.n_train": 0}),

@@ -120,6 +120,9 @@ class DitConfig:
     # Train on the first N training diffs only (None: all). The data-scaling experiment reads one
     # test set with adapters trained on 2^k of one run's diffs (`ditkit scaling`).
     max_train_diffs: int | None = None
+    # Run directories whose training diffs also train this adapter, each diff asked its own
+    # task's question: one adapter for several tasks (preset joint).
+    extra_train: list[str] = field(default_factory=list)
     val_fraction: float = 0.15  # held-out training diffs for early stopping
     patience: int = 2
     weight_decay: float = 0.0

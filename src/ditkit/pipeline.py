@@ -64,14 +64,24 @@ def stage_dit(run: Run) -> None:
                 shutil.copytree(folder, tmp, dirs_exist_ok=True)
             log.info("using the DIT adapter %s", folder)
         return
+    paths = run.diff_paths("train")[: run.cfg.dit.max_train_diffs]
+    for extra in run.cfg.dit.extra_train:
+        found = sorted((Path(extra) / "diffs" / "train").glob("*.safetensors"))
+        if not found:
+            raise DataError(
+                f"dit.extra_train: {extra}/diffs/train holds no diffs; run that directory's "
+                "diffs stage first, or remove it from dit.extra_train"
+            )
+        paths += found
     train_dit(
         model,
         tok,
-        run.diff_paths("train")[: run.cfg.dit.max_train_diffs],
+        paths,
         run.cfg.dit,
         run.out / "dit",
         run.cfg.data.seed,
         run.cfg.system_prompt,
+        run.cfg.task,
     )
 
 

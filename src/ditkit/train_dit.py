@@ -56,10 +56,33 @@ def _target(d: WeightDiff, key: str) -> str:
 
 
 def _encode(tok, diffs: list[WeightDiff], cfg: DitConfig, system: str | None):
+    # A diff of another task (a joint adapter, dit.extra_train) is asked its own task's question.
     return [
-        encode(tok, cfg.question, _target(d, cfg.target), cfg.max_answer_tokens, system)
+        encode(
+            tok,
+            d.meta.get(_QUESTION, cfg.question),
+            _target(d, cfg.target),
+            cfg.max_answer_tokens,
+            system,
+        )
         for d in diffs
     ]
+
+
+_QUESTION = "_dit_question"  # set in memory only, by train_dit
+
+
+def _ask_own_questions(diffs: list[WeightDiff], task: str | None) -> dict[str, str]:
+    """Mark every diff whose task is not ``task`` with its task's question; returns
+    ``{task: question}`` for the tasks marked."""
+    from .tasks.base import get_task
+
+    asked = {}
+    for d in diffs:
+        other = d.meta.get("task")
+        if task and other and other != task:
+            asked[other] = d.meta[_QUESTION] = get_task(other).dit_question
+    return asked
 
 
 def _label_tokens(enc) -> int:
@@ -140,10 +163,12 @@ def train_dit(
     out_dir: Path,
     seed: int = 0,
     system: str | None = "",
+    task: str | None = None,
 ):
     """Train (or resume) the adapter on ``diff_paths``; writes a PEFT folder to ``out_dir``.
 
     ``system`` is the chat prompt's system turn, recorded as the adapter's ``system_prompt``.
+    Diffs of a task other than ``task`` (the run's) are asked their own task's question.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     diffs = [load_diff(p) for p in tqdm(diff_paths, desc="loading diffs", leave=False)]
@@ -152,6 +177,7 @@ def train_dit(
         raise DataError(f"diffs without a 'label' in their metadata: {unlabeled[:3]}")
     if not diffs:
         raise DataError("no training diffs: run the diffs stage first")
+    other_questions = _ask_own_questions(diffs, task)
     order = list(range(len(diffs)))
     random.Random(seed).shuffle(order)
     n_val = round(cfg.val_fraction * len(diffs)) if len(diffs) >= 4 else 0
@@ -234,6 +260,7 @@ def train_dit(
             "kind": "dit-adapter",
             "task": diffs[0].meta.get("task"),
             "question": cfg.question,
+            "other_task_questions": other_questions,
             "target": cfg.target,
             "system_prompt": system,
             "n_train_diffs": len(train),
