@@ -146,11 +146,9 @@ def _cmd_describe(args) -> None:
 
 def scores_table(scores: dict) -> str:
     """Methods as rows, metrics as columns: ``mean [95% interval]`` and n, as plain text."""
-    metrics = [
-        m
-        for m in ("alias_match", "retrieval_at_5", "retrieval_at_1", "embedding_cosine", "judge")
-        if any(m in mets for mets in scores.values())
-    ]
+    preferred = ("alias_match", "rouge_l", "retrieval_at_5", "retrieval_at_1", "embedding_cosine")
+    found = list(dict.fromkeys(m for mets in scores.values() for m in mets))
+    metrics = [m for m in preferred if m in found] + [m for m in found if m not in preferred]
     head = f"  {'method':26s}" + "".join(f"{m:>22s}" for m in metrics) + f"{'n':>6s}"
     lines = [head]
     for method, mets in scores.items():
