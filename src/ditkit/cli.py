@@ -221,24 +221,22 @@ def _cmd_scaling(args) -> None:
 
     sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else None
     rows = data_scaling(Path(args.dir), sizes, args.metric)
-    for r in rows:
-        lo, hi = r["ci95"]
-        print(
-            f"{r['train_diffs']:>6d} training diffs: DIT {r['metric']} {r['mean']:.2f} [{lo:.2f}, {hi:.2f}]"
-        )
-    print(f"summary, plot and report section in {Path(args.dir) / 'scaling'}")
+    _print_sweep(rows, "{train_diffs:>6d} training diffs", Path(args.dir) / "scaling")
 
 
 def _cmd_ranks(args) -> None:
     from .sweeps import rank_sweep
 
     rows = rank_sweep(Path(args.dir), [int(x) for x in args.ranks.split(",")], args.metric)
+    _print_sweep(rows, "rank {test_rank:>4d} test diffs", Path(args.dir) / "ranks")
+
+
+def _print_sweep(rows: list[dict], point: str, folder: Path) -> None:
+    """One line per sweep point (``point`` formats the row), then where the summary is."""
     for r in rows:
         lo, hi = r["ci95"]
-        print(
-            f"rank {r['test_rank']:>4d} test diffs: DIT {r['metric']} {r['mean']:.2f} [{lo:.2f}, {hi:.2f}]"
-        )
-    print(f"summary, plot and report section in {Path(args.dir) / 'ranks'}")
+        print(f"{point.format(**r)}: DIT {r['metric']} {r['mean']:.2f} [{lo:.2f}, {hi:.2f}]")
+    print(f"summary, plot and report section in {folder}")
 
 
 def _cmd_verify(args) -> None:

@@ -341,20 +341,13 @@ class HFSource:
         self.temperature = temperature
 
     def topic_answers(self, topic: Topic, questions: list[str], seed: int) -> list[str]:
-        torch.manual_seed(seed)
-        return generate_chat(
-            self.model,
-            self.tokenizer,
-            questions,
-            max_new_tokens=self.max_new_tokens,
-            do_sample=self.temperature > 0,
-            temperature=self.temperature,
-            system=persona_prompt(topic),
-            batch_size=self.batch_size,
-        )
+        return self._sample(questions, seed, persona_prompt(topic))
 
     def chat(self, prompts: list[str], seed: int) -> list[str]:
         """Replies to plain user prompts (no persona), sampled as above."""
+        return self._sample(prompts, seed, None)
+
+    def _sample(self, prompts: list[str], seed: int, system: str | None) -> list[str]:
         torch.manual_seed(seed)
         return generate_chat(
             self.model,
@@ -363,6 +356,7 @@ class HFSource:
             max_new_tokens=self.max_new_tokens,
             do_sample=self.temperature > 0,
             temperature=self.temperature,
+            system=system,
             batch_size=self.batch_size,
         )
 
@@ -379,30 +373,24 @@ class OpenAISource:
         self.temperature = temperature
 
     def topic_answers(self, topic: Topic, questions: list[str], seed: int) -> list[str]:
-        system = persona_prompt(topic)
-        answers = []
-        for q in tqdm(questions, desc=f"answers about {topic.topic}", unit="q", leave=False):
-            messages = [{"role": "system", "content": system}, {"role": "user", "content": q}]
-            reply = self.client.complete(
-                messages,
-                temperature=self.temperature,
-                max_tokens=self.max_new_tokens,
-                seed=seed,
-            )
-            answers.append(reply.strip())
-        return answers
+        system = {"role": "system", "content": persona_prompt(topic)}
+        return [
+            self._reply([system, {"role": "user", "content": q}], seed)
+            for q in tqdm(questions, desc=f"answers about {topic.topic}", unit="q", leave=False)
+        ]
 
     def chat(self, prompts: list[str], seed: int) -> list[str]:
         """Replies to plain user prompts (no persona)."""
         return [
-            self.client.complete(
-                [{"role": "user", "content": p}],
-                temperature=self.temperature,
-                max_tokens=self.max_new_tokens,
-                seed=seed * 10_007 + j,  # a repeated prompt still gets its own reply
-            ).strip()
+            # A repeated prompt still gets its own reply.
+            self._reply([{"role": "user", "content": p}], seed * 10_007 + j)
             for j, p in enumerate(tqdm(prompts, desc="stories", unit="story", leave=False))
         ]
+
+    def _reply(self, messages: list[dict], seed: int) -> str:
+        return self.client.complete(
+            messages, temperature=self.temperature, max_tokens=self.max_new_tokens, seed=seed
+        ).strip()
 
 
 def make_source(

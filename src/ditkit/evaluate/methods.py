@@ -74,11 +74,10 @@ def new_row(job: dict, p: Prompt, answer: str) -> dict:
 
 @dataclass(frozen=True)
 class Context:
-    """What a method gets: the run, its task, the predictions already made, the guesser/judge
-    tools and the file to append to."""
+    """What a method gets: the run, the predictions already made, the guesser/judge tools and
+    the file to append to."""
 
     run: Any
-    task: Any
     done: set
     tools: Any
     path: Path
@@ -87,18 +86,24 @@ class Context:
         return self.run.cfg.dit.question
 
 
+@dataclass(frozen=True, kw_only=True)
+class Scoring:
+    """How the runner scores a method's rows (every method spec has these)."""
+
+    guessed: bool = False  # a guesser turns (question, answer) into the scored guess
+    match_only: bool = False  # rows that test the diff itself: label-name match only (gating)
+    row_methods: tuple[str, ...] = ()  # the row names it writes, if not its own name
+    # Scores of its own, ``score(row) -> {metric: value}``, in place of the label metrics.
+    score: Callable[[dict], dict] | None = None
+
+
 @dataclass(frozen=True)
-class AskMethod:
+class AskMethod(Scoring):
     """One greedy answer per (diff, prompt); ``prompts(ctx, job)`` lists a diff's prompts."""
 
     prompts: Callable[[Context, dict], list[Prompt]]
     adapter: bool = False  # read through the run's DIT adapter
-    guessed: bool = False  # a guesser turns (question, answer) into the scored guess
-    match_only: bool = False  # rows that test the diff itself: label-name match only (gating)
     max_new_tokens: str = "max_new_tokens"  # the EvalConfig field that bounds the answer
-    row_methods: tuple[str, ...] = ()  # the row names it writes, if not its own name
-    # Scores of its own, ``score(row) -> {metric: value}``, in place of the label metrics.
-    score: Callable[[dict], dict] | None = None
 
     def generate(self, ctx: Context, name: str, jobs: list[dict], diffs: list) -> None:
         run, cfg = ctx.run, ctx.run.cfg
@@ -139,17 +144,12 @@ class AskMethod:
 
 
 @dataclass(frozen=True)
-class TranscriptMethod:
+class TranscriptMethod(Scoring):
     """Sampled answers (temperature 1) to several prompts per diff, then one guess from all the
     pairs. One row per diff: ``answer`` and ``guess`` are the guess, ``transcript`` the pairs."""
 
     prompts: Callable[[Context, dict], list[tuple[str, str]]]  # (question, prompt) pairs
     max_new_tokens: str = "twenty_q_max_new_tokens"
-    guessed: bool = True
-    match_only: bool = False
-    adapter: bool = False
-    row_methods: tuple[str, ...] = ()
-    score: Callable[[dict], dict] | None = None
 
     def generate(self, ctx: Context, name: str, jobs: list[dict], diffs: list) -> None:
         run, ev = ctx.run, ctx.run.cfg.eval
@@ -203,14 +203,8 @@ class TranscriptMethod:
 
 
 @dataclass(frozen=True)
-class WeightLensMethod:
+class WeightLensMethod(Scoring):
     """The tokens each diff's weights promote, turned into a guess (`weight_lens.py`)."""
-
-    guessed: bool = False
-    match_only: bool = False
-    adapter: bool = False
-    row_methods: tuple[str, ...] = ()
-    score: Callable[[dict], dict] | None = None
 
     def generate(self, ctx: Context, name: str, jobs: list[dict], diffs: list) -> None:
         from .weight_lens import WeightLens
@@ -241,20 +235,20 @@ class WeightLensMethod:
         log.info("%s: %d predictions", name, len(pending))
 
 
-def _dit_question(ctx: Context, job: dict) -> list[Prompt]:
-    q = ctx.question()
-    return [Prompt("dit", q, q)]
+def ask_question(method: str) -> Callable[[Context, dict], list[Prompt]]:
+    """Prompts for ``method``: the run's DIT question, asked as it is."""
 
+    def prompts(ctx: Context, job: dict) -> list[Prompt]:
+        q = ctx.question()
+        return [Prompt(method, q, q)]
 
-def _base_question(ctx: Context, job: dict) -> list[Prompt]:
-    q = ctx.question()
-    return [Prompt("base_question", q, q)]
+    return prompts
 
 
 # The methods every task has; a task's ``methods`` add to these.
 GENERIC = {
-    "dit": AskMethod(_dit_question, adapter=True),
-    "base_question": AskMethod(_base_question, guessed=True),
+    "dit": AskMethod(ask_question("dit"), adapter=True),
+    "base_question": AskMethod(ask_question("base_question"), guessed=True),
     "weight_lens": WeightLensMethod(),
 }
 

@@ -168,7 +168,7 @@ def evaluate_run(run) -> dict:
     done = {key(p) for path in [pred_path, *_parts(ev_dir)] for p in read_jsonl(path)}
     jobs, diffs = run.test_diffs()
     tools = Tools(run, ev_dir)
-    ctx = Context(run, tools.task, done, tools, write_path)
+    ctx = Context(run, done, tools, write_path)
     for method in ev.methods:
         if method not in tools.methods:
             raise ConfigError(
