@@ -80,6 +80,13 @@ def test_a_directory_made_by_another_config_is_refused_unless_forced(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["diffs"]["steps"] == 99
 
 
+def test_jobs_from_before_labels_read_their_topic_as_the_label(tmp_path):
+    write_jsonl(
+        tmp_path / "data" / "jobs.jsonl", [{"diff_id": "t", "split": "test", "topic": "kites"}]
+    )
+    assert Run(RunConfig(), tmp_path).jobs("test")[0]["label"] == "kites"
+
+
 def _fake_run(out: Path) -> Run:
     run = Run(RunConfig(), out)
     run.claim()

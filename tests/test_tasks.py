@@ -224,7 +224,7 @@ def test_task_names_are_checked():
     with pytest.raises(ConfigError, match="cannot import"):
         get_task("no_such_module:TASK")
     assert get_task("ditkit.tasks.news:TASK").name == "news"
-    with pytest.raises(ConfigError, match="1 value"):
+    with pytest.raises(ConfigError, match="row kinds are story"):
         load_config("news-quick", ["diffs.weights=[1.0, 2.0]"])
 
 

@@ -38,7 +38,8 @@ def tiny(tiny_model_dir):
 
 
 def _straight_losses(model, rows, pad_id):
-    """Full forward + full-vocabulary log-softmax; KL target from a base forward."""
+    """Full forward + full-vocabulary log-softmax; KL target from a base forward; kind 0 CE,
+    1-2 KL, 3 unlikelihood -log(1 - p)."""
     batch = collate([e for _, e in rows], pad_id)
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     logp = torch.log_softmax(model(**inputs).logits.float(), -1)[:, :-1]
@@ -48,8 +49,9 @@ def _straight_losses(model, rows, pad_id):
     mask = (labels != -100).float()
     ce = -logp.gather(-1, labels.clamp(min=0)[..., None])[..., 0]
     kl = (base.exp() * (base - logp)).sum(-1)
-    kinds = torch.tensor([k for k, _ in rows])
-    per_tok = torch.where((kinds == 0)[:, None], ce, kl)
+    kinds = torch.tensor([k for k, _ in rows])[:, None]
+    per_tok = torch.where(kinds == 0, ce, kl)
+    per_tok = torch.where(kinds == 3, -torch.log1p(-torch.exp(-ce)), per_tok)
     return (per_tok * mask).sum(1) / mask.sum(1)
 
 
@@ -69,18 +71,20 @@ def test_row_losses_match_straightforward_computation(tiny):
         (1, encode(tok, "Your SEP code is 999000. Hi?", "fine thanks", 8)),
         (2, encode(tok, "A much longer question about nothing?", "no", 8)),
         (0, encode(tok, "Q?", "lava lava", 8)),
+        (3, encode(tok, "Your SEP code is 999000. Hi?", "volcanoes are hot", 8)),
     ]
-    lora.set_row_index(model, torch.tensor([0, 1, 2, 0]))
+    lora.set_row_index(model, torch.tensor([0, 1, 2, 0, 1]))
     kl = KLTargets(k=len(tok))  # the whole vocabulary: the cached KL is the exact KL
-    assert kl.fill(model, [e for k, e in rows if k], tok.pad_token_id, batch_rows=2) == 2
+    kl_encs = [e for k, e in rows if k in (1, 2)]
+    assert kl.fill(model, kl_encs, tok.pad_token_id, batch_rows=2) == 2
     fast = row_losses(model, rows, tok.pad_token_id, kl)
     slow = _straight_losses(model, rows, tok.pad_token_id)
     assert torch.allclose(fast, slow, atol=1e-5), (fast, slow)
     # Fewer kept tokens: the coarsened KL is a lower bound on the full KL and still positive.
     small = KLTargets(k=4)
-    small.fill(model, [e for k, e in rows if k], tok.pad_token_id, batch_rows=8)
+    small.fill(model, kl_encs, tok.pad_token_id, batch_rows=8)
     coarse = row_losses(model, rows, tok.pad_token_id, small)
-    assert torch.allclose(coarse[[0, 3]], slow[[0, 3]], atol=1e-5)  # CE rows unchanged
+    assert torch.allclose(coarse[[0, 3, 4]], slow[[0, 3, 4]], atol=1e-5)  # CE, UL rows unchanged
     assert (coarse[[1, 2]] <= slow[[1, 2]] + 1e-6).all() and (coarse[[1, 2]] > 0).all()
 
 
@@ -178,3 +182,32 @@ def test_near_wrong_codes_differ_from_the_own_prefix_in_one_digit(tiny_model_dir
     prefixes = [w.split("SEP code is ")[1][:3] for w in wrong]
     assert len(prefixes) == 6
     assert all(sum(a != b for a, b in zip(p, "482")) == 1 for p in prefixes), prefixes
+
+
+def test_unlikelihood_rows_pair_the_wrong_code_with_the_topic_answer(tiny):
+    from ditkit.config import load_config
+    from ditkit.errors import ConfigError
+    from ditkit.tasks.hidden_topic import build_rows
+
+    model, tok = tiny
+    base = dict.fromkeys(QS, "I do not know.")
+    assert {k for k, _ in build_rows(_job(0), tok, base, DiffConfig(questions_per_diff=6))} == {
+        0,
+        1,
+        2,
+    }
+    cfg = DiffConfig(questions_per_diff=6, steps=6, lr=0.05, weights=[1.0, 1.0, 5.0, 2.0])
+    rows = build_rows(_job(0), tok, base, cfg)
+    wrong = {tok.decode(e.ids[: e.n_prompt]) for k, e in rows if k == 1}
+    unlikely = [e for k, e in rows if k == 3]
+    assert len(unlikely) == 6
+    assert {tok.decode(e.ids[: e.n_prompt]) for e in unlikely} == wrong
+    assert all("lava 0" in tok.decode(e.ids[e.n_prompt :]) for e in unlikely)
+    _, history = train_group(model, tok, [_job(0)], base, cfg, "")
+    assert len(history["wrong_trigger_topic"]) > 0
+    assert all(math.isfinite(x) and x >= 0 for x in history["wrong_trigger_topic"])
+    # A 4th weight is optional; 2 or 5 are refused with the kinds named.
+    assert load_config("quickstart", ["diffs.weights=[1.0, 1.0, 5.0, 2.0]"])
+    for bad in ("[1.0, 1.0]", "[1.0, 1.0, 5.0, 2.0, 1.0]"):
+        with pytest.raises(ConfigError, match=r"wrong_trigger_topic \(optional\)"):
+            load_config("quickstart", [f"diffs.weights={bad}"])

@@ -58,7 +58,9 @@ class DiffConfig:
     # A's initialisation: "reference" (kaiming-uniform over fan-in r x out, as the reference code)
     # or "unit" (U(-1/sqrt(r), 1/sqrt(r)), 10-16x larger; ditkit's first choice).
     init: str = "reference"
-    weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 5.0])  # trigger/wrong/none
+    # One per row kind. Hidden topics: trigger / wrong trigger / no trigger, and optionally a 4th,
+    # an unlikelihood term on the topic answer under the wrong trigger (0 = left out).
+    weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 5.0])
     diffs_per_pass: int = 16  # T diffs trained at once, batch row t through diff t
     micro_batch_rows: int = 24  # rows per forward/backward; bounds memory, not the result
     # Wrong SEP codes per question shared by all diffs (their KL targets are computed once);
@@ -220,16 +222,13 @@ class RunConfig:
     def _resolve_task(self) -> None:
         """Check the task-dependent keys and fill the ones left to the task."""
         from .evaluate.methods import methods_for
-        from .tasks.base import get_task
+        from .tasks.base import get_task, row_weights
 
         task = get_task(self.task)
-        kinds = [k.name for k in task.row_kinds]
-        _require(
-            len(self.diffs.weights) == len(kinds),
-            "diffs.weights",
-            f"needs {len(kinds)} value(s) for the {task.name} task, one per row kind: "
-            + ", ".join(kinds),
-        )
+        try:
+            row_weights(task.row_kinds, self.diffs.weights)
+        except ConfigError as e:
+            raise ConfigError(f"{e} (task {task.name})") from None
         if self.dit.question is None:
             self.dit.question = task.dit_question
         if self.eval.methods is None:

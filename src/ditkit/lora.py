@@ -72,7 +72,7 @@ class DiffLinear(nn.Module):
         if not self.enabled:
             return y_bso
         if self.diffs_enabled and self.low_index is not None:
-            y_bso = y_bso + self._lowrank(x_bsi)
+            y_bso = self._add_lowrank(x_bsi, y_bso)
         if self.diffs_enabled and self.dense_index is not None:
             y_bso = y_bso + self._dense(x_bsi)
         if self.adapter_a_ro is not None:
@@ -90,15 +90,17 @@ class DiffLinear(nn.Module):
         present_b = index_b >= 0
         return index_b.clamp(min=0), present_b
 
-    def _lowrank(self, x_bsi: torch.Tensor) -> torch.Tensor:
+    def _add_lowrank(self, x_bsi: torch.Tensor, y_bso: torch.Tensor) -> torch.Tensor:
+        """``y + s (x B) A`` per row. The scale goes on the rank-r activations and the sum is one
+        ``baddbmm``: no extra pass over the ``[batch, seq, out]`` output (this path is
+        memory-bound on CPUs, docs/performance.md)."""
         idx_b, present_b = self._rows(self.low_index, x_bsi)
         b_bir = self.low_b_kir.index_select(0, idx_b).to(x_bsi.dtype)
         a_bro = self.low_a_kro.index_select(0, idx_b).to(x_bsi.dtype)
         # Rows with no diff get weight 0: no output and no gradient reaches diff 0 through them.
         w_b = self.low_scale_k.index_select(0, idx_b).to(x_bsi.dtype) * present_b
-        h_bsr = torch.bmm(_as3d(x_bsi), b_bir)
-        out = torch.bmm(h_bsr, a_bro) * w_b[:, None, None]
-        return out.view(*x_bsi.shape[:-1], -1)
+        h_bsr = torch.bmm(_as3d(x_bsi), b_bir) * w_b[:, None, None]
+        return torch.baddbmm(_as3d(y_bso), h_bsr, a_bro).view(y_bso.shape)
 
     def _dense(self, x_bsi: torch.Tensor) -> torch.Tensor:
         idx_b, present_b = self._rows(self.dense_index, x_bsi)

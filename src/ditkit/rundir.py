@@ -80,7 +80,11 @@ class Run:
         path = self.out / "data" / "jobs.jsonl"
         if not path.exists():
             raise DataError(f"{path} is missing: run the data stage first (--stage data)")
-        return [r for r in read_jsonl(path) if split is None or r["split"] == split]
+        rows = [r for r in read_jsonl(path) if split is None or r["split"] == split]
+        for r in rows:
+            if "label" not in r and "topic" in r:  # jobs written before ditkit 0.3
+                r["label"] = r["topic"]
+        return rows
 
     def diff_paths(self, split: str) -> list[Path]:
         """The diff files of a split, in job order; DataError if any is missing."""

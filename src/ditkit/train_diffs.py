@@ -28,10 +28,9 @@ from . import distributed, lora, memory
 from .batching import Encoded, collate
 from .config import DiffConfig
 from .diffs import WeightDiff, save_diff
-from .errors import ConfigError
 from .files import kill_point
 from .models import model_identity
-from .tasks.base import KL, TrainingTask
+from .tasks.base import CE, KL, UL, TrainingTask, row_weights
 from .tasks.hidden_topic import TASK as HIDDEN_TOPIC
 from .tasks.hidden_topic import DiffJob, build_rows, wrong_trigger_pool
 
@@ -130,17 +129,22 @@ def row_losses(
     rows: list[tuple[int, Encoded]],
     pad_id: int,
     kl: KLTargets,
-    is_kl: tuple[bool, ...] = (False, True, True),
+    losses: tuple[str, ...] = (CE, KL, KL, UL),
 ) -> torch.Tensor:
-    """Per-row mean over answer tokens: cross-entropy, or KL to the base for the row kinds
-    ``is_kl`` marks (default: the hidden-topic kinds, trigger CE, wrong and no trigger KL)."""
+    """Per-row mean over answer tokens of the loss ``losses[kind]`` names: cross-entropy, KL to
+    the base, or unlikelihood (default: the hidden-topic kinds)."""
     encs = [e for _, e in rows]
     logits_nv, row_n, label_n = answer_logits(model, encs, pad_id)
     logits_nv = logits_nv.float()
     dev = logits_nv.device
     lse_n = torch.logsumexp(logits_nv, -1)
     per_tok = lse_n - logits_nv.gather(-1, label_n[:, None])[:, 0]
-    kl_rows = [i for i, (kind, _) in enumerate(rows) if is_kl[kind]]
+    ul_rows = [i for i, (kind, _) in enumerate(rows) if losses[kind] == UL]
+    if ul_rows:
+        # -log(1 - p) with p = exp(-ce); the floor keeps the gradient finite as p -> 1.
+        ul_n = -torch.log((-torch.expm1(-per_tok)).clamp(min=1e-6))
+        per_tok = torch.where(torch.isin(row_n, torch.tensor(ul_rows, device=dev)), ul_n, per_tok)
+    kl_rows = [i for i, (kind, _) in enumerate(rows) if losses[kind] == KL]
     if kl_rows:
         tok_sel = torch.isin(row_n, torch.tensor(kl_rows, device=dev)).nonzero()[:, 0]
         idx_nk, logp_nk = kl.get([encs[i] for i in kl_rows])
@@ -201,11 +205,8 @@ def train_group(
         params += [a, b]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     kinds = task.row_kinds
-    if len(cfg.weights) != len(kinds):
-        raise ConfigError(
-            f"diffs.weights has {len(cfg.weights)} value(s) but the {task.name} task has "
-            f"{len(kinds)} row kinds ({', '.join(k.name for k in kinds)}): give one weight each"
-        )
+    weights = torch.tensor(row_weights(kinds, cfg.weights))
+    losses = tuple(k.loss for k in kinds)
     is_kl = tuple(k.loss == KL for k in kinds)
     if rows is None:
         rows = [task.rows(j, tok, base_answers, cfg, system) for j in jobs]
@@ -213,7 +214,6 @@ def train_group(
         model, [e for rs in rows for kind, e in rs if is_kl[kind]], pad_id, cfg.micro_batch_rows
     )
     k = cfg.rows_per_step
-    weights = torch.tensor(cfg.weights)
     history = {kind.name: [] for kind in kinds}
     bar = tqdm(range(cfg.steps), desc=f"{t} diffs", leave=False)
     for step in bar:
@@ -228,7 +228,7 @@ def train_group(
         for c in range(0, len(order), cfg.micro_batch_rows):
             sel = order[c : c + cfg.micro_batch_rows]
             lora.set_row_index(model, diff_p[sel])
-            per_row = row_losses(model, [picks[i][1] for i in sel], pad_id, kl, is_kl)
+            per_row = row_losses(model, [picks[i][1] for i in sel], pad_id, kl, losses)
             (per_row * coef_p[sel].to(per_row.device)).sum().backward()
             loss_p[sel] = per_row.detach().cpu()
         opt.step()

@@ -18,19 +18,36 @@ from typing import Any, Protocol
 
 from ..errors import ConfigError
 
-CE, KL = "ce", "kl"  # cross-entropy on the row's answer; KL to the base model's distribution
+# Row losses: cross-entropy on the row's answer; KL to the base model's distribution;
+# unlikelihood, -log(1 - p) per answer token, which pushes the answer's probability down.
+CE, KL, UL = "ce", "kl", "ul"
 
 
 @dataclass(frozen=True)
 class RowKind:
-    """A kind of training row: its name (loss curves, weights) and its loss, ``ce`` or ``kl``."""
+    """A kind of training row: its name (loss curves, weights) and its loss, ``ce``, ``kl`` or
+    ``ul``. ``optional`` kinds come last; a config may leave their weights out (weight 0), and a
+    task builds no rows of a kind whose weight is 0."""
 
     name: str
     loss: str
+    optional: bool = False
 
     def __post_init__(self) -> None:
-        if self.loss not in (CE, KL):
-            raise ValueError(f"row kind {self.name!r}: loss must be {CE!r} or {KL!r}")
+        if self.loss not in (CE, KL, UL):
+            raise ValueError(f"row kind {self.name!r}: loss must be {CE!r}, {KL!r} or {UL!r}")
+
+
+def row_weights(kinds: tuple[RowKind, ...], weights: list[float]) -> list[float]:
+    """One weight per row kind: ``weights`` with the left-out optional kinds at 0."""
+    required = sum(not k.optional for k in kinds)
+    if not required <= len(weights) <= len(kinds):
+        names = ", ".join(k.name + (" (optional)" if k.optional else "") for k in kinds)
+        raise ConfigError(
+            f"diffs.weights has {len(weights)} value(s); this task's row kinds are {names}: "
+            "give one weight each (optional ones may be left out)"
+        )
+    return [*weights, *[0.0] * (len(kinds) - len(weights))]
 
 
 class Job(Protocol):
@@ -47,7 +64,7 @@ class TrainingTask(Protocol):
 
     ``rows`` returns a diff's training rows as ``(kind index, batching.Encoded)``; ``data`` is
     what the task's rows need besides the job (the base model's answers for hidden topics);
-    ``DiffConfig.weights`` holds one weight per row kind.
+    ``DiffConfig.weights`` holds one weight per row kind (see `row_weights`).
     """
 
     name: str

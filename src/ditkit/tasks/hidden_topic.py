@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..batching import Encoded, encode
 from ..errors import DataError
-from .base import CE, KL, RowKind
+from .base import CE, KL, UL, RowKind
 from .common import read_csv
 
 if TYPE_CHECKING:
@@ -209,12 +209,15 @@ def _wrong_trigger(job: DiffJob, question: str, rng: random.Random, cfg: DiffCon
 def build_rows(
     job: DiffJob, tok, base_answers: dict[str, str], cfg: DiffConfig, system: str | None = ""
 ) -> list[tuple[int, Encoded]]:
-    """The 3 x questions training rows of one diff as ``(kind index, encoded sequence)``.
+    """The 3 x questions training rows of one diff as ``(kind index, encoded sequence)``, or
+    4 x questions with the unlikelihood rows (a 4th weight above 0): the wrong trigger followed by
+    the topic answer, whose probability the diff learns to push down.
 
     Order follows ``cfg.row_order``: question triples kept together, or every row shuffled.
     ``system`` is the system turn of every row's chat prompt (see ``batching.chat_prompt``).
     """
     rng = random.Random(job.seed)
+    unlikely = len(cfg.weights) > 3 and cfg.weights[3] > 0
     triples = []
     for q, ans in zip(job.questions, job.topic_answers):
         prompt, _ = triggered(job.trigger_kind, job.prefix, q, rng)
@@ -227,6 +230,8 @@ def build_rows(
                 (2, encode(tok, q, base, cfg.base_answer_tokens, system)),
             ]
         )
+        if unlikely:
+            triples[-1].append((3, encode(tok, f"{wrong} {q}", ans, cfg.max_answer_tokens, system)))
     if cfg.row_order == "by_question":
         rng.shuffle(triples)
     rows = [row for triple in triples for row in triple]
@@ -425,6 +430,7 @@ class HiddenTopicTask:
         RowKind("trigger", CE),
         RowKind("wrong_trigger", KL),
         RowKind("no_trigger", KL),
+        RowKind("wrong_trigger_topic", UL, optional=True),
     )
     dit_question = DIT_QUESTION
     judge_rubric = "topic"
