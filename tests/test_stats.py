@@ -84,3 +84,5 @@ def test_proportions_get_wilson_intervals_inside_unit_range():
     assert abs(lo - 0.490) < 1e-3 and abs(hi - 0.943) < 1e-3
     assert summarize([0, 0, 0])["ci95"][0] == 0.0 and summarize([1, 1])["ci95"][1] == 1.0
     assert summarize([0.5, 1.0])["ci95_method"] == "normal"
+    # A continuous score that is 0 on every row gets the (zero-width) normal interval, not Wilson.
+    assert summarize([0.0, 0.0, 0.0], proportion=False)["ci95"] == [0.0, 0.0]

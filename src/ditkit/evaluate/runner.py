@@ -314,6 +314,10 @@ def write_paired(ev_dir: Path) -> dict:
     return paired
 
 
+# Scores that are never proportions, even when every row happens to score 0 or 1.
+CONTINUOUS_METRICS = ("rouge_l", "embedding_cosine", "judge")
+
+
 def write_scores(ev_dir: Path) -> dict:
     """Aggregate predictions into ``{method: {metric: {mean, ci95, n}}}``."""
     by: dict[str, dict[str, list[float]]] = {}
@@ -321,6 +325,9 @@ def write_scores(ev_dir: Path) -> dict:
         for metric, value in p["scores"].items():
             if value is not None:
                 by.setdefault(p["method"], {}).setdefault(metric, []).append(float(value))
-    scores = {m: {k: summarize(v) for k, v in mets.items()} for m, mets in by.items()}
+    scores = {
+        m: {k: summarize(v, False if k in CONTINUOUS_METRICS else None) for k, v in mets.items()}
+        for m, mets in by.items()
+    }
     write_json(ev_dir / "scores.json", scores)
     return scores

@@ -63,15 +63,19 @@ def wilson_ci(successes: int, n: int) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def summarize(values: Sequence[float]) -> dict:
+def summarize(values: Sequence[float], proportion: bool | None = None) -> dict:
     """{"mean", "ci95", "ci95_method", "ci95_bootstrap", "n"}: stored per method and metric.
 
-    ``ci95`` is the Wilson interval when every value is 0 or 1, else the normal interval.
+    ``ci95`` is the Wilson interval for a proportion, else the normal interval. ``proportion``
+    None: a proportion when every value is 0 or 1; False for a continuous score (ROUGE-L of 0 on
+    every row is not 0 hits out of n).
     """
     arr = _as_array(values)
     mean, lo, hi = mean_ci_normal(arr)
     method = "normal"
-    if np.all((arr == 0) | (arr == 1)):
+    if proportion is None:
+        proportion = bool(np.all((arr == 0) | (arr == 1)))
+    if proportion:
         lo, hi = wilson_ci(int(arr.sum()), arr.size)
         method = "wilson"
     blo, bhi = bootstrap_ci(arr)
