@@ -330,8 +330,8 @@ def test_rank_sweep_reads_higher_rank_test_diffs_with_the_rank1_adapter(
 
     cfg = tiny_config(tiny_model_dir, **{"data.n_train": 4, "dit.epochs": 1})
     cfg.eval.methods = ["dit"]
-    out = run_pipeline(cfg, tmp_path / "run", ["data", "diffs", "dit"])
-    assert cli.main(["ranks", str(out), "--ranks", "2,4"]) == 0
+    out = run_pipeline(cfg, tmp_path / "run", ["data", "diffs", "dit", "eval"])
+    assert cli.main(["ranks", str(out), "--ranks", "2,4", "--test-diffs", "1"]) == 0
     assert "rank    4 test diffs: DIT alias_match" in capsys.readouterr().out
     adapter = (out / "dit" / "adapter" / "adapter_model.safetensors").read_bytes()
     for rank in (2, 4):
@@ -339,7 +339,10 @@ def test_rank_sweep_reads_higher_rank_test_diffs_with_the_rank1_adapter(
         d = load_diff(sub / "diffs" / "test" / "test-00000.safetensors")
         assert d.meta["rank"] == rank and all(a.shape[0] == rank for a, _ in d.lowrank.values())
         assert (sub / "dit" / "adapter" / "adapter_model.safetensors").read_bytes() == adapter
-        assert len(read_jsonl(sub / "eval" / "predictions.jsonl")) == 2
+        assert [r["diff_id"] for r in read_jsonl(sub / "eval" / "predictions.jsonl")] == [
+            "test-00000"
+        ]
     rows = json.loads((out / "ranks" / "ranks.json").read_text())["rows"]
-    assert [r["test_rank"] for r in rows] == [2, 4]
+    assert [r["test_rank"] for r in rows] == [1, 2, 4]  # 1: the run's own score on test-00000
+    assert rows[0]["n"] == 1 and rows[0]["run"] == str(out)
     assert cli.main(["ranks", str(out), "--ranks", "0"]) == 2

@@ -227,7 +227,8 @@ def _cmd_scaling(args) -> None:
 def _cmd_ranks(args) -> None:
     from .sweeps import rank_sweep
 
-    rows = rank_sweep(Path(args.dir), [int(x) for x in args.ranks.split(",")], args.metric)
+    ranks = [int(x) for x in args.ranks.split(",")]
+    rows = rank_sweep(Path(args.dir), ranks, args.metric, args.test_diffs)
     _print_sweep(rows, "rank {test_rank:>4d} test diffs", Path(args.dir) / "ranks")
 
 
@@ -331,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("dir", help="a finished run directory (its adapter and training diffs)")
     s.add_argument("--ranks", default="2,4,8,16,32,64", help="comma-separated test-diff ranks")
+    s.add_argument(
+        "--test-diffs", type=int, help="retrain only the first N test diffs at each rank (cheaper)"
+    )
     s.add_argument("--metric", default="alias_match", help="the DIT score to plot")
     s.set_defaults(func=_cmd_ranks)
 

@@ -9,8 +9,9 @@ diffs (symbolic links), trains an adapter on the first ``size`` training diffs
 
 Rank generalisation: `rank_sweep` reads test diffs of other ranks with RUN's adapter (trained on
 RUN's, usually rank-1, diffs). For every rank it makes ``RUN/ranks/r{rank}/`` sharing RUN's data
-and training diffs, trains fresh test diffs (same topics, triggers and rows) at that rank, and
-evaluates them with RUN's adapter; the summary goes to ``RUN/ranks/ranks.{json,csv,png,md}``.
+and training diffs, trains fresh test diffs (same topics, triggers and rows; all, or the first N)
+at that rank, and evaluates them with RUN's adapter; the summary, which starts with RUN's own
+score on the same diffs, goes to ``RUN/ranks/ranks.{json,csv,png,md}``.
 A rank as large as a layer's narrower side reaches every full fine-tune of that layer (though
 parameterised as B A, not as W itself).
 """
@@ -26,8 +27,11 @@ from pathlib import Path
 
 from .config import RunConfig, from_dict
 from .errors import DataError
-from .files import write_bytes, write_json, write_text
+from .evaluate.runner import CONTINUOUS_METRICS
+from .evaluate.stats import summarize
+from .files import read_jsonl, write_bytes, write_json, write_jsonl, write_text
 from .pipeline import run_pipeline
+from .rundir import Run
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +70,25 @@ def data_scaling(
     return rows
 
 
-def rank_sweep(run_dir: Path, ranks: list[int], metric: str = "alias_match") -> list[dict]:
-    """Read test diffs trained at each of ``ranks`` with ``run_dir``'s adapter; summary rows."""
+def rank_sweep(
+    run_dir: Path, ranks: list[int], metric: str = "alias_match", test_diffs: int | None = None
+) -> list[dict]:
+    """Read test diffs trained at each of ``ranks`` with ``run_dir``'s adapter; summary rows.
+
+    ``test_diffs`` keeps the first N test diffs (each rank retrains them, which dominates the
+    cost). The first row is the run's own rank read on the same diffs, when its evaluation has it.
+    """
     run_dir = Path(run_dir)
     base = _finished(run_dir)
     if not (run_dir / "dit" / "adapter").is_dir():
         raise DataError(f"{run_dir}/dit/adapter is missing: run its dit stage first")
     if not ranks or min(ranks) < 1:
         raise DataError("ranks must be >= 1, e.g. --ranks 2,4,8")
-    rows = []
+    if test_diffs is not None and test_diffs < 1:
+        raise DataError(f"test_diffs must be >= 1, got {test_diffs}")
+    test_ids = [j["diff_id"] for j in Run(base, run_dir).jobs("test")][:test_diffs]
+    own = _own_score(run_dir, test_ids, metric)
+    rows = [{"test_rank": base.diffs.rank, **own}] if own else []
     for rank in sorted(set(ranks)):
         # Fewer diffs per pass at high rank: a pass holds diffs_per_pass x rank x (in + out)
         # trainable numbers per layer.
@@ -85,7 +99,8 @@ def rank_sweep(run_dir: Path, ranks: list[int], metric: str = "alias_match") -> 
             diffs={"rank": rank, "diffs_per_pass": per_pass},
             dit={"adapter": str(run_dir.resolve())},
         )
-        out = _sub_run(run_dir, run_dir / "ranks" / f"r{rank:04d}", ("data", "diffs/train"))
+        out = _sub_run(run_dir, run_dir / "ranks" / f"r{rank:04d}", ("diffs/train",))
+        _data_with_tests(run_dir, out, set(test_ids))
         log.info("rank generalisation: test diffs of rank %d (%s)", rank, out)
         run_pipeline(cfg, out, ["diffs", "dit", "eval"])
         rows.append({"test_rank": rank, **_dit_score(out, metric)})
@@ -98,6 +113,38 @@ def _finished(run_dir: Path) -> RunConfig:
     if not cfg_path.exists():
         raise DataError(f"{cfg_path} is missing: run the data and diffs stages of {run_dir} first")
     return from_dict(json.loads(cfg_path.read_text()), cfg_path)
+
+
+def _data_with_tests(run_dir: Path, out: Path, test_ids: set[str]) -> None:
+    """``out/data``: links to ``run_dir``'s data files, jobs.jsonl with only ``test_ids`` tested."""
+    data = out / "data"
+    if (data / "jobs.jsonl").exists():
+        return
+    data.mkdir(parents=True, exist_ok=True)
+    for src in (run_dir / "data").iterdir():
+        if src.name != "jobs.jsonl" and not (data / src.name).exists():
+            (data / src.name).symlink_to(src.resolve(), target_is_directory=src.is_dir())
+    jobs = read_jsonl(run_dir / "data" / "jobs.jsonl")
+    write_jsonl(
+        data / "jobs.jsonl", [j for j in jobs if j["split"] != "test" or j["diff_id"] in test_ids]
+    )
+
+
+def _own_score(run_dir: Path, test_ids: list[str], metric: str) -> dict | None:
+    """DIT's ``metric`` on ``test_ids`` from ``run_dir``'s own evaluation, or None."""
+    path = run_dir / "eval" / "predictions.jsonl"
+    if not path.exists():
+        return None
+    keep = set(test_ids)
+    values = [
+        float(r["scores"][metric])
+        for r in read_jsonl(path)
+        if r["method"] == "dit" and r["diff_id"] in keep and metric in (r.get("scores") or {})
+    ]
+    if not values:
+        return None
+    proportion = False if metric in CONTINUOUS_METRICS else None
+    return {"metric": metric, **summarize(values, proportion), "run": str(run_dir)}
 
 
 def _sub_run(run_dir: Path, out: Path, shared: tuple[str, ...]) -> Path:
