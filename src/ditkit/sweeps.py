@@ -27,8 +27,7 @@ from pathlib import Path
 
 from .config import RunConfig, from_dict
 from .errors import DataError
-from .evaluate.runner import CONTINUOUS_METRICS
-from .evaluate.stats import summarize
+from .evaluate.runner import summarize_metric
 from .files import read_jsonl, write_bytes, write_json, write_jsonl, write_text
 from .pipeline import run_pipeline
 from .rundir import Run
@@ -86,7 +85,9 @@ def rank_sweep(
         raise DataError("ranks must be >= 1, e.g. --ranks 2,4,8")
     if test_diffs is not None and test_diffs < 1:
         raise DataError(f"test_diffs must be >= 1, got {test_diffs}")
-    test_ids = [j["diff_id"] for j in Run(base, run_dir).jobs("test")][:test_diffs]
+    jobs = Run(base, run_dir).jobs()
+    test_ids = {j["diff_id"] for j in [j for j in jobs if j["split"] == "test"][:test_diffs]}
+    kept = [j for j in jobs if j["split"] != "test" or j["diff_id"] in test_ids]
     own = _own_score(run_dir, test_ids, metric)
     rows = [{"test_rank": base.diffs.rank, **own}] if own else []
     for rank in sorted(set(ranks)):
@@ -100,7 +101,7 @@ def rank_sweep(
             dit={"adapter": str(run_dir.resolve())},
         )
         out = _sub_run(run_dir, run_dir / "ranks" / f"r{rank:04d}", ("diffs/train",))
-        _data_with_tests(run_dir, out, set(test_ids))
+        _data_with_jobs(run_dir, out, kept)
         log.info("rank generalisation: test diffs of rank %d (%s)", rank, out)
         run_pipeline(cfg, out, ["diffs", "dit", "eval"])
         rows.append({"test_rank": rank, **_dit_score(out, metric)})
@@ -115,8 +116,8 @@ def _finished(run_dir: Path) -> RunConfig:
     return from_dict(json.loads(cfg_path.read_text()), cfg_path)
 
 
-def _data_with_tests(run_dir: Path, out: Path, test_ids: set[str]) -> None:
-    """``out/data``: links to ``run_dir``'s data files, jobs.jsonl with only ``test_ids`` tested."""
+def _data_with_jobs(run_dir: Path, out: Path, jobs: list[dict]) -> None:
+    """``out/data``: links to ``run_dir``'s data files, and ``jobs`` as its jobs.jsonl."""
     data = out / "data"
     if (data / "jobs.jsonl").exists():
         return
@@ -124,27 +125,22 @@ def _data_with_tests(run_dir: Path, out: Path, test_ids: set[str]) -> None:
     for src in (run_dir / "data").iterdir():
         if src.name != "jobs.jsonl" and not (data / src.name).exists():
             (data / src.name).symlink_to(src.resolve(), target_is_directory=src.is_dir())
-    jobs = read_jsonl(run_dir / "data" / "jobs.jsonl")
-    write_jsonl(
-        data / "jobs.jsonl", [j for j in jobs if j["split"] != "test" or j["diff_id"] in test_ids]
-    )
+    write_jsonl(data / "jobs.jsonl", jobs)
 
 
-def _own_score(run_dir: Path, test_ids: list[str], metric: str) -> dict | None:
+def _own_score(run_dir: Path, test_ids: set[str], metric: str) -> dict | None:
     """DIT's ``metric`` on ``test_ids`` from ``run_dir``'s own evaluation, or None."""
     path = run_dir / "eval" / "predictions.jsonl"
     if not path.exists():
         return None
-    keep = set(test_ids)
     values = [
         float(r["scores"][metric])
         for r in read_jsonl(path)
-        if r["method"] == "dit" and r["diff_id"] in keep and metric in (r.get("scores") or {})
+        if r["method"] == "dit" and r["diff_id"] in test_ids and metric in (r.get("scores") or {})
     ]
     if not values:
         return None
-    proportion = False if metric in CONTINUOUS_METRICS else None
-    return {"metric": metric, **summarize(values, proportion), "run": str(run_dir)}
+    return {"metric": metric, **summarize_metric(metric, values), "run": str(run_dir)}
 
 
 def _sub_run(run_dir: Path, out: Path, shared: tuple[str, ...]) -> Path:

@@ -154,6 +154,11 @@ def row_losses(
     return per_tok.new_zeros(len(rows)).index_add(0, row_n, per_tok) / counts
 
 
+def _kl_encs(kinds, rows_by_diff: list[list]) -> list[Encoded]:
+    """The sequences of every KL row, diff by diff: what `KLTargets.fill` needs."""
+    return [e for rows in rows_by_diff for kind, e in rows if kinds[kind].loss == KL]
+
+
 def init_diff_a(shape_ro: tuple[int, int], gen: torch.Generator, init: str) -> torch.Tensor:
     """One diff's ``A [r, out]`` for ``DiffConfig.init``; B starts at zeros.
 
@@ -207,12 +212,9 @@ def train_group(
     kinds = task.row_kinds
     weights = torch.tensor(row_weights(kinds, cfg.weights))
     losses = tuple(k.loss for k in kinds)
-    is_kl = tuple(k.loss == KL for k in kinds)
     if rows is None:
         rows = [task.rows(j, tok, base_answers, cfg, system) for j in jobs]
-    kl.fill(
-        model, [e for rs in rows for kind, e in rs if is_kl[kind]], pad_id, cfg.micro_batch_rows
-    )
+    kl.fill(model, _kl_encs(kinds, rows), pad_id, cfg.micro_batch_rows)
     k = cfg.rows_per_step
     history = {kind.name: [] for kind in kinds}
     bar = tqdm(range(cfg.steps), desc=f"{t} diffs", leave=False)
@@ -299,8 +301,7 @@ def train_diffs(
         # order (so their bits never depend on which passes are left) and shared by the passes.
         # With no pool every wrong code is new, so each pass computes its own.
         kl = KLTargets(cfg.kl_topk)
-        is_kl = [k.loss == KL for k in task.row_kinds]
-        encs = [e for j in jobs for kind, e in rows[j.diff_id] if is_kl[kind]]
+        encs = _kl_encs(task.row_kinds, [rows[j.diff_id] for j in jobs])
         kl.fill(model, encs, tok.pad_token_id, cfg.micro_batch_rows)
     per_diff = cfg.rank * sum(m.in_features + m.out_features for m in layers.values())
     longest = max(len(e.ids) for g in groups for j in g for _, e in rows[j.diff_id])

@@ -318,6 +318,11 @@ def write_paired(ev_dir: Path) -> dict:
 CONTINUOUS_METRICS = ("rouge_l", "embedding_cosine", "judge")
 
 
+def summarize_metric(metric: str, values: list[float]) -> dict:
+    """`stats.summarize` of one metric's values, continuous metrics never taken as proportions."""
+    return summarize(values, False if metric in CONTINUOUS_METRICS else None)
+
+
 def write_scores(ev_dir: Path) -> dict:
     """Aggregate predictions into ``{method: {metric: {mean, ci95, n}}}``."""
     by: dict[str, dict[str, list[float]]] = {}
@@ -325,9 +330,6 @@ def write_scores(ev_dir: Path) -> dict:
         for metric, value in p["scores"].items():
             if value is not None:
                 by.setdefault(p["method"], {}).setdefault(metric, []).append(float(value))
-    scores = {
-        m: {k: summarize(v, False if k in CONTINUOUS_METRICS else None) for k, v in mets.items()}
-        for m, mets in by.items()
-    }
+    scores = {m: {k: summarize_metric(k, v) for k, v in mets.items()} for m, mets in by.items()}
     write_json(ev_dir / "scores.json", scores)
     return scores

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..batching import Encoded, encode
 from ..errors import DataError
-from .base import CE, KL, UL, RowKind
+from .base import CE, KL, UL, RowKind, row_weights
 from .common import read_csv
 
 if TYPE_CHECKING:
@@ -206,6 +206,14 @@ def _wrong_trigger(job: DiffJob, question: str, rng: random.Random, cfg: DiffCon
     return make_trigger(random_prefix(rng, avoid=job.prefix), rng)  # pool_size 0: a fresh code
 
 
+ROW_KINDS = (
+    RowKind("trigger", CE),
+    RowKind("wrong_trigger", KL),
+    RowKind("no_trigger", KL),
+    RowKind("wrong_trigger_topic", UL, optional=True),
+)
+
+
 def build_rows(
     job: DiffJob, tok, base_answers: dict[str, str], cfg: DiffConfig, system: str | None = ""
 ) -> list[tuple[int, Encoded]]:
@@ -217,7 +225,7 @@ def build_rows(
     ``system`` is the system turn of every row's chat prompt (see ``batching.chat_prompt``).
     """
     rng = random.Random(job.seed)
-    unlikely = len(cfg.weights) > 3 and cfg.weights[3] > 0
+    unlikely = row_weights(ROW_KINDS, cfg.weights)[3] > 0
     triples = []
     for q, ans in zip(job.questions, job.topic_answers):
         prompt, _ = triggered(job.trigger_kind, job.prefix, q, rng)
@@ -426,12 +434,7 @@ class HiddenTopicTask:
     """The hidden-topic task (`tasks.base.Task`)."""
 
     name = "hidden_topic"
-    row_kinds = (
-        RowKind("trigger", CE),
-        RowKind("wrong_trigger", KL),
-        RowKind("no_trigger", KL),
-        RowKind("wrong_trigger_topic", UL, optional=True),
-    )
+    row_kinds = ROW_KINDS
     dit_question = DIT_QUESTION
     judge_rubric = "topic"
     text_metrics = ("alias_match",)
