@@ -3,6 +3,7 @@ defined here (not in ditkit) through the generic diff trainer, DIT, evaluation a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from dataclasses import dataclass
@@ -10,17 +11,21 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+import torch
 
-from ditkit import cli
+from ditkit import cli, lora
 from ditkit.batching import encode
 from ditkit.config import load_config
 from ditkit.diffs import load_diff
 from ditkit.errors import ConfigError
 from ditkit.files import read_jsonl, write_jsonl
+from ditkit.models import load_model
 from ditkit.pipeline import run_pipeline
 from ditkit.rundir import verify
 from ditkit.tasks.base import CE, RowKind, get_task, register_task
+from ditkit.tasks.hidden_topic import TASK
 from ditkit.tasks.news import longest_content_run, restates
+from ditkit.train_diffs import train_group
 
 HEADLINES = """headline,theme,keywords
 Lunar rover finds water ice near the crater rim,space,lunar rover;water ice;crater rim
@@ -346,3 +351,53 @@ def test_rank_sweep_reads_higher_rank_test_diffs_with_the_rank1_adapter(
     assert [r["test_rank"] for r in rows] == [1, 2, 4]  # 1: the run's own score on test-00000
     assert rows[0]["n"] == 1 and rows[0]["run"] == str(out)
     assert cli.main(["ranks", str(out), "--ranks", "0"]) == 2
+
+
+def test_strength_curve_snapshots_budgets_and_scales_the_diffs(tiny_model_dir, tmp_path, capsys):
+    from test_pipeline import tiny_config
+
+    cfg = tiny_config(tiny_model_dir, **{"data.n_train": 2, "dit.epochs": 1})
+    cfg.eval.methods = ["dit"]
+    out = run_pipeline(cfg, tmp_path / "run", ["data", "diffs", "dit", "eval"])
+    argv = ["strength", str(out), "--budgets", "3,6", "--scales", "0.5,2", "--test-diffs", "1"]
+    assert cli.main(argv) == 0
+    assert "6 rows x 2" in capsys.readouterr().out
+    folder = out / "strength"
+    short = load_diff(folder / "diffs" / "rows00003" / "test-00000.safetensors")
+    final = folder / "diffs" / "rows00006" / "test-00000.safetensors"
+    long = load_diff(final)
+    assert (short.meta["rows_seen"], long.meta["rows_seen"]) == (3, 6)
+    name = short.modules[0]
+    assert not torch.equal(short.lowrank[name][1], long.lowrank[name][1])
+    summary = json.loads((folder / "strength.json").read_text())
+    assert [(r["rows"], r["scale"]) for r in summary["rows"]] == [
+        (3, 0.5),
+        (3, 2),
+        (6, 0.5),
+        (6, 2),
+    ]
+    # The norm column follows the scale: the same diffs read at 2x are 4x the 0.5x norm.
+    assert summary["rows"][1]["norm"] == pytest.approx(4 * summary["rows"][0]["norm"], rel=1e-5)
+    for r in summary["rows"]:
+        assert {"dit", "gate_trigger", "gate_none"} <= set(r["by_method"])
+        assert r["by_method"]["dit"]["n"] == 1
+    assert (folder / "strength.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| 6 | 2 |" in (folder / "strength.md").read_text()
+    sub_cfg = json.loads((folder / "rows00006-x2" / "config.json").read_text())
+    assert sub_cfg["eval"]["diff_scale"] == 2.0
+    # The snapshot after one step equals a diff trained for one step alone (same seed and rows).
+    model, tok = load_model(str(tiny_model_dir))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    lora.inject(model, cfg.diffs.targets)
+    job = TASK.job(read_jsonl(out / "data" / "jobs.jsonl")[2])
+    assert job.diff_id == "test-00000"
+    answers = json.loads((out / "data" / "base_answers.json").read_text())["answers"]
+    one_step = dataclasses.replace(cfg.diffs, steps=1)
+    alone, _ = train_group(model, tok, [job], answers, one_step, cfg.system_prompt)
+    assert torch.allclose(alone[0].lowrank[name][1], short.lowrank[name][1], atol=1e-5)
+    # Rerunning keeps everything: nothing is retrained.
+    before = final.stat().st_mtime_ns
+    assert cli.main(argv) == 0
+    assert final.stat().st_mtime_ns == before
+    assert cli.main(["strength", str(out), "--budgets", "4"]) == 2  # not a multiple of 3 rows

@@ -232,6 +232,20 @@ def _cmd_ranks(args) -> None:
     _print_sweep(rows, "rank {test_rank:>4d} test diffs", Path(args.dir) / "ranks")
 
 
+def _cmd_strength(args) -> None:
+    from .sweeps import strength_curve
+
+    budgets = [int(x) for x in args.budgets.split(",")]
+    scales = [float(x) for x in args.scales.split(",")]
+    rows = strength_curve(
+        Path(args.dir), budgets, scales, args.adapter, args.test_diffs, args.metric
+    )
+    for r in rows:
+        cells = ", ".join(f"{m} {v['mean']:.2f}" for m, v in r["by_method"].items())
+        print(f"{r['rows']:>5d} rows x {r['scale']:<4g}: {cells}")
+    print(f"summary, plot and report section in {Path(args.dir) / 'strength'}")
+
+
 def _print_sweep(rows: list[dict], point: str, folder: Path) -> None:
     """One line per sweep point (``point`` formats the row), then where the summary is."""
     for r in rows:
@@ -337,6 +351,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--metric", default="alias_match", help="the DIT score to plot")
     s.set_defaults(func=_cmd_ranks)
+
+    s = sub.add_parser(
+        "strength", help="diff strength: test diffs at several row budgets and read-time scales"
+    )
+    s.add_argument("dir", help="a run directory whose data stage is done")
+    s.add_argument("--budgets", default="84,168,336", help="rows seen per diff, comma-separated")
+    s.add_argument("--scales", default="0.5,1,1.5,2", help="read-time multipliers of every diff")
+    s.add_argument("--adapter", help="'shipped', an adapter folder or a run (default: the run's)")
+    s.add_argument("--test-diffs", type=int, help="only the first N test diffs")
+    s.add_argument("--metric", default="alias_match", help="the score to tabulate")
+    s.set_defaults(func=_cmd_strength)
 
     s = sub.add_parser("verify", help="check a run directory's files against its manifest")
     s.add_argument("dir")

@@ -170,6 +170,9 @@ class EvalConfig:
     guesser_base_url: str | None = None  # openai guesser; blank = DITKIT_OPENAI_BASE_URL
     guesser_model: str | None = None  # blank = DITKIT_OPENAI_MODEL
     guess_max_new_tokens: int | None = None  # None: each guesser's own default
+    # Every test diff multiplied by this at read time (the diff-strength experiment,
+    # `ditkit strength`); 1 reads the diffs as trained.
+    diff_scale: float = 1.0
     judge: str = "none"  # "openai": grade every prediction 1-5 with an LLM judge
     judge_base_url: str | None = None
     judge_model: str | None = None
@@ -179,6 +182,7 @@ class EvalConfig:
         _require(self.judge in JUDGES, "eval.judge", f"one of {', '.join(JUDGES)}")
         _require(self.twenty_q_count >= 1, "eval.twenty_q_count", "must be >= 1")
         _require(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
+        _require(self.diff_scale > 0, "eval.diff_scale", "must be > 0 (1 = the diffs as trained)")
 
 
 @dataclass

@@ -138,6 +138,11 @@ class WeightDiff:
                 "architecture differ. Pass the base model the diff was trained on (--base)."
             )
 
+    def scaled(self, factor: float) -> WeightDiff:
+        """This diff multiplied by ``factor`` (every module's change, low-rank and dense)."""
+        de = {n: d * factor for n, d in self.dense.items()}
+        return WeightDiff(dict(self.lowrank), de, self.alpha * factor, dict(self.meta))
+
     def to(self, dtype: torch.dtype | None = None, device: str | None = None) -> WeightDiff:
         """A copy with every tensor moved/cast."""
         lr = {n: (a.to(device, dtype), b.to(device, dtype)) for n, (a, b) in self.lowrank.items()}

@@ -99,10 +99,13 @@ class Run:
         return paths
 
     def test_diffs(self):
-        """Test diffs with their job rows, for evaluation."""
+        """Test diffs with their job rows, for evaluation (times ``eval.diff_scale``)."""
         from .diffs import load_diff
 
-        return self.jobs("test"), [load_diff(p) for p in self.diff_paths("test")]
+        diffs = [load_diff(p) for p in self.diff_paths("test")]
+        if self.cfg.eval.diff_scale != 1.0:
+            diffs = [d.scaled(self.cfg.eval.diff_scale) for d in diffs]
+        return self.jobs("test"), diffs
 
     def record_time(self, stage: str, seconds: float) -> None:
         path = self.out / "timings.json"

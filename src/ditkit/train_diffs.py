@@ -181,10 +181,13 @@ def train_group(
     kl: KLTargets | None = None,
     task: TrainingTask = HIDDEN_TOPIC,
     rows: list | None = None,
+    snapshots: dict[int, list] | None = None,
 ):
     """Train ``len(jobs)`` diffs in one pass on an injected model; returns WeightDiffs and losses.
 
-    ``rows`` (one list per job, as ``task.rows`` gives) saves building them again.
+    ``rows`` (one list per job, as ``task.rows`` gives) saves building them again. ``snapshots``
+    maps step counts below ``cfg.steps`` to lists that receive the diffs as they stood after that
+    many steps: several training budgets from one run (`ditkit strength`).
 
     Each diff's initialisation and rows depend on its own seed only, never on which diffs share
     the pass. Every step takes ``rows_per_step`` rows of each diff, sorts all of them by length
@@ -235,21 +238,33 @@ def train_group(
             loss_p[sel] = per_row.detach().cpu()
         opt.step()
         kill_point("diffs.step")
+        if snapshots and step + 1 in snapshots:
+            snapshots[step + 1][:] = _current_diffs(layers, t, cfg.alpha)
         for i, kind in enumerate(kinds):
             if (kind_p == i).any():
                 history[kind.name].append(float(loss_p[kind_p == i].mean()))
         first = history[kinds[0].name]
         bar.set_postfix({kinds[0].name: f"{first[-1]:.2f}" if first else "-"})
-    out = []
-    for j in range(t):
-        pairs = {
-            name: (layer.low_a_kro[j].detach().clone(), layer.low_b_kir[j].detach().clone())
-            for name, layer in layers.items()
-        }
-        out.append(WeightDiff(pairs, {}, cfg.alpha, {}))
+    out = _current_diffs(layers, t, cfg.alpha)
     for layer in layers.values():
         layer.clear_diffs()
     return out, history
+
+
+def _current_diffs(layers: dict, t: int, alpha: float) -> list[WeightDiff]:
+    """Copies of the ``t`` diffs the layers' banks hold now."""
+    return [
+        WeightDiff(
+            {
+                name: (layer.low_a_kro[j].detach().clone(), layer.low_b_kir[j].detach().clone())
+                for name, layer in layers.items()
+            },
+            {},
+            alpha,
+            {},
+        )
+        for j in range(t)
+    ]
 
 
 def _summary(series: list[float]) -> dict:
@@ -268,17 +283,25 @@ def train_diffs(
     out_dir: Path,
     system: str | None = "",
     task: TrainingTask = HIDDEN_TOPIC,
+    snapshots: dict[int, Path] | None = None,
 ) -> list[Path]:
     """Train every job not yet on disk, ``cfg.diffs_per_pass`` at a time; resumable.
 
     ``system`` is the chat prompt's system turn (recorded in each diff as ``system_prompt``).
+    ``snapshots`` maps step counts below ``cfg.steps`` to folders that also receive each diff as
+    it stood after that many steps (its ``steps`` and ``rows_seen`` say which).
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
+    snapshots = dict(snapshots or {})
+    if any(not 1 <= s < cfg.steps for s in snapshots):
+        raise ValueError(f"snapshot steps {sorted(snapshots)} must lie in [1, {cfg.steps})")
+    outs = {cfg.steps: out_dir, **snapshots}
+    for folder in outs.values():
+        folder.mkdir(parents=True, exist_ok=True)
     # Pass boundaries are fixed over all jobs, and a pass with any diff missing is trained whole:
     # a diff then always trains beside the same diffs, in the same batches, and a resumed run
     # writes the same bits as an uninterrupted one.
     groups = [jobs[i : i + cfg.diffs_per_pass] for i in range(0, len(jobs), cfg.diffs_per_pass)]
-    groups = [g for g in groups if any(not j.path(out_dir).exists() for j in g)]
+    groups = [g for g in groups if any(not j.path(d).exists() for j in g for d in outs.values())]
     pending = sum(len(g) for g in groups)
     if pending < len(jobs):
         log.info("%d of %d diffs already on disk; skipping them", len(jobs) - pending, len(jobs))
@@ -319,26 +342,31 @@ def train_diffs(
         kill_point("diffs.pass")
         start = time.time()
         group_rows = [rows[j.diff_id] for j in group]
+        kept: dict[int, list] = {s: [] for s in snapshots}
         diffs, history = train_group(
-            model, tok, group, base_answers, cfg, system, kl, task, group_rows
+            model, tok, group, base_answers, cfg, system, kl, task, group_rows, kept
         )
         seconds = time.time() - start
-        for job, diff in zip(group, diffs):
-            diff.meta = {
-                **ident,
-                **task.diff_meta(job),
-                "seed": job.seed,
-                "rank": cfg.rank,
-                "steps": cfg.steps,
-                "lr": cfg.lr,
-                "init": cfg.init,
-                "system_prompt": system,
-                # The group's mean losses: per-diff curves would cost a sync per step.
-                "loss": {k: _summary(v) for k, v in history.items()},
-                "train_seconds_per_diff": seconds / len(group),
-            }
-            save_diff(diff, job.path(out_dir))
-            kill_point("diffs.saved")
+        for steps, step_diffs in sorted({**kept, cfg.steps: diffs}.items()):
+            for job, diff in zip(group, step_diffs):
+                diff.meta = {
+                    **ident,
+                    **task.diff_meta(job),
+                    "seed": job.seed,
+                    "rank": cfg.rank,
+                    "steps": steps,
+                    "rows_seen": steps * cfg.rows_per_step,
+                    "lr": cfg.lr,
+                    "init": cfg.init,
+                    "system_prompt": system,
+                    # The group's mean losses: per-diff curves would cost a sync per step.
+                    "loss": {
+                        k: _summary(v[: steps * len(v) // cfg.steps]) for k, v in history.items()
+                    },
+                    "train_seconds_per_diff": seconds * steps / cfg.steps / len(group),
+                }
+                save_diff(diff, job.path(outs[steps]))
+                kill_point("diffs.saved")
         log.info(
             "trained %d diffs in %.0f s (%s loss %.3f -> %.3f)",
             len(group),
