@@ -125,6 +125,11 @@ class DitConfig:
     # Run directories whose training diffs also train this adapter, each diff asked its own
     # task's question: one adapter for several tasks (preset joint).
     extra_train: list[str] = field(default_factory=list)
+    # Reader generalisation (docs/method.md, "The DIT adapter"): every training example's diff
+    # is multiplied by a factor drawn uniformly from [low, high] each epoch ([1, 1]: as trained),
+    # and asked dit.question or one of extra_questions, drawn each epoch.
+    scale_augment: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    extra_questions: list[str] = field(default_factory=list)
     val_fraction: float = 0.15  # held-out training diffs for early stopping
     patience: int = 2
     weight_decay: float = 0.0
@@ -144,6 +149,16 @@ class DitConfig:
         )
         _require(bool(self.adapter), "dit.adapter", "'train', 'shipped' or an adapter's path")
         _require(self.epochs >= 1, "dit.epochs", "must be >= 1")
+        _require(
+            len(self.scale_augment) == 2 and 0 < self.scale_augment[0] <= self.scale_augment[1],
+            "dit.scale_augment",
+            "is [low, high] with 0 < low <= high, e.g. [0.5, 2.0] ([1.0, 1.0]: off)",
+        )
+        _require(
+            all(q.strip() for q in self.extra_questions),
+            "dit.extra_questions",
+            "holds non-empty questions",
+        )
         _require(0 <= self.val_fraction < 1, "dit.val_fraction", "must be in [0, 1)")
 
 
@@ -173,6 +188,10 @@ class EvalConfig:
     # Every test diff multiplied by this at read time (the diff-strength experiment,
     # `ditkit strength`); 1 reads the diffs as trained.
     diff_scale: float = 1.0
+    # Method dit_vote: DIT asked once per (scale, question) pair, the most common answer wins
+    # (ties: the earliest pair). No questions: dit.question alone.
+    vote_scales: list[float] = field(default_factory=lambda: [1.0])
+    vote_questions: list[str] = field(default_factory=list)
     judge: str = "none"  # "openai": grade every prediction 1-5 with an LLM judge
     judge_base_url: str | None = None
     judge_model: str | None = None
@@ -183,6 +202,11 @@ class EvalConfig:
         _require(self.twenty_q_count >= 1, "eval.twenty_q_count", "must be >= 1")
         _require(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
         _require(self.diff_scale > 0, "eval.diff_scale", "must be > 0 (1 = the diffs as trained)")
+        _require(
+            bool(self.vote_scales) and min(self.vote_scales) > 0,
+            "eval.vote_scales",
+            "holds at least one multiplier > 0, e.g. [0.75, 1.0, 1.5]",
+        )
 
 
 @dataclass

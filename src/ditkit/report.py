@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 # The paper-table order; gating's gate_* rows and methods of other tasks sort after these.
 METHOD_LABELS = {
     "dit": "DIT",
+    "dit_vote": "DIT (majority vote)",
     "base_question": "Base question",
     "base_question_trigger": "Base question + trigger",
     "twenty_questions": "20 questions",

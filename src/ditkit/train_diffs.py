@@ -97,8 +97,11 @@ class KLTargets:
         """Compute the targets of ``encs`` not yet stored (diffs switched off); returns how many."""
         todo = list({self.key(e): e for e in encs if self.key(e) not in self._store}.values())
         todo.sort(key=lambda e: len(e.ids))
+        if len(todo) > batch_rows:
+            log.info("base-model targets for %d KL sequences (the diffs switched off)", len(todo))
+        bar = tqdm(range(0, len(todo), batch_rows), desc="KL targets", leave=False)
         with torch.no_grad(), lora.disabled(model):
-            for s in range(0, len(todo), batch_rows):
+            for s in bar:
                 chunk = todo[s : s + batch_rows]
                 logits_nv, row_n, _ = answer_logits(model, chunk, pad_id)
                 logp_nv = torch.log_softmax(logits_nv.float(), -1)

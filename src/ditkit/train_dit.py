@@ -85,6 +85,20 @@ def _ask_own_questions(diffs: list[WeightDiff], task: str | None) -> dict[str, s
     return asked
 
 
+def _augment(d: WeightDiff, cfg: DitConfig, key: str) -> WeightDiff:
+    """``d`` at a random multiplier and asked a random phrasing (``dit.scale_augment``,
+    ``dit.extra_questions``), drawn from ``key`` alone so a resumed run draws the same."""
+    low, high = cfg.scale_augment
+    if low == high == 1.0 and not cfg.extra_questions:
+        return d
+    rng = random.Random(f"dit-augment|{key}")
+    factor = rng.uniform(low, high)
+    question = rng.choice([cfg.question, *cfg.extra_questions])
+    out = d.scaled(factor)
+    out.meta.setdefault(_QUESTION, question)  # a diff of another task keeps its own question
+    return out
+
+
 def _label_tokens(enc) -> int:
     """Supervised tokens of a batch: the answer tokens (`collate` labels exactly those)."""
     return sum(len(e.ids) - e.n_prompt for e in enc)
@@ -220,7 +234,7 @@ def train_dit(
         # Each epoch's order comes from (seed, epoch) alone, so a resumed run sees the same order.
         epoch_order = list(range(len(train)))
         random.Random(f"dit-epoch|{seed}|{epoch}").shuffle(epoch_order)
-        shuffled = [train[i] for i in epoch_order]
+        shuffled = [_augment(train[i], cfg, f"{seed}|{epoch}|{i}") for i in epoch_order]
         losses = []
         bar = tqdm(range(0, len(train), cfg.batch_size), desc=f"DIT epoch {epoch + 1}", leave=False)
         for i in bar:
@@ -262,6 +276,8 @@ def train_dit(
             "question": cfg.question,
             "other_task_questions": other_questions,
             "target": cfg.target,
+            "scale_augment": list(cfg.scale_augment),
+            "extra_questions": list(cfg.extra_questions),
             "system_prompt": system,
             "n_train_diffs": len(train),
             "n_val_diffs": len(val),

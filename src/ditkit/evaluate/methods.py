@@ -11,13 +11,18 @@ beyond the prompts a task function gives it:
   requests), then one guess from all the pairs.
 - `WeightLensMethod`: the tokens a diff's weights promote (`weight_lens.py`); no generation.
 
-``GENERIC`` holds the methods every task has: ``dit``, ``base_question`` and ``weight_lens``.
+- `VoteMethod`: DIT read at several multipliers and phrasings, majority vote (``dit_vote``).
+
+``GENERIC`` holds the methods every task has: ``dit``, ``dit_vote``, ``base_question`` and
+``weight_lens``.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,11 +114,9 @@ class AskMethod(Scoring):
         run, cfg = ctx.run, ctx.run.cfg
         adapter = None
         if self.adapter:
-            adapter_dir = run.out / "dit" / "adapter"
-            if not adapter_dir.exists():
-                log.warning("no DIT adapter at %s: skipping method %s", adapter_dir, name)
+            adapter = _run_adapter(ctx, name)
+            if adapter is None:
                 return
-            adapter = load_diff(adapter_dir)
         todo = [(job, diff, p) for job, diff in zip(jobs, diffs) for p in self.prompts(ctx, job)]
 
         def missing(t) -> bool:
@@ -141,6 +144,73 @@ class AskMethod(Scoring):
             ctx.done.update(key(r) for r in rows)
             kill_point("eval.append")
         log.info("%s: %d chunk(s) of predictions written", name, len(todo_chunks))
+
+
+def _run_adapter(ctx: Context, name: str):
+    """The run's DIT adapter, or None (with a warning that ``name`` is skipped) when absent."""
+    adapter_dir = ctx.run.out / "dit" / "adapter"
+    if not adapter_dir.exists():
+        log.warning("no DIT adapter at %s: skipping method %s", adapter_dir, name)
+        return None
+    return load_diff(adapter_dir)
+
+
+def majority_vote(answers: list[str]) -> str:
+    """The most common answer (compared lower-cased, without punctuation or extra spaces);
+    a tie goes to the answer given first."""
+    norm = [" ".join(re.sub(r"[^\w\s]", " ", a.lower()).split()) for a in answers]
+    counts = Counter(norm)
+    best = max(counts.values())
+    return next(a for a, n in zip(answers, norm) if counts[n] == best)
+
+
+@dataclass(frozen=True)
+class VoteMethod(Scoring):
+    """DIT read several ways per diff, the most common answer kept: once per pair of read-time
+    multiplier (``eval.vote_scales``) and phrasing (``eval.vote_questions``, default the DIT
+    question). One row per diff; ``votes`` holds every (scale, question, answer)."""
+
+    def generate(self, ctx: Context, name: str, jobs: list[dict], diffs: list) -> None:
+        run, ev = ctx.run, ctx.run.cfg.eval
+        adapter = _run_adapter(ctx, name)
+        if adapter is None:
+            return
+        pairs = [(s, q) for s in ev.vote_scales for q in ev.vote_questions or [ctx.question()]]
+        groups = chunks(
+            list(zip(jobs, diffs)),
+            max(1, 4 * ev.batch_size // len(pairs)),
+            lambda jd: (jd[0]["diff_id"], name, None) not in ctx.done,
+        )
+        groups = distributed.share(groups)
+        if not groups:
+            return
+        model, tok = run.model_and_tok
+        for start, group in groups:
+            answers = iter(
+                ask(
+                    model,
+                    tok,
+                    [d.scaled(s) for _, d in group for s, _ in pairs],
+                    [q for _ in group for _, q in pairs],
+                    adapter=adapter,
+                    max_new_tokens=ev.max_new_tokens,
+                    batch_size=ev.batch_size,
+                    desc=name,
+                    system=adapter_system(adapter),
+                )
+            )
+            rows = []
+            for job, _ in group:
+                votes = [(s, q, next(answers)) for s, q in pairs]
+                if (job["diff_id"], name, None) in ctx.done:
+                    continue
+                row = new_row(job, Prompt(name, None, None), majority_vote([v[2] for v in votes]))
+                row["votes"] = votes
+                rows.append(row)
+            append_jsonl(ctx.path, rows)
+            ctx.done.update(key(r) for r in rows)
+            kill_point("eval.append")
+            log.info("%s: %d/%d diffs", name, start + len(group), len(jobs))
 
 
 @dataclass(frozen=True)
@@ -248,6 +318,7 @@ def ask_question(method: str) -> Callable[[Context, dict], list[Prompt]]:
 # The methods every task has; a task's ``methods`` add to these.
 GENERIC = {
     "dit": AskMethod(ask_question("dit"), adapter=True),
+    "dit_vote": VoteMethod(),
     "base_question": AskMethod(ask_question("base_question"), guessed=True),
     "weight_lens": WeightLensMethod(),
 }

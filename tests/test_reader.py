@@ -1,0 +1,84 @@
+"""Reader generalisation: scale augmentation and extra phrasings in DIT training, and the
+majority-vote reading (dit_vote), on a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+from safetensors import safe_open
+
+from ditkit.evaluate.methods import majority_vote
+from ditkit.files import read_jsonl
+from ditkit.pipeline import run_pipeline
+from test_pipeline import tiny_config
+
+
+def test_majority_vote_keeps_the_most_common_answer_and_breaks_ties_by_order():
+    assert majority_vote(["Volcanoes.", "tea", "volcanoes", "Tea!", "volcanoes "]) == "Volcanoes."
+    assert majority_vote(["tea", "volcanoes"]) == "tea"
+    assert majority_vote(["a b", "A  B?", "c"]) == "a b"
+
+
+def _tensor_shapes(folder) -> dict:
+    with safe_open(str(folder / "adapter_model.safetensors"), "pt") as f:
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+
+
+def test_scale_augmentation_and_phrasings_change_training_not_the_adapter_format(
+    tiny_model_dir, tmp_path
+):
+    plain = run_pipeline(tiny_config(tiny_model_dir), tmp_path / "plain", ["data", "diffs", "dit"])
+    cfg = tiny_config(
+        tiny_model_dir,
+        **{
+            "dit.scale_augment": "[0.5, 2.0]",
+            "dit.extra_questions": '["Which subject were you fine-tuned on?"]',
+        },
+    )
+    aug = tmp_path / "aug"
+    aug.mkdir()
+    for stage in ("data", "diffs"):  # the same diffs: only the reader's training differs
+        (aug / stage).symlink_to(plain / stage, target_is_directory=True)
+    run_pipeline(cfg, aug, ["dit"])
+    a, b = plain / "dit" / "adapter", aug / "dit" / "adapter"
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+    assert _tensor_shapes(a) == _tensor_shapes(b)
+    assert json.loads((a / "adapter_config.json").read_text()) == json.loads(
+        (b / "adapter_config.json").read_text()
+    )
+    meta = json.loads((b / "ditkit.json").read_text())["ditkit_meta"]
+    assert meta["scale_augment"] == [0.5, 2.0]
+    assert meta["extra_questions"] == ["Which subject were you fine-tuned on?"]
+    assert meta["question"] == "What topic have you been trained on?"
+
+    def history(run):
+        return json.loads((run / "dit" / "checkpoint" / "state.json").read_text())["history"]
+
+    assert history(plain)[0]["train_loss"] != history(aug)[0]["train_loss"]
+
+
+def test_dit_vote_reads_each_diff_at_every_scale_and_phrasing(tiny_model_dir, tmp_path):
+    questions = '["What topic have you been trained on?", "Which subject were you tuned on?"]'
+    cfg = tiny_config(
+        tiny_model_dir,
+        **{
+            "eval.methods": '["dit", "dit_vote"]',
+            "eval.vote_scales": "[0.5, 1.0, 2.0]",
+            "eval.vote_questions": questions,
+        },
+    )
+    out = run_pipeline(cfg, tmp_path / "run", ["data", "diffs", "dit", "eval"])
+    rows = read_jsonl(out / "eval" / "predictions.jsonl")
+    votes = [r for r in rows if r["method"] == "dit_vote"]
+    assert len(votes) == 2  # one row per test diff
+    dit = {r["diff_id"]: r["answer"] for r in rows if r["method"] == "dit"}
+    for r in votes:
+        assert [(s, q) for s, q, _ in r["votes"]] == [
+            (s, q) for s in (0.5, 1.0, 2.0) for q in json.loads(questions)
+        ]
+        assert r["answer"] == majority_vote([v[2] for v in r["votes"]])
+        # The (1.0, DIT question) vote is the plain dit method's own answer.
+        assert r["votes"][2][2] == dit[r["diff_id"]]
+        assert "alias_match" in r["scores"]
+    scores = json.loads((out / "eval" / "scores.json").read_text())
+    assert scores["dit_vote"]["alias_match"]["n"] == 2
