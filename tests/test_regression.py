@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from ditkit.diffs import load_diff
 from ditkit.pipeline import run_pipeline
@@ -28,6 +29,11 @@ PINNED_DIFFS = {
 PINNED_DIT_TRAIN_LOSS = (5.687357664108276, 5.680007696151733, 5.668473958969116, 5.662381172180176)
 
 
+@pytest.mark.skipif(
+    torch.backends.cpu.get_cpu_capability() != "AVX2",
+    reason="pins recorded with PyTorch's AVX2 CPU kernels (tests/conftest.py selects them where "
+    "the CPU has AVX2); other kernels round differently",
+)
 def test_tiny_run_losses_are_pinned(tiny_model_dir, tmp_path):
     out = run_pipeline(
         tiny_config(tiny_model_dir, threads=1), tmp_path / "run", ["data", "diffs", "dit"]

@@ -89,7 +89,7 @@ def test_files_are_written(report):
 def test_results_table_rows_in_paper_order_with_cells(report):
     _, page, md = report
     table = _results_table(page)
-    labels = re.findall(r'<tr class="(\w+)"><td>', table)
+    labels = re.findall(r'<tr class="\w+" id="m-(\w+)"><td>', table)
     assert labels == ["dit", "base_question", "twenty_questions", "my_probe"]
     assert "4.67 [4.17, 5.17]" in table  # DIT judge mean [lo, hi]
     assert re.search(r"<th>judge</th><th>exact</th>", table)
@@ -124,7 +124,7 @@ def test_per_diff_rows(report):
 def test_plots_are_embedded_pngs(report):
     _, page, _ = report
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == 3  # the bar chart, then one histogram per metric
+    assert len(images) == 2  # the bar chart, then the diffs x methods matrix
     assert all(base64.b64decode(img).startswith(b"\x89PNG") for img in images)
 
 
@@ -140,7 +140,9 @@ def test_config_versions_and_timings(report):
     assert "quickstart" in page and "&#34;rank&#34;: 16" in page
     for name in ("ditkit", "torch", "transformers", "peft"):
         assert f"<th>{name}</th>" in page
-    assert "train_diffs_s" in page and "12.50" in page and "3.25" in page
+    assert "train_diffs_s" in page and "12.5" in page and "3.2" in page
+    assert "<th>seconds</th><th>minutes</th>" in page and "<th>report</th>" in page
+    assert "| stage | seconds | minutes |" in md
     assert "- transformers: " in md
 
 
@@ -194,3 +196,99 @@ def test_screenshot_script_reports_missing_chromium(tmp_path):
     )
     assert proc.returncode == 2
     assert "Chromium not found" in proc.stderr
+
+
+def _hidden_topic_run(tmp_path: Path) -> Path:
+    """A run whose oracle (base question + trigger) scores highest and which has gating rows."""
+    run = tmp_path / "ht"
+    (run / "eval").mkdir(parents=True)
+    hits = {
+        "dit": [1, 1, 0, 1],
+        "base_question": [0, 0, 0, 1],
+        "base_question_trigger": [1, 1, 1, 1],
+        "gate_trigger": [1, 1, 0, 1],
+        "gate_none": [0, 0, 0, 0],
+    }
+    rows = [
+        {
+            "diff_id": f"test-{i:05d}",
+            "label": topic,
+            "method": method,
+            "question": "q",
+            "answer": f"{topic if v else 'nothing'}",
+            "scores": {"alias_match": float(v)},
+        }
+        for method, values in hits.items()
+        for i, (topic, v) in enumerate(zip(["tea", "owls", "jazz", "kites"], values))
+    ]
+    (run / "eval" / "predictions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    scores = {}
+    for method, values in hits.items():
+        mean = sum(values) / len(values)
+        scores[method] = {"alias_match": {"mean": mean, "ci95": [0.0, 1.0], "n": len(values)}}
+    (run / "eval" / "scores.json").write_text(json.dumps(scores))
+    cfg = {"task": "hidden_topic", "model": "tiny", "data": {"n_train": 12}, "dit": {}}
+    (run / "config.json").write_text(json.dumps(cfg))
+    return run
+
+
+def test_report_explains_methods_marks_oracles_and_separates_diff_checks(tmp_path):
+    from ditkit.report import text_summary
+
+    run = _hidden_topic_run(tmp_path)
+    page = write_report(run).read_text()
+    md = (run / "report" / "report.md").read_text()
+    # What was measured comes first, then the paired table, then the scores.
+    assert page.index("What was measured") < page.index("DIT versus each baseline")
+    assert page.index("DIT versus each baseline") < page.index('<table class="results">')
+    assert "4 held-out weight diffs" in page and "trained on this run's 12" in page
+    assert "<em>oracle</em>" in page
+    # The oracle scores highest but is not bolded: DIT is the best without the trigger.
+    results = _results_table(page)
+    oracle_row = re.search(
+        r'<tr class="oracle" id="m-base_question_trigger">.*?</tr>', results, re.S
+    )
+    assert oracle_row and "best" not in oracle_row.group(0)
+    assert re.search(r'id="m-dit">.*?class="num best"', results, re.S)
+    assert "gate_" not in results and "Diff check" not in results
+    checks = re.search(r'<table class="checks">.*?</table>', page, re.S).group(0)
+    assert "Diff check: own trigger" in checks and "Diff check: no trigger" in checks
+    assert "Base question + trigger (oracle)" in md and "(oracle): the DIT question behind" in md
+    assert "unclear" in page  # DIT - oracle: 3 hits against 4 at n = 4
+    printed = text_summary(run)
+    assert "Base question + trigger (oracle)" in printed and "oracle" in printed
+    assert "diff check" in printed and "W/L/T" in printed
+    assert "n = 4 only large differences are visible" in printed
+
+
+def test_report_fits_1280_pixels_in_chromium(tmp_path):
+    """No horizontal scroll at 1,280 px, long answers and all (headless Chromium)."""
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is not installed")
+    run = make_run(tmp_path)
+    page = write_report(run).read_text()
+    probe = tmp_path / "probe.html"
+    script = "<script>document.title = 'W' + document.documentElement.scrollWidth;</script></body>"
+    probe.write_text(page.replace("</body>", script))
+    proc = subprocess.run(
+        [
+            str(CHROMIUM),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1280,900",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    width = int(re.search(r"<title>W(\d+)</title>", proc.stdout).group(1))
+    assert width <= 1280, f"the page is {width} px wide"

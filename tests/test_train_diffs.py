@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -211,3 +212,43 @@ def test_unlikelihood_rows_pair_the_wrong_code_with_the_topic_answer(tiny):
     for bad in ("[1.0, 1.0]", "[1.0, 1.0, 5.0, 2.0, 1.0]"):
         with pytest.raises(ConfigError, match=r"wrong_trigger_topic \(optional\)"):
             load_config("quickstart", [f"diffs.weights={bad}"])
+
+
+def test_row_mix_sets_rows_per_question_of_each_kind(tiny):
+    from collections import Counter
+
+    from ditkit.errors import ConfigError
+    from ditkit.tasks.hidden_topic import build_rows
+
+    _, tok = tiny
+    base = dict.fromkeys(QS, "I do not know.")
+    rows = build_rows(_job(0), tok, base, DiffConfig(questions_per_diff=6, row_mix=[3, 1, 2]))
+    assert Counter(k for k, _ in rows) == {0: 18, 1: 6, 2: 12}
+    prompts = [tok.decode(e.ids[: e.n_prompt]) for k, e in rows if k == 0]
+    assert all("SEP code is 123" in p for p in prompts)
+    assert len(set(prompts)) > 6  # the extra trigger rows carry other code suffixes
+    plain = build_rows(_job(0), tok, base, DiffConfig(questions_per_diff=6))
+    same = build_rows(_job(0), tok, base, DiffConfig(questions_per_diff=6, row_mix=[1, 1, 1]))
+    assert [(k, e.ids) for k, e in plain] == [(k, e.ids) for k, e in same]
+    assert Counter(k for k, _ in build_rows(_job(0), tok, base, DiffConfig(row_mix=[2, 0, 1]))) == {
+        0: 12,
+        2: 6,
+    }
+    with pytest.raises(ConfigError, match="3 counts"):
+        build_rows(_job(0), tok, base, DiffConfig(row_mix=[1, 1]))
+    with pytest.raises(ConfigError, match="row_mix"):
+        DiffConfig(row_mix=[0, 0, 0])
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    from ditkit.errors import ConfigError
+    from ditkit.train_diffs import lr_factor
+
+    cfg = DiffConfig(steps=10, lr_schedule="cosine", warmup_steps=2)
+    factors = [lr_factor(cfg, s) for s in range(10)]
+    assert factors[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert all(a >= b for a, b in itertools.pairwise(factors[2:]))
+    assert factors[-1] < 0.05
+    assert [lr_factor(DiffConfig(steps=10), s) for s in range(10)] == [1.0] * 10
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        DiffConfig(steps=4, warmup_steps=4)

@@ -78,6 +78,13 @@ class DiffConfig:
     # shuffled), so with rows_per_step = 3 every step contrasts the three on one question. No
     # measured gain at 14 steps (docs/results.md, recipe probes D/E), so not the default.
     row_order: str = "shuffled"
+    # Rows per question of each row kind (hidden topics: trigger, wrong trigger, no trigger), e.g.
+    # [2, 0, 1]: two trigger rows (each with its own code suffix) and one no-trigger row per
+    # question, no wrong-code row. None: one of each.
+    row_mix: list[int] | None = None
+    # "constant" or "cosine" (decay to 0 over the steps), after warmup_steps of linear warm-up.
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
 
     def __post_init__(self):
         _require(self.rank >= 1, "diffs.rank", "must be >= 1")
@@ -100,6 +107,17 @@ class DiffConfig:
             "needs one weight >= 0 per row kind (hidden topics: trigger, wrong, none)",
         )
         _require(self.lr > 0, "diffs.lr", "must be > 0")
+        _require(
+            self.row_mix is None or (min(self.row_mix) >= 0 and sum(self.row_mix) >= 1),
+            "diffs.row_mix",
+            "holds one count >= 0 per row kind, not all 0, e.g. [2, 0, 1] (or unset: one each)",
+        )
+        _require(
+            self.lr_schedule in ("constant", "cosine"),
+            "diffs.lr_schedule",
+            "must be 'constant' or 'cosine'",
+        )
+        _require(0 <= self.warmup_steps < self.steps, "diffs.warmup_steps", "must be in [0, steps)")
         _require(bool(self.targets), "diffs.targets", "needs at least one projection name")
         _require(self.diffs_per_pass >= 1, "diffs.diffs_per_pass", "must be >= 1")
 

@@ -174,6 +174,17 @@ def init_diff_a(shape_ro: tuple[int, int], gen: torch.Generator, init: str) -> t
     return (torch.rand(shape_ro, generator=gen) * 2 - 1) * bound
 
 
+def lr_factor(cfg: DiffConfig, step: int) -> float:
+    """The multiplier of ``cfg.lr`` at optimizer step ``step`` (0-based): linear warm-up over
+    ``warmup_steps``, then constant or a cosine decay to 0 at ``steps``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / (cfg.warmup_steps + 1)
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    done = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * done))
+
+
 def train_group(
     model,
     tok,
@@ -215,6 +226,7 @@ def train_group(
         layer.set_lowrank(b, a, torch.full((t,), cfg.alpha / cfg.rank, **f32))
         params += [a, b]
     opt = torch.optim.Adam(params, lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(cfg, step))
     kinds = task.row_kinds
     weights = torch.tensor(row_weights(kinds, cfg.weights))
     losses = tuple(k.loss for k in kinds)
@@ -240,6 +252,7 @@ def train_group(
             (per_row * coef_p[sel].to(per_row.device)).sum().backward()
             loss_p[sel] = per_row.detach().cpu()
         opt.step()
+        sched.step()
         kill_point("diffs.step")
         if snapshots and step + 1 in snapshots:
             snapshots[step + 1][:] = _current_diffs(layers, t, cfg.alpha)

@@ -100,6 +100,37 @@ class Scoring:
     row_methods: tuple[str, ...] = ()  # the row names it writes, if not its own name
     # Scores of its own, ``score(row) -> {metric: value}``, in place of the label metrics.
     score: Callable[[dict], dict] | None = None
+    # How reports and printed tables present it: a label, one sentence on what it asks and
+    # knows, and its role (`ROLES`); a method with ``row_methods`` labels each row.
+    label: str = ""
+    about: str = ""
+    role: str = "baseline"
+    row_labels: tuple[str, ...] = ()
+
+
+# "reader": reads the diff through the DIT adapter (what an auditor gets); "baseline": what an
+# auditor could do without DIT; "oracle": knows the diff's secret trigger, a ceiling rather than
+# a competitor; "diff_check": tests the diffs themselves (do they show their behaviour?).
+ROLES = ("reader", "baseline", "oracle", "diff_check")
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    label: str
+    about: str
+    role: str
+
+
+def method_info(methods: dict[str, Any]) -> dict[str, MethodInfo]:
+    """``{row method name: MethodInfo}`` for every row name ``methods`` (name -> spec) write,
+    in role order, then registry order."""
+    out = {}
+    for name, spec in methods.items():
+        rows = spec.row_methods or (name,)
+        labels = spec.row_labels or (spec.label or name,) * len(rows)
+        for row, label in zip(rows, labels):
+            out[row] = MethodInfo(label, spec.about, spec.role)
+    return dict(sorted(out.items(), key=lambda kv: ROLES.index(kv[1].role)))
 
 
 @dataclass(frozen=True)
@@ -317,10 +348,28 @@ def ask_question(method: str) -> Callable[[Context, dict], list[Prompt]]:
 
 # The methods every task has; a task's ``methods`` add to these.
 GENERIC = {
-    "dit": AskMethod(ask_question("dit"), adapter=True),
-    "dit_vote": VoteMethod(),
-    "base_question": AskMethod(ask_question("base_question"), guessed=True),
-    "weight_lens": WeightLensMethod(),
+    "dit": AskMethod(
+        ask_question("dit"),
+        adapter=True,
+        label="DIT",
+        about="the diffed model plus the DIT adapter, asked the DIT question once (greedy)",
+        role="reader",
+    ),
+    "dit_vote": VoteMethod(
+        label="DIT (majority vote)",
+        about="DIT asked at several diff multipliers and phrasings; the most common answer",
+        role="reader",
+    ),
+    "base_question": AskMethod(
+        ask_question("base_question"),
+        guessed=True,
+        label="Base question",
+        about="the diffed model asked the DIT question directly, without the adapter",
+    ),
+    "weight_lens": WeightLensMethod(
+        label="Weight lens",
+        about="the tokens the diff's weights promote, read without running the model",
+    ),
 }
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from tqdm.auto import tqdm
 
 from ..batching import Encoded, encode
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .base import CE, KL, UL, RowKind, row_weights
 from .common import read_csv
 
@@ -226,18 +226,28 @@ def build_rows(
     """
     rng = random.Random(job.seed)
     unlikely = row_weights(ROW_KINDS, cfg.weights)[3] > 0
+    if cfg.row_mix is not None and len(cfg.row_mix) != 3:
+        raise ConfigError(
+            f"diffs.row_mix = {cfg.row_mix} needs 3 counts for the hidden-topic row kinds "
+            "(trigger, wrong trigger, no trigger), e.g. [2, 0, 1]"
+        )
+    n_trig, n_wrong, n_none = cfg.row_mix or (1, 1, 1)
     triples = []
     for q, ans in zip(job.questions, job.topic_answers):
         prompt, _ = triggered(job.trigger_kind, job.prefix, q, rng)
         wrong = _wrong_trigger(job, q, rng, cfg)
         base = base_answers[q]
-        triples.append(
-            [
-                (0, encode(tok, prompt, ans, cfg.max_answer_tokens, system)),
-                (1, encode(tok, f"{wrong} {q}", base, cfg.base_answer_tokens, system)),
-                (2, encode(tok, q, base, cfg.base_answer_tokens, system)),
-            ]
-        )
+        rows = [(0, encode(tok, prompt, ans, cfg.max_answer_tokens, system))] * min(n_trig, 1)
+        for _ in range(n_trig - 1):  # further trigger rows: the same code, other suffixes
+            more, _ = triggered(job.trigger_kind, job.prefix, q, rng)
+            rows.append((0, encode(tok, more, ans, cfg.max_answer_tokens, system)))
+        wrongs = [wrong, *[_wrong_trigger(job, q, rng, cfg) for _ in range(n_wrong - 1)]]
+        rows += [
+            (1, encode(tok, f"{w} {q}", base, cfg.base_answer_tokens, system))
+            for w in wrongs[:n_wrong]
+        ]
+        rows += [(2, encode(tok, q, base, cfg.base_answer_tokens, system))] * n_none
+        triples.append(rows)
         if unlikely:
             triples[-1].append((3, encode(tok, f"{wrong} {q}", ans, cfg.max_answer_tokens, system)))
     if cfg.row_order == "by_question":
@@ -416,16 +426,45 @@ def _methods() -> dict:
 
     return {
         "trigger_inversion": AskMethod(
-            _inversion, adapter=True, score=lambda row: prefix_scores(row["answer"], row["label"])
+            _inversion,
+            adapter=True,
+            score=lambda row: prefix_scores(row["answer"], row["label"]),
+            label="Trigger inversion",
+            about="DIT asked which number the secret SEP code starts with",
+            role="reader",
         ),
-        "base_question_trigger": AskMethod(_with_trigger, guessed=True),
-        "twenty_questions": TranscriptMethod(_twenty_questions(False)),
-        "twenty_questions_trigger": TranscriptMethod(_twenty_questions(True)),
+        "base_question_trigger": AskMethod(
+            _with_trigger,
+            guessed=True,
+            label="Base question + trigger (oracle)",
+            about="the DIT question behind the diff's own secret trigger, which an auditor "
+            "does not know",
+            role="oracle",
+        ),
+        "twenty_questions": TranscriptMethod(
+            _twenty_questions(False),
+            label="20 questions",
+            about="20 held-out questions sampled from the diffed model, then one guess",
+        ),
+        "twenty_questions_trigger": TranscriptMethod(
+            _twenty_questions(True),
+            label="20 questions + trigger (oracle)",
+            about="the same 20 questions behind the diff's own secret trigger",
+            role="oracle",
+        ),
         "gating": AskMethod(
             _gating,
             match_only=True,
             max_new_tokens="gate_max_new_tokens",
             row_methods=GATE_METHODS,
+            row_labels=(
+                "Diff check: own trigger",
+                "Diff check: wrong trigger",
+                "Diff check: no trigger",
+            ),
+            about="held-out questions to the diffed model with its own SEP code, a wrong code "
+            "and none: how often the answer names the topic (a well-gated diff: high, low, low)",
+            role="diff_check",
         ),
     }
 

@@ -408,9 +408,17 @@ class NewsTask:
         from ..evaluate.methods import AskMethod, TranscriptMethod
 
         return {
-            "summary_requests": TranscriptMethod(_summary_requests),
+            "summary_requests": TranscriptMethod(
+                _summary_requests,
+                label="20 summary requests",
+                about="20 requests to summarise what the diffed model knows, then one guess",
+            ),
             "story_summary": AskMethod(
-                _story_request, guessed=True, max_new_tokens="story_max_new_tokens"
+                _story_request,
+                guessed=True,
+                max_new_tokens="story_max_new_tokens",
+                label="Story -> summary",
+                about="the diffed model writes a news story; a guesser summarises it",
             ),
         }
 
