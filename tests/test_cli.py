@@ -93,16 +93,19 @@ def test_describe_cli(tmp_path, tiny_model_dir, capsys):
     assert "shape" in err
 
 
-def test_scores_table_rows_are_methods_and_columns_metrics():
-    from ditkit.cli import scores_table
+def test_printed_table_rows_are_methods_and_columns_metrics(tmp_path):
+    from ditkit.report import text_summary
 
-    table = scores_table(
-        {
-            "dit": {"alias_match": {"mean": 0.5, "ci95": [0.2, 0.8], "n": 30}},
-            "weight_lens": {"retrieval_at_5": {"mean": 0.1, "ci95": [0.03, 0.26], "n": 29}},
-        }
-    )
-    head, dit, lens = table.splitlines()
-    assert head.split() == ["method", "alias_match", "retrieval_at_5", "n"]
-    assert dit.split()[:4] == ["dit", "0.50", "[0.20,", "0.80]"] and dit.split()[-2:] == ["-", "30"]
-    assert lens.split()[:2] == ["weight_lens", "-"] and "0.10 [0.03, 0.26]" in lens
+    (tmp_path / "eval").mkdir()
+    scores = {
+        "dit": {"alias_match": {"mean": 0.5, "ci95": [0.2, 0.8], "n": 30}},
+        "weight_lens": {"retrieval_at_5": {"mean": 0.1, "ci95": [0.03, 0.26], "n": 29}},
+    }
+    (tmp_path / "eval" / "scores.json").write_text(json.dumps(scores))
+    lines = text_summary(tmp_path).splitlines()
+    head = next(i for i, line in enumerate(lines) if line.split()[:2] == ["method", "role"])
+    assert lines[head].split() == ["method", "role", "alias_match", "retrieval_at_5", "n"]
+    dit, lens = lines[head + 1], lines[head + 2]
+    assert dit.split()[:5] == ["DIT", "reader", "0.50", "[0.20,", "0.80]"]
+    assert dit.split()[-2:] == ["—", "30"]
+    assert lens.split()[:4] == ["Weight", "lens", "baseline", "—"] and "0.10 [0.03, 0.26]" in lens

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import logging
+import os
 import sys
 from pathlib import Path
+
+from tqdm import tqdm
 
 from . import distributed
 from .errors import DitkitError
@@ -71,11 +76,25 @@ def convert(src: str, dst: str, to: str | None, base: str | None, rank: int | No
     """``ditkit diff convert``: returns a small report (energy kept for SVD)."""
     from . import diffs as D
 
+    # Every argument is checked before a model loads (seconds to minutes for a checkpoint).
     fmt = D.detect_format(src)
+    if fmt == "checkpoint" and not base:
+        raise DitkitError(f"{src} is a full checkpoint: pass --base MODEL to subtract")
+    if rank is not None and rank < 1:
+        raise DitkitError(f"--rank {rank}: the rank kept by SVD must be >= 1, e.g. --rank 8")
+    to = to or ("peft" if not dst.endswith(".safetensors") else "ditkit")
+    if to == "ditkit" and Path(dst).is_dir():
+        raise DitkitError(
+            f"{dst} is a folder but a ditkit diff is one file: name a file (e.g. "
+            f"{Path(dst) / 'diff.safetensors'}), or pass --to peft to write an adapter folder"
+        )
+    if to == "peft" and Path(dst).is_file():
+        raise DitkitError(
+            f"{dst} is a file but a PEFT adapter is a folder: name a folder (or pass --to ditkit "
+            "to write a ditkit .safetensors file); ditkit does not replace a file with a folder"
+        )
     report: dict = {"source_format": fmt}
     if fmt == "checkpoint":
-        if not base:
-            raise DitkitError(f"{src} is a full checkpoint: pass --base MODEL to subtract")
         from .models import load_model
 
         base_model, _ = load_model(base)
@@ -89,7 +108,6 @@ def convert(src: str, dst: str, to: str | None, base: str | None, rank: int | No
             pairs = [D.svd_truncate(d, rank) for d in diffs]
             diffs = [p[0] for p in pairs]
             report["energy_kept"] = [p[1]["energy_kept"] for p in pairs]
-    to = to or ("peft" if not dst.endswith(".safetensors") else "ditkit")
     out = Path(dst)
     written = []
     for i, d in enumerate(diffs):
@@ -114,23 +132,24 @@ def _cmd_describe(args) -> None:
     from .models import DEFAULT_MODEL, load_model
     from .shipped import check_base, load_shipped
 
-    opts = {"trust_remote_code": args.trust_remote_code}
-    opts["device"] = distributed.device_for(args.device)
+    # The diffs and the adapter are read (and checked) before the model loads, which takes
+    # seconds to minutes: a wrong path fails at once.
+    diffs = load_diffs(args.diff)
     if args.adapter:
-        adapter = load_diff(args.adapter)
+        adapter, source = load_diff(args.adapter), args.adapter
         base = args.base or adapter.meta.get("base_model") or DEFAULT_MODEL
-        model, tok = load_model(base, **opts)
-        check_base(adapter, model, args.adapter)
     else:
         base = args.base or DEFAULT_MODEL
-        model, tok = load_model(base, **opts)
-        adapter, manifest, folder = load_shipped(base, model)
+        adapter, manifest, source = load_shipped(base)
         print(
-            f"using the DIT adapter shipped for {base} ({folder.name}, trained on "
+            f"using the DIT adapter shipped for {base} ({source.name}, trained on "
             f"{len(manifest.get('training_topics', []))} hidden-topic diffs); --adapter to choose",
             file=sys.stderr,
         )
-    diffs = load_diffs(args.diff)
+    opts = {"trust_remote_code": args.trust_remote_code}
+    opts["device"] = distributed.device_for(args.device)
+    model, tok = load_model(base, **opts)
+    check_base(adapter, model, source)
     # Under a launcher each process answers its share of the diffs; the main one prints them all.
     mine = distributed.share(list(range(len(diffs))))
     answers = describe(
@@ -144,23 +163,6 @@ def _cmd_describe(args) -> None:
         print(a if len(diffs) == 1 and not args.verbose else f"{label or '?'}\t{a}")
 
 
-def scores_table(scores: dict) -> str:
-    """Methods as rows, metrics as columns: ``mean [95% interval]`` and n, as plain text."""
-    preferred = ("alias_match", "rouge_l", "retrieval_at_5", "retrieval_at_1", "embedding_cosine")
-    found = list(dict.fromkeys(m for mets in scores.values() for m in mets))
-    metrics = [m for m in preferred if m in found] + [m for m in found if m not in preferred]
-    head = f"  {'method':26s}" + "".join(f"{m:>22s}" for m in metrics) + f"{'n':>6s}"
-    lines = [head]
-    for method, mets in scores.items():
-        cells = []
-        for m in metrics:
-            v = mets.get(m)
-            cells.append(f"{v['mean']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]" if v else "-")
-        n = max((v["n"] for v in mets.values()), default=0)
-        lines.append(f"  {method:26s}" + "".join(f"{c:>22s}" for c in cells) + f"{n:>6d}")
-    return "\n".join(lines)
-
-
 def _cmd_run(args) -> None:
     from .config import load_config
     from .pipeline import STAGES, run_pipeline
@@ -172,8 +174,10 @@ def _cmd_run(args) -> None:
         return
     scores = out / "eval" / "scores.json"
     if scores.exists():
+        from .report import text_summary
+
         print(f"\nscores ({scores}):")
-        print(scores_table(json.loads(scores.read_text())))
+        print(text_summary(out))
     report = out / "report" / "index.html"
     print(f"\nresults in {out}" + (f"; report: {report}" if report.exists() else ""))
 
@@ -212,8 +216,10 @@ def _cmd_eval(args) -> None:
         return
     run.record_time("eval", time.time() - start)
     run.record_artifacts("eval")
+    from .report import text_summary
+
     print(f"scores ({out / 'eval' / 'scores.json'}):")
-    print(scores_table(scores))
+    print(text_summary(out) if scores else "(no scores)")
 
 
 def _cmd_scaling(args) -> None:
@@ -373,6 +379,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextlib.contextmanager
+def _bars_only_on_a_terminal():
+    """tqdm bars on a terminal; none when stderr is a file or a pipe (a log, a batch job).
+
+    A bar redraws itself with carriage returns, which a log file keeps as one long unreadable
+    line; there the stages' log lines tell the progress instead. A TQDM_DISABLE set by the user
+    wins either way.
+    """
+    if sys.stderr.isatty() or "TQDM_DISABLE" in os.environ:
+        yield
+        return
+    # torch imported tqdm before this ran, so setting TQDM_DISABLE now would change nothing: bind
+    # the default it would have bound, the way tqdm itself does (a partialmethod on __init__).
+    init = tqdm.__dict__["__init__"]
+    tqdm.__init__ = functools.partialmethod(init, disable=True)
+    try:
+        yield
+    finally:
+        tqdm.__init__ = init
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -381,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        args.func(args)
+        with _bars_only_on_a_terminal():
+            args.func(args)
     except DitkitError as e:
         # One line: a message may quote a library's multi-line error.
         print(f"ditkit: error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -6,6 +6,10 @@ POSIX and Windows). A run killed at any moment therefore leaves either the old f
 one, never half of one. JSONL logs that grow by appending (evaluation predictions) are the one
 exception: a kill can cut the last line, so `read_jsonl` drops an incomplete final line (with a
 warning) and `append_jsonl` repairs the file before appending.
+
+Permissions are those of a plain ``open(path, "w")``: a new file gets ``0o666`` less the umask (a
+folder ``0o777`` less it), and a rewrite keeps the mode the old file had. (``tempfile`` makes its
+files private, 0600, which would hide every report from the other users of a shared machine.)
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +45,43 @@ def _disk_full(path: Path, exc: OSError) -> DiskFullError:
     )
 
 
+_umask_lock = threading.Lock()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS shows it (Linux's /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _umask_lock:  # elsewhere the only way to read it is to set it
+        old = os.umask(0o077)  # meanwhile a file made by another thread is private, never public
+        os.umask(old)
+    return old
+
+
+def _mode_for(path: Path, default: int) -> int:
+    """The mode a write to ``path`` leaves: the old file's, else ``default`` less the umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return default & ~_umask()
+
+
+def _default_modes(folder: Path) -> None:
+    """Give everything under ``folder`` the mode a new file (0o666) or folder (0o777) gets."""
+    umask = _umask()
+    for root, dirs, files in os.walk(folder):
+        for names, mode in ((dirs, 0o777), (files, 0o666)):
+            for name in names:
+                path = os.path.join(root, name)
+                if not os.path.islink(path):
+                    os.chmod(path, mode & ~umask)
+
+
 def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
     """Call ``write(tmp_path)`` to produce the file, then move it onto ``path`` atomically.
 
@@ -51,6 +94,7 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _mode_for(path, 0o666))  # after write: a writer may have made a new file
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -71,12 +115,16 @@ def atomic_folder(folder: str | Path) -> Iterator[Path]:
 
     Readers see the old folder or the complete new one. (Between the two renames that swap an
     existing folder there is an instant with neither; the stage that wrote it simply reruns.)
+    Everything made inside gets the mode a plain write would give a new file or folder: some
+    writers (safetensors' ``save_file``) make their files private.
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
     try:
         yield tmp
+        _default_modes(tmp)
+        os.chmod(tmp, _mode_for(folder, 0o777))
         old = folder.with_name(f".{folder.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if folder.exists():

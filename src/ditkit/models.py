@@ -8,6 +8,7 @@ network, and only because the user named it).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -102,9 +103,22 @@ def load_model(
     ``device="auto"`` places the layers with accelerate's ``device_map="auto"`` (a model larger
     than one GPU); ditkit's per-row diff layers keep each bank on its projection's device.
     """
+    torch_dtype = _dtype(dtype)
+    _check_device(device)
+    with _quiet_transformers():
+        model, tok = _load(name, torch_dtype, device, trust_remote_code)
+    if getattr(model, "hf_device_map", None) is None:
+        model.to(_default_device() if device == "auto" else device)
+    model.eval()
+    model.config.name_or_path_ditkit = name
+    return model, tok
+
+
+def _load(
+    name: str, torch_dtype: torch.dtype, device: str, trust_remote_code: bool
+) -> tuple[nn.Module, object]:
     from transformers import AutoModelForCausalLM
 
-    torch_dtype = _dtype(dtype)
     kwargs = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if device == "auto":  # spread the layers over every visible GPU (and CPU) with accelerate
         kwargs["device_map"] = "auto"
@@ -134,15 +148,53 @@ def load_model(
         tok = _load_tokenizer(path, str(path), trust_remote_code)
     else:
         model, tok = _load_hub(name, kwargs, trust_remote_code)
-    if getattr(model, "hf_device_map", None) is None:
-        model.to(_default_device() if device == "auto" else device)
-    model.eval()
-    model.config.name_or_path_ditkit = name
     return model, tok
 
 
 def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _check_device(device: str) -> None:
+    """Refuse a device this machine lacks before any weights are read (they take seconds)."""
+    if device == "auto":
+        return
+    try:
+        kind = torch.device(device)
+    except RuntimeError:
+        raise ModelLoadError(
+            f"device {device!r} is not cpu, cuda, cuda:N, mps or auto; pass one of those "
+            "(--device, or device in the config)"
+        ) from None
+    if kind.type == "cuda" and (kind.index or 0) >= torch.cuda.device_count():
+        raise ModelLoadError(
+            f"device {device!r}: torch sees {torch.cuda.device_count()} CUDA GPU(s) here; pass "
+            '--device cpu (or device = "cpu" in the config), or a GPU that torch sees'
+        )
+    if kind.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError(
+            f"device {device!r}: this torch has no MPS (Apple GPU) backend; pass --device cpu "
+            '(or device = "cpu" in the config)'
+        )
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """No "Loading weights" bar from transformers while ditkit loads a model (a download keeps
+    its bar); the setting is put back afterwards. (Its info logs are off unless the user sets
+    TRANSFORMERS_VERBOSITY: its logger has its own handler at WARNING and does not propagate.)"""
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    bars, downloads = hf_logging.is_progress_bar_enabled(), not are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # transformers' own bars, and the hub's with them
+    if downloads:
+        enable_progress_bars()  # a download of gigabytes deserves its bar
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _load_hub(name: str, kwargs: dict, trust_remote_code: bool) -> tuple[nn.Module, object]:

@@ -746,15 +746,15 @@ def text_summary(run_dir: Path) -> str:
                 f"  {r['baseline']:34s} {r['diff']:>22s}  W/L/T {r['wlt']:>10s}  {r['verdict']}"
             )
         lines.append("")
-    t = {"metrics": [], "rows": []}
-    for part in (main_table(results), check_table(results)):
-        t["metrics"] = t["metrics"] or part["metrics"]
-        t["rows"] += part["rows"] if part["metrics"] == t["metrics"] else []
-    head = f"  {'method':34s}{'role':>11s}" + "".join(f"{m:>22s}" for m in t["metrics"])
-    lines.append(head + f"{'n':>8s}")
-    for row in t["rows"]:
-        cells = "".join(f"{c['text']:>22s}" for c in row["cells"])
-        lines.append(f"  {row['label']:34s}{ROLE_NAMES[row['role']]:>11s}{cells}{row['n']:>8s}")
+    metrics = main_table(results)["metrics"]
+    lines.append(
+        f"  {'method':34s}{'role':>11s}" + "".join(f"{m:>22s}" for m in metrics) + f"{'n':>6s}"
+    )
+    for m in results.methods:
+        scores = results.scores.get(m, {})
+        cells = "".join(f"{_cell(scores.get(metric)):>22s}" for metric in metrics)
+        n = max((s.get("n", 0) for s in scores.values() if isinstance(s, dict)), default=0)
+        lines.append(f"  {results.label(m):34s}{ROLE_NAMES[results.role(m)]:>11s}{cells}{n:>6d}")
     lines.append("")
     lines += [f"  {x['label']}: {x['about']}" for x in legend(results)]
     return "\n".join(lines)
