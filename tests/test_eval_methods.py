@@ -75,7 +75,7 @@ def test_eval_all_methods_judge_and_resume(tiny_run, monkeypatch, capsys):
 
     # 1. Everything but the judge.
     assert cli.main([*base, "--judge", "none"]) == 0
-    assert "twenty_questions_trigger" in capsys.readouterr().out
+    assert "20 questions + trigger (oracle)" in capsys.readouterr().out
     rows = _rows(out)
     count = Counter(r["method"] for r in rows)
     for m in ("dit", "base_question", "twenty_questions", "twenty_questions_trigger"):
@@ -197,7 +197,7 @@ def test_methods_come_from_the_task():
     from ditkit.evaluate.methods import GENERIC, methods_for
     from ditkit.tasks.base import get_task
 
-    assert set(methods_for(get_task("hidden_topic"))) == {*METHODS, "trigger_inversion"}
+    assert set(methods_for(get_task("hidden_topic"))) == {*METHODS, "trigger_inversion", "dit_vote"}
     news = set(methods_for(get_task("news")))
     assert news == {*GENERIC, "summary_requests", "story_summary"}
     with pytest.raises(ConfigError, match=r"summary_requests.*hidden_topic"):

@@ -33,7 +33,7 @@ from markupsafe import Markup
 from ditkit import files
 from ditkit.errors import DataError, DitkitError
 from ditkit.evaluate.methods import ROLES, MethodInfo, method_info, methods_for
-from ditkit.evaluate.stats import paired_difference
+from ditkit.evaluate.stats import metric_scale, paired_difference
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,9 @@ def paired_rows(results: RunResults) -> list[dict]:
                 shared = [d for d in dit if d in other]
                 if not shared:
                     continue
-                pd = paired_difference([dit[d] for d in shared], [other[d] for d in shared])
+                pd = paired_difference(
+                    [dit[d] for d in shared], [other[d] for d in shared], **metric_scale(metric)
+                )
             lo, hi = pd["ci95"]
             rows.append(
                 {

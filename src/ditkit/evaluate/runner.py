@@ -39,7 +39,7 @@ from ..errors import ConfigError, DitkitError
 from ..files import append_jsonl, kill_point, read_jsonl, write_json, write_jsonl
 from .methods import Context, key, methods_for
 from .metrics import alias_match, embedding_cosine, retrieval_at_k, retrieval_rank, rouge_l
-from .stats import paired_difference, summarize
+from .stats import metric_scale, paired_difference, summarize
 
 log = logging.getLogger(__name__)
 
@@ -308,23 +308,22 @@ def write_paired(ev_dir: Path) -> dict:
             shared = sorted(d for d in dit.get(metric, {}) if d in other)
             if shared:
                 paired.setdefault(method, {})[metric] = paired_difference(
-                    [dit[metric][d] for d in shared], [other[d] for d in shared]
+                    [dit[metric][d] for d in shared],
+                    [other[d] for d in shared],
+                    **metric_scale(metric),
                 )
     write_json(ev_dir / "paired.json", paired)
     return paired
 
 
-# Scores that are never proportions, even when every row happens to score 0 or 1.
-CONTINUOUS_METRICS = ("rouge_l", "embedding_cosine", "judge")
-
-
 def summarize_metric(metric: str, values: list[float]) -> dict:
-    """`stats.summarize` of one metric's values, continuous metrics never taken as proportions."""
-    return summarize(values, False if metric in CONTINUOUS_METRICS else None)
+    """`stats.summarize` of one metric's values, its intervals inside the metric's range
+    (`stats.METRIC_RANGES`); continuous metrics are never taken as proportions."""
+    return summarize(values, **metric_scale(metric))
 
 
 def write_scores(ev_dir: Path) -> dict:
-    """Aggregate predictions into ``{method: {metric: {mean, ci95, n}}}``."""
+    """Aggregate predictions into ``{method: {metric: {mean, ci95, ci95_method, n, ...}}}``."""
     by: dict[str, dict[str, list[float]]] = {}
     for p in read_jsonl(ev_dir / "predictions.jsonl"):
         for metric, value in p["scores"].items():
