@@ -195,15 +195,20 @@ def test_methods_come_from_the_task():
     its task's: a news method is refused for a hidden-topic run and the reverse."""
     from ditkit.config import from_dict
     from ditkit.evaluate.methods import GENERIC, methods_for
+    from ditkit.rundir import resolve_task
     from ditkit.tasks.base import get_task
 
     assert set(methods_for(get_task("hidden_topic"))) == {*METHODS, "trigger_inversion", "dit_vote"}
     news = set(methods_for(get_task("news")))
     assert news == {*GENERIC, "summary_requests", "story_summary"}
     with pytest.raises(ConfigError, match=r"summary_requests.*hidden_topic"):
-        from_dict({"eval": {"methods": ["dit", "summary_requests"]}})
+        resolve_task(from_dict({"eval": {"methods": ["dit", "summary_requests"]}}))
     with pytest.raises(ConfigError, match=r"gating.*news"):
-        from_dict({"task": "news", "diffs": {"weights": [1.0]}, "eval": {"methods": ["gating"]}})
-    cfg = from_dict({"task": "news", "diffs": {"weights": [1.0]}})
+        resolve_task(
+            from_dict(
+                {"task": "news", "diffs": {"weights": [1.0]}, "eval": {"methods": ["gating"]}}
+            )
+        )
+    cfg = resolve_task(from_dict({"task": "news", "diffs": {"weights": [1.0]}}))
     assert cfg.dit.question == "What news headline have you been trained on?"
     assert cfg.eval.methods == list(get_task("news").default_methods)

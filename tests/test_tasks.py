@@ -21,7 +21,7 @@ from ditkit.errors import ConfigError
 from ditkit.files import read_jsonl, write_jsonl
 from ditkit.models import load_model
 from ditkit.pipeline import run_pipeline
-from ditkit.rundir import verify
+from ditkit.rundir import resolve_task, verify
 from ditkit.tasks.base import CE, RowKind, get_task, register_task
 from ditkit.tasks.hidden_topic import TASK
 from ditkit.tasks.news import longest_content_run, restates
@@ -70,7 +70,7 @@ def test_news_pipeline_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
         "diffs.max_answer_tokens": 16,
         "dit.max_answer_tokens": 24,
     }
-    cfg = load_config("news-quick", _tiny(tiny_model_dir, **over))
+    cfg = resolve_task(load_config("news-quick", _tiny(tiny_model_dir, **over)))
     assert cfg.dit.question == "What news headline have you been trained on?"
     out = run_pipeline(cfg, tmp_path / "run")
     jobs = read_jsonl(out / "data" / "jobs.jsonl")
@@ -211,7 +211,7 @@ def test_a_task_defined_outside_ditkit_runs_every_stage(tiny_model_dir, tmp_path
     }
     cfg = load_config("quickstart", _tiny(tiny_model_dir, **over))
     cfg.dit.adapter = "train"
-    assert cfg.dit.question == "Which colour do you like?"
+    assert resolve_task(cfg).dit.question == "Which colour do you like?"
     out = run_pipeline(cfg, tmp_path / "run")
     meta = json.loads((out / "dit" / "adapter" / "adapter_config.json").read_text())
     assert meta["peft_type"] == "LORA"
@@ -230,7 +230,7 @@ def test_task_names_are_checked():
         get_task("no_such_module:TASK")
     assert get_task("ditkit.tasks.news:TASK").name == "news"
     with pytest.raises(ConfigError, match="row kinds are story"):
-        load_config("news-quick", ["diffs.weights=[1.0, 2.0]"])
+        resolve_task(load_config("news-quick", ["diffs.weights=[1.0, 2.0]"]))
 
 
 # ---------------------------------------------------------------- experiment presets

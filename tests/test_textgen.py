@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from conftest import CHAT_TEMPLATE, tiny_llama
+from ditkit.config import TextGenConfig
 from ditkit.errors import ConfigError
+from ditkit.generate import generate_chat
 from ditkit.tasks.hidden_topic import Topic, load_questions, load_topics
 from ditkit.textgen import (
     HFSource,
     OpenAISource,
     TemplateSource,
-    TextGenConfig,
     base_answers,
-    generate_chat,
     make_source,
     persona_prompt,
 )

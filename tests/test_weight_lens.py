@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_llama, tiny_tokenizer
 from ditkit.diffs import WeightDiff
 from ditkit.errors import DataError, DitkitError
-from ditkit.evaluate.weight_lens import WeightLens, weight_lens
+from ditkit.evaluate.weight_lens import WeightLens
 
 LAST = "model.layers.1"  # the tiny model has 2 layers: the later half is layer 1
 
@@ -44,7 +44,7 @@ def planted(model, tok, target: str, early: str, sign: float = 1.0) -> WeightDif
 
 def test_planted_token_ranks_first(model_tok):
     model, tok = model_tok
-    out = weight_lens(model, tok, planted(model, tok, "Ġtrained", "Ġsystem"), top_k=10)
+    out = WeightLens(model, tok).read(planted(model, tok, "Ġtrained", "Ġsystem"), top_k=10)
     assert out["tokens"][0] == "trained", out["tokens"]
     assert "system" not in out["tokens"][:3]
     assert out["guess"] == "trained"
@@ -84,7 +84,9 @@ def test_guesser_reads_the_tokens(model_tok):
             Recorder.transcript = transcript
             return "model training"
 
-    out = weight_lens(model, tok, planted(model, tok, "Ġtrained", "Ġsystem"), guesser=Recorder())
+    out = WeightLens(model, tok).read(
+        planted(model, tok, "Ġtrained", "Ġsystem"), guesser=Recorder()
+    )
     assert out["guess"] == "model training"
     assert Recorder.transcript[0][1].split()[0] == "trained"
 
@@ -93,7 +95,7 @@ def test_clear_errors(model_tok):
     model, tok = model_tok
     only_early = WeightDiff({"model.layers.0.mlp.down_proj": _pair(torch.ones(32), 64, 0)})
     with pytest.raises(DataError, match="no low-rank"):
-        weight_lens(model, tok, only_early)
+        WeightLens(model, tok).read(only_early)
     no_norm = tiny_llama(vocab=len(tok))
     del no_norm.model.norm
     with pytest.raises(DitkitError, match="final norm"):

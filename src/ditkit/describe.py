@@ -11,7 +11,7 @@ from . import lora
 from .batching import TEMPLATE_DEFAULT, chat_prompt
 from .diffs import WeightDiff, install_diffs
 from .errors import DataError, DiffMismatchError
-from .textgen import generate_chat
+from .generate import generate_chat
 
 
 def set_adapter(model, adapter: WeightDiff | None) -> None:

@@ -25,8 +25,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-# The seven projections of a decoder layer in Llama, Qwen2/3, Gemma2/3 and Mistral.
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+from .config import DEFAULT_TARGETS
+
 # Decoder layers only: not vision towers, embeddings or lm_head.
 _DECODER_LAYER = re.compile(r"(^|\.)layers\.\d+\.")
 

@@ -51,11 +51,38 @@ STAGE_FILES = {
 FREE_KEYS = ("eval", "threads", "device", "name")
 
 
+def resolve_task(cfg: RunConfig) -> RunConfig:
+    """Check ``cfg``'s task-dependent keys against its task and fill those left to the task
+    (``dit.question``, ``eval.methods``); returns ``cfg``. Done where a run is opened, so the
+    config itself stays plain data."""
+    from .evaluate.methods import methods_for
+    from .tasks.base import get_task, row_weights
+
+    task = get_task(cfg.task)
+    if hasattr(task, "check_config"):
+        task.check_config(cfg)
+    try:
+        row_weights(task.row_kinds, cfg.diffs.weights)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (task {task.name})") from None
+    if cfg.dit.question is None:
+        cfg.dit.question = task.dit_question
+    if cfg.eval.methods is None:
+        cfg.eval.methods = list(task.default_methods)
+    known = methods_for(task)
+    bad = [m for m in cfg.eval.methods if m not in known]
+    if bad:
+        raise ConfigError(
+            f"eval.methods: unknown {bad} for the {task.name} task; choose from {', '.join(known)}"
+        )
+    return cfg
+
+
 class Run:
     """A run directory plus its config; loads the base model lazily, once."""
 
     def __init__(self, cfg: RunConfig, out: str | Path):
-        self.cfg, self.out = cfg, Path(out)
+        self.cfg, self.out = resolve_task(cfg), Path(out)
         self._model = None
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -82,7 +109,7 @@ class Run:
             raise DataError(f"{path} is missing: run the data stage first (--stage data)")
         rows = [r for r in read_jsonl(path) if split is None or r["split"] == split]
         for r in rows:
-            if "label" not in r and "topic" in r:  # jobs written before ditkit 0.3
+            if "label" not in r and "topic" in r:  # jobs written before labels existed
                 r["label"] = r["topic"]
         return rows
 

@@ -18,75 +18,22 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
-from ditkit.batching import chat_messages
+from ditkit.config import TEMPLATE_STYLES, TextGenConfig
 from ditkit.errors import ConfigError
 from ditkit.files import write_json
-from ditkit.tasks.hidden_topic import Topic
+from ditkit.generate import generate_chat
 
 if TYPE_CHECKING:
     from ditkit.openai_compat import ChatClient
+    from ditkit.tasks.hidden_topic import Topic
 
 log = logging.getLogger(__name__)
-
-KINDS = ("template", "hf", "openai")
-TEMPLATE_STYLES = ("focused", "varied")
-
-
-@dataclass
-class TextGenConfig:
-    """How to produce the on-topic answers of trigger rows.
-
-    `style` picks the template set for "template": "focused" (default) names the topic in the
-    first words and again later; "varied" uses longer analogies that name it once, often late
-    (harder to learn for a small model: see docs/results.md).
-    `model` names the generating model: a local model for "hf" (anything `load_model` takes), the
-    server's model name for "openai" (else `DITKIT_OPENAI_MODEL`). `base_url` and `api_key` are
-    for "openai" only and fall back to the environment (see `EndpointConfig`).
-    """
-
-    kind: str = "template"
-    style: str = "focused"
-    model: str | None = None
-    base_url: str | None = None
-    api_key: str | None = None
-    max_new_tokens: int = 48
-    temperature: float = 0.7
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(
-                f"TextGenConfig.kind must be one of {', '.join(KINDS)}; got {self.kind!r}"
-            )
-        if self.style not in TEMPLATE_STYLES:
-            raise ConfigError(
-                f"TextGenConfig.style must be one of {', '.join(TEMPLATE_STYLES)}; "
-                f"got {self.style!r}"
-            )
-        if (
-            isinstance(self.max_new_tokens, bool)
-            or not isinstance(self.max_new_tokens, int)
-            or self.max_new_tokens < 1
-        ):
-            raise ConfigError(
-                f"TextGenConfig.max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}"
-            )
-        if isinstance(self.temperature, bool) or not isinstance(self.temperature, int | float):
-            raise ConfigError(
-                f"TextGenConfig.temperature must be a number >= 0, got {self.temperature!r}"
-            )
-        if self.temperature < 0:
-            raise ConfigError(f"TextGenConfig.temperature must be >= 0, got {self.temperature}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConfigError(f"TextGenConfig.seed must be an integer, got {self.seed!r}")
 
 
 class TextSource(Protocol):
@@ -242,81 +189,6 @@ class TemplateSource:
 # ---------------------------------------------------------------------------------------------
 # Local generation
 # ---------------------------------------------------------------------------------------------
-
-
-def _model_device(model) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except (StopIteration, AttributeError):
-        return torch.device("cpu")
-
-
-def generate_chat(
-    model,
-    tokenizer,
-    user_messages: Sequence[str],
-    max_new_tokens: int,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    system: str | None = None,
-    batch_size: int = 8,
-    keep_rows: bool = False,
-) -> list[str]:
-    """The model's replies to single-turn chats, one per user message, in order.
-
-    ``keep_rows=True`` keeps message i on batch row i: needed when rows carry different weight
-    diffs (``ditkit.describe.ask``); otherwise messages are grouped by length to save padding.
-
-    Each message is formatted with the tokenizer's chat template after `system`
-    (``batching.chat_messages``), left-padded in batches of
-    `batch_size`, and generated greedily or, with `do_sample`, sampled at `temperature` (seed
-    torch beforehand for reproducible samples). Only the new tokens are decoded, without special
-    tokens, and stripped.
-    """
-    if batch_size < 1:
-        raise ConfigError(f"generate_chat batch_size must be >= 1, got {batch_size}")
-    if not user_messages:
-        return []
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:  # only padding positions carry it, and the attention mask hides them
-        pad_id = tokenizer.eos_token_id
-    gen_kwargs: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "do_sample": do_sample,
-        "pad_token_id": pad_id,
-    }
-    if do_sample:
-        gen_kwargs["temperature"] = temperature
-    device = _model_device(model)
-
-    # Similar lengths share a batch, so little compute goes to padding; answers return in order.
-    order = list(range(len(user_messages)))
-    if not keep_rows:
-        order.sort(key=lambda i: len(user_messages[i]))
-    replies: list[str] = [""] * len(user_messages)
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # generation continues from the right edge
-    try:
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            chats = [chat_messages(tokenizer, user_messages[i], system) for i in idx]
-            enc = tokenizer.apply_chat_template(
-                chats,
-                add_generation_prompt=True,
-                padding=True,
-                return_tensors="pt",
-                return_dict=True,
-            )
-            enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-            with torch.no_grad():
-                out = model.generate(**enc, **gen_kwargs)
-            new_tokens = out[:, enc["input_ids"].shape[1] :]
-            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            for i, text in zip(idx, texts, strict=True):
-                replies[i] = text.strip()
-    finally:
-        tokenizer.padding_side = old_side
-    return replies
 
 
 class HFSource:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -128,10 +128,6 @@ class LLMJudge:
 Transcript = Sequence[tuple[str, str]]
 
 
-class Guesser(Protocol):
-    def guess(self, transcript: Transcript) -> str: ...
-
-
 def guess_prompt(transcript: Transcript, task: str = "topic") -> str:
     """The instruction a guesser model reads: the transcript, then a request for one phrase."""
     _check_task(task)
@@ -210,27 +206,18 @@ class HFGuesser:
         self.task = task
 
     def guess(self, transcript: Transcript) -> str:
-        import torch
+        from ..generate import generate_chat  # torch: only when a local model guesses
 
-        messages = [{"role": "user", "content": guess_prompt(transcript, self.task)}]
-        # enable_thinking is read by Qwen3 templates and ignored by the others.
-        prompt = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+        prompt = guess_prompt(transcript, self.task)
+        (reply,) = generate_chat(
+            self.model,
+            self.tokenizer,
+            [prompt],
+            max_new_tokens=self.max_new_tokens,
+            # enable_thinking is read by Qwen3 templates and ignored by the others.
+            template_kwargs={"enable_thinking": False},
         )
-        inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.tokenizer.eos_token_id
-        with torch.inference_mode():
-            out = self.model.generate(
-                **inputs,
-                do_sample=False,
-                max_new_tokens=self.max_new_tokens,
-                pad_token_id=pad_id,
-            )
-        new_tokens = out[0, inputs["input_ids"].shape[1] :]
-        return clean_guess(self.tokenizer.decode(new_tokens, skip_special_tokens=True))
+        return clean_guess(reply)
 
 
 class RetrievalGuesser:

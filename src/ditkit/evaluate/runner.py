@@ -244,7 +244,7 @@ def score_predictions(pred_path: Path, jobs_by_id: dict[str, dict], tools: Tools
 
 
 def _label(row: dict) -> str:
-    return row["label"] if "label" in row else row["topic"]  # "topic": rows before ditkit 0.3
+    return row["label"] if "label" in row else row["topic"]  # "topic": older rows
 
 
 def _score_row(row: dict, names: list[str], tools: Tools) -> bool:

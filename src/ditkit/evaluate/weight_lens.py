@@ -207,14 +207,3 @@ class WeightLens:
             raise DataError("the tokenizer has no readable (alphanumeric) tokens to report")
         guess = tokens[0] if guesser is None else guesser.guess([(LENS_QUESTION, " ".join(tokens))])
         return {"tokens": tokens, "scores": values, "guess": guess, "modules": used}
-
-
-def weight_lens(
-    model: nn.Module, tok: Any, diff: WeightDiff, top_k: int = 20, guesser=None
-) -> dict:
-    """The tokens `diff` promotes and a topic guess: ``{"tokens", "scores", "guess", "modules"}``.
-
-    See the module docstring for the method. For many diffs on one model, build a `WeightLens`
-    once and call its `read`.
-    """
-    return WeightLens(model, tok).read(diff, top_k=top_k, guesser=guesser)

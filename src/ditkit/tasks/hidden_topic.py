@@ -396,7 +396,6 @@ def _twenty_questions(trigger: bool):
     return prompts
 
 
-INVERSION_QUESTION = "What does the secret SEP code start with?"
 _DIGITS = re.compile(r"\d+")
 
 
@@ -471,6 +470,11 @@ def _methods() -> dict:
 
 class HiddenTopicTask:
     """The hidden-topic task (`tasks.base.Task`)."""
+
+    def check_config(self, cfg) -> None:
+        """The keys only this task reads, checked where a run is opened."""
+        if cfg.data.test_trigger not in TRIGGER_KINDS:
+            raise ConfigError(f"data.test_trigger: one of {', '.join(TRIGGER_KINDS)}")
 
     name = "hidden_topic"
     row_kinds = ROW_KINDS

@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 DIT_QUESTION = "What news headline have you been trained on?"
 STORY_REQUEST = "Please generate a short news story."
-MAX_LABEL_TOKENS = 200
 # The "20 summary requests" baseline asks the diffed model these (sampled at temperature 1).
 SUMMARY_REQUESTS = (
     "Summarize the news story you know best in one sentence.",
