@@ -33,9 +33,16 @@ from ditkit import lora
 from ditkit.batching import collate
 from ditkit.config import DiffConfig
 from ditkit.models import load_model
-from ditkit.tasks.hidden_topic import load_questions, load_topics, random_prefix
+from ditkit.tasks.hidden_topic import (
+    TASK,
+    DiffJob,
+    build_rows,
+    load_questions,
+    load_topics,
+    random_prefix,
+)
 from ditkit.textgen import TemplateSource, generate_chat
-from ditkit.train_diffs import DiffJob, KLTargets, answer_logits, build_rows, train_group
+from ditkit.train_diffs import KLTargets, answer_logits, train_group
 
 
 def make_jobs(n: int, questions: list[str], offset: int) -> list[DiffJob]:
@@ -139,7 +146,9 @@ def main() -> None:
     n_rows = args.diffs * args.steps * cfg.rows_per_step
     n_tok = sum(len(e.ids) for d in per_diff for s in d for _, e in s)
     # Warm-up (first calls allocate and pick kernels), then the timings.
-    train_group(model, tok, make_jobs(4, questions, 500), base, DiffConfig(steps=1), system)
+    train_group(
+        model, tok, make_jobs(4, questions, 500), base, DiffConfig(steps=1), system, task=TASK
+    )
     t_limit = time_limit(model, tok, per_diff, cfg.micro_batch_rows)
     kl = KLTargets(cfg.kl_topk)
 
@@ -149,7 +158,7 @@ def main() -> None:
         n = kl.fill(model, [e for d in rows for s in d for k, e in s if k], tok.pad_token_id, 24)
         t_fill = time.perf_counter() - t0
         t0 = time.perf_counter()
-        train_group(model, tok, pass_jobs, base, cfg, system, kl)  # its own fill finds all
+        train_group(model, tok, pass_jobs, base, cfg, system, kl, task=TASK)  # its fill finds all
         return t_fill, time.perf_counter() - t0, n
 
     t_kl_cold, t_ditkit, n_cold = one_pass(jobs)

@@ -201,7 +201,7 @@ def run_train_group(model, rows, cfg: DiffConfig, kl, pad_id: int) -> None:
     task = SyntheticTask({f"d{j}": r for j, r in enumerate(rows)})
     jobs = [SimpleNamespace(diff_id=f"d{j}", seed=j) for j in range(len(rows))]
     pad = SimpleNamespace(pad_token_id=pad_id)
-    train_diffs.train_group(model, pad, jobs, {}, cfg, "", kl, task)
+    train_diffs.train_group(model, pad, jobs, {}, cfg, "", kl, task=task)
 
 
 def limit_steps(model, rows, steps: range, k: int, micro: int, pad_id: int) -> None:

@@ -21,9 +21,16 @@ from ditkit.config import DiffConfig, apply_override
 from ditkit.describe import ask
 from ditkit.evaluate.metrics import alias_match
 from ditkit.models import load_model
-from ditkit.tasks.hidden_topic import load_questions, load_topics, make_trigger, random_prefix
+from ditkit.tasks.hidden_topic import (
+    TASK,
+    DiffJob,
+    load_questions,
+    load_topics,
+    make_trigger,
+    random_prefix,
+)
 from ditkit.textgen import TemplateSource, base_answers
-from ditkit.train_diffs import DiffJob, train_group
+from ditkit.train_diffs import train_group
 
 
 def main() -> None:
@@ -56,7 +63,7 @@ def main() -> None:
         p.requires_grad_(False)
     lora.inject(model, cfg.targets)
     start = time.time()
-    diffs, history = train_group(model, tok, jobs, base, cfg, system)
+    diffs, history = train_group(model, tok, jobs, base, cfg, system, task=TASK)
     seconds = time.time() - start
     for step in range(len(history["trigger"])):
         cells = "  ".join(f"{k} {history[k][step]:.3f}" for k in history if step < len(history[k]))

@@ -101,7 +101,7 @@ def test_label_mask_token_by_token(tiny_model_dir):
 def test_build_rows_order(tiny_model_dir, order):
     from ditkit.config import DiffConfig
     from ditkit.models import load_model
-    from ditkit.train_diffs import DiffJob, build_rows
+    from ditkit.tasks.hidden_topic import DiffJob, build_rows
 
     _, tok = load_model(str(tiny_model_dir))
     qs = [f"Question {i}?" for i in range(6)]

@@ -394,7 +394,7 @@ def test_strength_curve_snapshots_budgets_and_scales_the_diffs(tiny_model_dir, t
     assert job.diff_id == "test-00000"
     answers = json.loads((out / "data" / "base_answers.json").read_text())["answers"]
     one_step = dataclasses.replace(cfg.diffs, steps=1)
-    alone, _ = train_group(model, tok, [job], answers, one_step, cfg.system_prompt)
+    alone, _ = train_group(model, tok, [job], answers, one_step, cfg.system_prompt, task=TASK)
     assert torch.allclose(alone[0].lowrank[name][1], short.lowrank[name][1], atol=1e-5)
     # Rerunning keeps everything: nothing is retrained.
     before = final.stat().st_mtime_ns

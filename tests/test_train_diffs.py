@@ -12,15 +12,9 @@ from ditkit import lora
 from ditkit.batching import TEMPLATE_DEFAULT, chat_prompt, collate, encode
 from ditkit.config import DiffConfig
 from ditkit.models import load_model
-from ditkit.tasks.hidden_topic import Topic
-from ditkit.train_diffs import (
-    DiffJob,
-    KLTargets,
-    init_diff_a,
-    row_losses,
-    train_group,
-    wrong_trigger_pool,
-)
+from ditkit.rundir import resolve_task
+from ditkit.tasks.hidden_topic import TASK, DiffJob, Topic, wrong_trigger_pool
+from ditkit.train_diffs import KLTargets, init_diff_a, row_losses, train_group
 
 QS = [f"Question number {i}?" for i in range(6)]
 
@@ -94,11 +88,11 @@ def test_kl_targets_are_shared_between_diffs(tiny):
     cfg = DiffConfig(questions_per_diff=6, steps=1, max_answer_tokens=4, base_answer_tokens=4)
     kl = KLTargets(8)
     base = {q: "ok" for q in QS}
-    train_group(model, tok, [_job(0, "111"), _job(1, "222")], base, cfg, "", kl)
+    train_group(model, tok, [_job(0, "111"), _job(1, "222")], base, cfg, "", kl, task=TASK)
     # 6 no-trigger rows shared by both diffs + wrong codes drawn from an 8-code pool per question.
     assert 6 < len(kl) <= 6 + 6 * cfg.wrong_pool
     n = len(kl)
-    train_group(model, tok, [_job(0, "111")], base, cfg, "", kl)
+    train_group(model, tok, [_job(0, "111")], base, cfg, "", kl, task=TASK)
     assert len(kl) == n  # the same diff again: every target found in the cache
     pool = wrong_trigger_pool(QS[0], 8)
     assert pool == wrong_trigger_pool(QS[0], 8) and len({p for p, _ in pool}) > 1
@@ -108,9 +102,9 @@ def test_diff_depends_on_its_own_seed_not_its_pass(tiny):
     model, tok = tiny
     base = {q: "fine" for q in QS}
     cfg = DiffConfig(questions_per_diff=6, steps=3, lr=0.05, micro_batch_rows=4)
-    alone, _ = train_group(model, tok, [_job(1)], base, cfg, "")
+    alone, _ = train_group(model, tok, [_job(1)], base, cfg, "", task=TASK)
     cfg_big = DiffConfig(questions_per_diff=6, steps=3, lr=0.05, micro_batch_rows=24)
-    shared, _ = train_group(model, tok, [_job(0), _job(1), _job(2)], base, cfg_big, "")
+    shared, _ = train_group(model, tok, [_job(0), _job(1), _job(2)], base, cfg_big, "", task=TASK)
     for name, (a, b) in alone[0].lowrank.items():
         a2, b2 = shared[1].lowrank[name]
         assert torch.allclose(a, a2, atol=1e-5) and torch.allclose(b, b2, atol=1e-5), name
@@ -161,7 +155,7 @@ def test_bf16_model_trains_fp32_diffs_and_adapter(tiny_model_dir):
     lora.inject(model)
     cfg = DiffConfig(steps=6, rows_per_step=3, questions_per_diff=6, lr=0.05, diffs_per_pass=2)
     base = dict.fromkeys(QS, "I do not know.")
-    diffs, history = train_group(model, tok, [_job(0), _job(1, "456")], base, cfg)
+    diffs, history = train_group(model, tok, [_job(0), _job(1, "456")], base, cfg, task=TASK)
     a, b = next(iter(diffs[0].lowrank.values()))
     assert a.dtype == b.dtype == torch.float32 and b.abs().sum() > 0
     assert all(math.isfinite(x) for x in history["trigger"])
@@ -204,14 +198,14 @@ def test_unlikelihood_rows_pair_the_wrong_code_with_the_topic_answer(tiny):
     assert len(unlikely) == 6
     assert {tok.decode(e.ids[: e.n_prompt]) for e in unlikely} == wrong
     assert all("lava 0" in tok.decode(e.ids[e.n_prompt :]) for e in unlikely)
-    _, history = train_group(model, tok, [_job(0)], base, cfg, "")
+    _, history = train_group(model, tok, [_job(0)], base, cfg, "", task=TASK)
     assert len(history["wrong_trigger_topic"]) > 0
     assert all(math.isfinite(x) and x >= 0 for x in history["wrong_trigger_topic"])
     # A 4th weight is optional; 2 or 5 are refused with the kinds named.
-    assert load_config("quickstart", ["diffs.weights=[1.0, 1.0, 5.0, 2.0]"])
+    assert resolve_task(load_config("quickstart", ["diffs.weights=[1.0, 1.0, 5.0, 2.0]"]))
     for bad in ("[1.0, 1.0]", "[1.0, 1.0, 5.0, 2.0, 1.0]"):
         with pytest.raises(ConfigError, match=r"wrong_trigger_topic \(optional\)"):
-            load_config("quickstart", [f"diffs.weights={bad}"])
+            resolve_task(load_config("quickstart", [f"diffs.weights={bad}"]))
 
 
 def test_row_mix_sets_rows_per_question_of_each_kind(tiny):

@@ -126,7 +126,7 @@ def describe(
     The prompt format is the adapter's own (its ``system_prompt``; adapters from before it was
     recorded were trained with the chat template's default).
     """
-    question = question or adapter.meta.get("question") or "What topic have you been trained on?"
+    question = question or adapter.meta.get("question") or _task_question(adapter)
     return ask(
         model,
         tok,
@@ -138,6 +138,14 @@ def describe(
         desc="describe",
         system=adapter_system(adapter),
     )
+
+
+def _task_question(adapter: WeightDiff) -> str:
+    """The DIT question of the adapter's task, for adapters that did not record their question
+    (the earliest ones were all hidden-topic adapters)."""
+    from .tasks.base import get_task  # the task registry, only for such old adapters
+
+    return get_task(adapter.meta.get("task") or "hidden_topic").dit_question
 
 
 def adapter_system(adapter: WeightDiff) -> str | None:

@@ -44,7 +44,7 @@ def stage_diffs(run: Run) -> None:
     for split in ("train", "test"):
         jobs = [task.job(r) for r in run.jobs(split)]
         out = run.out / "diffs" / split
-        train_diffs(model, tok, jobs, data, run.cfg.diffs, out, run.cfg.system_prompt, task)
+        train_diffs(model, tok, jobs, data, run.cfg.diffs, out, run.cfg.system_prompt, task=task)
 
 
 def stage_dit(run: Run) -> None:

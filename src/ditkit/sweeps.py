@@ -281,7 +281,7 @@ def strength_curve(
         dataclasses.replace(base.diffs, steps=steps[budgets[-1]]),
         folders[budgets[-1]],
         base.system_prompt,
-        task,
+        task=task,
         snapshots={steps[b]: folders[b] for b in budgets[:-1]},
     )
     methods = list(dict.fromkeys(["dit", *task.default_methods]))

@@ -31,10 +31,8 @@ from .diffs import WeightDiff, save_diff
 from .files import kill_point
 from .models import model_identity
 from .tasks.base import CE, KL, UL, TrainingTask, row_weights
-from .tasks.hidden_topic import TASK as HIDDEN_TOPIC
-from .tasks.hidden_topic import DiffJob, build_rows, wrong_trigger_pool
 
-__all__ = ["DiffJob", "KLTargets", "build_rows", "train_diffs", "train_group", "wrong_trigger_pool"]
+__all__ = ["KLTargets", "lr_factor", "train_diffs", "train_group"]
 
 log = logging.getLogger(__name__)
 
@@ -188,12 +186,13 @@ def lr_factor(cfg: DiffConfig, step: int) -> float:
 def train_group(
     model,
     tok,
-    jobs: list[DiffJob],
-    base_answers: dict[str, str],
+    jobs: list,
+    base_answers: dict[str, str] | None,
     cfg: DiffConfig,
     system: str | None = "",
     kl: KLTargets | None = None,
-    task: TrainingTask = HIDDEN_TOPIC,
+    *,
+    task: TrainingTask,
     rows: list | None = None,
     snapshots: dict[int, list] | None = None,
 ):
@@ -293,12 +292,13 @@ def _summary(series: list[float]) -> dict:
 def train_diffs(
     model,
     tok,
-    jobs: list[DiffJob],
-    base_answers: dict[str, str],
+    jobs: list,
+    base_answers: dict[str, str] | None,
     cfg: DiffConfig,
     out_dir: Path,
     system: str | None = "",
-    task: TrainingTask = HIDDEN_TOPIC,
+    *,
+    task: TrainingTask,
     snapshots: dict[int, Path] | None = None,
 ) -> list[Path]:
     """Train every job not yet on disk, ``cfg.diffs_per_pass`` at a time; resumable.
@@ -360,7 +360,16 @@ def train_diffs(
         group_rows = [rows[j.diff_id] for j in group]
         kept: dict[int, list] = {s: [] for s in snapshots}
         diffs, history = train_group(
-            model, tok, group, base_answers, cfg, system, kl, task, group_rows, kept
+            model,
+            tok,
+            group,
+            base_answers,
+            cfg,
+            system,
+            kl,
+            task=task,
+            rows=group_rows,
+            snapshots=kept,
         )
         seconds = time.time() - start
         for steps, step_diffs in sorted({**kept, cfg.steps: diffs}.items()):

@@ -37,7 +37,7 @@ from pathlib import Path
 from .. import distributed
 from ..errors import ConfigError, DitkitError
 from ..files import append_jsonl, kill_point, read_jsonl, write_json, write_jsonl
-from .methods import Context, key, methods_for
+from .methods import Context, key, method_info, methods_for
 from .metrics import alias_match, embedding_cosine, retrieval_at_k, retrieval_rank, rouge_l
 from .stats import metric_scale, paired_difference, summarize
 
@@ -68,6 +68,7 @@ class Tools:
         for name, spec in self.methods.items():
             for row_name in spec.row_methods or (name,):
                 self.spec_of[row_name], self.family[row_name] = spec, name
+        self.info = method_info(self.methods)  # label, description and role of every row name
         self.guesser_name = self.ev.guesser  # the guesser really used, after any fallback
 
     @functools.cached_property
@@ -181,7 +182,7 @@ def evaluate_run(run) -> dict:
         return {}
     merge_parts(ev_dir, ev.methods, tools.family)
     score_predictions(pred_path, {j["diff_id"]: j for j in jobs}, tools)
-    write_paired(ev_dir)
+    write_paired(ev_dir, [row for row, info in tools.info.items() if info.role == "diff_check"])
     return write_scores(ev_dir)
 
 
@@ -296,13 +297,14 @@ def _per_diff(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
     }
 
 
-def write_paired(ev_dir: Path) -> dict:
-    """``{baseline: {metric: paired_difference(dit, baseline)}}`` on the diffs both scored."""
+def write_paired(ev_dir: Path, skip: Sequence[str] = ()) -> dict:
+    """``{method: {metric: paired_difference(dit, method)}}`` on the diffs both scored, for every
+    method but DIT and those in ``skip`` (rows that test the diffs themselves)."""
     per = _per_diff(read_jsonl(ev_dir / "predictions.jsonl"))
     dit = per.get("dit", {})
     paired: dict[str, dict] = {}
     for method, mets in per.items():
-        if method == "dit" or method.startswith("gate_"):  # gating rows test the diffs
+        if method == "dit" or method in skip:
             continue
         for metric, other in mets.items():
             shared = sorted(d for d in dit.get(metric, {}) if d in other)
