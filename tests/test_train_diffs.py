@@ -11,10 +11,11 @@ import torch
 from ditkit import lora
 from ditkit.batching import TEMPLATE_DEFAULT, chat_prompt, collate, encode
 from ditkit.config import DiffConfig
+from ditkit.lora import init_diff_a
 from ditkit.models import load_model
 from ditkit.rundir import resolve_task
 from ditkit.tasks.hidden_topic import TASK, DiffJob, Topic, wrong_trigger_pool
-from ditkit.train_diffs import KLTargets, init_diff_a, row_losses, train_group
+from ditkit.train_diffs import KLTargets, row_losses, train_group
 
 QS = [f"Question number {i}?" for i in range(6)]
 

@@ -17,15 +17,10 @@ from .generate import generate_chat
 def set_adapter(model, adapter: WeightDiff | None) -> None:
     """Install ``adapter`` as every wrapped layer's shared adapter (None removes it)."""
     layers = lora.diff_layers(model)
-    for name, layer in layers.items():
-        if adapter is None or name not in adapter.lowrank:
-            layer.adapter_a_ro = layer.adapter_b_ir = None
-            continue
-        a_ro, b_ir = adapter.lowrank[name]
-        w = layer.base.weight
-        layer.adapter_a_ro = torch.nn.Parameter(a_ro.to(w), requires_grad=False)
-        layer.adapter_b_ir = torch.nn.Parameter(b_ir.to(w), requires_grad=False)
-        layer.adapter_scale = adapter.scale(name)
+    pairs = None
+    if adapter is not None:
+        pairs = {n: (a, b, adapter.scale(n)) for n, (a, b) in adapter.lowrank.items()}
+    lora.set_adapter(model, pairs)
     if adapter is not None:
         missing = set(adapter.lowrank) - set(layers)
         if missing:
@@ -90,8 +85,7 @@ def ask(
             for d in chunk:
                 index.append(j if d is not None else -1)
                 j += d is not None
-            for layer in lora.diff_layers(model).values():
-                layer.clear_diffs()
+            lora.clear_diffs(model)
             if present:
                 install_diffs(model, present, torch.tensor(index))
             answers += generate_chat(
@@ -106,8 +100,7 @@ def ask(
                 keep_rows=True,  # row i carries diff i: never regroup the prompts
             )
     finally:
-        for layer in lora.diff_layers(model).values():
-            layer.clear_diffs()
+        lora.clear_diffs(model)
         set_adapter(model, None)
     return answers
 

@@ -658,28 +658,9 @@ def install_diffs(
                 f"{sources[i] if sources else f'diff {i}'}: modules {sorted(missing)[:3]} are not "
                 f"wrapped; inject with targets covering them (wrapped: {sorted(layers)[:2]}...)"
             )
-    row_index = row_index.long()
-    r = max((d.rank for d in diffs), default=0)
-    has_dense = any(d.dense for d in diffs)
-    for name, layer in layers.items():
-        w = layer.base.weight
-        layer.clear_diffs()
-        if r:
-            k = len(diffs)
-            b_kir = w.new_zeros(k, layer.in_features, r)
-            a_kro = w.new_zeros(k, r, layer.out_features)
-            s_k = w.new_zeros(k)
-            for j, d in enumerate(diffs):
-                if name in d.lowrank:
-                    a_ro, b_ir = d.lowrank[name]
-                    rj = a_ro.shape[0]
-                    a_kro[j, :rj] = a_ro.to(w)
-                    b_kir[j, :, :rj] = b_ir.to(w)
-                    s_k[j] = d.scale(name)
-            layer.set_lowrank(b_kir, a_kro, s_k, row_index.to(w.device))
-        if has_dense:
-            d_koi = w.new_zeros(len(diffs), layer.out_features, layer.in_features)
-            for j, d in enumerate(diffs):
-                if name in d.dense:
-                    d_koi[j] = d.dense[name].to(w)
-            layer.set_dense(d_koi, row_index.to(w.device))
+    lora.install_banks(
+        model,
+        [{n: (a, b, d.scale(n)) for n, (a, b) in d.lowrank.items()} for d in diffs],
+        [d.dense for d in diffs],
+        row_index,
+    )

@@ -31,14 +31,38 @@ from .config import DEFAULT_TARGETS
 _DECODER_LAYER = re.compile(r"(^|\.)layers\.\d+\.")
 
 
+A_INITS = ("reference", "unit")
+
+
+def a_bound(rank: int, out: int, init: str = "unit") -> float:
+    """Half-width of the uniform initialisation of ``A [r, out]`` (B starts at zero).
+
+    "unit": Kaiming-uniform with a = sqrt(5) (torch's and peft's default) over fan-in r,
+    1 / sqrt(r): the DIT adapter, and ditkit's first diff initialisation. "reference":
+    Kaiming-uniform with a = 0 over fan-in r x out, sqrt(6 / (r out)), which the reference code
+    gets by initialising its stacked ``[diffs, r, out]`` tensor (10-16x smaller on SmolLM2).
+    """
+    if init == "reference":
+        return math.sqrt(6.0 / (rank * out))
+    if init == "unit":
+        return rank**-0.5
+    raise ValueError(f"A initialisation {init!r} is not one of {', '.join(A_INITS)}")
+
+
 def init_lora_(a_ro: torch.Tensor, b_ir: torch.Tensor) -> None:
-    """Initialise one LoRA pair in place: A Kaiming-uniform, B zeros, so the product starts at 0."""
-    # Kaiming-uniform (a = sqrt(5), as torch and peft use) with fan-in = rank, as the reference
-    # code's [out, r] layout gives; works on stacked [K, r, out] banks too.
-    bound = 1.0 / math.sqrt(a_ro.shape[-2])
+    """Initialise one LoRA pair in place from torch's global generator: A "unit" uniform
+    (`a_bound`), B zeros, so the product starts at 0; works on stacked ``[K, r, out]`` too."""
+    bound = a_bound(a_ro.shape[-2], a_ro.shape[-1], "unit")
     with torch.no_grad():
         a_ro.uniform_(-bound, bound)
         b_ir.zero_()
+
+
+def init_diff_a(shape_ro: tuple[int, int], gen: torch.Generator, init: str) -> torch.Tensor:
+    """One diff's ``A [r, out]`` drawn from ``gen`` alone (a diff's start depends on its own
+    seed, never on the diffs beside it), uniform within `a_bound`."""
+    r, out = shape_ro
+    return (torch.rand(shape_ro, generator=gen) * 2 - 1) * a_bound(r, out, init)
 
 
 class DiffLinear(nn.Module):
@@ -145,14 +169,28 @@ class DiffLinear(nn.Module):
             self._parameters.pop(name, None)
             object.__setattr__(self, name, value)
 
+    def lowrank_entry(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copies of bank entry ``k``: ``(A [r, out], B [in, r])``."""
+        return self.low_a_kro[k].detach().clone(), self.low_b_kir[k].detach().clone()
+
     def add_adapter(self, rank: int, alpha: float = 1.0) -> None:
-        """Create the shared trainable adapter (A Kaiming-uniform, B zeros; fp32)."""
+        """Create the shared trainable adapter (A "unit" uniform, B zeros; fp32)."""
         # fp32 whatever the base's dtype (optimizer precision); cast in the forward pass.
         f32 = {"device": self.base.weight.device, "dtype": torch.float32}
         self.adapter_b_ir = nn.Parameter(torch.empty(self.in_features, rank, **f32))
         self.adapter_a_ro = nn.Parameter(torch.empty(rank, self.out_features, **f32))
         init_lora_(self.adapter_a_ro.data, self.adapter_b_ir.data)
         self.adapter_scale = alpha / rank
+
+    def set_adapter(self, a_ro: torch.Tensor | None, b_ir: torch.Tensor | None, scale=1.0) -> None:
+        """A frozen shared adapter (cast to the base's dtype and device); None removes it."""
+        if a_ro is None:
+            self.adapter_a_ro = self.adapter_b_ir = None
+            return
+        w = self.base.weight
+        self.adapter_a_ro = nn.Parameter(a_ro.to(w), requires_grad=False)
+        self.adapter_b_ir = nn.Parameter(b_ir.to(w), requires_grad=False)
+        self.adapter_scale = scale
 
 
 def _as3d(x: torch.Tensor) -> torch.Tensor:
@@ -235,3 +273,102 @@ def set_row_index(
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     head, _, leaf = name.rpartition(".")
     return (model.get_submodule(head) if head else model), leaf
+
+
+# ---------------------------------------------------------------- whole-model state
+
+
+def new_lowrank_banks(
+    model: nn.Module, a_init: dict[str, list[torch.Tensor]], rank: int, alpha: float
+) -> list[nn.Parameter]:
+    """Trainable fp32 banks of ``len(a_init[name])`` diffs on every wrapped layer, A from
+    ``a_init`` (``{layer: [A [r, out] per diff]}``), B zeros; returns the parameters."""
+    params = []
+    for name, layer in diff_layers(model).items():
+        # fp32 whatever the model's dtype: Adam's moments and small updates need the precision;
+        # the layer casts the banks to the activations' dtype in the forward pass.
+        f32 = {"device": layer.base.weight.device, "dtype": torch.float32}
+        t = len(a_init[name])
+        b = nn.Parameter(torch.zeros(t, layer.in_features, rank, **f32))
+        a = nn.Parameter(torch.stack(a_init[name]).to(**f32))
+        layer.set_lowrank(b, a, torch.full((t,), alpha / rank, **f32))
+        params += [a, b]
+    return params
+
+
+def install_banks(
+    model: nn.Module,
+    lowrank: list[dict[str, tuple[torch.Tensor, torch.Tensor, float]]],
+    dense: list[dict[str, torch.Tensor]],
+    row_index: torch.Tensor,
+) -> None:
+    """Frozen banks of K diffs on every wrapped layer; batch row i uses diff ``row_index[i]``.
+
+    ``lowrank[j]`` maps a layer to diff j's ``(A [r_j, out], B [in, r_j], scale)``, ``dense[j]``
+    to its ``[out, in]`` delta. Ranks may differ (zero-padded, adding nothing); a layer a diff
+    lacks gets zeros.
+    """
+    row_index = row_index.long()
+    r = max((a.shape[0] for d in lowrank for a, _, _ in d.values()), default=0)
+    for name, layer in diff_layers(model).items():
+        w = layer.base.weight
+        layer.clear_diffs()
+        if r:
+            k = len(lowrank)
+            b_kir = w.new_zeros(k, layer.in_features, r)
+            a_kro = w.new_zeros(k, r, layer.out_features)
+            s_k = w.new_zeros(k)
+            for j, d in enumerate(lowrank):
+                if name in d:
+                    a_ro, b_ir, scale = d[name]
+                    a_kro[j, : a_ro.shape[0]] = a_ro.to(w)
+                    b_kir[j, :, : a_ro.shape[0]] = b_ir.to(w)
+                    s_k[j] = scale
+            layer.set_lowrank(b_kir, a_kro, s_k, row_index.to(w.device))
+        if any(dense):
+            d_koi = w.new_zeros(len(dense), layer.out_features, layer.in_features)
+            for j, d in enumerate(dense):
+                if name in d:
+                    d_koi[j] = d[name].to(w)
+            layer.set_dense(d_koi, row_index.to(w.device))
+
+
+def clear_diffs(model: nn.Module) -> None:
+    """Drop every wrapped layer's diff banks (adapters stay)."""
+    for layer in diff_layers(model).values():
+        layer.clear_diffs()
+
+
+def set_adapter(
+    model: nn.Module, pairs: dict[str, tuple[torch.Tensor, torch.Tensor, float]] | None
+) -> None:
+    """The frozen shared adapter on every wrapped layer: ``{layer: (A, B, scale)}``; a layer
+    not in ``pairs`` (or ``pairs`` None) gets none."""
+    for name, layer in diff_layers(model).items():
+        layer.set_adapter(*(pairs or {}).get(name, (None, None)))
+
+
+def add_adapters(model: nn.Module, rank: int, alpha: float = 1.0) -> list[nn.Parameter]:
+    """A fresh trainable shared adapter on every wrapped layer; returns its parameters."""
+    params = []
+    for layer in diff_layers(model).values():
+        layer.add_adapter(rank, alpha)
+        params += [layer.adapter_a_ro, layer.adapter_b_ir]
+    return params
+
+
+def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the shared adapter: ``{"<layer>.A": [r, out], "<layer>.B": [in, r]}``."""
+    out = {}
+    for name, layer in diff_layers(model).items():
+        out[f"{name}.A"] = layer.adapter_a_ro.detach().clone()
+        out[f"{name}.B"] = layer.adapter_b_ir.detach().clone()
+    return out
+
+
+def load_adapter_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy `adapter_state`'s tensors into the trainable adapter in place."""
+    with torch.no_grad():
+        for name, layer in diff_layers(model).items():
+            layer.adapter_a_ro.copy_(state[f"{name}.A"])
+            layer.adapter_b_ir.copy_(state[f"{name}.B"])

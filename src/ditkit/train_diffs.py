@@ -160,18 +160,6 @@ def _kl_encs(kinds, rows_by_diff: list[list]) -> list[Encoded]:
     return [e for rows in rows_by_diff for kind, e in rows if kinds[kind].loss == KL]
 
 
-def init_diff_a(shape_ro: tuple[int, int], gen: torch.Generator, init: str) -> torch.Tensor:
-    """One diff's ``A [r, out]`` for ``DiffConfig.init``; B starts at zeros.
-
-    "reference": ``kaiming_uniform_`` (a = 0) with fan-in r x out, as the reference code gets by
-    initialising its stacked ``[diffs, r, out]`` tensor: bound sqrt(6 / (r * out)).
-    "unit": U(-1/sqrt(r), 1/sqrt(r)), ditkit's earlier choice (10-16x larger on SmolLM2).
-    """
-    r, out = shape_ro
-    bound = math.sqrt(6.0 / (r * out)) if init == "reference" else r**-0.5
-    return (torch.rand(shape_ro, generator=gen) * 2 - 1) * bound
-
-
 def lr_factor(cfg: DiffConfig, step: int) -> float:
     """The multiplier of ``cfg.lr`` at optimizer step ``step`` (0-based): linear warm-up over
     ``warmup_steps``, then constant or a cosine decay to 0 at ``steps``."""
@@ -214,16 +202,8 @@ def train_group(
     for job in jobs:
         gen = torch.Generator().manual_seed(job.seed)
         for name, layer in layers.items():
-            a_by_layer[name].append(init_diff_a((cfg.rank, layer.out_features), gen, cfg.init))
-    params = []
-    for name, layer in layers.items():
-        # fp32 whatever the model's dtype: Adam's moments and small updates need the precision;
-        # the layer casts the banks to the activations' dtype in the forward pass.
-        f32 = {"device": layer.base.weight.device, "dtype": torch.float32}
-        b = torch.nn.Parameter(torch.zeros(t, layer.in_features, cfg.rank, **f32))
-        a = torch.nn.Parameter(torch.stack(a_by_layer[name]).to(**f32))
-        layer.set_lowrank(b, a, torch.full((t,), cfg.alpha / cfg.rank, **f32))
-        params += [a, b]
+            a_by_layer[name].append(lora.init_diff_a((cfg.rank, layer.out_features), gen, cfg.init))
+    params = lora.new_lowrank_banks(model, a_by_layer, cfg.rank, cfg.alpha)
     opt = torch.optim.Adam(params, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(cfg, step))
     kinds = task.row_kinds
@@ -261,23 +241,14 @@ def train_group(
         first = history[kinds[0].name]
         bar.set_postfix({kinds[0].name: f"{first[-1]:.2f}" if first else "-"})
     out = _current_diffs(layers, t, cfg.alpha)
-    for layer in layers.values():
-        layer.clear_diffs()
+    lora.clear_diffs(model)
     return out, history
 
 
 def _current_diffs(layers: dict, t: int, alpha: float) -> list[WeightDiff]:
     """Copies of the ``t`` diffs the layers' banks hold now."""
     return [
-        WeightDiff(
-            {
-                name: (layer.low_a_kro[j].detach().clone(), layer.low_b_kir[j].detach().clone())
-                for name, layer in layers.items()
-            },
-            {},
-            alpha,
-            {},
-        )
+        WeightDiff({name: layer.lowrank_entry(j) for name, layer in layers.items()}, {}, alpha, {})
         for j in range(t)
     ]
 

@@ -31,21 +31,6 @@ from .models import model_identity
 log = logging.getLogger(__name__)
 
 
-def _adapter_state(layers) -> dict[str, torch.Tensor]:
-    out = {}
-    for name, layer in layers.items():
-        out[f"{name}.A"] = layer.adapter_a_ro.detach().clone()
-        out[f"{name}.B"] = layer.adapter_b_ir.detach().clone()
-    return out
-
-
-def _load_adapter_state(layers, state: dict[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for name, layer in layers.items():
-            layer.adapter_a_ro.copy_(state[f"{name}.A"])
-            layer.adapter_b_ir.copy_(state[f"{name}.B"])
-
-
 def _target(d: WeightDiff, key: str) -> str:
     if key not in d.meta:
         raise DataError(
@@ -147,19 +132,19 @@ def _train_step(model, tok, batch: list[WeightDiff], cfg: DitConfig, system, opt
     return float(loss.detach())
 
 
-def _save_checkpoint(ckpt: Path, state: dict, layers, best: dict, opt) -> None:
+def _save_checkpoint(ckpt: Path, state: dict, model, best: dict, opt) -> None:
     """Adapter, best adapter, optimizer and state of one epoch, swapped in as one folder."""
     with atomic_folder(ckpt) as tmp:
-        save_file(_adapter_state(layers), str(tmp / "adapter.safetensors"))
+        save_file(lora.adapter_state(model), str(tmp / "adapter.safetensors"))
         save_file(best, str(tmp / "best.safetensors"))
         torch.save(opt.state_dict(), tmp / "optimizer.pt")
         write_json(tmp / "state.json", state)
 
 
-def _load_checkpoint(ckpt: Path, layers, opt) -> tuple[dict, dict[str, torch.Tensor]]:
+def _load_checkpoint(ckpt: Path, model, opt) -> tuple[dict, dict[str, torch.Tensor]]:
     try:
         state = json.loads((ckpt / "state.json").read_text())
-        _load_adapter_state(layers, load_file(str(ckpt / "adapter.safetensors")))
+        lora.load_adapter_state(model, load_file(str(ckpt / "adapter.safetensors")))
         opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
         return state, load_file(str(ckpt / "best.safetensors"))
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
@@ -203,9 +188,7 @@ def train_dit(
         p.requires_grad_(False)
     layers = lora.inject(model, targets)
     torch.manual_seed(seed)
-    for layer in layers.values():
-        layer.add_adapter(cfg.rank, cfg.alpha)
-    params = [p for layer in layers.values() for p in (layer.adapter_a_ro, layer.adapter_b_ir)]
+    params = lora.add_adapters(model, cfg.rank, cfg.alpha)
     longest = max(len(e.ids) for e in _encode(tok, diffs[:1], cfg, system))
     memory.report(
         "DIT training",
@@ -221,9 +204,9 @@ def train_dit(
 
     ckpt = out_dir / "checkpoint"
     state = {"epoch": 0, "best_val": math.inf, "bad_epochs": 0, "history": []}
-    best = _adapter_state(layers)
+    best = lora.adapter_state(model)
     if (ckpt / "state.json").exists():
-        state, best = _load_checkpoint(ckpt, layers, opt)
+        state, best = _load_checkpoint(ckpt, model, opt)
         log.info("resuming DIT training after epoch %d", state["epoch"])
     start = time.time()
     for epoch in range(state["epoch"], cfg.epochs):
@@ -257,14 +240,13 @@ def train_dit(
         log.info("DIT epoch %d: train loss %.4f, val loss %.4f", epoch + 1, train_loss, val_loss)
         if val_loss < state["best_val"]:
             state["best_val"], state["bad_epochs"] = val_loss, 0
-            best = _adapter_state(layers)
+            best = lora.adapter_state(model)
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
         if distributed.is_main():
-            _save_checkpoint(ckpt, state, layers, best, opt)
-    for layer in layers.values():
-        layer.clear_diffs()
+            _save_checkpoint(ckpt, state, model, best, opt)
+    lora.clear_diffs(model)
     adapter = WeightDiff(
         {n: (best[f"{n}.A"], best[f"{n}.B"]) for n in layers},
         {},
