@@ -281,6 +281,39 @@ def _cmd_report(args) -> None:
     print(write_report(Path(args.dir)))
 
 
+def _add_sweeps(sub) -> None:
+    """The experiments that sweep one setting over sub-runs of a run."""
+    s = sub.add_parser(
+        "scaling", help="data scaling: adapters on 2^k of a run's training diffs, one test set"
+    )
+    s.add_argument("dir", help="a run directory whose data and diffs stages are done")
+    s.add_argument("--sizes", help="comma-separated training-diff counts (default: 4, 8, ..., all)")
+    s.add_argument("--metric", default="alias_match", help="the DIT score to plot")
+    s.set_defaults(func=_cmd_scaling)
+
+    s = sub.add_parser(
+        "ranks", help="rank generalisation: a run's adapter reads test diffs of other ranks"
+    )
+    s.add_argument("dir", help="a finished run directory (its adapter and training diffs)")
+    s.add_argument("--ranks", default="2,4,8,16,32,64", help="comma-separated test-diff ranks")
+    s.add_argument(
+        "--test-diffs", type=int, help="retrain only the first N test diffs at each rank (cheaper)"
+    )
+    s.add_argument("--metric", default="alias_match", help="the DIT score to plot")
+    s.set_defaults(func=_cmd_ranks)
+
+    s = sub.add_parser(
+        "strength", help="diff strength: test diffs at several row budgets and read-time scales"
+    )
+    s.add_argument("dir", help="a run directory whose data stage is done")
+    s.add_argument("--budgets", default="84,168,336", help="rows seen per diff, comma-separated")
+    s.add_argument("--scales", default="0.5,1,1.5,2", help="read-time multipliers of every diff")
+    s.add_argument("--adapter", help="'shipped', an adapter folder or a run (default: the run's)")
+    s.add_argument("--test-diffs", type=int, help="only the first N test diffs")
+    s.add_argument("--metric", default="alias_match", help="the score to tabulate")
+    s.set_defaults(func=_cmd_strength)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ditkit", description="Diff Interpretation Tuning: ask a model what a diff changed."
@@ -339,35 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guesser-model", help="model for --guesser openai")
     s.set_defaults(func=_cmd_eval)
 
-    s = sub.add_parser(
-        "scaling", help="data scaling: adapters on 2^k of a run's training diffs, one test set"
-    )
-    s.add_argument("dir", help="a run directory whose data and diffs stages are done")
-    s.add_argument("--sizes", help="comma-separated training-diff counts (default: 4, 8, ..., all)")
-    s.add_argument("--metric", default="alias_match", help="the DIT score to plot")
-    s.set_defaults(func=_cmd_scaling)
-
-    s = sub.add_parser(
-        "ranks", help="rank generalisation: a run's adapter reads test diffs of other ranks"
-    )
-    s.add_argument("dir", help="a finished run directory (its adapter and training diffs)")
-    s.add_argument("--ranks", default="2,4,8,16,32,64", help="comma-separated test-diff ranks")
-    s.add_argument(
-        "--test-diffs", type=int, help="retrain only the first N test diffs at each rank (cheaper)"
-    )
-    s.add_argument("--metric", default="alias_match", help="the DIT score to plot")
-    s.set_defaults(func=_cmd_ranks)
-
-    s = sub.add_parser(
-        "strength", help="diff strength: test diffs at several row budgets and read-time scales"
-    )
-    s.add_argument("dir", help="a run directory whose data stage is done")
-    s.add_argument("--budgets", default="84,168,336", help="rows seen per diff, comma-separated")
-    s.add_argument("--scales", default="0.5,1,1.5,2", help="read-time multipliers of every diff")
-    s.add_argument("--adapter", help="'shipped', an adapter folder or a run (default: the run's)")
-    s.add_argument("--test-diffs", type=int, help="only the first N test diffs")
-    s.add_argument("--metric", default="alias_match", help="the score to tabulate")
-    s.set_defaults(func=_cmd_strength)
+    _add_sweeps(sub)
 
     s = sub.add_parser("verify", help="check a run directory's files against its manifest")
     s.add_argument("dir")

@@ -354,7 +354,8 @@ def _number(value, what: str, where: Path) -> float:
     return x
 
 
-def _load_peft(folder: Path) -> WeightDiff:
+def _peft_config(folder: Path) -> tuple[Path, dict]:
+    """``adapter_config.json`` of a LoRA adapter ditkit can read, checked."""
     cfg_path = folder / "adapter_config.json"
     try:
         cfg = json.loads(cfg_path.read_bytes())
@@ -375,6 +376,11 @@ def _load_peft(folder: Path) -> WeightDiff:
                 f"{cfg_path}: {flag}=true adapters are not supported; merge it into a full "
                 "checkpoint and convert that (`ditkit diff convert CHECKPOINT OUT --base BASE`)"
             )
+    return cfg_path, cfg
+
+
+def _peft_tensors(folder: Path) -> tuple[Path, dict]:
+    """The adapter's weights file and its tensors (safetensors, or a weights-only ``.bin``)."""
     weights = folder / "adapter_model.safetensors"
     if weights.exists():
         tensors = _load_tensors(weights)
@@ -388,6 +394,30 @@ def _load_peft(folder: Path) -> WeightDiff:
             f"{folder} has adapter_config.json but no adapter_model.safetensors; copy the "
             "adapter's weights file next to it"
         )
+    return weights, tensors
+
+
+def _peft_meta(folder: Path, cfg: dict) -> dict:
+    """Metadata: the base model from the config, plus ditkit's own from ``ditkit.json``."""
+    meta = {"base_model": cfg.get("base_model_name_or_path"), "source_format": "peft"}
+    side = folder / "ditkit.json"
+    if side.exists():
+        try:
+            extra = json.loads(side.read_bytes()).get("ditkit_meta", {})
+        except (OSError, ValueError, AttributeError, RecursionError) as e:
+            raise DiffFormatError(
+                f"{side} is not a readable JSON object ({e}); fix or delete it (it only holds "
+                "metadata)"
+            ) from None
+        if not isinstance(extra, dict):
+            raise DiffFormatError(f"{side}: ditkit_meta is not an object; fix or delete the file")
+        meta.update(extra)
+    return meta
+
+
+def _load_peft(folder: Path) -> WeightDiff:
+    cfg_path, cfg = _peft_config(folder)
+    weights, tensors = _peft_tensors(folder)
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in tensors.items():
         m = _PEFT_KEY.match(str(key))
@@ -423,19 +453,7 @@ def _load_peft(folder: Path) -> WeightDiff:
         # Fold any difference from the stored convention (alpha / r) into A, which is lossless.
         fold = s / (alpha / r)
         lowrank[name] = (a_ro * fold if fold != 1.0 else a_ro, lora_a.T.contiguous())
-    meta = {"base_model": cfg.get("base_model_name_or_path"), "source_format": "peft"}
-    side = folder / "ditkit.json"
-    if side.exists():
-        try:
-            extra = json.loads(side.read_bytes()).get("ditkit_meta", {})
-        except (OSError, ValueError, AttributeError, RecursionError) as e:
-            raise DiffFormatError(
-                f"{side} is not a readable JSON object ({e}); fix or delete it (it only holds "
-                "metadata)"
-            ) from None
-        if not isinstance(extra, dict):
-            raise DiffFormatError(f"{side}: ditkit_meta is not an object; fix or delete the file")
-        meta.update(extra)
+    meta = _peft_meta(folder, cfg)
     if not lowrank:
         raise DiffFormatError(
             f"{weights} holds no LoRA tensors (names like "

@@ -260,6 +260,52 @@ def _summary(series: list[float]) -> dict:
     return {"first": sum(series[:n]) / n, "last": sum(series[-n:]) / n, "points": len(series)}
 
 
+def _pending_passes(jobs: list, per_pass: int, folders: list[Path]) -> list[list]:
+    """The passes with a diff missing from any of ``folders``.
+
+    Pass boundaries are fixed over all jobs, and a pass with any diff missing is trained whole:
+    a diff then always trains beside the same diffs, in the same batches, and a resumed run
+    writes the same bits as an uninterrupted one.
+    """
+    groups = [jobs[i : i + per_pass] for i in range(0, len(jobs), per_pass)]
+    groups = [g for g in groups if any(not j.path(d).exists() for j in g for d in folders)]
+    pending = sum(len(g) for g in groups)
+    if pending < len(jobs):
+        log.info("%d of %d diffs already on disk; skipping them", len(jobs) - pending, len(jobs))
+    return groups
+
+
+def _save_pass(group, diffs, folder, steps, history, cfg, seconds, task, meta: dict) -> None:
+    """Write one pass's diffs as they stood after ``steps`` steps, with their metadata."""
+    for job, diff in zip(group, diffs):
+        diff.meta = {
+            **meta,
+            **task.diff_meta(job),
+            "seed": job.seed,
+            "steps": steps,
+            "rows_seen": steps * cfg.rows_per_step,
+            # The group's mean losses: per-diff curves would cost a sync per step.
+            "loss": {k: _summary(v[: steps * len(v) // cfg.steps]) for k, v in history.items()},
+            "train_seconds_per_diff": seconds * steps / cfg.steps / len(group),
+        }
+        save_diff(diff, job.path(folder))
+        kill_point("diffs.saved")
+
+
+def _report_memory(model, layers: dict, cfg: DiffConfig, longest: int) -> None:
+    per_diff = cfg.rank * sum(m.in_features + m.out_features for m in layers.values())
+    memory.report(
+        "diff training",
+        memory.estimate(
+            model,
+            trainable=cfg.diffs_per_pass * per_diff,
+            rows=cfg.micro_batch_rows,
+            seq=longest,
+            answer_tokens=cfg.max_answer_tokens,
+        ),
+    )
+
+
 def train_diffs(
     model,
     tok,
@@ -284,14 +330,7 @@ def train_diffs(
     outs = {cfg.steps: out_dir, **snapshots}
     for folder in outs.values():
         folder.mkdir(parents=True, exist_ok=True)
-    # Pass boundaries are fixed over all jobs, and a pass with any diff missing is trained whole:
-    # a diff then always trains beside the same diffs, in the same batches, and a resumed run
-    # writes the same bits as an uninterrupted one.
-    groups = [jobs[i : i + cfg.diffs_per_pass] for i in range(0, len(jobs), cfg.diffs_per_pass)]
-    groups = [g for g in groups if any(not j.path(d).exists() for j in g for d in outs.values())]
-    pending = sum(len(g) for g in groups)
-    if pending < len(jobs):
-        log.info("%d of %d diffs already on disk; skipping them", len(jobs) - pending, len(jobs))
+    groups = _pending_passes(jobs, cfg.diffs_per_pass, list(outs.values()))
     # Under a launcher every process lists the pending passes before any writes one, then trains
     # its own share of them.
     distributed.barrier()
@@ -313,22 +352,10 @@ def train_diffs(
         kl = KLTargets(cfg.kl_topk)
         encs = _kl_encs(task.row_kinds, [rows[j.diff_id] for j in jobs])
         kl.fill(model, encs, tok.pad_token_id, cfg.micro_batch_rows)
-    per_diff = cfg.rank * sum(m.in_features + m.out_features for m in layers.values())
-    longest = max(len(e.ids) for g in groups for j in g for _, e in rows[j.diff_id])
-    memory.report(
-        "diff training",
-        memory.estimate(
-            model,
-            trainable=cfg.diffs_per_pass * per_diff,
-            rows=cfg.micro_batch_rows,
-            seq=longest,
-            answer_tokens=cfg.max_answer_tokens,
-        ),
-    )
+    _report_memory(model, layers, cfg, max(len(e.ids) for j in needed for _, e in rows[j.diff_id]))
     for group in tqdm(groups, desc="diff passes"):
         kill_point("diffs.pass")
         start = time.time()
-        group_rows = [rows[j.diff_id] for j in group]
         kept: dict[int, list] = {s: [] for s in snapshots}
         diffs, history = train_group(
             model,
@@ -339,36 +366,20 @@ def train_diffs(
             system,
             kl,
             task=task,
-            rows=group_rows,
+            rows=[rows[j.diff_id] for j in group],
             snapshots=kept,
         )
         seconds = time.time() - start
+        base = {**ident, "rank": cfg.rank, "lr": cfg.lr, "init": cfg.init, "system_prompt": system}
         for steps, step_diffs in sorted({**kept, cfg.steps: diffs}.items()):
-            for job, diff in zip(group, step_diffs):
-                diff.meta = {
-                    **ident,
-                    **task.diff_meta(job),
-                    "seed": job.seed,
-                    "rank": cfg.rank,
-                    "steps": steps,
-                    "rows_seen": steps * cfg.rows_per_step,
-                    "lr": cfg.lr,
-                    "init": cfg.init,
-                    "system_prompt": system,
-                    # The group's mean losses: per-diff curves would cost a sync per step.
-                    "loss": {
-                        k: _summary(v[: steps * len(v) // cfg.steps]) for k, v in history.items()
-                    },
-                    "train_seconds_per_diff": seconds * steps / cfg.steps / len(group),
-                }
-                save_diff(diff, job.path(outs[steps]))
-                kill_point("diffs.saved")
+            _save_pass(group, step_diffs, outs[steps], steps, history, cfg, seconds, task, base)
+        first = task.row_kinds[0].name
         log.info(
             "trained %d diffs in %.0f s (%s loss %.3f -> %.3f)",
             len(group),
             seconds,
-            task.row_kinds[0].name,
-            diffs[0].meta["loss"][task.row_kinds[0].name].get("first", float("nan")),
-            diffs[0].meta["loss"][task.row_kinds[0].name].get("last", float("nan")),
+            first,
+            diffs[0].meta["loss"][first].get("first", float("nan")),
+            diffs[0].meta["loss"][first].get("last", float("nan")),
         )
     return [j.path(out_dir) for j in jobs]

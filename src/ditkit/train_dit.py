@@ -154,6 +154,65 @@ def _load_checkpoint(ckpt: Path, model, opt) -> tuple[dict, dict[str, torch.Tens
         ) from exc
 
 
+def _load_training_diffs(paths: list[Path]) -> list[WeightDiff]:
+    diffs = [load_diff(p) for p in tqdm(paths, desc="loading diffs", leave=False)]
+    unlabeled = [str(p) for p, d in zip(paths, diffs) if not d.meta.get("label")]
+    if unlabeled:
+        raise DataError(f"diffs without a 'label' in their metadata: {unlabeled[:3]}")
+    if not diffs:
+        raise DataError("no training diffs: run the diffs stage first")
+    return diffs
+
+
+def _recipe(cfg: DitConfig, system) -> dict:
+    """What a reader of the adapter needs to ask it the way it was trained."""
+    return {
+        "question": cfg.question,
+        "target": cfg.target,
+        "scale_augment": list(cfg.scale_augment),
+        "extra_questions": list(cfg.extra_questions),
+        "system_prompt": system,
+    }
+
+
+def _epoch(model, tok, train: list[WeightDiff], cfg: DitConfig, system, opt, key: str) -> float:
+    """One pass over the training diffs; returns the mean batch loss. The order and any
+    augmentation come from ``key`` (seed and epoch) alone, so a resumed run sees the same."""
+    model.train()
+    order = list(range(len(train)))
+    random.Random(f"dit-epoch|{key}").shuffle(order)
+    shuffled = [_augment(train[i], cfg, f"{key}|{i}") for i in order]
+    losses = []
+    bar = tqdm(range(0, len(train), cfg.batch_size), desc="DIT epoch", leave=False)
+    for i in bar:
+        losses.append(_train_step(model, tok, shuffled[i : i + cfg.batch_size], cfg, system, opt))
+        kill_point("dit.step")
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    return sum(losses) / len(losses)
+
+
+def _validate(model, tok, val: list[WeightDiff], cfg: DitConfig, system) -> float:
+    """Mean validation loss over batches of the held-out training diffs."""
+    model.eval()
+    with torch.no_grad():
+        losses = [
+            float(_val_loss(model, tok, val[i : i + cfg.batch_size], cfg, system))
+            for i in range(0, len(val), cfg.batch_size)
+        ]
+    return sum(losses) / len(losses)
+
+
+def _start_or_resume(ckpt: Path, model, opt) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The training state and best adapter: from ``ckpt`` when a killed run left one."""
+    if (ckpt / "state.json").exists():
+        state, best = _load_checkpoint(ckpt, model, opt)
+        log.info("resuming DIT training after epoch %d", state["epoch"])
+        return state, best
+    return {"epoch": 0, "best_val": math.inf, "bad_epochs": 0, "history": []}, lora.adapter_state(
+        model
+    )
+
+
 def train_dit(
     model,
     tok,
@@ -170,12 +229,7 @@ def train_dit(
     Diffs of a task other than ``task`` (the run's) are asked their own task's question.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    diffs = [load_diff(p) for p in tqdm(diff_paths, desc="loading diffs", leave=False)]
-    unlabeled = [str(p) for p, d in zip(diff_paths, diffs) if not d.meta.get("label")]
-    if unlabeled:
-        raise DataError(f"diffs without a 'label' in their metadata: {unlabeled[:3]}")
-    if not diffs:
-        raise DataError("no training diffs: run the diffs stage first")
+    diffs = _load_training_diffs(diff_paths)
     other_questions = _ask_own_questions(diffs, task)
     order = list(range(len(diffs)))
     random.Random(seed).shuffle(order)
@@ -190,50 +244,25 @@ def train_dit(
     torch.manual_seed(seed)
     params = lora.add_adapters(model, cfg.rank, cfg.alpha)
     longest = max(len(e.ids) for e in _encode(tok, diffs[:1], cfg, system))
-    memory.report(
-        "DIT training",
-        memory.estimate(
-            model,
-            trainable=sum(p.numel() for p in params),
-            rows=cfg.batch_size,
-            seq=longest,
-            answer_tokens=cfg.max_answer_tokens,
-        ),
+    estimate = memory.estimate(
+        model,
+        trainable=sum(p.numel() for p in params),
+        rows=cfg.batch_size,
+        seq=longest,
+        answer_tokens=cfg.max_answer_tokens,
     )
+    memory.report("DIT training", estimate)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     ckpt = out_dir / "checkpoint"
-    state = {"epoch": 0, "best_val": math.inf, "bad_epochs": 0, "history": []}
-    best = lora.adapter_state(model)
-    if (ckpt / "state.json").exists():
-        state, best = _load_checkpoint(ckpt, model, opt)
-        log.info("resuming DIT training after epoch %d", state["epoch"])
+    state, best = _start_or_resume(ckpt, model, opt)
     start = time.time()
     for epoch in range(state["epoch"], cfg.epochs):
         if state["bad_epochs"] >= cfg.patience and val:
             log.info("early stop: validation loss has not improved for %d epochs", cfg.patience)
             break
-        model.train()
-        # Each epoch's order comes from (seed, epoch) alone, so a resumed run sees the same order.
-        epoch_order = list(range(len(train)))
-        random.Random(f"dit-epoch|{seed}|{epoch}").shuffle(epoch_order)
-        shuffled = [_augment(train[i], cfg, f"{seed}|{epoch}|{i}") for i in epoch_order]
-        losses = []
-        bar = tqdm(range(0, len(train), cfg.batch_size), desc=f"DIT epoch {epoch + 1}", leave=False)
-        for i in bar:
-            losses.append(
-                _train_step(model, tok, shuffled[i : i + cfg.batch_size], cfg, system, opt)
-            )
-            kill_point("dit.step")
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        model.eval()
-        with torch.no_grad():
-            val_losses = [
-                float(_val_loss(model, tok, val[i : i + cfg.batch_size], cfg, system))
-                for i in range(0, len(val), cfg.batch_size)
-            ]
-        train_loss = sum(losses) / len(losses)
-        val_loss = sum(val_losses) / len(val_losses) if val_losses else train_loss
+        train_loss = _epoch(model, tok, train, cfg, system, opt, f"{seed}|{epoch}")
+        val_loss = _validate(model, tok, val, cfg, system) if val else train_loss
         state["history"].append(
             {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss}
         )
@@ -246,26 +275,19 @@ def train_dit(
         state["epoch"] = epoch + 1
         if distributed.is_main():
             _save_checkpoint(ckpt, state, model, best, opt)
+    model.eval()
     lora.clear_diffs(model)
-    adapter = WeightDiff(
-        {n: (best[f"{n}.A"], best[f"{n}.B"]) for n in layers},
-        {},
-        cfg.alpha,
-        {
-            **model_identity(model),
-            "kind": "dit-adapter",
-            "task": diffs[0].meta.get("task"),
-            "question": cfg.question,
-            "other_task_questions": other_questions,
-            "target": cfg.target,
-            "scale_augment": list(cfg.scale_augment),
-            "extra_questions": list(cfg.extra_questions),
-            "system_prompt": system,
-            "n_train_diffs": len(train),
-            "n_val_diffs": len(val),
-            "history": state["history"],
-        },
-    )
+    meta = {
+        **model_identity(model),
+        "kind": "dit-adapter",
+        "task": diffs[0].meta.get("task"),
+        "other_task_questions": other_questions,
+        **_recipe(cfg, system),
+        "n_train_diffs": len(train),
+        "n_val_diffs": len(val),
+        "history": state["history"],
+    }
+    adapter = WeightDiff({n: (best[f"{n}.A"], best[f"{n}.B"]) for n in layers}, {}, cfg.alpha, meta)
     if distributed.is_main():
         save_peft(adapter, out_dir / "adapter", extra={"train_seconds": time.time() - start})
     lora.remove(model)
