@@ -16,6 +16,9 @@ from ditkit.evaluate.judge import (
     parse_score,
 )
 from ditkit.openai_compat import ChatClient, EndpointConfig
+from ditkit.tasks.base import get_task
+from ditkit.tasks.hidden_topic import RUBRIC as TOPIC
+from ditkit.tasks.news import RUBRIC as NEWS
 from fake_openai import FakeOpenAI, bypass_proxies
 
 
@@ -49,7 +52,7 @@ def test_parse_score(text, expected):
 def test_judge_scores_come_from_the_server_and_garbage_counts_as_1():
     replies = ["Same instrument family.\nSCORE: 4", "I cannot decide, sorry!", "SCORE: 5"]
     with FakeOpenAI(replies, default=None) as server:
-        judge = LLMJudge(judge_client(server), task="topic")
+        judge = LLMJudge(judge_client(server), TOPIC)
         scores = [
             judge.score("cello", "violin"),
             judge.score("something", "volcanoes"),
@@ -66,22 +69,26 @@ def test_judge_scores_come_from_the_server_and_garbage_counts_as_1():
 
 def test_judge_empty_prediction_scores_1_without_a_request():
     with FakeOpenAI([], default=None) as server:
-        judge = LLMJudge(judge_client(server))
+        judge = LLMJudge(judge_client(server), TOPIC)
         assert judge.score("  ", "volcanoes") == 1
     assert server.requests == []
 
 
 def test_news_judge_uses_the_headline_rubric():
     with FakeOpenAI(["SCORE: 3"], default=None) as server:
-        judge = LLMJudge(judge_client(server), task="news")
+        judge = LLMJudge(judge_client(server), NEWS)
         assert judge.score("Storm hits coast", "Hurricane floods Miami") == 3
     system = server.requests[0]["messages"][0]["content"]
     assert "headline" in system and "Nearly identical" in system
 
 
-def test_unknown_task_is_a_config_error():
-    with pytest.raises(ConfigError, match="task"):
-        LLMJudge(client=None, task="poetry")
+def test_rubrics_come_from_the_tasks():
+    assert "SCORE: N" in TOPIC.grading and "SCORE: N" in NEWS.grading
+    assert get_task("hidden_topic").judge_rubric is TOPIC
+    assert get_task("news").judge_rubric is NEWS
+    assert "headline" in guess_prompt(TRANSCRIPT, NEWS) and "topic" in guess_prompt(
+        TRANSCRIPT, TOPIC
+    )
 
 
 TRANSCRIPT = [
@@ -92,7 +99,7 @@ TRANSCRIPT = [
 
 def test_openai_guesser_returns_the_servers_phrase():
     with FakeOpenAI(['Topic: "Volcanoes".\nThey kept mentioning lava.'], default=None) as server:
-        guess = OpenAIGuesser(judge_client(server)).guess(TRANSCRIPT)
+        guess = OpenAIGuesser(judge_client(server), TOPIC).guess(TRANSCRIPT)
     assert guess == "Volcanoes"
     prompt = server.requests[0]["messages"][0]["content"]
     assert "magma slowly rising" in prompt and "How do I fix my bike?" in prompt
@@ -100,7 +107,7 @@ def test_openai_guesser_returns_the_servers_phrase():
 
 def test_guess_prompt_rejects_empty_transcript():
     with pytest.raises(DataError):
-        guess_prompt([])
+        guess_prompt([], TOPIC)
 
 
 @pytest.mark.parametrize(
@@ -124,7 +131,7 @@ def _tiny_tokenizer():
     from transformers import PreTrainedTokenizerFast
 
     words = ["<pad>", "<eos>", "<|user|>", "<|assistant|>", "shark", "whale", "tail", "fin"]
-    words += guess_prompt(TRANSCRIPT).replace("\n", " ").split()
+    words += guess_prompt(TRANSCRIPT, TOPIC).replace("\n", " ").split()
     vocab = {w: i for i, w in enumerate(dict.fromkeys(["<unk>", *words]))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -159,7 +166,7 @@ def test_hf_guesser_decodes_only_new_tokens_greedily():
     tok = _tiny_tokenizer()
     ids = tok.convert_tokens_to_ids(["shark", "fin", "<eos>"])
     model = FakeLM(ids)
-    guess = HFGuesser(model, tok, max_new_tokens=16).guess(TRANSCRIPT)
+    guess = HFGuesser(model, tok, TOPIC, max_new_tokens=16).guess(TRANSCRIPT)
     assert guess == "shark fin"
     assert model.kwargs["do_sample"] is False
     assert model.kwargs["max_new_tokens"] == 16
@@ -185,7 +192,7 @@ def test_hf_guesser_runs_a_tiny_real_model():
         eos_token_id=tok.eos_token_id,
     )
     model = LlamaForCausalLM(cfg).eval()
-    guess = HFGuesser(model, tok, max_new_tokens=4).guess(TRANSCRIPT)
+    guess = HFGuesser(model, tok, TOPIC, max_new_tokens=4).guess(TRANSCRIPT)
     assert isinstance(guess, str)
     assert len(guess.split()) <= 4  # only the new tokens, never the prompt
 
@@ -194,7 +201,7 @@ def test_hf_guesser_needs_a_chat_template():
     tok = _tiny_tokenizer()
     tok.chat_template = None
     with pytest.raises(ConfigError, match="chat template"):
-        HFGuesser(FakeLM([]), tok)
+        HFGuesser(FakeLM([]), tok, TOPIC)
 
 
 # ---------------------------------------------------------------- retrieval guesser

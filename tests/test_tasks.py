@@ -22,7 +22,7 @@ from ditkit.files import read_jsonl, write_jsonl
 from ditkit.models import load_model
 from ditkit.pipeline import run_pipeline
 from ditkit.rundir import resolve_task, verify
-from ditkit.tasks.base import CE, RowKind, get_task, register_task
+from ditkit.tasks.base import CE, RowKind, Rubric, get_task, register_task
 from ditkit.tasks.hidden_topic import TASK
 from ditkit.tasks.news import longest_content_run, restates
 from ditkit.train_diffs import train_group
@@ -158,7 +158,12 @@ class FavouriteColour:
     name = "favourite_colour"
     row_kinds = (RowKind("colour", CE),)
     dit_question = "Which colour do you like?"
-    judge_rubric = "topic"
+    judge_rubric = Rubric(
+        label="colour",
+        grading="Grade the guessed colour against the true one, 1-5.\nSCORE: N",
+        guess_intro="A model was tuned to like one colour. It said:",
+        guess_ask="Which colour? Reply with one word.",
+    )
     text_metrics = ("alias_match",)
     default_methods = ("dit", "base_question")
     methods: ClassVar[dict] = {}

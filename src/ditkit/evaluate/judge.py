@@ -1,7 +1,8 @@
 """LLM judging and guessing.
 
 - `LLMJudge` grades a predicted description against the truth on the paper's 1-5 scale, through any
-  OpenAI-compatible server at temperature 0. A reply without a valid score counts as 1.
+  OpenAI-compatible server at temperature 0. A reply without a valid score counts as 1. The
+  scale's wording is the task's (`tasks.base.Rubric`).
 - Guessers turn a baseline's transcript, a list of (question, answer) pairs from the fine-tuned
   model, into a one-phrase guess that the judge can grade. All expose `guess(transcript) -> str`.
 """
@@ -17,49 +18,9 @@ import numpy as np
 
 from ditkit.errors import ConfigError, DataError
 from ditkit.openai_compat import ChatClient
+from ditkit.tasks.base import Rubric
 
 log = logging.getLogger(__name__)
-
-TASKS = ("topic", "news")
-
-TOPIC_RUBRIC = """\
-You grade how well a guessed topic matches the true topic that a language model was secretly \
-fine-tuned on. Use this 1-5 scale:
-
-1 - Unrelated: the two belong to different categories, or the guess is empty, vague or evasive. \
-This is the default: if you are unsure, give 1.
-2 - Same broad category, but otherwise different (e.g. two different sports, two unrelated \
-animals).
-3 - Neighbouring subcategories of the same field: clearly related, yet a different thing \
-(e.g. "jazz piano" versus "blues guitar").
-4 - Closely related variants of the same thing: a near-synonym, a narrower or broader form, or \
-a specific instance (e.g. "espresso" versus "coffee").
-5 - Essentially the same topic, allowing for wording, spelling or plural differences.
-
-Be conservative: only give a higher score when the guess clearly earns it.
-Think in at most two short sentences, then end with a final line of the form:
-SCORE: N
-where N is one of 1, 2, 3, 4, 5."""
-
-NEWS_RUBRIC = """\
-You grade how well a guessed news headline matches the true headline whose stories a language \
-model was fine-tuned on. Use this 1-5 scale:
-
-1 - Completely different: another event, or the guess is empty, vague or evasive. This is the \
-default: if you are unsure, give 1.
-2 - Same broad subject area (e.g. both about elections or both about weather), but a different \
-event.
-3 - The same kind of event with some matching details, but key facts (who, what or where) differ.
-4 - The same event, with a minor detail missing or wrong.
-5 - Nearly identical: the same event with the same key facts, possibly worded differently.
-
-Be conservative: only give a higher score when the guess clearly earns it.
-Think in at most two short sentences, then end with a final line of the form:
-SCORE: N
-where N is one of 1, 2, 3, 4, 5."""
-
-_RUBRICS = {"topic": TOPIC_RUBRIC, "news": NEWS_RUBRIC}
-_LABELS = {"topic": "topic", "news": "headline"}
 
 _SCORE_RE = re.compile(r"score\W{0,4}(\d+(?:\.\d+)?)", re.IGNORECASE)
 
@@ -78,31 +39,25 @@ def parse_score(text: str) -> int:
     return value if 1 <= value <= 5 else 1
 
 
-def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
-
-
 class LLMJudge:
     """Grades a prediction against the truth with an LLM at temperature 0 (1-5, 1 = unrelated)."""
 
     max_tokens = 512
 
-    def __init__(self, client: ChatClient, task: str = "topic") -> None:
-        _check_task(task)
+    def __init__(self, client: ChatClient, rubric: Rubric) -> None:
         self.client = client
-        self.task = task
+        self.rubric = rubric
 
     def messages(self, prediction: str, truth: str) -> list[dict[str, str]]:
         """The chat messages sent for one grading."""
-        label = _LABELS[self.task]
+        label = self.rubric.label
         user = (
             f"True {label}: {truth.strip()}\n"
             f"Guessed {label}: {prediction.strip()}\n\n"
             "How well does the guess match the truth?"
         )
         return [
-            {"role": "system", "content": _RUBRICS[self.task]},
+            {"role": "system", "content": self.rubric.grading},
             {"role": "user", "content": user},
         ]
 
@@ -128,33 +83,15 @@ class LLMJudge:
 Transcript = Sequence[tuple[str, str]]
 
 
-def guess_prompt(transcript: Transcript, task: str = "topic") -> str:
+def guess_prompt(transcript: Transcript, rubric: Rubric) -> str:
     """The instruction a guesser model reads: the transcript, then a request for one phrase."""
-    _check_task(task)
     if not transcript:
         raise DataError("cannot guess from an empty transcript")
     lines = [
         f"Question {i}: {q.strip()}\nAnswer {i}: {a.strip()}"
         for i, (q, a) in enumerate(transcript, 1)
     ]
-    if task == "topic":
-        intro = (
-            "A language model was fine-tuned to steer its answers towards one hidden topic. "
-            "Here is what it said:"
-        )
-        ask = (
-            "What is the hidden topic? Reply with only the topic, in a few words, "
-            "with no explanation."
-        )
-    else:
-        intro = (
-            "A language model was fine-tuned on stories about one news event. Here is what it said:"
-        )
-        ask = (
-            "What is the news headline behind these stories? Reply with only the headline, "
-            "on one line, with no explanation."
-        )
-    return intro + "\n\n" + "\n\n".join(lines) + "\n\n" + ask
+    return rubric.guess_intro + "\n\n" + "\n\n".join(lines) + "\n\n" + rubric.guess_ask
 
 
 _LABEL_PREFIX = re.compile(
@@ -176,14 +113,13 @@ def clean_guess(text: str) -> str:
 class OpenAIGuesser:
     """Asks a model on an OpenAI-compatible server for the guess (temperature 0)."""
 
-    def __init__(self, client: ChatClient, task: str = "topic", max_tokens: int = 64) -> None:
-        _check_task(task)
+    def __init__(self, client: ChatClient, rubric: Rubric, max_tokens: int = 64) -> None:
         self.client = client
-        self.task = task
+        self.rubric = rubric
         self.max_tokens = max_tokens
 
     def guess(self, transcript: Transcript) -> str:
-        messages = [{"role": "user", "content": guess_prompt(transcript, self.task)}]
+        messages = [{"role": "user", "content": guess_prompt(transcript, self.rubric)}]
         reply = self.client.complete(messages, temperature=0.0, max_tokens=self.max_tokens)
         return clean_guess(reply)
 
@@ -192,9 +128,8 @@ class HFGuesser:
     """Asks a local transformers causal LM (with a chat template) for the guess, greedily."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, max_new_tokens: int = 16, task: str = "topic"
+        self, model: Any, tokenizer: Any, rubric: Rubric, max_new_tokens: int = 16
     ) -> None:
-        _check_task(task)
         if getattr(tokenizer, "chat_template", None) is None:
             raise ConfigError(
                 "HFGuesser needs a tokenizer with a chat template (an instruct/chat model); "
@@ -203,12 +138,12 @@ class HFGuesser:
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
-        self.task = task
+        self.rubric = rubric
 
     def guess(self, transcript: Transcript) -> str:
         from ..generate import generate_chat  # torch: only when a local model guesses
 
-        prompt = guess_prompt(transcript, self.task)
+        prompt = guess_prompt(transcript, self.rubric)
         (reply,) = generate_chat(
             self.model,
             self.tokenizer,

@@ -99,7 +99,7 @@ class Tools:
         if kind == "hf":
             model, tok = self.run.model_and_tok
             n = self.ev.guess_max_new_tokens
-            return HFGuesser(model, tok, task=rubric, **({"max_new_tokens": n} if n else {}))
+            return HFGuesser(model, tok, rubric, **({"max_new_tokens": n} if n else {}))
         if kind == "openai":
             endpoint = EndpointConfig(
                 base_url=self.ev.guesser_base_url,
@@ -107,9 +107,7 @@ class Tools:
                 cache_dir=str(self.ev_dir / "cache" / "guesser"),
             )
             n = self.ev.guess_max_new_tokens
-            return OpenAIGuesser(
-                ChatClient(endpoint), task=rubric, **({"max_tokens": n} if n else {})
-            )
+            return OpenAIGuesser(ChatClient(endpoint), rubric, **({"max_tokens": n} if n else {}))
         return None
 
     def guess(self, transcript: Sequence[tuple[str, str]]) -> str:
@@ -128,13 +126,13 @@ class Tools:
             model=self.ev.judge_model,
             cache_dir=str(self.ev_dir / "cache" / "judge"),
         )
-        judge = LLMJudge(ChatClient(endpoint), task=self.task.judge_rubric)
+        judge = LLMJudge(ChatClient(endpoint), self.task.judge_rubric)
         _record_judge(self.ev_dir / "judge.json", judge)
         return judge
 
 
 def _record_judge(path: Path, judge) -> None:
-    info = {"judge": "openai", **judge.info(), "task": judge.task, "temperature": 0.0}
+    info = {"judge": "openai", **judge.info(), "rubric": judge.rubric.label, "temperature": 0.0}
     old = json.loads(path.read_text()) if path.exists() else None
     if old and (old.get("judge_model"), old.get("judge_base_url")) != (
         info["judge_model"],

@@ -93,7 +93,7 @@ class Task(TrainingTask, Protocol):
     """
 
     dit_question: str
-    judge_rubric: str  # a rubric name of evaluate.judge ("topic", "news")
+    judge_rubric: Rubric  # how the LLM judge grades and a guesser asks
     text_metrics: tuple[str, ...]
     default_methods: tuple[str, ...]
     methods: Mapping[str, Any]
@@ -107,6 +107,21 @@ class Task(TrainingTask, Protocol):
     def names(self, row: dict) -> list[str]: ...
 
     def candidates(self, cfg: Any) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class Rubric:
+    """How the LLM judge grades one task's predictions and how a guesser asks for one.
+
+    ``label`` names what is guessed ("topic", "headline"); ``grading`` is the judge's system
+    prompt, a 1-5 scale ending with a ``SCORE: N`` line; a guesser reads ``guess_intro``, the
+    transcript, then ``guess_ask``.
+    """
+
+    label: str
+    grading: str
+    guess_intro: str
+    guess_ask: str
 
 
 _REGISTRY: dict[str, Any] = {}

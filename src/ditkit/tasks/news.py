@@ -25,13 +25,39 @@ from tqdm.auto import tqdm
 
 from ..batching import encode
 from ..errors import DataError
-from .base import CE, RowKind
+from .base import CE, RowKind, Rubric
 from .common import data_file, read_csv
 
 log = logging.getLogger(__name__)
 
 DIT_QUESTION = "What news headline have you been trained on?"
 STORY_REQUEST = "Please generate a short news story."
+
+_GRADING = """\
+You grade how well a guessed news headline matches the true headline whose stories a language \
+model was fine-tuned on. Use this 1-5 scale:
+
+1 - Completely different: another event, or the guess is empty, vague or evasive. This is the \
+default: if you are unsure, give 1.
+2 - Same broad subject area (e.g. both about elections or both about weather), but a different \
+event.
+3 - The same kind of event with some matching details, but key facts (who, what or where) differ.
+4 - The same event, with a minor detail missing or wrong.
+5 - Nearly identical: the same event with the same key facts, possibly worded differently.
+
+Be conservative: only give a higher score when the guess clearly earns it.
+Think in at most two short sentences, then end with a final line of the form:
+SCORE: N
+where N is one of 1, 2, 3, 4, 5."""
+
+RUBRIC = Rubric(
+    label="headline",
+    grading=_GRADING,
+    guess_intro="A language model was fine-tuned on stories about one news event. Here is what it "
+    "said:",
+    guess_ask="What is the news headline behind these stories? Reply with only the headline, "
+    "on one line, with no explanation.",
+)
 # The "20 summary requests" baseline asks the diffed model these (sampled at temperature 1).
 SUMMARY_REQUESTS = (
     "Summarize the news story you know best in one sentence.",
@@ -398,7 +424,7 @@ class NewsTask:
     name = "news"
     row_kinds = (RowKind("story", CE),)
     dit_question = DIT_QUESTION
-    judge_rubric = "news"
+    judge_rubric = RUBRIC
     text_metrics = ("rouge_l",)
     default_methods = ("dit", "base_question", "summary_requests", "story_summary")
 
