@@ -1,7 +1,10 @@
-"""Bad inputs get a clear error: one test per row of docs/errors.md.
+"""Bad inputs get a clear error: every row of docs/errors.md is a case here.
 
-Each test feeds one bad input through the public API (or the CLI) and checks the exception type
-and the part of the message that names the file or key and the fix.
+Each case feeds one bad input through the public API (or the CLI) and checks the exception type
+and the part of the message that names the file or key and the fix. Bad inputs of the same shape
+share one test over a table whose rows read: case id, bad input, error class, message pattern.
+A pattern is a regular expression searched in the message; ``<path>`` in it stands for the
+(escaped) path of the file or folder the case made.
 """
 
 from __future__ import annotations
@@ -42,12 +45,23 @@ def esc(text) -> str:
     return re.escape(str(text))
 
 
-def write_config(tmp_path, text: str | bytes, name: str = "run.toml"):
+def expect(pattern: str, path) -> str:
+    """``pattern`` with each ``<path>`` replaced by ``path``, escaped."""
+    return pattern.replace("<path>", esc(path))
+
+
+def case(case_id: str, *values):
+    """One row of a table: its id, then its values in the order the test names them."""
+    return pytest.param(*values, id=case_id)
+
+
+def make_file(tmp_path, name: str, content: str | bytes | None):
+    """``tmp_path / name`` holding ``content``; not created when ``content`` is None."""
     path = tmp_path / name
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
     return path
 
 
@@ -60,88 +74,164 @@ def test_unknown_preset_suggests_the_nearest():
         load_config("quikstart")
 
 
-def test_missing_config_file_names_the_path(tmp_path):
-    path = tmp_path / "nope.toml"
-    with pytest.raises(
-        ConfigError, match=f"config file {esc(path)} does not exist; check the path"
-    ):
+BAD_CONFIG_FILES = [
+    # case id, file name, its content (None: the file does not exist), error, message pattern
+    case(
+        "missing-file",
+        "nope.toml",
+        None,
+        ConfigError,
+        "config file <path> does not exist; check the path",
+    ),
+    case(
+        "unknown-top-level-key",
+        "run.toml",
+        'modle = "smollm2-135m"\n',
+        ConfigError,
+        "<path>: unknown config key 'modle'; did you mean 'model'",
+    ),
+    case(
+        "unknown-section-key",
+        "run.toml",
+        "[diffs]\nlr_rate = 0.1\n",
+        ConfigError,
+        "<path>: unknown key diffs.lr_rate; did you mean 'diffs.lr'",
+    ),
+    case(
+        "mistyped-value",
+        "run.toml",
+        '[diffs]\nsteps = "many"\n',
+        ConfigError,
+        "<path>" + esc(": diffs.steps = 'many' is not an integer; e.g. steps = 24 under [diffs]"),
+    ),
+    case(
+        "section-not-a-table",
+        "run.toml",
+        "diffs = 3\n",
+        ConfigError,
+        "<path>: diffs = 3 must be a table of keys",
+    ),
+    case(
+        "toml-syntax-error",
+        "run.toml",
+        "[diffs\nsteps = 3\n",
+        ConfigError,
+        "<path> is not valid TOML: .*fix that line",
+    ),
+    case(
+        "not-utf8",
+        "run.toml",
+        b'name = "caf\xe9"\n',
+        ConfigError,
+        "<path> is not UTF-8 text .*save it as UTF-8",
+    ),
+    case(
+        "json-not-an-object",
+        "run.json",
+        "[1, 2]",
+        ConfigError,
+        "<path>: a config is a table of keys .* not list",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "error", "pattern"), BAD_CONFIG_FILES)
+def test_bad_config_file(tmp_path, name, content, error, pattern):
+    path = make_file(tmp_path, name, content)
+    with pytest.raises(error, match=expect(pattern, path)):
         load_config(str(path))
 
 
-def test_unknown_top_level_key_suggests_the_nearest(tmp_path):
-    path = write_config(tmp_path, 'modle = "smollm2-135m"\n')
-    with pytest.raises(
-        ConfigError, match=f"{esc(path)}: unknown config key 'modle'; did you mean 'model'"
-    ):
-        load_config(str(path))
+BAD_SET_ITEMS = [
+    # case id, the --set item (on the quickstart preset), error, message pattern
+    case(
+        "unknown-section-key",
+        "diffs.lr_rate=3",
+        ConfigError,
+        esc("--set diffs.lr_rate=3: unknown key 'diffs.lr_rate'; did you mean 'diffs.lr'"),
+    ),
+    case(
+        "unknown-top-level-key",
+        "modle=x",
+        ConfigError,
+        esc("--set modle=x: unknown key 'modle'; did you mean 'model'"),
+    ),
+    case("too-deep-key", "a.b.c=1", ConfigError, esc("--set a.b.c=1: unknown key 'a.b.c'")),
+    case(
+        "whole-table",
+        "diffs=3",
+        ConfigError,
+        esc("--set diffs=3: diffs is a table; set one of its keys, e.g. diffs.rank"),
+    ),
+    case(
+        "steps-not-a-number",
+        "diffs.steps=abc",
+        ConfigError,
+        esc(
+            "--set diffs.steps=abc: diffs.steps = 'abc' is not an integer; e.g. --set diffs.steps="
+        ),
+    ),
+    case(
+        "steps-fractional",
+        "diffs.steps=1.5",
+        ConfigError,
+        esc("--set diffs.steps=1.5: diffs.steps = 1.5 is not an integer; e.g. --set diffs.steps="),
+    ),
+    case(
+        "lr-not-a-number",
+        "diffs.lr=fast",
+        ConfigError,
+        esc("--set diffs.lr=fast: diffs.lr = 'fast' is not a finite number; e.g. --set diffs.lr="),
+    ),
+    case(
+        "methods-not-a-list",
+        "eval.methods=dit",
+        ConfigError,
+        esc("--set eval.methods=dit: eval.methods = 'dit' is not a list of strings"),
+    ),
+    case(
+        "adapter-not-a-string",
+        "dit.adapter=3",
+        ConfigError,
+        esc("--set dit.adapter=3: dit.adapter = 3 is not a string"),
+    ),
+    case(
+        "diffs-rank-0",
+        "diffs.rank=0",
+        ConfigError,
+        esc("quickstart.toml with --set diffs.rank=0: diffs.rank: must be >= 1"),
+    ),
+    case(
+        "dit-rank-0",
+        "dit.rank=0",
+        ConfigError,
+        esc("quickstart.toml with --set dit.rank=0: dit.rank: must be >= 1"),
+    ),
+    case(
+        "lr-nan",
+        "diffs.lr=nan",
+        ConfigError,
+        r"diffs\.lr = .* is not a finite number; e\.g\. --set diffs\.lr=",
+    ),
+    case(
+        "lr-inf",
+        "diffs.lr=inf",
+        ConfigError,
+        r"diffs\.lr = .* is not a finite number; e\.g\. --set diffs\.lr=",
+    ),
+    case(
+        "lr-minus-inf",
+        "diffs.lr=-inf",
+        ConfigError,
+        r"diffs\.lr = .* is not a finite number; e\.g\. --set diffs\.lr=",
+    ),
+]
 
 
-def test_unknown_section_key_in_file_suggests_the_nearest(tmp_path):
-    path = write_config(tmp_path, "[diffs]\nlr_rate = 0.1\n")
-    with pytest.raises(
-        ConfigError, match=f"{esc(path)}: unknown key diffs.lr_rate; did you mean 'diffs.lr'"
-    ):
-        load_config(str(path))
-
-
-@pytest.mark.parametrize(
-    ("item", "fragment"),
-    [
-        ("diffs.lr_rate=3", "unknown key 'diffs.lr_rate'; did you mean 'diffs.lr'"),
-        ("modle=x", "unknown key 'modle'; did you mean 'model'"),
-        ("a.b.c=1", "unknown key 'a.b.c'"),
-        ("diffs=3", "diffs is a table; set one of its keys, e.g. diffs.rank"),
-    ],
-)
-def test_unknown_set_key_is_named(item, fragment):
-    with pytest.raises(ConfigError, match=f"--set {esc(item)}: {esc(fragment)}"):
+@pytest.mark.parametrize(("item", "error", "pattern"), BAD_SET_ITEMS)
+def test_bad_set_item(item, error, pattern):
+    with pytest.raises(error, match=pattern):
         load_config("quickstart", [item])
-
-
-@pytest.mark.parametrize(
-    ("item", "fragment"),
-    [
-        ("diffs.steps=abc", "diffs.steps = 'abc' is not an integer; e.g. --set diffs.steps="),
-        ("diffs.steps=1.5", "diffs.steps = 1.5 is not an integer; e.g. --set diffs.steps="),
-        ("diffs.lr=fast", "diffs.lr = 'fast' is not a finite number; e.g. --set diffs.lr="),
-        ("eval.methods=dit", "eval.methods = 'dit' is not a list of strings"),
-        ("dit.adapter=3", "dit.adapter = 3 is not a string"),
-    ],
-)
-def test_wrongly_typed_set_value_is_named(item, fragment):
-    with pytest.raises(ConfigError, match=f"--set {esc(item)}: {esc(fragment)}"):
-        load_config("quickstart", [item])
-
-
-def test_wrongly_typed_value_in_file_names_file_and_key(tmp_path):
-    path = write_config(tmp_path, '[diffs]\nsteps = "many"\n')
-    want = f"{path}: diffs.steps = 'many' is not an integer; e.g. steps = 24 under [diffs]"
-    with pytest.raises(ConfigError, match=esc(want)):
-        load_config(str(path))
-
-
-def test_section_that_is_not_a_table(tmp_path):
-    path = write_config(tmp_path, "diffs = 3\n")
-    with pytest.raises(ConfigError, match=f"{esc(path)}: diffs = 3 must be a table of keys"):
-        load_config(str(path))
-
-
-def test_toml_syntax_error_names_the_file(tmp_path):
-    path = write_config(tmp_path, "[diffs\nsteps = 3\n")
-    with pytest.raises(ConfigError, match=f"{esc(path)} is not valid TOML: .*fix that line"):
-        load_config(str(path))
-
-
-def test_non_utf8_config_file(tmp_path):
-    path = write_config(tmp_path, b'name = "caf\xe9"\n')
-    with pytest.raises(ConfigError, match=f"{esc(path)} is not UTF-8 text .*save it as UTF-8"):
-        load_config(str(path))
-
-
-def test_json_config_that_is_not_an_object(tmp_path):
-    path = write_config(tmp_path, "[1, 2]", name="run.json")
-    with pytest.raises(ConfigError, match=f"{esc(path)}: a config is a table of keys .* not list"):
-        load_config(str(path))
 
 
 def test_set_item_without_equals_sign():
@@ -149,66 +239,110 @@ def test_set_item_without_equals_sign():
         apply_override({}, "diffs.steps")
 
 
-@pytest.mark.parametrize("key", ["diffs.rank", "dit.rank"])
-def test_rank_zero_in_config(key):
-    with pytest.raises(
-        ConfigError, match=rf"quickstart\.toml with --set {esc(key)}=0: {esc(key)}: must be >= 1"
-    ):
-        load_config("quickstart", [f"{key}=0"])
-
-
-@pytest.mark.parametrize("raw", ["nan", "inf", "-inf"])
-def test_non_finite_number_in_config(raw):
-    with pytest.raises(
-        ConfigError, match=r"diffs\.lr = .* is not a finite number; e\.g\. --set diffs\.lr="
-    ):
-        load_config("quickstart", [f"diffs.lr={raw}"])
-
-
 # ---------------------------------------------------------------------------------------------
 # Topic and question files
 
 
-def test_empty_topic_file(tmp_path):
-    path = tmp_path / "topics.csv"
-    path.write_bytes(b"")
-    with pytest.raises(
-        DataError, match=f"{esc(path)} is empty: it needs a header line topic,category"
-    ):
-        load_topics(path)
-
-
-def test_header_only_topic_file(tmp_path):
-    path = tmp_path / "topics.csv"
-    path.write_text("topic,category,aliases\n")
-    with pytest.raises(
-        DataError, match=f"{esc(path)} has a header but no rows: add at least one row"
-    ):
-        load_topics(path)
-
-
-def test_non_utf8_topic_file(tmp_path):
-    path = tmp_path / "topics.csv"
-    path.write_bytes("topic,category\ncafé,drinks\n".encode("latin-1"))
-    with pytest.raises(DataError, match=f"{esc(path)} is not UTF-8 text .*re-save it as UTF-8"):
-        load_topics(path)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
+BAD_TOPIC_FILES = [
+    # case id, file name, its content (None: the file does not exist), error, message pattern
+    case(
+        "empty",
+        "topics.csv",
+        b"",
+        DataError,
+        "<path> is empty: it needs a header line topic,category",
+    ),
+    case(
+        "header-only",
+        "topics.csv",
+        "topic,category,aliases\n",
+        DataError,
+        "<path> has a header but no rows: add at least one row",
+    ),
+    case(
+        "not-utf8",
+        "topics.csv",
+        "topic,category\ncafé,drinks\n".encode("latin-1"),
+        DataError,
+        "<path> is not UTF-8 text .*re-save it as UTF-8",
+    ),
+    case(
+        "duplicate-topic",
+        "topics.csv",
         "topic,category\nchess,games\nChess,sports\n",
+        DataError,
+        "<path> line 3: .* already names 'chess'.*remove the duplicate",
+    ),
+    case(
+        "duplicate-alias",
+        "topics.csv",
         "topic,category,aliases\nchess,games,\ngo,games,chess\n",
-    ],
-    ids=["topic", "alias"],
-)
-def test_duplicate_topics(tmp_path, text):
-    path = tmp_path / "topics.csv"
-    path.write_text(text)
-    with pytest.raises(
-        DataError, match=f"{esc(path)} line 3: .* already names 'chess'.*remove the duplicate"
-    ):
+        DataError,
+        "<path> line 3: .* already names 'chess'.*remove the duplicate",
+    ),
+    case(
+        "missing-columns",
+        "topics.csv",
+        "name,kind\nchess,games\n",
+        DataError,
+        r"<path> lacks the column\(s\) topic, category .*the first line must be topic,category",
+    ),
+    case(
+        "row-missing-a-field",
+        "topics.csv",
+        "topic,category\nchess,games\njazz\n",
+        DataError,
+        "<path> line 3: no value for column 'category'",
+    ),
+    case(
+        "missing-file",
+        "nope.csv",
+        None,
+        DataError,
+        r"cannot read <path>: .*check the path \(data.topics_file\)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "error", "pattern"), BAD_TOPIC_FILES)
+def test_bad_topic_file(tmp_path, name, content, error, pattern):
+    path = make_file(tmp_path, name, content)
+    with pytest.raises(error, match=expect(pattern, path)):
         load_topics(path)
+
+
+BAD_QUESTION_FILES = [
+    # case id, content of questions.csv, the split asked for (None: all), error, message pattern
+    case(
+        "unknown-split",
+        "question,style,split\nhow are you?,plain,test\n",
+        None,
+        DataError,
+        "<path> line 2: split 'test' is not one of train, heldout",
+    ),
+    case(
+        "split-asked-for-is-absent",
+        "question,style,split\nhow are you?,plain,train\n",
+        "heldout",
+        DataError,
+        "<path> has no questions in split 'heldout'; add rows",
+    ),
+    case(
+        "empty-question",
+        "question,style,split\n  ,plain,train\n",
+        None,
+        DataError,
+        "<path> line 2: empty question",
+    ),
+]
+
+
+@pytest.mark.parametrize(("content", "split", "error", "pattern"), BAD_QUESTION_FILES)
+def test_bad_question_file(tmp_path, content, split, error, pattern):
+    path = make_file(tmp_path, "questions.csv", content)
+    args = () if split is None else (split,)
+    with pytest.raises(error, match=expect(pattern, path)):
+        load_questions(path, *args)
 
 
 def test_overlapping_train_and_test_topics():
@@ -218,56 +352,6 @@ def test_overlapping_train_and_test_topics():
         DataError, match=r"test topics leak into training labels: \['bebop'\].*remove"
     ):
         check_split(train, test)
-
-
-def test_missing_columns(tmp_path):
-    path = tmp_path / "topics.csv"
-    path.write_text("name,kind\nchess,games\n")
-    with pytest.raises(
-        DataError,
-        match=f"{esc(path)} lacks the column\\(s\\) topic, category .*the first line must be topic,category",
-    ):
-        load_topics(path)
-
-
-def test_row_with_missing_field(tmp_path):
-    path = tmp_path / "topics.csv"
-    path.write_text("topic,category\nchess,games\njazz\n")
-    with pytest.raises(DataError, match=f"{esc(path)} line 3: no value for column 'category'"):
-        load_topics(path)
-
-
-def test_missing_topic_file(tmp_path):
-    path = tmp_path / "nope.csv"
-    with pytest.raises(
-        DataError, match=f"cannot read {esc(path)}: .*check the path \\(data.topics_file\\)"
-    ):
-        load_topics(path)
-
-
-def test_question_with_unknown_split(tmp_path):
-    path = tmp_path / "questions.csv"
-    path.write_text("question,style,split\nhow are you?,plain,test\n")
-    with pytest.raises(
-        DataError, match=f"{esc(path)} line 2: split 'test' is not one of train, heldout"
-    ):
-        load_questions(path)
-
-
-def test_question_file_without_the_split_asked_for(tmp_path):
-    path = tmp_path / "questions.csv"
-    path.write_text("question,style,split\nhow are you?,plain,train\n")
-    with pytest.raises(
-        DataError, match=f"{esc(path)} has no questions in split 'heldout'; add rows"
-    ):
-        load_questions(path, "heldout")
-
-
-def test_empty_question(tmp_path):
-    path = tmp_path / "questions.csv"
-    path.write_text("question,style,split\n  ,plain,train\n")
-    with pytest.raises(DataError, match=f"{esc(path)} line 2: empty question"):
-        load_questions(path)
 
 
 def test_too_few_topics_for_the_split():
@@ -303,41 +387,232 @@ def test_diff_made_for_another_base_model(tmp_path):
     loaded.check_fits(tiny_llama(layers=2, seed=5))  # same architecture, other weights: fits
 
 
-def test_diff_module_the_base_model_lacks(model):
+# Makers of a diff and a base model it does not fit: each returns (diff, base model).
+
+
+def diff_with_a_module_the_base_lacks():
+    model = tiny_llama()
     diff = random_diff(model, 1, seed=0)
     diff.lowrank["model.layers.9.self_attn.q_proj"] = diff.lowrank[Q0]
-    with pytest.raises(
+    return diff, model
+
+
+def diff_of_another_width():
+    return random_diff(tiny_llama(hidden=32), 1, seed=0), tiny_llama(hidden=48)
+
+
+MISFITTING_DIFFS = [
+    # case id, maker of (diff, base model), error, message pattern (the diff is "d.safetensors")
+    case(
+        "module-the-base-lacks",
+        diff_with_a_module_the_base_lacks,
         DiffMismatchError,
-        match=r"d\.safetensors: module model\.layers\.9\.self_attn\.q_proj is not a Linear layer .*Pass the base model",
-    ):
-        diff.check_fits(model, "d.safetensors")
-
-
-def test_diff_shape_mismatch():
-    diff = random_diff(tiny_llama(hidden=32), 1, seed=0)
-    with pytest.raises(
+        r"d\.safetensors: module model\.layers\.9\.self_attn\.q_proj is not a Linear layer .*Pass the base model",
+    ),
+    case(
+        "shape-mismatch",
+        diff_of_another_width,
         DiffMismatchError,
-        match=r"has shape \[out=32, in=32\] in the diff but \[out=48, in=48\] in the base model; pass the base model",
-    ):
-        diff.check_fits(tiny_llama(hidden=48), "d.safetensors")
+        r"has shape \[out=32, in=32\] in the diff but \[out=48, in=48\] in the base model; pass the base model",
+    ),
+]
 
 
-def test_truncated_safetensors(model, tmp_path):
+@pytest.mark.parametrize(("make", "error", "pattern"), MISFITTING_DIFFS)
+def test_diff_that_does_not_fit_the_base_model(make, error, pattern):
+    diff, base = make()
+    with pytest.raises(error, match=pattern):
+        diff.check_fits(base, "d.safetensors")
+
+
+# Makers of a bad diff: each takes (tmp_path, model) and returns the path to pass to load_diff.
+
+
+def file_holding(name: str, content: str | bytes | None):
+    """A file ``name`` holding ``content`` (None: it does not exist)."""
+    return lambda tmp_path, model: make_file(tmp_path, name, content)
+
+
+def truncated_diff_file(tmp_path, model):
     path = save_diff(random_diff(model, 2, seed=0), tmp_path / "d.safetensors")
     path.write_bytes(path.read_bytes()[:-200])
-    with pytest.raises(
+    return path
+
+
+def diff_file_holding(bad: float):
+    """A ditkit diff file whose B matrix of Q0 holds ``bad``."""
+
+    def make(tmp_path, model):
+        diff = random_diff(model, 1, seed=0)
+        diff.lowrank[Q0][1][3, 0] = bad
+        return save_diff(diff, tmp_path / "d.safetensors")
+
+    return make
+
+
+def adapter_folder_holding(bad: float):
+    """A PEFT adapter folder whose first tensor holds ``bad``."""
+
+    def make(tmp_path, model):
+        folder = save_peft(random_diff(model, 2, seed=0), tmp_path / "adapter")
+        weights = folder / "adapter_model.safetensors"
+        tensors = load_file(str(weights))
+        key = sorted(tensors)[0]
+        tensors[key][0, 0] = bad
+        save_file(tensors, str(weights))
+        return folder
+
+    return make
+
+
+def ditkit_file(tensors: dict, alpha="1.0", meta="{}"):
+    """A safetensors file with ditkit's header holding ``tensors``."""
+
+    def make(tmp_path, model):
+        header = {"format": FORMAT_TAG, "format_version": "1", "alpha": alpha, "meta": meta}
+        path = tmp_path / "d.safetensors"
+        save_file(tensors, str(path), metadata=header)
+        return path
+
+    return make
+
+
+def rank_zero_adapter_folder(tmp_path, model):
+    folder = save_peft(random_diff(model, 1, seed=0), tmp_path / "adapter")
+    weights = folder / "adapter_model.safetensors"
+    tensors = {
+        k: (v[:0] if "lora_A" in k else v[:, :0]) for k, v in load_file(str(weights)).items()
+    }
+    save_file(tensors, str(weights))
+    return folder
+
+
+def plain_safetensors_file(tmp_path, model):
+    path = tmp_path / "x.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    return path
+
+
+def adapter_folder_without_weights(tmp_path, model):
+    folder = save_peft(random_diff(model, 1, seed=0), tmp_path / "adapter")
+    (folder / "adapter_model.safetensors").unlink()
+    return folder
+
+
+def full_checkpoint_folder(tmp_path, model):
+    model.save_pretrained(tmp_path / "ckpt")
+    return tmp_path / "ckpt"
+
+
+Q0_RE = esc(Q0)
+
+BAD_DIFFS = [
+    # case id, maker of the bad diff, error, message pattern
+    case(
+        "truncated",
+        truncated_diff_file,
         DiffFormatError,
-        match=f"{esc(path)} .*(truncated or corrupt\\?).*Re-create or re-download it",
-    ):
-        load_diff(path)
+        r"<path> .*(truncated or corrupt\?).*Re-create or re-download it",
+    ),
+    case(
+        "zero-byte",
+        file_holding("d.safetensors", b""),
+        DiffFormatError,
+        r"<path> is empty \(0 bytes\).*Delete it and re-create it",
+    ),
+    case(
+        "nan-in-diff-file",
+        diff_file_holding(float("nan")),
+        DiffFormatError,
+        rf"<path>: module {Q0_RE} \(B\) holds NaN or inf values.*Retrain it",
+    ),
+    case(
+        "inf-in-diff-file",
+        diff_file_holding(float("inf")),
+        DiffFormatError,
+        rf"<path>: module {Q0_RE} \(B\) holds NaN or inf values.*Retrain it",
+    ),
+    case(
+        "nan-in-adapter-folder",
+        adapter_folder_holding(float("nan")),
+        DiffFormatError,
+        r"<path>/adapter_model\.safetensors: module .* holds NaN or inf values",
+    ),
+    case(
+        "minus-inf-in-adapter-folder",
+        adapter_folder_holding(float("-inf")),
+        DiffFormatError,
+        r"<path>/adapter_model\.safetensors: module .* holds NaN or inf values",
+    ),
+    case(
+        "rank-0-diff-file",
+        ditkit_file({f"{Q0}.A": torch.zeros(0, 32), f"{Q0}.B": torch.zeros(32, 0)}),
+        DiffFormatError,
+        f"<path>: module {Q0_RE}: .*rank 0.*needs rank >= 1",
+    ),
+    case(
+        "rank-0-adapter-folder",
+        rank_zero_adapter_folder,
+        DiffFormatError,
+        r"<path>/adapter_model\.safetensors: module .* not a LoRA pair of rank >= 1",
+    ),
+    case(
+        "b-without-a",  # was silently dropped before
+        ditkit_file(
+            {f"{Q0}.B": torch.zeros(32, 1), "model.layers.0.mlp.up_proj.delta": torch.zeros(64, 32)}
+        ),
+        DiffFormatError,
+        f"<path>: module {Q0_RE} has B but no A",
+    ),
+    case(
+        "integer-tensor",
+        ditkit_file({f"{Q0}.A": torch.ones(1, 32, dtype=torch.int8), f"{Q0}.B": torch.ones(32, 1)}),
+        DiffFormatError,
+        rf"<path>: module {Q0_RE} \(A\) has dtype int8",
+    ),
+    case(
+        "malformed-header",
+        ditkit_file({f"{Q0}.A": torch.ones(1, 32)}, alpha="one"),
+        DiffFormatError,
+        "<path>: the header's alpha or meta is missing or malformed",
+    ),
+    case(
+        "plain-safetensors",
+        plain_safetensors_file,
+        DiffFormatError,
+        "<path> is a safetensors file without ditkit .*pass the folder holding adapter_config.json",
+    ),
+    case(
+        "adapter-folder-without-weights",
+        adapter_folder_without_weights,
+        DiffFormatError,
+        "<path> has adapter_config.json but no adapter_model.safetensors",
+    ),
+    case(
+        "missing-path",
+        file_holding("nope.safetensors", None),
+        DiffFormatError,
+        "<path> does not exist; check the path",
+    ),
+    case(
+        "unknown-format",
+        file_holding("d.txt", "hello"),
+        DiffFormatError,
+        r"<path>: unknown diff format \(expected a ditkit .safetensors file",
+    ),
+    case(
+        "full-checkpoint",
+        full_checkpoint_folder,
+        DiffFormatError,
+        r"is a full model checkpoint; build a diff from it with `ditkit diff convert",
+    ),
+]
 
 
-def test_zero_byte_safetensors(tmp_path):
-    path = tmp_path / "d.safetensors"
-    path.write_bytes(b"")
-    with pytest.raises(
-        DiffFormatError, match=f"{esc(path)} is empty \\(0 bytes\\).*Delete it and re-create it"
-    ):
+@pytest.mark.parametrize(("make", "error", "pattern"), BAD_DIFFS)
+def test_bad_diff_file(tmp_path, model, make, error, pattern):
+    path = make(tmp_path, model)
+    with pytest.raises(error, match=expect(pattern, path)):
         load_diff(path)
 
 
@@ -364,123 +639,6 @@ def test_pickle_that_carries_code_is_refused_and_never_run(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
-def test_non_finite_values_in_a_diff(model, tmp_path, bad):
-    diff = random_diff(model, 1, seed=0)
-    diff.lowrank[Q0][1][3, 0] = bad
-    path = save_diff(diff, tmp_path / "d.safetensors")
-    with pytest.raises(
-        DiffFormatError,
-        match=f"{esc(path)}: module {esc(Q0)} \\(B\\) holds NaN or inf values.*Retrain it",
-    ):
-        load_diff(path)
-
-
-@pytest.mark.parametrize("bad", [float("nan"), float("-inf")], ids=["nan", "inf"])
-def test_non_finite_values_in_an_adapter_folder(model, tmp_path, bad):
-    folder = save_peft(random_diff(model, 2, seed=0), tmp_path / "adapter")
-    weights = folder / "adapter_model.safetensors"
-    tensors = load_file(str(weights))
-    key = sorted(tensors)[0]
-    tensors[key][0, 0] = bad
-    save_file(tensors, str(weights))
-    with pytest.raises(DiffFormatError, match=f"{esc(weights)}: module .* holds NaN or inf values"):
-        load_diff(folder)
-
-
-def _ditkit_file(path, tensors: dict, alpha="1.0", meta="{}"):
-    header = {"format": FORMAT_TAG, "format_version": "1", "alpha": alpha, "meta": meta}
-    save_file(tensors, str(path), metadata=header)
-    return path
-
-
-def test_rank_zero_diff_file(tmp_path):
-    path = _ditkit_file(
-        tmp_path / "d.safetensors", {f"{Q0}.A": torch.zeros(0, 32), f"{Q0}.B": torch.zeros(32, 0)}
-    )
-    with pytest.raises(
-        DiffFormatError, match=f"{esc(path)}: module {esc(Q0)}: .*rank 0.*needs rank >= 1"
-    ):
-        load_diff(path)
-
-
-def test_rank_zero_adapter_folder(model, tmp_path):
-    folder = save_peft(random_diff(model, 1, seed=0), tmp_path / "adapter")
-    weights = folder / "adapter_model.safetensors"
-    tensors = {
-        k: (v[:0] if "lora_A" in k else v[:, :0]) for k, v in load_file(str(weights)).items()
-    }
-    save_file(tensors, str(weights))
-    with pytest.raises(
-        DiffFormatError, match=f"{esc(weights)}: module .* not a LoRA pair of rank >= 1"
-    ):
-        load_diff(folder)
-
-
-def test_b_without_a_is_not_silently_dropped(tmp_path):
-    path = _ditkit_file(
-        tmp_path / "d.safetensors",
-        {f"{Q0}.B": torch.zeros(32, 1), "model.layers.0.mlp.up_proj.delta": torch.zeros(64, 32)},
-    )
-    with pytest.raises(DiffFormatError, match=f"{esc(path)}: module {esc(Q0)} has B but no A"):
-        load_diff(path)
-
-
-def test_integer_tensors_in_a_diff(tmp_path):
-    path = _ditkit_file(
-        tmp_path / "d.safetensors",
-        {f"{Q0}.A": torch.ones(1, 32, dtype=torch.int8), f"{Q0}.B": torch.ones(32, 1)},
-    )
-    with pytest.raises(
-        DiffFormatError, match=f"{esc(path)}: module {esc(Q0)} \\(A\\) has dtype int8"
-    ):
-        load_diff(path)
-
-
-def test_malformed_ditkit_header(tmp_path):
-    path = _ditkit_file(tmp_path / "d.safetensors", {f"{Q0}.A": torch.ones(1, 32)}, alpha="one")
-    with pytest.raises(
-        DiffFormatError, match=f"{esc(path)}: the header's alpha or meta is missing or malformed"
-    ):
-        load_diff(path)
-
-
-def test_plain_safetensors_file_is_not_a_diff(tmp_path):
-    path = tmp_path / "x.safetensors"
-    save_file({"w": torch.zeros(2)}, str(path))
-    with pytest.raises(
-        DiffFormatError,
-        match=f"{esc(path)} is a safetensors file without ditkit .*pass the folder holding adapter_config.json",
-    ):
-        load_diff(path)
-
-
-def test_adapter_folder_without_weights(model, tmp_path):
-    folder = save_peft(random_diff(model, 1, seed=0), tmp_path / "adapter")
-    (folder / "adapter_model.safetensors").unlink()
-    with pytest.raises(
-        DiffFormatError,
-        match=f"{esc(folder)} has adapter_config.json but no adapter_model.safetensors",
-    ):
-        load_diff(folder)
-
-
-def test_missing_diff_path(tmp_path):
-    path = tmp_path / "nope.safetensors"
-    with pytest.raises(DiffFormatError, match=f"{esc(path)} does not exist; check the path"):
-        load_diff(path)
-
-
-def test_unknown_diff_format(tmp_path):
-    path = tmp_path / "d.txt"
-    path.write_text("hello")
-    with pytest.raises(
-        DiffFormatError,
-        match=f"{esc(path)}: unknown diff format \\(expected a ditkit .safetensors file",
-    ):
-        load_diff(path)
-
-
 def test_reference_pt_without_weight_diff(tmp_path):
     path = tmp_path / "ref.pt"
     torch.save([{"topic": "chess", "weights": {}}], path)
@@ -489,15 +647,6 @@ def test_reference_pt_without_weight_diff(tmp_path):
         match=f"{esc(path)}: entry 0 has no 'weight_diff' dict; the reference format",
     ):
         load_diffs(path)
-
-
-def test_full_checkpoint_passed_as_a_diff(model, tmp_path):
-    model.save_pretrained(tmp_path / "ckpt")
-    with pytest.raises(
-        DiffFormatError,
-        match=r"is a full model checkpoint; build a diff from it with `ditkit diff convert",
-    ):
-        load_diff(tmp_path / "ckpt")
 
 
 def test_adapter_trained_on_another_base_model(model):
@@ -542,35 +691,57 @@ def test_question_longer_than_the_context():
         ask(model, tok, [None], [question], max_new_tokens=8)
 
 
-def test_tokenizer_without_chat_template(tmp_path):
+# Makers of a bad model folder: each takes tmp_path and returns the folder to pass to load_model.
+
+
+def folder_whose_tokenizer_has_no_chat_template(tmp_path):
     tok = tiny_tokenizer()
     tok.chat_template = None
     path = tmp_path / "base"
     tiny_llama(vocab=len(tok)).save_pretrained(path)
     tok.save_pretrained(path)
-    with pytest.raises(
-        ModelLoadError,
-        match=f"the tokenizer of {esc(path)} has no chat template.*Use an instruction-tuned model",
-    ):
-        models.load_model(str(path))
+    return path
 
 
-def test_model_folder_without_tokenizer(tmp_path):
+def folder_without_tokenizer(tmp_path):
     path = tmp_path / "base"
     tiny_llama().save_pretrained(path)
-    with pytest.raises(
-        ModelLoadError, match=f"could not load the tokenizer in {esc(path)}: .*tokenizer.json"
-    ):
-        models.load_model(str(path))
+    return path
 
 
-def test_model_folder_without_config(tmp_path):
+def folder_without_config(tmp_path):
     tiny_tokenizer().save_pretrained(tmp_path)
-    with pytest.raises(
+    return tmp_path
+
+
+BAD_MODEL_FOLDERS = [
+    # case id, maker of the bad folder, error, message pattern
+    case(
+        "no-chat-template",
+        folder_whose_tokenizer_has_no_chat_template,
         ModelLoadError,
-        match=f"{esc(tmp_path)} has no config.json: it is not a Hugging Face model directory",
-    ):
-        models.load_model(str(tmp_path))
+        "the tokenizer of <path> has no chat template.*Use an instruction-tuned model",
+    ),
+    case(
+        "no-tokenizer",
+        folder_without_tokenizer,
+        ModelLoadError,
+        "could not load the tokenizer in <path>: .*tokenizer.json",
+    ),
+    case(
+        "no-config",
+        folder_without_config,
+        ModelLoadError,
+        "<path> has no config.json: it is not a Hugging Face model directory",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "error", "pattern"), BAD_MODEL_FOLDERS)
+def test_bad_model_folder(tmp_path, make, error, pattern):
+    path = make(tmp_path)
+    with pytest.raises(error, match=expect(pattern, path)):
+        models.load_model(str(path))
 
 
 @pytest.mark.timeout(60)
