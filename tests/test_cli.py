@@ -109,3 +109,17 @@ def test_printed_table_rows_are_methods_and_columns_metrics(tmp_path):
     assert dit.split()[:5] == ["DIT", "reader", "0.50", "[0.20,", "0.80]"]
     assert dit.split()[-2:] == ["—", "30"]
     assert lens.split()[:4] == ["Weight", "lens", "baseline", "—"] and "0.10 [0.03, 0.26]" in lens
+
+
+def test_the_convert_command_offers_every_writable_format():
+    """build_parser names the choices itself (importing the formats would load torch for --help);
+    this keeps them in step with the registry."""
+    from ditkit.diffs import FORMATS
+
+    convert = cli.build_parser()._subparsers._group_actions[0].choices["diff"]
+    to = next(
+        a
+        for a in convert._subparsers._group_actions[0].choices["convert"]._actions
+        if a.dest == "to"
+    )
+    assert sorted(to.choices) == sorted(f.name for f in FORMATS if f.save is not None)

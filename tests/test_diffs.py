@@ -1,9 +1,11 @@
-"""Weight-diff files: ditkit, PEFT folders, reference .pt files, full checkpoints, and bad input."""
+"""Weight-diff files: ditkit, PEFT folders, reference .pt files, full checkpoints, and bad input;
+the format registry, ``info`` and ``convert``."""
 
 from __future__ import annotations
 
 import collections
 import copy
+import json
 
 import pytest
 import torch
@@ -12,16 +14,21 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from conftest import tiny_llama
 from ditkit import lora
 from ditkit.diffs import (
+    Format,
     WeightDiff,
+    convert,
     detect_format,
     diff_from_finetune,
+    info,
     install_diffs,
     load_diff,
     load_diffs,
+    registry,
     save_diff,
     save_peft,
 )
-from ditkit.errors import DiffFormatError, DiffMismatchError
+from ditkit.diffs.core import checked_diff
+from ditkit.errors import DiffFormatError, DiffMismatchError, DitkitError
 from test_lora import random_diff
 
 Q0 = "model.layers.0.self_attn.q_proj"
@@ -386,3 +393,102 @@ def test_detect_format_for_each_format(model, tmp_path):
         detect_format(tmp_path / "x.txt")
     with pytest.raises(DiffFormatError, match="does not exist"):
         detect_format(tmp_path / "missing.safetensors")
+
+
+def test_paths_no_format_claims_are_explained_exactly(model, tmp_path):
+    kinds = (
+        "a ditkit .safetensors file, a PEFT adapter folder, a reference .pt file or a checkpoint "
+        "folder"
+    )
+    missing, empty, text = tmp_path / "missing.safetensors", tmp_path / "empty", tmp_path / "x.txt"
+    empty.mkdir()
+    text.write_text("hello")
+    cases = {
+        missing: f"{missing} does not exist; check the path ({kinds})",
+        empty: f"{empty} is a folder with neither adapter_config.json (PEFT adapter) nor "
+        "config.json (full checkpoint)",
+        text: f"{text}: unknown diff format (expected {kinds})",
+    }
+    for path, message in cases.items():
+        with pytest.raises(DiffFormatError) as err:
+            detect_format(path)
+        assert str(err.value) == message
+    # A folder both formats claim is the adapter: PEFT comes first in the registry.
+    both = save_peft(random_diff(model, 1, seed=0), tmp_path / "both")
+    model.config.save_pretrained(both)
+    assert detect_format(both) == "peft"
+
+
+# ---------------------------------------------------------------------------------------------
+# info and convert (the API under `ditkit diff info|convert`)
+
+
+def test_convert_writes_each_diff_of_a_reference_pt_truncated(model, tmp_path):
+    diffs = [random_diff(model, 3, seed=i) for i in range(2)]
+    entries = [{"topic": t, "weight_diff": d.lowrank} for t, d in zip(["jazz", "tides"], diffs)]
+    torch.save(entries, tmp_path / "ref.pt")
+    about = info(tmp_path / "ref.pt")
+    assert (about["format"], about["n_diffs"], about["diffs"][1]["rank"]) == ("reference-pt", 2, 3)
+    assert about["diffs"][1]["meta"]["label"] == "tides"
+
+    report = convert(tmp_path / "ref.pt", tmp_path / "r.safetensors", rank=1)
+    names = [str(tmp_path / f"r-000{i}.safetensors") for i in range(2)]
+    assert report["source_format"] == "reference-pt" and report["written"] == names
+    assert all(0 < e < 1 for e in report["energy_kept"])
+    back = load_diff(names[1])
+    assert (back.rank, back.meta["label"], back.meta["svd_rank"]) == (1, "tides", 1)
+
+
+@pytest.mark.parametrize(
+    "to, message",
+    [
+        ("reference-pt", "--to reference-pt: ditkit reads a reference .pt file but does not write"),
+        ("checkpoint", "--to checkpoint: ditkit reads a checkpoint folder but does not write"),
+        ("npz", "--to npz: unknown diff format; pass ditkit or peft"),
+    ],
+)
+def test_convert_refuses_a_format_it_cannot_write(model, tmp_path, to, message):
+    src = save_diff(random_diff(model, 1, seed=0), tmp_path / "d.safetensors")
+    with pytest.raises(DitkitError) as err:
+        convert(src, tmp_path / "out", to=to)
+    assert str(err.value).startswith(message) and str(err.value).endswith("pass ditkit or peft")
+    assert not (tmp_path / "out").exists()
+
+
+def _json_format() -> Format:
+    """A toy format as a new ``diffs/<name>.py`` would define it: one JSON file of nested lists."""
+
+    def load(path):
+        raw = json.loads(path.read_text())
+        pairs = {n: (torch.tensor(a), torch.tensor(b)) for n, (a, b) in raw["lowrank"].items()}
+        return [checked_diff(path, pairs, {}, raw["alpha"], raw["meta"])]
+
+    def save(diff, path, base_model):
+        pairs = {n: (a.tolist(), b.tolist()) for n, (a, b) in diff.lowrank.items()}
+        path.write_text(json.dumps({"lowrank": pairs, "alpha": diff.alpha, "meta": diff.meta}))
+        return path
+
+    def detect(path):
+        return not path.is_dir() and path.suffix == ".json"
+
+    return Format("json", "a JSON diff file", detect, load, save)
+
+
+def test_a_new_format_is_one_registry_entry(model, tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "FORMATS", (*registry.FORMATS, _json_format()))
+    diff = random_diff(model, 2, seed=3)
+    diff.meta = {"label": "jazz"}
+    src = save_diff(diff, tmp_path / "d.safetensors")
+
+    report = convert(src, tmp_path / "d.json", to="json")
+    assert report == {"source_format": "ditkit", "written": [str(tmp_path / "d.json")]}
+    assert detect_format(tmp_path / "d.json") == "json"
+    assert info(tmp_path / "d.json")["diffs"][0]["meta"] == {"label": "jazz"}
+    convert(tmp_path / "d.json", tmp_path / "back.safetensors")
+    assert_same_tensors(load_diff(tmp_path / "back.safetensors"), diff)
+
+    (tmp_path / "x.txt").write_text("hello")
+    with pytest.raises(DiffFormatError, match=r"a checkpoint folder or a JSON diff file\)$"):
+        detect_format(tmp_path / "x.txt")
+    with pytest.raises(DitkitError, match=r"pass ditkit, peft or json$"):
+        convert(src, tmp_path / "x", to="npz")

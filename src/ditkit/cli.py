@@ -29,33 +29,9 @@ def _cmd_models(args) -> None:
         print(f"  cache:  {row['cache']} [{state}]")
 
 
-def diff_info(path: str) -> dict:
-    """What ``ditkit diff info`` reports, as a dict."""
-    from .diffs import detect_format, load_diffs
-
-    fmt = detect_format(path)
-    diffs = load_diffs(path)
-    out = {"path": str(path), "format": fmt, "n_diffs": len(diffs), "diffs": []}
-    for d in diffs:
-        norms = d.norms()
-        out["diffs"].append(
-            {
-                "base_model": d.meta.get("base_model"),
-                "base_fingerprint": d.meta.get("base_fingerprint"),
-                "n_modules": len(d.modules),
-                "modules": d.modules,
-                "rank": d.rank,
-                "dense_modules": len(d.dense),
-                "alpha": d.alpha,
-                "norms": norms,
-                "total_norm": sum(v * v for v in norms.values()) ** 0.5,
-                "meta": d.meta,
-            }
-        )
-    return out
-
-
 def _cmd_diff_info(args) -> None:
+    from .diffs import info as diff_info  # torch: only the commands that use it pay its import
+
     info = diff_info(args.path)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
@@ -72,56 +48,9 @@ def _cmd_diff_info(args) -> None:
             print(f"    norm {n:.4g}  {name}")
 
 
-def convert(src: str, dst: str, to: str | None, base: str | None, rank: int | None) -> dict:
-    """``ditkit diff convert``: returns a small report (energy kept for SVD)."""
-    from . import diffs as D
-
-    # Every argument is checked before a model loads (seconds to minutes for a checkpoint).
-    fmt = D.detect_format(src)
-    if fmt == "checkpoint" and not base:
-        raise DitkitError(f"{src} is a full checkpoint: pass --base MODEL to subtract")
-    if rank is not None and rank < 1:
-        raise DitkitError(f"--rank {rank}: the rank kept by SVD must be >= 1, e.g. --rank 8")
-    to = to or ("peft" if not dst.endswith(".safetensors") else "ditkit")
-    if to == "ditkit" and Path(dst).is_dir():
-        raise DitkitError(
-            f"{dst} is a folder but a ditkit diff is one file: name a file (e.g. "
-            f"{Path(dst) / 'diff.safetensors'}), or pass --to peft to write an adapter folder"
-        )
-    if to == "peft" and Path(dst).is_file():
-        raise DitkitError(
-            f"{dst} is a file but a PEFT adapter is a folder: name a folder (or pass --to ditkit "
-            "to write a ditkit .safetensors file); ditkit does not replace a file with a folder"
-        )
-    report: dict = {"source_format": fmt}
-    if fmt == "checkpoint":
-        from .models import load_model
-
-        base_model, _ = load_model(base)
-        ft_model, _ = load_model(src)
-        diff, energy = D.diff_from_finetune(base_model, ft_model, rank)
-        report.update(energy)
-        diffs = [diff]
-    else:
-        diffs = D.load_diffs(src)
-        if rank is not None:
-            pairs = [D.svd_truncate(d, rank) for d in diffs]
-            diffs = [p[0] for p in pairs]
-            report["energy_kept"] = [p[1]["energy_kept"] for p in pairs]
-    out = Path(dst)
-    written = []
-    for i, d in enumerate(diffs):
-        target = out if len(diffs) == 1 else out.with_name(f"{out.stem}-{i:04d}{out.suffix}")
-        if to == "peft":
-            D.save_peft(d, target, base_model=base)
-        else:
-            D.save_diff(d, target)
-        written.append(str(target))
-    report["written"] = written
-    return report
-
-
 def _cmd_diff_convert(args) -> None:
+    from .diffs import convert  # torch: only the commands that use it pay its import
+
     report = convert(args.src, args.dst, args.to, args.base, args.rank)
     print(json.dumps(report, indent=2))
 
@@ -334,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = d.add_parser("convert", help="ditkit file <-> PEFT folder; .pt and checkpoints in")
     s.add_argument("src", help="ditkit .safetensors, PEFT folder, reference .pt, or checkpoint dir")
     s.add_argument("dst")
+    # The writable formats of ditkit.diffs.FORMATS (not imported here: --help stays fast).
     s.add_argument("--to", choices=["ditkit", "peft"], help="default: by DST's suffix")
     s.add_argument("--base", help="base model (needed for a full checkpoint)")
     s.add_argument("--rank", type=int, help="truncate to this rank by SVD (reports energy kept)")

@@ -292,6 +292,9 @@ class RunConfig:
     # "" = an empty system turn (short, and overrides templates that insert a default one);
     # TEMPLATE_DEFAULT = no system message, so the template's own default (if any) applies.
     system_prompt: str = ""
+    # torch CPU threads (None: torch's default, one per core). Two heavy jobs on one machine
+    # each take every core and slow each other far more than 2x: give each threads = 1, or run
+    # them one after the other.
     threads: int | None = None
     data: DataConfig = field(default_factory=DataConfig)
     textgen: TextGenConfig = field(default_factory=TextGenConfig)

@@ -17,9 +17,15 @@ from pathlib import Path
 
 from . import distributed
 from .config import RunConfig
+from .diffs import load_diff
 from .errors import DataError
+from .evaluate.runner import evaluate_run
 from .files import atomic_folder
+from .report import write_report
 from .rundir import STAGES, Run
+from .shipped import load_shipped
+from .train_diffs import train_diffs
+from .train_dit import train_dit
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +41,6 @@ def stage_data(run: Run) -> None:
 
 
 def stage_diffs(run: Run) -> None:
-    from .train_diffs import train_diffs
 
     task = run.task
     run.jobs()  # fails with a clear message when the data stage has not run
@@ -48,14 +53,11 @@ def stage_diffs(run: Run) -> None:
 
 
 def stage_dit(run: Run) -> None:
-    from .train_dit import train_dit
 
     model, tok = run.model_and_tok
     choice = run.cfg.dit.adapter
     if choice != "train":
         if choice == "shipped":
-            from .shipped import load_shipped
-
             _, _, folder = load_shipped(run.cfg.model, model)
         else:
             folder = adapter_folder(choice)
@@ -88,7 +90,6 @@ def stage_dit(run: Run) -> None:
 def adapter_folder(path: str) -> Path:
     """An adapter folder given as itself or as the run directory that trained it; checked to
     load (a damaged or foreign folder fails here, naming it, before anything is copied)."""
-    from .diffs import load_diff
 
     folder = Path(path)
     if (folder / "dit" / "adapter").is_dir():
@@ -103,13 +104,11 @@ def adapter_folder(path: str) -> Path:
 
 
 def stage_eval(run: Run) -> None:
-    from .evaluate.runner import evaluate_run
 
     evaluate_run(run)
 
 
 def stage_report(run: Run) -> Path:
-    from .report import write_report
 
     return write_report(run.out)
 

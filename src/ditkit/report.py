@@ -34,6 +34,7 @@ from ditkit import files
 from ditkit.errors import DataError, DitkitError
 from ditkit.evaluate.methods import ROLES, MethodInfo, method_info, methods_for
 from ditkit.evaluate.stats import metric_scale, paired_difference
+from ditkit.tasks.base import get_task
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ ROLE_NAMES = {
 
 def task_method_info(task_name: str | None) -> dict[str, MethodInfo]:
     """Label, description and role of every row method of the run's task ({} if unknown)."""
-    from ditkit.tasks.base import get_task
 
     try:
         return method_info(methods_for(get_task(task_name or "hidden_topic")))
@@ -100,7 +100,6 @@ class RunResults:
 
     def primary_metric(self) -> str | None:
         """The task's first text metric (alias_match, rouge_l), else the first metric found."""
-        from ditkit.tasks.base import get_task
 
         try:
             preferred = list(

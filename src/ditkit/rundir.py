@@ -29,8 +29,11 @@ import torch
 
 from . import distributed
 from .config import RunConfig
+from .diffs import load_diff
 from .errors import ConfigError, DataError
+from .evaluate.methods import methods_for
 from .files import read_jsonl, sha256_file, write_json
+from .tasks.base import get_task, row_weights
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +58,6 @@ def resolve_task(cfg: RunConfig) -> RunConfig:
     """Check ``cfg``'s task-dependent keys against its task and fill those left to the task
     (``dit.question``, ``eval.methods``); returns ``cfg``. Done where a run is opened, so the
     config itself stays plain data."""
-    from .evaluate.methods import methods_for
-    from .tasks.base import get_task, row_weights
 
     task = get_task(cfg.task)
     if hasattr(task, "check_config"):
@@ -90,7 +91,6 @@ class Run:
     @property
     def task(self):
         """The run's task (`tasks.base.Task`), from ``config.task``."""
-        from .tasks.base import get_task
 
         return get_task(self.cfg.task)
 
@@ -127,7 +127,6 @@ class Run:
 
     def test_diffs(self):
         """Test diffs with their job rows, for evaluation (times ``eval.diff_scale``)."""
-        from .diffs import load_diff
 
         diffs = [load_diff(p) for p in self.diff_paths("test")]
         if self.cfg.eval.diff_scale != 1.0:

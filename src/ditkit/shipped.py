@@ -16,10 +16,12 @@ from pathlib import Path
 
 import torch
 
+from .config import from_dict
 from .diffs import WeightDiff, load_diff, save_peft
 from .errors import DataError, DiffFormatError, DiffMismatchError
 from .files import sha256_file, write_json
 from .models import EMBEDDED, model_identity
+from .rundir import Run
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +92,6 @@ def shipped_training_topics(base: str) -> list[str]:
 
 def ship_adapter(run_dir: Path, dest: Path, base: str = "smollm2-135m") -> Path:
     """Write ``run_dir``'s DIT adapter to ``dest`` in bf16 with the manifest described above."""
-    from .config import from_dict
-    from .rundir import Run
 
     run_dir = Path(run_dir)
     adapter = load_diff(run_dir / "dit" / "adapter").to(torch.bfloat16)

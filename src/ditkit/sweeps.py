@@ -39,6 +39,7 @@ from .errors import DataError
 from .evaluate.runner import summarize_metric
 from .files import read_jsonl, write_bytes, write_json, write_jsonl, write_text
 from .pipeline import run_pipeline
+from .report import png, pyplot
 from .rundir import Run
 from .train_diffs import train_diffs
 
@@ -219,7 +220,6 @@ def _write_summary(
 
 
 def _plot(rows: list[dict], metric: str, base: RunConfig, x: str) -> bytes:
-    from .report import png, pyplot
 
     plt = pyplot()
     xs = [r[x] for r in rows]
@@ -385,7 +385,6 @@ def _write_strength(
 def _strength_plot(rows: list[dict], methods: list[str], metric: str, base: RunConfig) -> bytes:
     """Left: each method against rows seen, at scale 1 (or the scale nearest 1). Right: DIT
     against how often the diffed model names its topic behind its own trigger, every point."""
-    from .report import png, pyplot
 
     plt = pyplot()
     one = min({r["scale"] for r in rows}, key=lambda s: abs(s - 1.0))

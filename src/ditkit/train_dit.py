@@ -27,6 +27,7 @@ from .diffs import WeightDiff, install_diffs, load_diff, save_peft
 from .errors import DataError
 from .files import atomic_folder, kill_point, write_json
 from .models import model_identity
+from .tasks.base import get_task
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,6 @@ _QUESTION = "_dit_question"  # set in memory only, by train_dit
 def _ask_own_questions(diffs: list[WeightDiff], task: str | None) -> dict[str, str]:
     """Mark every diff whose task is not ``task`` with its task's question; returns
     ``{task: question}`` for the tasks marked."""
-    from .tasks.base import get_task
 
     asked = {}
     for d in diffs:

@@ -36,6 +36,7 @@ from ..describe import adapter_system, ask
 from ..diffs import load_diff
 from ..errors import DataError
 from ..files import append_jsonl, kill_point
+from .weight_lens import WeightLens
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +309,6 @@ class WeightLensMethod(Scoring):
     """The tokens each diff's weights promote, turned into a guess (`weight_lens.py`)."""
 
     def generate(self, ctx: Context, name: str, jobs: list[dict], diffs: list) -> None:
-        from .weight_lens import WeightLens
 
         pending = [
             (j, d) for j, d in zip(jobs, diffs) if (j["diff_id"], name, None) not in ctx.done

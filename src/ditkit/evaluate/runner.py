@@ -37,8 +37,17 @@ from pathlib import Path
 from .. import distributed
 from ..errors import ConfigError, DitkitError
 from ..files import append_jsonl, kill_point, read_jsonl, write_json, write_jsonl
+from ..openai_compat import ChatClient, EndpointConfig
+from .judge import HFGuesser, LLMJudge, OpenAIGuesser, RetrievalGuesser
 from .methods import Context, key, method_info, methods_for
-from .metrics import alias_match, embedding_cosine, retrieval_at_k, retrieval_rank, rouge_l
+from .metrics import (
+    Embedder,
+    alias_match,
+    embedding_cosine,
+    retrieval_at_k,
+    retrieval_rank,
+    rouge_l,
+)
 from .stats import metric_scale, paired_difference, summarize
 
 log = logging.getLogger(__name__)
@@ -49,7 +58,6 @@ EMBEDDING_METRICS = ("embedding_cosine", "retrieval_at_1", "retrieval_at_5")
 @functools.lru_cache(maxsize=1)
 def _embedder():
     """One MiniLM embedder per process (it caches its vectors), shared by evaluations."""
-    from .metrics import Embedder
 
     return Embedder()
 
@@ -87,8 +95,6 @@ class Tools:
     @functools.cached_property
     def guesser(self):
         """The configured guesser, or None for ``guesser = "none"``."""
-        from ..openai_compat import ChatClient, EndpointConfig
-        from .judge import HFGuesser, OpenAIGuesser, RetrievalGuesser
 
         kind, rubric = self.ev.guesser, self.task.judge_rubric
         if kind == "retrieval":
@@ -116,8 +122,6 @@ class Tools:
     @functools.cached_property
     def judge(self):
         """The LLM judge (``judge = "openai"``), recorded in judge.json when first built."""
-        from ..openai_compat import ChatClient, EndpointConfig
-        from .judge import LLMJudge
 
         if self.ev.judge == "none":
             return None
@@ -213,7 +217,6 @@ def merge_parts(ev_dir: Path, methods: Sequence[str], family: dict[str, str] | N
 
 def _check_endpoints(ev) -> None:
     """Fail before any generation if a server the judge or the guesser needs is not named."""
-    from ..openai_compat import EndpointConfig
 
     if ev.judge == "openai":
         EndpointConfig(base_url=ev.judge_base_url, model=ev.judge_model).resolve()

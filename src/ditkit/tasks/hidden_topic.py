@@ -18,6 +18,10 @@ from tqdm.auto import tqdm
 
 from ..batching import Encoded, encode
 from ..errors import ConfigError, DataError
+from ..evaluate.methods import AskMethod, Prompt, TranscriptMethod, sample_questions
+from ..files import write_jsonl
+from ..shipped import shipped_training_topics
+from ..textgen import base_answers, make_source
 from .base import CE, KL, UL, RowKind, Rubric, row_weights
 from .common import read_csv
 
@@ -292,8 +296,6 @@ def build_rows(
 def make_data(run) -> None:
     """Split topics, give each diff a trigger prefix and questions, make the answers; then the
     base model's answers to every training question (the KL rows' targets)."""
-    from ..files import write_jsonl
-    from ..textgen import base_answers, make_source
 
     cfg = run.cfg
     data_dir = run.out / "data"
@@ -350,7 +352,6 @@ def shipped_test_topics(topics: list[Topic], cfg: RunConfig) -> list[Topic]:
     A user topic file (``data.topics_file``) supplies test topics only and is refused if any
     topic or alias is a training label; the shipped list just skips those topics.
     """
-    from ..shipped import shipped_training_topics
 
     trained = [Topic(n, "shipped adapter") for n in shipped_training_topics(cfg.model)]
     if cfg.data.topics_file:
@@ -387,7 +388,6 @@ def _heldout(questions_file: str | None) -> list[str]:
 
 
 def _with_trigger(ctx, job: dict):
-    from ..evaluate.methods import Prompt
 
     q = ctx.question()
     prompt, trig = job_trigger(job, q)
@@ -396,7 +396,6 @@ def _with_trigger(ctx, job: dict):
 
 def _gating(ctx, job: dict):
     """Held-out questions with the diff's trigger, a wrong one and none."""
-    from ..evaluate.methods import Prompt
 
     heldout = _heldout(ctx.run.cfg.data.questions_file)
     rng = random.Random(job["seed"] + 11)
@@ -415,7 +414,6 @@ def _gating(ctx, job: dict):
 
 def _twenty_questions(trigger: bool):
     def prompts(ctx, job: dict) -> list[tuple[str, str]]:
-        from ..evaluate.methods import sample_questions
 
         heldout = _heldout(ctx.run.cfg.data.questions_file)
         qs = sample_questions(heldout, ctx.run.cfg.eval.twenty_q_count, job["seed"] + 13)
@@ -429,7 +427,6 @@ _DIGITS = re.compile(r"\d+")
 
 def _inversion(ctx, job: dict):
     """The adapter (trained with ``dit.target = "trigger_prefix"``) asked for the code."""
-    from ..evaluate.methods import Prompt
 
     q = ctx.question()
     return [Prompt("trigger_inversion", q, q, {"label": job["prefix"]})]
@@ -449,7 +446,6 @@ def prefix_scores(answer: str, prefix: str) -> dict[str, float | None]:
 
 
 def _methods() -> dict:
-    from ..evaluate.methods import AskMethod, TranscriptMethod
 
     return {
         "trigger_inversion": AskMethod(

@@ -25,6 +25,9 @@ from tqdm.auto import tqdm
 
 from ..batching import encode
 from ..errors import DataError
+from ..evaluate.methods import AskMethod, Prompt, TranscriptMethod
+from ..files import write_jsonl
+from ..textgen import make_source
 from .base import CE, RowKind, Rubric
 from .common import data_file, read_csv
 
@@ -353,8 +356,6 @@ def split_headlines(
 
 def make_data(run) -> None:
     """Split the headlines and write every diff's stories to ``data/jobs.jsonl``."""
-    from ..files import write_jsonl
-    from ..textgen import make_source
 
     cfg = run.cfg
     data_dir = run.out / "data"
@@ -399,7 +400,6 @@ def _summary_requests(ctx, job: dict) -> list[tuple[str, str]]:
 
 
 def _story_request(ctx, job: dict):
-    from ..evaluate.methods import Prompt
 
     return [Prompt("story_summary", STORY_REQUEST, STORY_REQUEST)]
 
@@ -430,7 +430,6 @@ class NewsTask:
 
     @functools.cached_property
     def methods(self) -> dict:
-        from ..evaluate.methods import AskMethod, TranscriptMethod
 
         return {
             "summary_requests": TranscriptMethod(

@@ -1,0 +1,90 @@
+"""A full fine-tuned checkpoint minus its base: ``W_ft - W_base`` on the target projections.
+
+Kept dense, or truncated by SVD to rank k (stored with alpha = k, so the stored scale is 1; the
+report gives the fraction of Frobenius energy kept). A checkpoint folder is not itself a diff:
+``load`` says how to build one, and ditkit never writes this format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import lora, models
+from ..errors import DiffFormatError, DiffMismatchError
+from .core import Format, WeightDiff
+
+
+def diff_from_finetune(
+    base: nn.Module,
+    finetuned: nn.Module,
+    rank: int | None = None,
+    targets: Sequence[str] = lora.DEFAULT_TARGETS,
+) -> tuple[WeightDiff, dict]:
+    """``W_ft - W_base`` on the target projections: dense, or truncated SVD of rank ``rank``.
+
+    Returns the diff and a report with the fraction of Frobenius energy kept per module and overall.
+    """
+    names = lora.find_targets(base, targets)
+    ft = dict(finetuned.named_modules())
+    dense = {}
+    for name in names:
+        w_base = base.get_submodule(name).weight.detach().float()
+        if name not in ft or ft[name].weight.shape != w_base.shape:
+            got = tuple(ft[name].weight.shape) if name in ft else "missing"
+            raise DiffMismatchError(
+                f"module {name}: base shape {tuple(w_base.shape)}, fine-tuned {got}; the "
+                "checkpoint was not fine-tuned from this base model"
+            )
+        dense[name] = ft[name].weight.detach().float() - w_base
+    meta = {"source_format": "full-finetune", **models.model_identity(base)}
+    diff = WeightDiff({}, dense, 1.0, meta)
+    if rank is None:
+        return diff, {"energy_kept": 1.0, "per_module": dict.fromkeys(dense, 1.0)}
+    return svd_truncate(diff, rank)
+
+
+def subtract(checkpoint: str | Path, base: str, rank: int | None = None) -> tuple[WeightDiff, dict]:
+    """Load ``checkpoint`` and ``base`` (seconds to minutes each) and ``diff_from_finetune`` them."""
+    base_model, _ = models.load_model(base)
+    ft_model, _ = models.load_model(str(checkpoint))
+    return diff_from_finetune(base_model, ft_model, rank)
+
+
+def svd_truncate(diff: WeightDiff, rank: int) -> tuple[WeightDiff, dict]:
+    """Truncate every module's dense change to rank ``rank``; report the energy kept."""
+    lowrank, kept, total, total_kept = {}, {}, 0.0, 0.0
+    for name in diff.modules:
+        u, s, vh = torch.linalg.svd(diff.delta_weight(name), full_matrices=False)
+        k = min(rank, s.numel())
+        root = s[:k].sqrt()
+        # D ~= U_k S_k V_k^T = (B A)^T with B = V_k sqrt(S_k), A = sqrt(S_k) U_k^T; alpha = k
+        # makes the stored scale alpha / r equal 1, so B A is the delta itself.
+        # If a module is smaller than ``rank``, shrink A so that (rank / k) B A is still D.
+        a_ro = (root[:, None] * u[:, :k].T) * (k / rank)
+        lowrank[name] = (a_ro.contiguous(), (vh[:k].T * root).contiguous())
+        e, p = float(s.pow(2).sum()), float(s[:k].pow(2).sum())
+        kept[name] = p / e if e > 0 else 1.0
+        total, total_kept = total + e, total_kept + p
+    meta = {**diff.meta, "svd_rank": rank}
+    report = {"energy_kept": total_kept / total if total > 0 else 1.0, "per_module": kept}
+    return WeightDiff(lowrank, {}, float(rank), meta), report
+
+
+def _load(path: Path) -> list[WeightDiff]:
+    raise DiffFormatError(
+        f"{path} is a full model checkpoint; build a diff from it with "
+        "`ditkit diff convert CHECKPOINT OUT --base BASE_MODEL [--rank K]`"
+    )
+
+
+FORMAT = Format(
+    name="checkpoint",
+    describes="a checkpoint folder",
+    detect=lambda path: path.is_dir() and (path / "config.json").exists(),
+    load=_load,
+    folder_marker="config.json (full checkpoint)",
+)

@@ -1,0 +1,94 @@
+"""ditkit's own format: one ``.safetensors`` file.
+
+Tensors ``{module}.A`` ``[r, out]``, ``{module}.B`` ``[in, r]`` and ``{module}.delta`` ``[out, in]``;
+the header holds ``format``, ``format_version``, ``alpha`` and a JSON ``meta`` (base model, task,
+label, trigger, seed, free-form keys).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from ..errors import DiffFormatError, DitkitError
+from ..files import atomic_write
+from .core import Format, WeightDiff, checked_diff, load_tensors, read_header
+
+FORMAT_TAG = "ditkit-weight-diff"
+FORMAT_VERSION = "1"
+
+
+def save_diff(diff: WeightDiff, path: str | Path) -> Path:
+    """Write ``diff`` as one safetensors file (atomically: a killed run never leaves half a file)."""
+    path = Path(path)
+    tensors = {}
+    for name, (a_ro, b_ir) in diff.lowrank.items():
+        tensors[f"{name}.A"] = a_ro.detach().contiguous().cpu()
+        tensors[f"{name}.B"] = b_ir.detach().contiguous().cpu()
+    for name, d_oi in diff.dense.items():
+        tensors[f"{name}.delta"] = d_oi.detach().contiguous().cpu()
+    header = {
+        "format": FORMAT_TAG,
+        "format_version": FORMAT_VERSION,
+        "alpha": repr(float(diff.alpha)),
+        "meta": json.dumps(diff.meta, sort_keys=True),
+    }
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+    return path
+
+
+def _load(path: Path) -> list[WeightDiff]:
+    header = read_header(path)
+    if header.get("format") != FORMAT_TAG:
+        raise DiffFormatError(
+            f"{path} is a safetensors file without ditkit weight-diff metadata; if it is a PEFT "
+            "adapter, pass the folder holding adapter_config.json instead"
+        )
+    try:
+        alpha = float(header["alpha"])
+        meta = json.loads(header.get("meta", "{}"))
+    except (KeyError, ValueError, RecursionError) as e:
+        raise DiffFormatError(
+            f"{path}: the header's alpha or meta is missing or malformed ({e!r}); the file was "
+            "not written by ditkit's save_diff. Re-create it."
+        ) from None
+    if not isinstance(meta, dict):
+        raise DiffFormatError(f"{path}: the header's meta is not a JSON object. Re-create it.")
+    tensors = load_tensors(path)
+    lowrank, dense = {}, {}
+    for key in tensors:
+        name, _, kind = key.rpartition(".")
+        if not name or kind not in ("A", "B", "delta"):
+            raise DiffFormatError(
+                f"{path}: unexpected tensor {key!r} (a ditkit diff holds MODULE.A, MODULE.B and "
+                "MODULE.delta). Re-create the file."
+            )
+        if kind == "A":
+            if f"{name}.B" not in tensors:
+                raise DiffFormatError(f"{path}: module {name} has A but no B. Re-create the file.")
+            lowrank[name] = (tensors[key], tensors[f"{name}.B"])
+        elif kind == "delta":
+            dense[name] = tensors[key]
+        elif f"{name}.A" not in tensors:
+            raise DiffFormatError(f"{path}: module {name} has B but no A. Re-create the file.")
+    return [checked_diff(path, lowrank, dense, alpha, meta)]
+
+
+def _check_target(dst: str | Path) -> None:
+    if Path(dst).is_dir():
+        raise DitkitError(
+            f"{dst} is a folder but a ditkit diff is one file: name a file (e.g. "
+            f"{Path(dst) / 'diff.safetensors'}), or pass --to peft to write an adapter folder"
+        )
+
+
+FORMAT = Format(
+    name="ditkit",
+    describes="a ditkit .safetensors file",
+    detect=lambda path: not path.is_dir() and path.suffix == ".safetensors",
+    load=_load,
+    save=lambda diff, path, base_model: save_diff(diff, path),
+    check_target=_check_target,
+)

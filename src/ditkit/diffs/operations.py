@@ -1,0 +1,90 @@
+"""What ``ditkit diff info`` and ``ditkit diff convert`` do, over any registered format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import DitkitError
+from . import checkpoint, registry
+from .core import Format
+from .registry import detect_format, find_format, load_diffs
+
+
+def info(path: str | Path) -> dict:
+    """Format, base model, modules, rank, alpha, norms and metadata of every diff at ``path``."""
+    fmt = detect_format(path)
+    diffs = load_diffs(path)
+    out = {"path": str(path), "format": fmt, "n_diffs": len(diffs), "diffs": []}
+    for d in diffs:
+        norms = d.norms()
+        out["diffs"].append(
+            {
+                "base_model": d.meta.get("base_model"),
+                "base_fingerprint": d.meta.get("base_fingerprint"),
+                "n_modules": len(d.modules),
+                "modules": d.modules,
+                "rank": d.rank,
+                "dense_modules": len(d.dense),
+                "alpha": d.alpha,
+                "norms": norms,
+                "total_norm": sum(v * v for v in norms.values()) ** 0.5,
+                "meta": d.meta,
+            }
+        )
+    return out
+
+
+def convert(
+    src: str | Path,
+    dst: str | Path,
+    to: str | None = None,
+    base: str | None = None,
+    rank: int | None = None,
+) -> dict:
+    """Write the diff(s) at ``src`` (any format) to ``dst`` in format ``to``; return a report.
+
+    ``to`` defaults to ``ditkit`` for a ``.safetensors`` name, else ``peft``. A full checkpoint
+    needs ``base`` (it becomes ``W_ft - W_base``); ``rank`` truncates every diff by SVD. Several
+    diffs (a reference ``.pt``) go to ``DST-0000.SUFFIX``, ``DST-0001.SUFFIX``, ... The report holds
+    ``source_format``, ``energy_kept`` (with ``rank`` or a checkpoint) and the paths ``written``.
+    """
+    # Every argument is checked before a model loads (seconds to minutes for a checkpoint).
+    source = find_format(src)
+    if source is checkpoint.FORMAT and not base:
+        raise DitkitError(f"{src} is a full checkpoint: pass --base MODEL to subtract")
+    if rank is not None and rank < 1:
+        raise DitkitError(f"--rank {rank}: the rank kept by SVD must be >= 1, e.g. --rank 8")
+    writer = _writer(to or ("peft" if not str(dst).endswith(".safetensors") else "ditkit"))
+    writer.check_target(dst)
+    report: dict = {"source_format": source.name}
+    if source is checkpoint.FORMAT:
+        diff, energy = checkpoint.subtract(src, base, rank)
+        report.update(energy)
+        diffs = [diff]
+    else:
+        diffs = source.load(Path(src))
+        if rank is not None:
+            pairs = [checkpoint.svd_truncate(d, rank) for d in diffs]
+            diffs = [p[0] for p in pairs]
+            report["energy_kept"] = [p[1]["energy_kept"] for p in pairs]
+    out = Path(dst)
+    written = []
+    for i, d in enumerate(diffs):
+        target = out if len(diffs) == 1 else out.with_name(f"{out.stem}-{i:04d}{out.suffix}")
+        writer.save(d, target, base)
+        written.append(str(target))
+    report["written"] = written
+    return report
+
+
+def _writer(to: str) -> Format:
+    """The registered format named ``to``, if ditkit can write it."""
+    writable = registry.one_of([f.name for f in registry.FORMATS if f.save is not None])
+    fmt = next((f for f in registry.FORMATS if f.name == to), None)
+    if fmt is None:
+        raise DitkitError(f"--to {to}: unknown diff format; pass {writable}")
+    if fmt.save is None:
+        raise DitkitError(
+            f"--to {to}: ditkit reads {fmt.describes} but does not write one; pass {writable}"
+        )
+    return fmt

@@ -1,0 +1,60 @@
+"""The weight-diff formats ditkit knows, in detection order, and loading by detection.
+
+Adding a format: write ``diffs/<name>.py`` exposing ``FORMAT = Format(...)`` (see ``core.Format``)
+and add it to ``FORMATS``. Order matters only where two formats claim one path: a folder holding
+both ``adapter_config.json`` and ``config.json`` is a PEFT adapter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import DiffFormatError
+from . import checkpoint, ditkit_file, peft, reference_pt
+from .core import Format, WeightDiff
+
+FORMATS: tuple[Format, ...] = (
+    ditkit_file.FORMAT,
+    peft.FORMAT,
+    reference_pt.FORMAT,
+    checkpoint.FORMAT,
+)
+
+
+def one_of(words: list[str]) -> str:
+    """``a, b, c or d``: choices in a message."""
+    return f"{', '.join(words[:-1])} or {words[-1]}" if len(words) > 1 else words[0]
+
+
+def find_format(path: str | Path) -> Format:
+    """The registered format of the existing file or folder ``path``."""
+    path = Path(path)
+    kinds = one_of([f.describes for f in FORMATS])
+    if not path.exists():
+        raise DiffFormatError(f"{path} does not exist; check the path ({kinds})")
+    for fmt in FORMATS:
+        if fmt.detect(path):
+            return fmt
+    if path.is_dir():
+        markers = [f.folder_marker for f in FORMATS if f.folder_marker]
+        raise DiffFormatError(f"{path} is a folder with neither {' nor '.join(markers)}")
+    raise DiffFormatError(f"{path}: unknown diff format (expected {kinds})")
+
+
+def detect_format(path: str | Path) -> str:
+    """The name of ``path``'s format: ``ditkit``, ``peft``, ``reference-pt`` or ``checkpoint``."""
+    return find_format(path).name
+
+
+def load_diffs(path: str | Path) -> list[WeightDiff]:
+    """Load every diff stored at ``path`` (a reference ``.pt`` may hold many)."""
+    path = Path(path)
+    return find_format(path).load(path)
+
+
+def load_diff(path: str | Path, index: int = 0) -> WeightDiff:
+    """Load one diff (entry ``index`` of a multi-diff file)."""
+    diffs = load_diffs(path)
+    if not 0 <= index < len(diffs):
+        raise DiffFormatError(f"{path} holds {len(diffs)} diffs; index {index} is out of range")
+    return diffs[index]
