@@ -6,7 +6,8 @@
     assert server.count == 3
 
 Every POST (``/v1/chat/completions``) is recorded in ``server.requests`` as
-``{"path": ..., **json_body}`` and answered from, in order of preference:
+``{"path": ..., **json_body}`` (its headers, lower-cased, in ``server.headers``) and answered
+from, in order of preference:
 
 0. ``reject``: parameter names the server refuses the way OpenAI's reasoning models do, with a
    400 and OpenAI's own error text: ``"max_tokens"`` (whenever it is sent) and ``"temperature"``
@@ -126,6 +127,7 @@ class FakeOpenAI:
         if unknown:
             raise ValueError(f"FakeOpenAI can reject max_tokens and temperature, not {unknown}")
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -194,6 +196,7 @@ class FakeOpenAI:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server._lock:
                     server.requests.append({"path": self.path, **body})
+                    server.headers.append({k.lower(): v for k, v in self.headers.items()})
                 action, status, headers, data = server._answer(body)
                 self.close_connection = True
                 if action == "drop":  # the socket closes when this handler returns

@@ -1,12 +1,14 @@
 """ChatClient against a real OpenAI-style HTTP server on 127.0.0.1.
 
-Retries (timeouts, dropped connections, 5xx, 429 with Retry-After, malformed replies), jittered
-backoff, errors that say how to fix them, reasoning-model parameter fallbacks and the reply cache.
+Retries (timeouts, dropped connections, 5xx, 429 with Retry-After: the openai client's; malformed
+replies: ditkit's), jittered backoff, errors that say how to fix them, reasoning-model parameter
+fallbacks and the reply cache.
 """
 
 from __future__ import annotations
 
 import email.utils
+import inspect
 import json
 import logging
 import random
@@ -14,6 +16,7 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 
+import openai
 import pytest
 
 from ditkit.errors import ConfigError, RemoteError
@@ -83,6 +86,40 @@ def test_429_then_success_is_retried():
     assert (client.calls, client.requests) == (1, 2)
 
 
+def _retry_counts(server):
+    """The openai client's x-stainless-retry-count of each request: 0 on a first try, k on its
+    k-th retry (so a 0 after a failure is a request ditkit sent again itself)."""
+    return [int(h["x-stainless-retry-count"]) for h in server.headers]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_is_retried_by_the_openai_client_then_succeeds(status, caplog):
+    with (
+        caplog.at_level(logging.WARNING, logger=LOGGER),
+        FakeOpenAI([("status", status, {"Retry-After": "0.2"}), "fine"]) as server,
+    ):
+        client = make_client(server)
+        start = time.monotonic()
+        assert client.complete(MSG) == "fine"
+        waited = time.monotonic() - start
+    assert 0.19 <= waited < 3  # the server's 0.2 s, not backoff_s (0.01 s)
+    assert _retry_counts(server) == [0, 1]  # one call to the openai client, which retried
+    assert (client.calls, client.requests) == (1, 2)
+    (warning,) = _warnings(caplog, "retry 1/5")
+    assert f"HTTP {status}" in warning.getMessage()
+    assert "Retry-After: 0.2 s" in warning.getMessage()
+
+
+def test_retry_after_ms_is_honoured():
+    with FakeOpenAI([("status", 429, {"retry-after-ms": "300"}), "fine"]) as server:
+        client = make_client(server)
+        start = time.monotonic()
+        assert client.complete(MSG) == "fine"
+        waited = time.monotonic() - start
+    assert 0.29 <= waited < 3
+    assert server.count == 2
+
+
 def test_5xx_are_retried():
     with FakeOpenAI([500, 502, 503, "fine"]) as server:
         client = make_client(server, max_retries=3)
@@ -102,6 +139,27 @@ def test_5xx_until_the_last_try_raises_remote_error_naming_url_model_attempts(ma
     assert server.url in msg and "'fake-judge'" in msg
     assert f"all {attempts} attempt" in msg
     assert "HTTP 503: scripted 503" in msg and "check its logs" in msg
+
+
+def test_rate_limit_until_the_last_try_names_retry_after_and_the_fix():
+    with FakeOpenAI([("status", 429, {"Retry-After": "0"})] * 2, default=None) as server:
+        client = make_client(server, max_retries=1)
+        with pytest.raises(RemoteError) as err:
+            client.complete(MSG)
+    assert server.count == client.requests == 2
+    msg = str(err.value)
+    assert "all 2 attempts" in msg and "HTTP 429: scripted 429 (Retry-After: 0)" in msg
+    assert "kept rate-limiting" in msg and "DITKIT_OPENAI_MAX_BACKOFF_S" in msg
+
+
+def test_x_should_retry_false_is_not_retried():
+    with FakeOpenAI([("status", 503, {"x-should-retry": "false"}), "never sent"]) as server:
+        client = make_client(server)
+        with pytest.raises(RemoteError) as err:
+            client.complete(MSG)
+    assert server.count == 1
+    msg = str(err.value)
+    assert "all 1 attempt " in msg and "x-should-retry: false" in msg
 
 
 @pytest.mark.parametrize(
@@ -176,6 +234,23 @@ def test_malformed_replies_are_retried():
         client = make_client(server, max_retries=len(MALFORMED), max_backoff_s=0.02)
         assert client.complete(MSG) == "fine"
     assert server.count == len(MALFORMED) + 1
+    # The openai client takes a 200 as a success: each resend is ditkit's own, a new first try.
+    assert _retry_counts(server) == [0] * (len(MALFORMED) + 1)
+
+
+def test_malformed_replies_and_the_openai_clients_retries_share_one_budget():
+    script = [503, ("body", "{not json"), 503, "fine"]
+    with FakeOpenAI(script) as server:
+        client = make_client(server, max_retries=3)
+        assert client.complete(MSG) == "fine"
+    # 503: the client retries; the bad 200: ditkit resends; 503: the client retries again.
+    assert _retry_counts(server) == [0, 1, 0, 1]
+    with FakeOpenAI(script) as server:
+        client = make_client(server, max_retries=2)
+        with pytest.raises(RemoteError) as err:
+            client.complete(MSG)
+    assert server.count == client.requests == 3  # not 3 more after ditkit's resend
+    assert "all 3 attempts" in str(err.value) and "HTTP 503" in str(err.value)
 
 
 @pytest.mark.parametrize("body", MALFORMED)
@@ -217,7 +292,8 @@ def _http_date_in(seconds: float) -> str:
 
 @pytest.mark.parametrize("retry_after", ["3600", _http_date_in(3600)], ids=["seconds", "date"])
 def test_huge_retry_after_is_capped_by_max_backoff_s(retry_after):
-    # Without Retry-After the wait would be about backoff_s (0.01 s); a huge one waits the cap.
+    # Without Retry-After the wait would be about backoff_s (0.01 s); a huge one waits the cap
+    # (the openai client alone would not retry a Retry-After over two minutes at all).
     with FakeOpenAI([("status", 503, {"Retry-After": retry_after}), "fine"]) as server:
         client = make_client(server, backoff_s=0.01, max_backoff_s=0.3)
         start = time.monotonic()
@@ -246,15 +322,28 @@ class _TopOfRange(random.Random):
         return b
 
 
-def test_retries_sleep_the_jittered_delay():
-    # backoff_s=0.2 with the jitter factor forced to its top (1.5): the retry waits 0.3 s.
-    with FakeOpenAI([503, "fine"]) as server:
+def test_retries_sleep_the_jittered_delay(caplog):
+    # backoff_s=0.2 with the jitter factor forced to its top (1.5): the retry waits 0.3 s, not
+    # the 0.375-0.5 s the openai client would wait by itself.
+    with caplog.at_level(logging.WARNING, logger=LOGGER), FakeOpenAI([503, "fine"]) as server:
         client = ChatClient(
             EndpointConfig(base_url=server.url, model="m", backoff_s=0.2), rng=_TopOfRange()
         )
         start = time.monotonic()
         assert client.complete(MSG) == "fine"
         assert time.monotonic() - start >= 0.29
+    (warning,) = _warnings(caplog, "retry 1/5")
+    assert "HTTP 503" in warning.getMessage() and "in 0.30 s" in warning.getMessage()
+    assert _retry_counts(server) == [0, 1]
+
+
+def test_openai_client_still_has_the_retry_hooks():
+    # ChatClient overrides these (private) methods of openai.OpenAI to apply its own waits.
+    params = list(inspect.signature(openai.OpenAI._calculate_retry_timeout).parameters)
+    assert params == ["self", "remaining_retries", "options", "response_headers"]
+    assert list(inspect.signature(openai.OpenAI._should_retry).parameters) == ["self", "response"]
+    params = inspect.signature(openai.OpenAI._parse_retry_after_header).parameters
+    assert list(params) == ["self", "response_headers"]
 
 
 # --- reasoning models ------------------------------------------------------------------------

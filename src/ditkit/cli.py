@@ -1,4 +1,8 @@
-"""``ditkit`` command line: a thin layer over the Python API."""
+"""``ditkit`` command line: a thin layer over the Python API.
+
+Each command imports the API it calls inside its own function: those modules load torch and
+transformers, and ``ditkit --help`` or a typo should answer at once.
+"""
 
 from __future__ import annotations
 

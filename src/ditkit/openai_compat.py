@@ -1,15 +1,21 @@
 """A small client for any OpenAI-compatible chat server (vLLM, Ollama, llama.cpp, hosted APIs).
 
-It adds what evaluation needs on top of the `openai` package (whose own retries are off):
+The `openai` package sends the requests and retries them; this module adds what evaluation needs
+on top (docs/design.md, "What we wrote ourselves, and why"):
 
 - settings from flags or environment variables (`EndpointConfig`);
-- bounded retries (`max_retries`) of timeouts, refused or dropped connections, truncated or
-  malformed replies, and HTTP 408/429/5xx. The wait before retry k is the server's `Retry-After`
-  when it sends one, else `backoff_s * 2**(k-1)` times a random factor in [0.5, 1.5]; never more
-  than `max_backoff_s`. Other HTTP errors (400, 401, 404, ...) fail at once with a `RemoteError`
-  that says how to fix them, and so does giving up after the last retry;
+- the retry schedule. The openai client decides what to retry (timeouts, refused or dropped
+  connections, truncated replies, HTTP 408/409/429/5xx, a server's `x-should-retry`) and reads
+  `Retry-After` / `retry-after-ms`; its waits (0.5 s doubling to 8 s, not configurable) are
+  replaced by ditkit's: the server's `Retry-After` when it sends one, else
+  `backoff_s * 2**(k-1)` times a random factor in [0.5, 1.5] before retry k, never more than
+  `max_backoff_s` (the client would not retry a `Retry-After` over two minutes at all);
+- retrying what the client accepts but evaluation cannot use: a 200 whose body is not a chat
+  completion. Those retries and the client's share one budget, `max_retries` per request;
+- `RemoteError`s that name the endpoint and the fix: at once for other HTTP errors (400, 401,
+  404, ...), and after the last retry;
 - reasoning models that refuse `max_tokens` or a non-default `temperature` (OpenAI's o-series and
-  gpt-5 answer 400 "Unsupported parameter"): the client resends with `max_completion_tokens`, or
+  gpt-5 answer 400 "Unsupported parameter"): ditkit resends with `max_completion_tokens`, or
   without `temperature`, and keeps doing so for the rest of its life;
 - an on-disk cache of replies, keyed on the logical request (never on the adjustments above), so
   that rerunning an evaluation never pays for a request twice.
@@ -18,7 +24,7 @@ It adds what evaluation needs on top of the `openai` package (whose own retries 
 from __future__ import annotations
 
 import dataclasses
-import email.utils
+import functools
 import hashlib
 import json
 import logging
@@ -28,7 +34,6 @@ import random
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +63,10 @@ class EndpointConfig:
     `OPENAI_API_KEY`, else a dummy key, which local servers accept). `DITKIT_OPENAI_TIMEOUT_S`,
     `DITKIT_OPENAI_MAX_RETRIES` and `DITKIT_OPENAI_MAX_BACKOFF_S`, when set, override the limits.
 
-    `timeout_s` bounds each HTTP request; a failed request is retried up to `max_retries` times,
-    waiting about `backoff_s`, then twice that, and so on (jittered), or what the server's
-    `Retry-After` asks, but never more than `max_backoff_s` seconds.
+    `timeout_s` bounds each HTTP request; a failed request is retried up to `max_retries` times
+    (by the openai client, or by ditkit for a malformed reply), waiting about `backoff_s`, then
+    twice that, and so on (jittered), or what the server's `Retry-After` asks, but never more
+    than `max_backoff_s` seconds.
     """
 
     base_url: str | None = None
@@ -153,7 +159,8 @@ _OTHER_4XX_FIX = (
 
 
 def _retryable_status(status: int) -> bool:
-    return status in (408, 429) or status >= 500
+    """Whether the openai client retries this status (so a final one means "gave up")."""
+    return status in (408, 409, 429) or status >= 500
 
 
 class _BadReply(Exception):
@@ -192,23 +199,43 @@ def _server_message(exc: Any) -> str:
     return _snippet(exc.response.text) if exc.response.text else "(no message)"
 
 
-def _retry_after(exc: Exception) -> float | None:
-    """Seconds the server asked us to wait (`Retry-After`: seconds or an HTTP date), if any."""
-    response = getattr(exc, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return None if math.isnan(seconds) else max(0.0, seconds)
+@functools.cache
+def _openai_class() -> type:
+    """`openai.OpenAI` with ditkit's waits between its retries (built on first use).
+
+    The client takes each wait from `_calculate_retry_timeout`, built on module constants that no
+    setting reaches (0.5 s doubling to 8 s; a `Retry-After` over 2 minutes is not retried at
+    all). Overriding it and `_should_retry` is the only way to make `backoff_s`, `max_backoff_s`
+    and a seeded `rng` apply. Which requests are retried, how often (`max_retries`) and the
+    parsing of `Retry-After` stay the client's. `test_openai_client_still_has_the_retry_hooks`
+    fails if an openai release renames these methods.
+    """
+    import openai
+
+    class OpenAIWithDitkitWaits(openai.OpenAI):
+        _ditkit: ChatClient | None = None  # set by ChatClient on each instance
+
+        def _should_retry(self, response: Any) -> bool:
+            if super()._should_retry(response):
+                return True
+            # The client gives up on a Retry-After over 2 minutes; ditkit waits max_backoff_s.
+            return (
+                self._ditkit is not None
+                and _retryable_status(response.status_code)
+                and response.headers.get("x-should-retry") != "false"
+            )
+
+        def _calculate_retry_timeout(
+            self, remaining_retries: int, options: Any, response_headers: Any = None
+        ) -> float:
+            if self._ditkit is None:
+                return super()._calculate_retry_timeout(
+                    remaining_retries, options, response_headers
+                )
+            retry_after = self._parse_retry_after_header(response_headers)
+            return self._ditkit._wait_before_client_retry(retry_after, response_headers is not None)
+
+    return OpenAIWithDitkitWaits
 
 
 class ChatClient:
@@ -223,12 +250,20 @@ class ChatClient:
         import openai
 
         self.config = config.resolve()
-        self._client = openai.OpenAI(
+        # Every HTTP request, the openai client's retries included, passes these hooks.
+        http_client = openai.DefaultHttpxClient(
+            event_hooks={"request": [self._on_request], "response": [self._on_response]}
+        )
+        self._client = _openai_class()(
             base_url=self.config.base_url,
             api_key=self.config.api_key,
             timeout=self.config.timeout_s,
-            max_retries=0,
+            max_retries=self.config.max_retries,
+            http_client=http_client,
         )
+        self._client._ditkit = self
+        # Copies of _client with a smaller retry budget, for resending after a malformed reply.
+        self._clients = {self.config.max_retries: self._client}
         self._cache_dir = Path(self.config.cache_dir) if self.config.cache_dir else None
         self._rng = rng if rng is not None else random.Random()
         # Learnt from the server's 400s (reasoning models); they change what is sent, not the key.
@@ -237,6 +272,30 @@ class ChatClient:
         self.calls = 0
         self.cache_hits = 0
         self.requests = 0
+        # Where the request in flight stands: failed HTTP requests before the current call to the
+        # openai client, `requests` when that call began, when the last HTTP request was sent and
+        # the status it got (for the log line before each of the client's retries).
+        self._failed_before = 0
+        self._call_start = 0
+        self._sent_at = 0.0
+        self._last_status: int | None = None
+
+    def _on_request(self, request: Any) -> None:
+        self.requests += 1
+        self._sent_at = time.monotonic()
+        self._last_status = None
+
+    def _on_response(self, response: Any) -> None:
+        self._last_status = response.status_code
+
+    def _openai_client(self, max_retries: int) -> Any:
+        """The openai client, retrying a failed HTTP request at most `max_retries` times."""
+        client = self._clients.get(max_retries)
+        if client is None:
+            client = self._client.with_options(max_retries=max_retries)
+            client._ditkit = self
+            self._clients[max_retries] = client
+        return client
 
     def _cache_key(self, request: dict[str, Any]) -> str:
         keyed = {"base_url": self.config.base_url, **request}
@@ -339,50 +398,78 @@ class ChatClient:
         return False
 
     def _send(self, request: dict[str, Any]) -> str:
-        """One logical request: HTTP requests until a reply, a rejection or the last retry."""
+        """One logical request: the openai client's HTTP requests and retries, resent after a
+        malformed reply or a parameter the model refuses, until a reply, a rejection or the last
+        of `max_retries` retries."""
         import openai
 
-        failures = 0
+        failed = 0  # failed HTTP requests so far, the client's retries included
         while True:
-            self.requests += 1
+            self._failed_before, self._call_start = failed, self.requests
+            client = self._openai_client(self.config.max_retries - failed)
             try:
-                raw = self._client.chat.completions.with_raw_response.create(
-                    **self._wire_params(request)
-                )
+                raw = client.chat.completions.with_raw_response.create(**self._wire_params(request))
                 reply, finish = _parse_reply(raw.text)
             except openai.APIStatusError as exc:
+                failed += self.requests - self._call_start
                 if exc.status_code == 400 and self._adapt_to(exc, request):
+                    failed -= 1  # the refused parameter is not a failure of the server
                     continue
                 if not _retryable_status(exc.status_code):
                     raise self._rejected(exc) from exc
-                error: Exception = exc
-            except (openai.APIConnectionError, _BadReply) as exc:  # timeouts included
-                error = exc
+                raise self._gave_up(exc, failed) from exc
+            except openai.APIConnectionError as exc:  # timeouts included
+                failed += self.requests - self._call_start
+                raise self._gave_up(exc, failed) from exc
+            except _BadReply as exc:
+                failed += self.requests - self._call_start
+                if failed > self.config.max_retries:
+                    raise self._gave_up(exc, failed) from exc
+                delay = self.retry_delay(failed)
+                log.warning(
+                    "request to %s failed (%s); retry %d/%d in %.2f s",
+                    self.config.base_url,
+                    self._describe(exc),
+                    failed,
+                    self.config.max_retries,
+                    delay,
+                )
+                time.sleep(delay)
+                continue
             except openai.OpenAIError as exc:
                 raise RemoteError(
                     f"{self.config.base_url} failed for model {self.config.model!r}: {exc}"
                 ) from exc
-            else:
-                if not reply:
-                    log.warning(
-                        "%s sent an empty reply (finish_reason=%s)", self.config.base_url, finish
-                    )
-                return reply
-            failures += 1
-            if failures > self.config.max_retries:
-                raise self._gave_up(error, failures) from error
-            retry_after = _retry_after(error)
-            delay = self.retry_delay(failures, retry_after)
-            log.warning(
-                "request to %s failed (%s); retry %d/%d in %.2f s%s",
-                self.config.base_url,
-                self._describe(error),
-                failures,
-                self.config.max_retries,
-                delay,
-                "" if retry_after is None else f" (Retry-After: {retry_after:g} s)",
-            )
-            time.sleep(delay)
+            if not reply:
+                log.warning(
+                    "%s sent an empty reply (finish_reason=%s)", self.config.base_url, finish
+                )
+            return reply
+
+    def _wait_before_client_retry(self, retry_after: float | None, got_reply: bool) -> float:
+        """The openai client's wait before its next retry (see `_openai_class`), logged."""
+        retry = self._failed_before + self.requests - self._call_start
+        if retry_after is not None:
+            retry_after = None if math.isnan(retry_after) else max(0.0, retry_after)
+        delay = self.retry_delay(retry, retry_after)
+        if got_reply:
+            cause = f"HTTP {self._last_status}"
+        elif self._last_status is not None:
+            cause = "the connection broke off in the middle of the reply"
+        elif time.monotonic() - self._sent_at >= self.config.timeout_s:
+            cause = f"no answer within timeout_s={self.config.timeout_s:g} s"
+        else:
+            cause = "connection failed"
+        log.warning(
+            "request to %s failed (%s); retry %d/%d in %.2f s%s",
+            self.config.base_url,
+            cause,
+            retry,
+            self.config.max_retries,
+            delay,
+            "" if retry_after is None else f" (Retry-After: {retry_after:g} s)",
+        )
+        return delay
 
     def _describe(self, error: Exception) -> str:
         import openai
@@ -390,7 +477,9 @@ class ChatClient:
         if isinstance(error, openai.APITimeoutError):
             return f"no answer within timeout_s={self.config.timeout_s:g} s"
         if isinstance(error, openai.APIStatusError):
-            return f"HTTP {error.status_code}: {_server_message(error)}"
+            retry_after = error.response.headers.get("retry-after")
+            asked = "" if retry_after is None else f" (Retry-After: {retry_after})"
+            return f"HTTP {error.status_code}: {_server_message(error)}{asked}"
         if isinstance(error, openai.APIConnectionError):
             return f"connection failed: {error.__cause__ or error}"
         return f"malformed reply: {error}"
@@ -410,6 +499,11 @@ class ChatClient:
                 "check that the server is up and not overloaded, or raise "
                 "timeout_s (DITKIT_OPENAI_TIMEOUT_S) if its answers are just slow"
             )
+        elif (
+            isinstance(error, openai.APIStatusError)
+            and error.response.headers.get("x-should-retry") == "false"
+        ):
+            fix = "the server asked not to be retried (x-should-retry: false): wait and rerun"
         elif isinstance(error, openai.APIStatusError) and error.status_code == 429:
             fix = (
                 "the server kept rate-limiting: wait and rerun, or raise "

@@ -33,6 +33,7 @@ from .diffs import load_diff
 from .errors import ConfigError, DataError
 from .evaluate.methods import methods_for
 from .files import read_jsonl, sha256_file, write_json
+from .models import load_model
 from .tasks.base import get_task, row_weights
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,6 @@ class Run:
     @property
     def model_and_tok(self):
         if self._model is None:
-            from .models import load_model
-
             device = distributed.device_for(self.cfg.device)
             self._model = load_model(self.cfg.model, dtype=self.cfg.dtype, device=device)
         return self._model

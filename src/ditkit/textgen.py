@@ -28,6 +28,7 @@ from ditkit.config import TEMPLATE_STYLES, TextGenConfig
 from ditkit.errors import ConfigError
 from ditkit.files import write_json
 from ditkit.generate import generate_chat
+from ditkit.models import load_model, model_identity
 
 if TYPE_CHECKING:
     from ditkit.openai_compat import ChatClient
@@ -286,12 +287,11 @@ def make_source(
                     "TextGenConfig.model is empty but kind is 'hf': name the local model that "
                     "writes the on-topic answers (an embedded name, a directory or a hub id)"
                 )
-            from ditkit.models import load_model
-
             model, tokenizer = load_model(cfg.model)
         return HFSource(
             model, tokenizer, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature
         )
+    # the openai client: imported only when answers come from a server
     from ditkit.openai_compat import ChatClient, EndpointConfig
 
     endpoint = EndpointConfig(
@@ -312,7 +312,6 @@ def make_source(
 
 def _cache_key(model, max_new_tokens: int, system: str | None) -> dict[str, Any]:
     """What must match for cached base answers to be reused: model, prompt format, answer length."""
-    from ditkit.models import model_identity
 
     cfg = model.config
     name = (
