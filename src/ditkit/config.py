@@ -282,7 +282,7 @@ class RunConfig:
     name: str = "run"
     # What the diffs learn and DIT reads: "hidden_topic", "news", a registered task, or
     # "package.module:OBJECT" (docs/adding-a-task.md).
-    task: str = "hidden_topic"
+    task: str = "hidden_topic"  # tasks.base.DEFAULT_TASK
     model: str = "smollm2-135m"
     dtype: str = "float32"
     # "cpu", "cuda", "cuda:N", "mps", or "auto" (accelerate's device_map: layers over all GPUs).

@@ -136,9 +136,9 @@ def describe(
 def _task_question(adapter: WeightDiff) -> str:
     """The DIT question of the adapter's task, for adapters that did not record their question
     (the earliest ones were all hidden-topic adapters)."""
-    from .tasks.base import get_task  # the task registry, only for such old adapters
+    from .tasks.base import DEFAULT_TASK, get_task  # the task registry: only old adapters
 
-    return get_task(adapter.meta.get("task") or "hidden_topic").dit_question
+    return get_task(adapter.meta.get("task") or DEFAULT_TASK).dit_question
 
 
 def adapter_system(adapter: WeightDiff) -> str | None:

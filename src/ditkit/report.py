@@ -34,7 +34,7 @@ from ditkit import files
 from ditkit.errors import DataError, DitkitError
 from ditkit.evaluate.methods import ROLES, MethodInfo, method_info, methods_for
 from ditkit.evaluate.stats import metric_scale, paired_difference
-from ditkit.tasks.base import get_task
+from ditkit.tasks.base import DEFAULT_TASK, get_task
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def task_method_info(task_name: str | None) -> dict[str, MethodInfo]:
     """Label, description and role of every row method of the run's task ({} if unknown)."""
 
     try:
-        return method_info(methods_for(get_task(task_name or "hidden_topic")))
+        return method_info(methods_for(get_task(task_name or DEFAULT_TASK)))
     except DitkitError:
         return {}
 
@@ -102,9 +102,7 @@ class RunResults:
         """The task's first text metric (alias_match, rouge_l), else the first metric found."""
 
         try:
-            preferred = list(
-                get_task((self.config or {}).get("task") or "hidden_topic").text_metrics
-            )
+            preferred = list(get_task((self.config or {}).get("task") or DEFAULT_TASK).text_metrics)
         except DitkitError:
             preferred = []
         for m in [*preferred, *self.metrics]:

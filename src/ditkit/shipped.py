@@ -16,12 +16,10 @@ from pathlib import Path
 
 import torch
 
-from .config import from_dict
 from .diffs import WeightDiff, load_diff, save_peft
 from .errors import DataError, DiffFormatError, DiffMismatchError
-from .files import sha256_file, write_json
+from .files import read_jsonl, sha256_file, write_json
 from .models import EMBEDDED, model_identity
-from .rundir import Run
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +94,10 @@ def ship_adapter(run_dir: Path, dest: Path, base: str = "smollm2-135m") -> Path:
     run_dir = Path(run_dir)
     adapter = load_diff(run_dir / "dit" / "adapter").to(torch.bfloat16)
     cfg = json.loads((run_dir / "config.json").read_text())
-    train = Run(from_dict(cfg), run_dir).jobs("train")
+    jobs_path = run_dir / "data" / "jobs.jsonl"
+    if not jobs_path.exists():
+        raise DataError(f"{jobs_path} is missing: ship an adapter from a finished run")
+    train = [j for j in read_jsonl(jobs_path) if j["split"] == "train"]
     save_peft(adapter, dest)
     spec = EMBEDDED.get(base)
     manifest = _manifest(Path(dest))

@@ -36,11 +36,13 @@ from pathlib import Path
 from .config import RunConfig, from_dict
 from .diffs import load_diff
 from .errors import DataError
+from .evaluate.methods import method_info, methods_for
 from .evaluate.runner import summarize_metric
 from .files import read_jsonl, write_bytes, write_json, write_jsonl, write_text
 from .pipeline import run_pipeline
 from .report import png, pyplot
 from .rundir import Run
+from .tasks.base import get_task
 from .train_diffs import train_diffs
 
 log = logging.getLogger(__name__)
@@ -340,6 +342,7 @@ def _write_strength(
     folder: Path, rows: list[dict], base: RunConfig, metric: str, n: int, adapter: str
 ) -> None:
     methods = list(dict.fromkeys(m for r in rows for m in r["by_method"]))
+    info = method_info(methods_for(get_task(base.task)))
     write_json(
         folder / "strength.json",
         {"metric": metric, "n_diffs": n, "adapter": adapter, "methods": methods, "rows": rows},
@@ -362,10 +365,14 @@ def _write_strength(
         "",
         f"{metric} on {n} held-out diffs, each trained once up to {rows[-1]['rows']} rows with "
         "snapshots at the smaller budgets, and read with every diff multiplied by a constant "
-        f"(scale). One adapter reads every point: `{adapter}`. `gate_*` rows ask the diffed model "
-        "held-out questions with the diff's own trigger, a wrong one and none (does the diff show "
-        "its topic?); `base_question_trigger` knows the secret trigger (an oracle); `dit` is what "
-        "an auditor gets. Norm: mean total Frobenius norm of the diffs times the scale.",
+        f"(scale). One adapter reads every point: `{adapter}`. Norm: mean total Frobenius norm "
+        "of the diffs times the scale. The columns:",
+        "",
+        *[
+            f"- `{m}`: {info[m].label} ({info[m].role}): {info[m].about}"
+            for m in methods
+            if m in info
+        ],
         "",
         f"| rows | scale | norm | {' | '.join(methods)} |",
         "|---|---|---|" + "---|" * len(methods),
@@ -401,7 +408,9 @@ def _strength_plot(rows: list[dict], methods: list[str], metric: str, base: RunC
     left.set_ylim(-0.02, 1.02)
     left.legend(fontsize=7)
     left.grid(alpha=0.3)
-    gate = next((m for m in methods if m.startswith("gate_trigger")), None)
+    info = method_info(methods_for(get_task(base.task)))
+    # The first diff check (hidden topics: the own trigger) against DIT.
+    gate = next((m for m in methods if info.get(m) and info[m].role == "diff_check"), None)
     if gate and "dit" in methods:
         pts = [r for r in rows if gate in r["by_method"] and "dit" in r["by_method"]]
         xs = [r["by_method"][gate]["mean"] for r in pts]
@@ -410,7 +419,7 @@ def _strength_plot(rows: list[dict], methods: list[str], metric: str, base: RunC
         for r, x, y in zip(pts, xs, ys):
             right.annotate(f"{r['rows']}x{r['scale']:g}", (x, y), fontsize=7)
         right.plot([0, 1], [0, 1], ":", color="grey")
-        right.set_xlabel(f"{gate}: topic named behind the own trigger")
+        right.set_xlabel(f"{info[gate].label} ({metric})")
         right.set_ylabel(f"dit {metric}")
         right.set_xlim(-0.02, 1.02)
         right.set_ylim(-0.02, 1.02)

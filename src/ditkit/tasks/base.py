@@ -124,6 +124,7 @@ class Rubric:
     guess_ask: str
 
 
+DEFAULT_TASK = "hidden_topic"  # a config, run or adapter that names no task is this one
 _REGISTRY: dict[str, Any] = {}
 _BUILTIN = {"hidden_topic": "ditkit.tasks.hidden_topic", "news": "ditkit.tasks.news"}
 
