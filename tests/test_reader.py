@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from safetensors import safe_open
 
 from ditkit.evaluate.methods import majority_vote
@@ -82,3 +83,46 @@ def test_dit_vote_reads_each_diff_at_every_scale_and_phrasing(tiny_model_dir, tm
         assert "alias_match" in r["scores"]
     scores = json.loads((out / "eval" / "scores.json").read_text())
     assert scores["dit_vote"]["alias_match"]["n"] == 2
+
+
+def test_reader_study_pairs_settings_and_seeds_on_one_runs_diffs(tiny_model_dir, tmp_path, capsys):
+    from ditkit import cli
+
+    cfg = tiny_config(tiny_model_dir, **{"data.n_train": 4, "dit.epochs": 1})
+    out = run_pipeline(cfg, tmp_path / "run", ["data", "diffs"])
+    argv = [
+        "readers",
+        str(out),
+        "--setting",
+        "base:",
+        "--setting",
+        'vote:dit.scale_augment=[0.5, 2.0];eval.methods=["dit", "dit_vote"];eval.vote_scales=[0.5, 1.0]',
+        "--seeds",
+        "0,1",
+        "--train-sample",
+        "2",
+    ]
+    assert cli.main(argv) == 0
+    assert "held-out" in capsys.readouterr().out
+    rows = json.loads((out / "readers" / "readers.json").read_text())["rows"]
+    assert [(r["setting"], r["reader"]) for r in rows] == [
+        ("base", "dit"),
+        ("vote", "dit"),
+        ("vote", "dit_vote"),
+    ]
+    assert all(r["n"] == 2 and r["seeds"] == 2 for r in rows)
+    assert rows[0]["paired_vs_first"]["mean_diff"] == 0.0  # the first setting against itself
+    assert rows[0]["gap"] == pytest.approx(rows[0]["train"] - rows[0]["held_out"])
+    seeds = [
+        out / "readers" / f"base-s{s}" / "dit" / "adapter" / "adapter_model.safetensors"
+        for s in (0, 1)
+    ]
+    assert seeds[0].read_bytes() != seeds[1].read_bytes()  # the seed reaches the adapter
+    meta = json.loads((out / "readers" / "vote-s0" / "dit" / "adapter" / "ditkit.json").read_text())
+    assert meta["ditkit_meta"]["scale_augment"] == [0.5, 2.0]
+    assert json.loads((out / "readers" / "base-s1" / "train_reading.json").read_text())["n"] == 2
+    state = out / "readers" / "base-s0" / "dit" / "checkpoint" / "state.json"
+    before = (seeds[0].read_bytes(), state.read_text())
+    assert cli.main(argv) == 0  # a rerun resumes every adapter from its finished checkpoint
+    assert (seeds[0].read_bytes(), state.read_text()) == before
+    assert cli.main(["readers", str(out), "--setting", "bad:diffs.lr=1.0", "--seeds", "0"]) == 2

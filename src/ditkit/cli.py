@@ -185,6 +185,25 @@ def _cmd_strength(args) -> None:
     print(f"summary, plot and report section in {Path(args.dir) / 'strength'}")
 
 
+def _cmd_readers(args) -> None:
+    from .sweeps import reader_study
+
+    settings: dict[str, list[str]] = {}
+    for item in args.setting:
+        name, _, overrides = item.partition(":")
+        settings[name.strip()] = [o.strip() for o in overrides.split(";") if o.strip()]
+    seeds = [int(x) for x in args.seeds.split(",")]
+    rows = reader_study(Path(args.dir), settings, seeds, args.train_sample, args.metric)
+    for r in rows:
+        lo, hi = r["held_out_range"]
+        print(
+            f"{r['setting']:>16s} {r['reader']:8s} held-out {r['held_out']:.2f} [{lo:.2f}-{hi:.2f}]"
+            f"  train {r['train']:.2f}  gap {r['gap']:+.2f}  collapse "
+            f"{r['misses_naming_a_training_label']:.2f}"
+        )
+    print(f"summary and report section in {Path(args.dir) / 'readers'}")
+
+
 def _print_sweep(rows: list[dict], point: str, folder: Path) -> None:
     """One line per sweep point (``point`` formats the row), then where the summary is."""
     for r in rows:
@@ -234,6 +253,22 @@ def _add_sweeps(sub) -> None:
     )
     s.add_argument("--metric", default="alias_match", help="the DIT score to plot")
     s.set_defaults(func=_cmd_ranks)
+
+    s = sub.add_parser(
+        "readers", help="reader study: adapters per setting and seed on one run's diffs, paired"
+    )
+    s.add_argument("dir", help="a run directory whose data and diffs stages are done")
+    s.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE;...",
+        help="e.g. base: or aug:dit.scale_augment=[0.5,2.0] (dit.* and eval.* keys; repeat)",
+    )
+    s.add_argument("--seeds", default="0,1,2", help="adapter seeds, comma-separated")
+    s.add_argument("--train-sample", type=int, default=30, help="training diffs read per adapter")
+    s.add_argument("--metric", default="alias_match")
+    s.set_defaults(func=_cmd_readers)
 
     s = sub.add_parser(
         "strength", help="diff strength: test diffs at several row budgets and read-time scales"

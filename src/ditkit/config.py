@@ -199,6 +199,7 @@ class DitConfig:
     scale_augment: list[float] = field(default_factory=lambda: [1.0, 1.0])
     extra_questions: list[str] = field(default_factory=list)
     val_fraction: float = 0.15  # held-out training diffs for early stopping
+    seed: int | None = None  # the adapter's initialisation, split and order; None: data.seed
     patience: int = 2
     weight_decay: float = 0.0
     # "train": train the adapter on this run's training diffs. "shipped": read the test diffs with

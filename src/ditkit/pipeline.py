@@ -81,7 +81,7 @@ def stage_dit(run: Run) -> None:
         paths,
         run.cfg.dit,
         run.out / "dit",
-        run.cfg.data.seed,
+        run.cfg.data.seed if run.cfg.dit.seed is None else run.cfg.dit.seed,
         run.cfg.system_prompt,
         run.cfg.task,
     )
