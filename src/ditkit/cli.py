@@ -384,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with _bars_only_on_a_terminal():
             args.func(args)
+        distributed.shutdown()
     except DitkitError as e:
         # One line: a message may quote a library's multi-line error.
         print(f"ditkit: error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -83,6 +83,14 @@ def all_reduce_sum_(tensors: list[torch.Tensor]) -> None:
         offset += t.numel()
 
 
+def shutdown() -> None:
+    """Wait for every process, then leave the process group: a process that exits with the
+    group still open can abort in its teardown ("terminate called without an active exception")."""
+    if world_size() > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def device_for(configured: str) -> str:
     """The device this process uses: ``cuda:LOCAL_RANK`` when launched on GPUs, else as configured."""
     if world_size() > 1 and configured.startswith("cuda"):

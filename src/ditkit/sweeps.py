@@ -418,7 +418,7 @@ def _strength_plot(rows: list[dict], methods: list[str], metric: str, base: RunC
     left.grid(alpha=0.3)
     info = method_info(methods_for(get_task(base.task)))
     # The first diff check (hidden topics: the own trigger) against DIT.
-    gate = next((m for m in methods if info.get(m) and info[m].role == "diff_check"), None)
+    gate = next((m for m in info if m in methods and info[m].role == "diff_check"), None)
     if gate and "dit" in methods:
         pts = [r for r in rows if gate in r["by_method"] and "dit" in r["by_method"]]
         xs = [r["by_method"][gate]["mean"] for r in pts]
