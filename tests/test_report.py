@@ -199,13 +199,13 @@ def test_screenshot_script_reports_missing_chromium(tmp_path):
 
 
 def _hidden_topic_run(tmp_path: Path) -> Path:
-    """A run whose oracle (base question + trigger) scores highest and which has gating rows."""
+    """A run whose oracle (base question + trigger) ties DIT at the top and which has gating rows."""
     run = tmp_path / "ht"
     (run / "eval").mkdir(parents=True)
     hits = {
         "dit": [1, 1, 0, 1],
         "base_question": [0, 0, 0, 1],
-        "base_question_trigger": [1, 1, 1, 1],
+        "base_question_trigger": [1, 1, 0, 1],
         "gate_trigger": [1, 1, 0, 1],
         "gate_none": [0, 0, 0, 0],
     }
@@ -243,7 +243,7 @@ def test_report_explains_methods_marks_oracles_and_separates_diff_checks(tmp_pat
     assert page.index("DIT versus each baseline") < page.index('<table class="results">')
     assert "4 held-out weight diffs" in page and "trained on this run's 12" in page
     assert "<em>oracle</em>" in page
-    # The oracle scores highest but is not bolded: DIT is the best without the trigger.
+    # The oracle ties DIT but is not bolded: DIT is the best without the trigger.
     results = _results_table(page)
     oracle_row = re.search(
         r'<tr class="oracle" id="m-base_question_trigger">.*?</tr>', results, re.S
@@ -254,7 +254,7 @@ def test_report_explains_methods_marks_oracles_and_separates_diff_checks(tmp_pat
     checks = re.search(r'<table class="checks">.*?</table>', page, re.S).group(0)
     assert "Diff check: own trigger" in checks and "Diff check: no trigger" in checks
     assert "Base question + trigger (oracle)" in md and "(oracle): the DIT question behind" in md
-    assert "unclear" in page  # DIT - oracle: 3 hits against 4 at n = 4
+    assert "unclear" in page  # DIT - oracle: the same 3 hits of 4
     printed = text_summary(run)
     assert "Base question + trigger (oracle)" in printed and "oracle" in printed
     assert "diff check" in printed and "W/L/T" in printed

@@ -227,7 +227,9 @@ def _table(results: RunResults, methods: list[str], bold_best: bool) -> dict:
         for metric in metrics:
             s = results.scores.get(method, {}).get(metric)
             mean = s.get("mean") if isinstance(s, dict) else None
-            cells.append({"text": _cell(s), "best": mean is not None and mean == best.get(metric)})
+            competes = results.role(method) in ("reader", "baseline")
+            best_here = competes and mean is not None and mean == best.get(metric)
+            cells.append({"text": _cell(s), "best": best_here})
         ns = sorted({s["n"] for s in results.scores.get(method, {}).values() if "n" in s})
         rows.append(
             {
