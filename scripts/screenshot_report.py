@@ -14,6 +14,17 @@ import tempfile
 from pathlib import Path
 
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
+# Offline and quiet: no first-run page, no background connections (refused here anyway).
+HEADLESS_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
 
 def find_html(target: Path) -> Path:
@@ -33,14 +44,7 @@ def screenshot(html: Path, out: Path, chromium: str, width: int = 1280, height: 
     with tempfile.TemporaryDirectory(prefix="ditkit-chromium-") as profile:
         cmd = [
             chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *HEADLESS_FLAGS,
             f"--user-data-dir={profile}",
             f"--screenshot={out.resolve()}",
             f"--window-size={width},{height}",

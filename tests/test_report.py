@@ -261,6 +261,13 @@ def test_report_explains_methods_marks_oracles_and_separates_diff_checks(tmp_pat
     assert "n = 4 only large differences are visible" in printed
 
 
+def _headless_flags() -> tuple[str, ...]:
+    sys.path.insert(0, str(REPO / "scripts"))
+    from screenshot_report import HEADLESS_FLAGS
+
+    return HEADLESS_FLAGS
+
+
 def test_report_fits_1280_pixels_in_chromium(tmp_path):
     """No horizontal scroll at 1,280 px, long answers and all (headless Chromium)."""
     if not CHROMIUM.exists():
@@ -273,14 +280,7 @@ def test_report_fits_1280_pixels_in_chromium(tmp_path):
     proc = subprocess.run(
         [
             str(CHROMIUM),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *_headless_flags(),
             f"--user-data-dir={tmp_path / 'profile'}",
             "--window-size=1280,900",
             "--dump-dom",

@@ -187,6 +187,13 @@ def _run_adapter(ctx: Context, name: str):
     return load_diff(adapter_dir)
 
 
+def _my_groups(ctx: Context, name: str, jobs: list, diffs: list, size: int) -> list:
+    """This process's share of the fixed groups of ``size`` (job, diff) pairs that still lack
+    their one ``name`` row per diff."""
+    missing = lambda jd: (jd[0]["diff_id"], name, None) not in ctx.done  # noqa: E731
+    return distributed.share(chunks(list(zip(jobs, diffs)), size, missing))
+
+
 def majority_vote(answers: list[str]) -> str:
     """The most common answer (compared lower-cased, without punctuation or extra spaces);
     a tie goes to the answer given first."""
@@ -208,12 +215,7 @@ class VoteMethod(Scoring):
         if adapter is None:
             return
         pairs = [(s, q) for s in ev.vote_scales for q in ev.vote_questions or [ctx.question()]]
-        groups = chunks(
-            list(zip(jobs, diffs)),
-            max(1, 4 * ev.batch_size // len(pairs)),
-            lambda jd: (jd[0]["diff_id"], name, None) not in ctx.done,
-        )
-        groups = distributed.share(groups)
+        groups = _my_groups(ctx, name, jobs, diffs, max(1, 4 * ev.batch_size // len(pairs)))
         if not groups:
             return
         model, tok = run.model_and_tok
@@ -259,12 +261,7 @@ class TranscriptMethod(Scoring):
             log.warning("%s needs a guesser (eval.guesser is 'none'): skipping it", name)
             return
         per_group = max(1, 4 * ev.batch_size // ev.twenty_q_count)  # rows are saved per group
-        groups = chunks(
-            list(zip(jobs, diffs)),
-            per_group,
-            lambda jd: (jd[0]["diff_id"], name, None) not in ctx.done,
-        )
-        groups = distributed.share(groups)
+        groups = _my_groups(ctx, name, jobs, diffs, per_group)
         if not groups:
             return
         model, tok = run.model_and_tok
