@@ -27,8 +27,13 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions that need it: the command line imports this module at
+# start-up, and `ditkit --help` should not wait for torch.
 
 
 def world_size() -> int:
@@ -37,6 +42,7 @@ def world_size() -> int:
 
 @functools.lru_cache(maxsize=1)
 def _state():
+    import torch
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())
@@ -75,6 +81,8 @@ def all_reduce_sum_(tensors: list[torch.Tensor]) -> None:
     """Sum ``tensors`` in place across processes (one flat buffer, one collective)."""
     if world_size() == 1 or not tensors:
         return
+    import torch
+
     flat = torch.cat([t.reshape(-1) for t in tensors])
     torch.distributed.all_reduce(flat)
     offset = 0
@@ -86,7 +94,11 @@ def all_reduce_sum_(tensors: list[torch.Tensor]) -> None:
 def shutdown() -> None:
     """Wait for every process, then leave the process group: a process that exits with the
     group still open can abort in its teardown ("terminate called without an active exception")."""
-    if world_size() > 1 and torch.distributed.is_initialized():
+    if world_size() == 1:
+        return
+    import torch
+
+    if torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
@@ -103,6 +115,8 @@ def gather_in_order(indices: list[int], values: list, total: int) -> list:
     every process; in a single process just ``values``."""
     if world_size() == 1:
         return list(values)
+    import torch
+
     parts: list = [None] * world_size()
     torch.distributed.all_gather_object(parts, list(zip(indices, values)))
     out: list = [None] * total
