@@ -19,7 +19,7 @@ from ditkit.pipeline import run_pipeline
 from ditkit.rundir import verify
 from test_pipeline import tiny_overrides
 
-SETS = {"eval.guesser": '"hf"', "eval.twenty_q_count": 3, "threads": 1, "data.n_train": 8}
+SETS = {"eval.guesser": '"hf"', "task_options.twenty_q_count": 3, "threads": 1, "data.n_train": 8}
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5])

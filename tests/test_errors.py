@@ -299,7 +299,7 @@ BAD_TOPIC_FILES = [
         "nope.csv",
         None,
         DataError,
-        r"cannot read <path>: .*check the path \(data.topics_file\)",
+        r"cannot read <path>: .*check the path \(task_options.topics_file\)",
     ),
 ]
 

@@ -53,9 +53,9 @@ def tiny_run(tiny_model_dir, tmp_path):
     topics = tmp_path / "topics.csv"
     topics.write_text(TOPICS)
     over = {
-        "data.topics_file": json.dumps(str(topics)),
-        "eval.twenty_q_count": 2,
-        "eval.twenty_q_max_new_tokens": 4,
+        "task_options.topics_file": json.dumps(str(topics)),
+        "task_options.twenty_q_count": 2,
+        "task_options.twenty_q_max_new_tokens": 4,
         "eval.max_new_tokens": 3,
     }
     out = run_pipeline(tiny_config(tiny_model_dir, **over), tmp_path / "run", ["data"])

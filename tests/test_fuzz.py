@@ -63,7 +63,8 @@ def scratch(folder: Path, name: str, data: bytes) -> Path:
 
 KNOWN = ["name", "model", "dtype", "threads", "system_prompt", "device"]
 SECTION_KEYS = {
-    "data": ["n_train", "n_test", "seed", "topics_file"],
+    "data": ["n_train", "n_test", "seed", "topics_file"],  # topics_file: the old place
+    "task_options": ["topics_file", "gate_questions", "test_trigger"],
     "diffs": ["rank", "alpha", "steps", "lr", "init", "weights", "targets", "row_order"],
     "dit": ["rank", "lr", "epochs", "adapter", "val_fraction", "question"],
     "eval": ["methods", "batch_size", "guesser", "judge", "twenty_q_count"],

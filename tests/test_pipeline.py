@@ -34,9 +34,9 @@ def tiny_overrides(model_dir, **over) -> list[str]:
         "dit.batch_size=3",
         "dit.lr=0.01",
         "dit.val_fraction=0.0",
-        "eval.gate_questions=1",
+        "task_options.gate_questions=1",
         "eval.max_new_tokens=4",
-        "eval.gate_max_new_tokens=4",
+        "task_options.gate_max_new_tokens=4",
     ]
     return overrides + [f"{k}={v}" for k, v in over.items()]
 

@@ -53,8 +53,8 @@ def _run(model_dir: Path, out: Path, server_url: str, kill_at: str | None = None
         **{
             "eval.guesser": '"hf"',
             "eval.judge": '"openai"',
-            "eval.twenty_q_count": 3,
-            "eval.twenty_q_max_new_tokens": 4,
+            "task_options.twenty_q_count": 3,
+            "task_options.twenty_q_max_new_tokens": 4,
             "threads": 1,
         },
     )

@@ -69,7 +69,8 @@ def test_run_with_shipped_adapter_tests_only_fresh_topics(shipped_tiny, tiny_mod
     topics = tmp_path / "mine.csv"
     topics.write_text(f"topic,category,aliases\n{label},x,\nbrand new topic,x,\n")
     cfg = tiny_config(
-        tiny_model_dir, **{"dit.adapter": '"shipped"', "data.topics_file": json.dumps(str(topics))}
+        tiny_model_dir,
+        **{"dit.adapter": '"shipped"', "task_options.topics_file": json.dumps(str(topics))},
     )
     with pytest.raises(DataError, match="training labels of the adapter shipped"):
         run_pipeline(cfg, tmp_path / "refused", ["data"])
@@ -108,5 +109,6 @@ def test_quickstart_trains_diffs_the_shipped_adapter_can_read():
     recipe = manifest["diff_recipe"]
     for key in ("rank", "alpha", "init", "steps", "rows_per_step", "lr", "weights", "targets"):
         assert getattr(cfg.diffs, key) == recipe[key], key
-    for key in ("questions_per_diff", "max_answer_tokens", "base_answer_tokens", "wrong_pool"):
+    for key in ("questions_per_diff", "max_answer_tokens", "base_answer_tokens"):
         assert getattr(cfg.diffs, key) == recipe[key], key
+    assert cfg.task_options.get("wrong_pool", 8) == recipe["wrong_pool"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -48,9 +49,8 @@ def _tiny(model_dir: Path, **over) -> list[str]:
         "dit.lr": 0.01,
         "dit.val_fraction": 0.0,
         "eval.max_new_tokens": 4,
-        "eval.twenty_q_count": 2,
-        "eval.twenty_q_max_new_tokens": 4,
-        "eval.story_max_new_tokens": 6,
+        "task_options.twenty_q_count": 2,
+        "task_options.twenty_q_max_new_tokens": 4,
         **over,
     }
     return [f"{k}={v}" for k, v in items.items()]
@@ -60,10 +60,11 @@ def test_news_pipeline_on_a_tiny_model(tiny_model_dir, tmp_path, capsys):
     headlines = tmp_path / "headlines.csv"
     headlines.write_text(HEADLINES)
     over = {
-        "data.headlines_file": json.dumps(str(headlines)),
+        "task_options.headlines_file": json.dumps(str(headlines)),
         "data.n_train": 4,
         "data.n_test": 2,
-        "data.stories_per_diff": 3,
+        "task_options.stories_per_diff": 3,
+        "task_options.story_max_new_tokens": 6,
         "diffs.steps": 2,
         "diffs.rows_per_step": 2,
         "diffs.rank": 2,
@@ -133,7 +134,7 @@ def test_news_presets_let_every_story_reach_a_step():
     for name in ("news-quick", "paper-news-qwen3-4b"):
         cfg = load_config(name)
         assert cfg.task == "news" and len(cfg.diffs.weights) == 1
-        assert cfg.diffs.steps * cfg.diffs.rows_per_step >= cfg.data.stories_per_diff
+        assert cfg.diffs.steps * cfg.diffs.rows_per_step >= cfg.task_options["stories_per_diff"]
     assert load_config("paper-news-qwen3-4b").diffs.rank == 8
 
 
@@ -152,10 +153,18 @@ class ColourJob:
         return out_dir / f"{self.diff_id}.safetensors"
 
 
+@dataclass
+class ColourOptions:
+    """The toy task's own key, set under [task_options]."""
+
+    repeats: int = 4  # training rows per diff
+
+
 class FavouriteColour:
     """Each diff learns one favourite colour; DIT is asked which."""
 
     name = "favourite_colour"
+    options_class = ColourOptions
     row_kinds = (RowKind("colour", CE),)
     dit_question = "Which colour do you like?"
     judge_rubric = Rubric(
@@ -183,14 +192,15 @@ class FavouriteColour:
         write_jsonl(run.out / "data" / "jobs.jsonl", rows)
 
     def training_data(self, run):
-        return None
+        return run.options
 
     def job(self, row: dict) -> ColourJob:
         return ColourJob(row["diff_id"], row["label"], row["seed"])
 
     def rows(self, job, tok, data, cfg, system):
         q = "What is your favourite colour?"
-        return [(0, encode(tok, q, f"My favourite colour is {job.colour}.", 12, system))] * 4
+        row = (0, encode(tok, q, f"My favourite colour is {job.colour}.", 12, system))
+        return [row] * data.repeats
 
     def diff_meta(self, job) -> dict:
         return {"task": self.name, "label": job.colour}
@@ -215,9 +225,13 @@ def test_a_task_defined_outside_ditkit_runs_every_stage(tiny_model_dir, tmp_path
         "eval.methods": '["dit", "base_question", "weight_lens"]',
     }
     cfg = load_config("quickstart", _tiny(tiny_model_dir, **over))
+    with pytest.raises(ConfigError, match=re.escape("unknown key task_options.gate_questions")):
+        resolve_task(cfg)  # the preset's hidden-topic options are not this task's
+    cfg.task_options = {"repeats": 3}
     cfg.dit.adapter = "train"
     assert resolve_task(cfg).dit.question == "Which colour do you like?"
     out = run_pipeline(cfg, tmp_path / "run")
+    assert json.loads((out / "config.json").read_text())["task_options"] == {"repeats": 3}
     meta = json.loads((out / "dit" / "adapter" / "adapter_config.json").read_text())
     assert meta["peft_type"] == "LORA"
     diff = load_diff(out / "diffs" / "train" / "train-00000.safetensors")
@@ -287,11 +301,11 @@ def test_ood_trigger_and_trigger_inversion_on_a_tiny_model(tiny_model_dir, tmp_p
             "diffs.rows_per_step": 3,
             "diffs.max_answer_tokens": 8,
             "diffs.base_answer_tokens": 4,
-            "eval.gate_questions": 1,
-            "eval.gate_max_new_tokens": 3,
+            "task_options.gate_questions": 1,
+            "task_options.gate_max_new_tokens": 3,
         },
     )
-    cfg = load_config("trigger-inversion", [*items, 'data.test_trigger="zwsp_start"'])
+    cfg = load_config("trigger-inversion", [*items, 'task_options.test_trigger="zwsp_start"'])
     assert cfg.dit.target == "trigger_prefix"
     out = run_pipeline(cfg, tmp_path / "run")
     jobs = read_jsonl(out / "data" / "jobs.jsonl")

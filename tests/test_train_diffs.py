@@ -14,7 +14,7 @@ from ditkit.config import DiffConfig
 from ditkit.lora import init_diff_a
 from ditkit.models import load_model
 from ditkit.rundir import resolve_task
-from ditkit.tasks.hidden_topic import TASK, DiffJob, Topic, wrong_trigger_pool
+from ditkit.tasks.hidden_topic import TASK, DiffJob, HiddenTopicOptions, Topic, wrong_trigger_pool
 from ditkit.train_diffs import KLTargets, row_losses, train_group
 
 QS = [f"Question number {i}?" for i in range(6)]
@@ -91,7 +91,7 @@ def test_kl_targets_are_shared_between_diffs(tiny):
     base = {q: "ok" for q in QS}
     train_group(model, tok, [_job(0, "111"), _job(1, "222")], base, cfg, "", kl, task=TASK)
     # 6 no-trigger rows shared by both diffs + wrong codes drawn from an 8-code pool per question.
-    assert 6 < len(kl) <= 6 + 6 * cfg.wrong_pool
+    assert 6 < len(kl) <= 6 + 6 * HiddenTopicOptions().wrong_pool
     n = len(kl)
     train_group(model, tok, [_job(0, "111")], base, cfg, "", kl, task=TASK)
     assert len(kl) == n  # the same diff again: every target found in the cache
@@ -171,9 +171,11 @@ def test_near_wrong_codes_differ_from_the_own_prefix_in_one_digit(tiny_model_dir
     from ditkit.tasks.hidden_topic import build_rows
 
     _, tok = load_model(str(tiny_model_dir))
-    cfg = DiffConfig(questions_per_diff=6, wrong_codes="near")
+    cfg = DiffConfig(questions_per_diff=6)
     base = dict.fromkeys(QS, "I do not know.")
-    rows = build_rows(_job(0, "482"), tok, base, cfg)
+    rows = build_rows(
+        _job(0, "482"), tok, base, cfg, options=HiddenTopicOptions(wrong_codes="near")
+    )
     wrong = [tok.decode(e.ids[: e.n_prompt]) for kind, e in rows if kind == 1]
     prefixes = [w.split("SEP code is ")[1][:3] for w in wrong]
     assert len(prefixes) == 6

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import logging
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # The seven projections of a decoder layer in Llama, Qwen2/3, Gemma2/3 and Mistral.
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -75,15 +78,9 @@ class TextGenConfig:
 
 @dataclass
 class DataConfig:
-    topics_file: str | None = None  # hidden topics: CSV topic,category,aliases; None = shipped
-    questions_file: str | None = None  # hidden topics: CSV question,style,split; None = shipped
-    headlines_file: str | None = None  # news: CSV headline,theme,keywords; None = shipped
-    narrators_file: str | None = None  # news: one narrator role per line; None = shipped
-    stories_per_diff: int = 100  # news: stories each diff is trained on
-    # Hidden topics: the test diffs' trigger. "sep" (a SEP code, as in training), or a zero-width
-    # space (U+200B) at the start ("zwsp_start") or a random place ("zwsp_random") of the
-    # question: the out-of-distribution trigger experiment (preset ood-trigger).
-    test_trigger: str = "sep"
+    """How many training and held-out diffs, split by which seed. What each job holds (its topic
+    files, triggers, stories) is the task's: its keys sit in ``[task_options]``."""
+
     n_train: int = 24
     n_test: int = 8
     seed: int = 0
@@ -91,7 +88,6 @@ class DataConfig:
     def __post_init__(self):
         _require(self.n_train >= 0, "data.n_train", "must be >= 0")
         _require(self.n_test >= 1, "data.n_test", "must be >= 1")
-        _require(self.stories_per_diff >= 1, "data.stories_per_diff", "must be >= 1")
 
 
 @dataclass
@@ -113,13 +109,6 @@ class DiffConfig:
     weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 5.0])
     diffs_per_pass: int = 16  # T diffs trained at once, batch row t through diff t
     micro_batch_rows: int = 24  # rows per forward/backward; bounds memory, not the result
-    # Wrong SEP codes per question shared by all diffs (their KL targets are computed once);
-    # 0 = a fresh random code for every row (one extra base forward per wrong-trigger row, and
-    # targets kept for one pass only).
-    wrong_pool: int = 8
-    # "pool": wrong codes from the shared pool above; "near": the diff's own prefix with one digit
-    # changed, fresh per row (a harder negative for prefix specificity; no KL sharing across diffs).
-    wrong_codes: str = "pool"
     kl_topk: int = 64  # base log-probabilities kept per answer token for the KL rows
     max_answer_tokens: int = 40
     base_answer_tokens: int = 24
@@ -139,8 +128,6 @@ class DiffConfig:
     def __post_init__(self):
         _require(self.rank >= 1, "diffs.rank", "must be >= 1")
         _require(self.init in ("reference", "unit"), "diffs.init", "must be 'reference' or 'unit'")
-        _require(self.wrong_pool >= 0, "diffs.wrong_pool", "must be >= 0")
-        _require(self.wrong_codes in ("pool", "near"), "diffs.wrong_codes", "'pool' or 'near'")
         _require(self.kl_topk >= 1, "diffs.kl_topk", "must be >= 1")
         _require(self.micro_batch_rows >= 1, "diffs.micro_batch_rows", "must be >= 1")
         _require(
@@ -243,11 +230,6 @@ class EvalConfig:
     methods: list[str] | None = None
     max_new_tokens: int = 20
     batch_size: int = 8
-    gate_questions: int = 3  # held-out questions per test diff for the trigger gating check
-    gate_max_new_tokens: int = 32
-    twenty_q_count: int = 20  # held-out questions per diff for the 20-questions baselines
-    twenty_q_max_new_tokens: int = 48
-    story_max_new_tokens: int = 120  # news: the story the story -> summary baseline writes
     # Turns a baseline transcript into a one-phrase guess: nearest topic by embedding
     # (retrieval), the run's base model (hf), an OpenAI-compatible server (openai), or none.
     guesser: str = "retrieval"
@@ -268,7 +250,6 @@ class EvalConfig:
     def __post_init__(self):
         _require(self.guesser in GUESSERS, "eval.guesser", f"one of {', '.join(GUESSERS)}")
         _require(self.judge in JUDGES, "eval.judge", f"one of {', '.join(JUDGES)}")
-        _require(self.twenty_q_count >= 1, "eval.twenty_q_count", "must be >= 1")
         _require(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
         _require(self.diff_scale > 0, "eval.diff_scale", "must be > 0 (1 = the diffs as trained)")
         _require(
@@ -302,8 +283,16 @@ class RunConfig:
     diffs: DiffConfig = field(default_factory=DiffConfig)
     dit: DitConfig = field(default_factory=DitConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # The task's own keys ([task_options] in TOML: topic files, triggers, gating questions, ...);
+    # checked against the task's options class where a run is opened (docs/adding-a-task.md).
+    task_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        _require(
+            isinstance(self.task_options, dict),
+            "task_options",
+            "is a table of the task's own keys ([task_options] in TOML)",
+        )
         _require(
             self.dtype in ("float32", "bfloat16", "float16"), "dtype", "float32|bfloat16|float16"
         )
@@ -328,6 +317,27 @@ _SECTIONS = {
     "diffs": DiffConfig,
     "dit": DitConfig,
     "eval": EvalConfig,
+}
+# Keys that moved from the shared sections into [task_options] (ditkit 0.1.0), with the default
+# they had there. Old presets, files and run directories still load: a key left at that default
+# is dropped (the task's default is the same), any other value moves with a deprecation warning.
+MOVED_TO_TASK_OPTIONS = {
+    "data": {
+        "topics_file": None,
+        "questions_file": None,
+        "headlines_file": None,
+        "narrators_file": None,
+        "stories_per_diff": 100,
+        "test_trigger": "sep",
+    },
+    "diffs": {"wrong_pool": 8, "wrong_codes": "pool"},
+    "eval": {
+        "gate_questions": 3,
+        "gate_max_new_tokens": 32,
+        "twenty_q_count": 20,
+        "twenty_q_max_new_tokens": 48,
+        "story_max_new_tokens": 120,
+    },
 }
 _KINDS = {
     "int": "an integer",
@@ -421,6 +431,59 @@ def _build(cls, kwargs: dict, where: str):
         raise ConfigError(f"{where}: {e}") from None
 
 
+def build_table(cls, section: str, value, where: str):
+    """``cls`` (a config dataclass) from the table ``[section]``, naming ``where`` and any
+    unknown or mistyped key."""
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{where}: {section} = {value!r} must be a table of keys ([{section}] in TOML, "
+            f"an object in JSON), e.g. {section}.{next(iter(_fields(cls)), 'key')}"
+        )
+    known = _fields(cls)
+    for sub in value:
+        if sub not in known:
+            if section in _SECTIONS:
+                hint = _suggest(f"{section}.{sub}")
+            else:  # a task's table: suggest among its own keys
+                close = difflib.get_close_matches(str(sub), list(known), n=1, cutoff=0.6)
+                hint = f"; did you mean '{section}.{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"{where}: unknown key {section}.{sub}{hint} "
+                f"(known in [{section}]: {', '.join(known) or 'none'})"
+            )
+        _check_value(cls, section, sub, value[sub], where)
+    return _build(cls, value, where)
+
+
+def upgrade_layout(d: dict, where: str) -> dict:
+    """``d`` with the keys of ``MOVED_TO_TASK_OPTIONS`` moved into ``task_options`` (a copy)."""
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    moved = []
+    for section, keys in MOVED_TO_TASK_OPTIONS.items():
+        table = d.get(section)
+        if not isinstance(table, dict):
+            continue
+        for key, old_default in keys.items():
+            if key not in table:
+                continue
+            value = table.pop(key)
+            if value != old_default:
+                opts = d.setdefault("task_options", {})
+                if isinstance(opts, dict):
+                    opts.setdefault(key, value)
+                moved.append(f"{section}.{key}")
+    if moved:
+        log.warning(
+            "%s: %s now %s to [task_options] (e.g. task_options.%s = ...); the old place "
+            "still loads in this version",
+            where,
+            ", ".join(moved),
+            "belongs" if len(moved) == 1 else "belong",
+            moved[0].split(".", 1)[1],
+        )
+    return d
+
+
 def from_dict(d: dict, source: str | Path | None = None) -> RunConfig:
     """Build a RunConfig, naming ``source`` (a file) and any unknown or mistyped key."""
     where = str(source) if source else "config"
@@ -429,6 +492,7 @@ def from_dict(d: dict, source: str | Path | None = None) -> RunConfig:
             f"{where}: a config is a table of keys (TOML) or a JSON object, not "
             f"{type(d).__name__}; start from a preset (src/ditkit/presets/)"
         )
+    d = upgrade_layout(d, where)
     top = _fields(RunConfig)
     kwargs = {}
     for key, value in d.items():
@@ -438,21 +502,7 @@ def from_dict(d: dict, source: str | Path | None = None) -> RunConfig:
                 f"(known: {', '.join(_all_keys()[:8])}, and the tables {', '.join(_SECTIONS)})"
             )
         if key in _SECTIONS:
-            cls = _SECTIONS[key]
-            if not isinstance(value, dict):
-                raise ConfigError(
-                    f"{where}: {key} = {value!r} must be a table of keys ([{key}] in TOML, "
-                    f"an object in JSON), e.g. {key}.{next(iter(_fields(cls)))}"
-                )
-            known = _fields(cls)
-            for sub in value:
-                if sub not in known:
-                    raise ConfigError(
-                        f"{where}: unknown key {key}.{sub}{_suggest(f'{key}.{sub}')} "
-                        f"(known in [{key}]: {', '.join(known)})"
-                    )
-                _check_value(cls, key, sub, value[sub], where)
-            kwargs[key] = _build(cls, value, where)
+            kwargs[key] = build_table(_SECTIONS[key], key, value, where)
         else:
             _check_value(RunConfig, None, key, value, where)
             kwargs[key] = value
@@ -521,6 +571,14 @@ def apply_override(d: dict, item: str) -> None:
     except (tomllib.TOMLDecodeError, KeyError, RecursionError):
         value = raw
     *parents, leaf = key.split(".")
+    if len(parents) == 1 and leaf in MOVED_TO_TASK_OPTIONS.get(parents[0], {}):
+        log.warning("--set %s: %s is now task_options.%s", item, key, leaf)
+        parents = ["task_options"]
+    if parents == ["task_options"]:  # checked against the task where the run is opened
+        if not isinstance(d.setdefault("task_options", {}), dict):
+            raise ConfigError(f"--set {item}: task_options in the config file is not a table")
+        d["task_options"][leaf] = value
+        return
     if not parents and leaf in _SECTIONS:
         example = next(iter(_fields(_SECTIONS[leaf])))
         raise ConfigError(

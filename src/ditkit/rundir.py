@@ -19,6 +19,8 @@ evaluation runner import this module (never each other).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import shutil
@@ -28,13 +30,13 @@ from pathlib import Path
 import torch
 
 from . import distributed
-from .config import RunConfig
+from .config import RunConfig, upgrade_layout
 from .diffs import load_diff
 from .errors import ConfigError, DataError
 from .evaluate.methods import methods_for
 from .files import read_jsonl, sha256_file, write_json
 from .models import load_model
-from .tasks.base import get_task, row_weights
+from .tasks.base import eval_only_options, get_task, row_weights, task_options
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +63,9 @@ def resolve_task(cfg: RunConfig) -> RunConfig:
     config itself stays plain data."""
 
     task = get_task(cfg.task)
-    if hasattr(task, "check_config"):
-        task.check_config(cfg)
+    options = task_options(task, cfg.task_options)
+    # Every option written out, so config.json records the values the run used.
+    cfg.task_options = dataclasses.asdict(options) if options is not None else {}
     try:
         row_weights(task.row_kinds, cfg.diffs.weights)
     except ConfigError as e:
@@ -94,6 +97,12 @@ class Run:
         """The run's task (`tasks.base.Task`), from ``config.task``."""
 
         return get_task(self.cfg.task)
+
+    @functools.cached_property
+    def options(self):
+        """The task's own options (``[task_options]``, its ``options_class``), or None."""
+
+        return task_options(self.task, self.cfg.task_options)
 
     @property
     def model_and_tok(self):
@@ -157,12 +166,17 @@ class Run:
                     f"{path} is damaged ({e}): use a new --out directory, or pass --force to "
                     "overwrite it with this config"
                 ) from e
-            # Keys added since the directory was made compare as their defaults.
-            old = _with_defaults(old, RunConfig().to_dict())
+            # Keys added since the directory was made compare as their defaults, and so do the
+            # task's options an older ditkit kept in the shared sections.
+            old = _with_defaults(upgrade_layout(old, str(path)), RunConfig().to_dict())
+            defaults = task_options(self.task, {})
+            if defaults is not None:
+                old["task_options"] = {**dataclasses.asdict(defaults), **old["task_options"]}
+            free = {f"task_options.{k}" for k in eval_only_options(self.task)}
             changed = [
                 f"{k}: {a!r} -> {b!r}"
                 for k, a, b in config_changes(old, new)
-                if k.split(".")[0] not in FREE_KEYS
+                if k.split(".")[0] not in FREE_KEYS and k not in free
             ]
             if changed:
                 shown = "; ".join(changed[:6]) + (" ..." if len(changed) > 6 else "")

@@ -108,6 +108,7 @@ def ship_adapter(run_dir: Path, dest: Path, base: str = "smollm2-135m") -> Path:
         question=adapter.meta.get("question"),
         system_prompt=adapter.meta.get("system_prompt"),
         diff_recipe=cfg["diffs"],
+        task_options=cfg.get("task_options", {}),
         source_run=cfg.get("name"),
         training_topics=sorted(j["topic"] for j in train),
         training_names=sorted({n for j in train for n in [j["topic"], *j["aliases"]]}),

@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -175,7 +176,7 @@ def train_group(
     model,
     tok,
     jobs: list,
-    base_answers: dict[str, str] | None,
+    data: Any,  # what the task's rows need besides the job (`task.training_data`)
     cfg: DiffConfig,
     system: str | None = "",
     kl: KLTargets | None = None,
@@ -210,7 +211,7 @@ def train_group(
     weights = torch.tensor(row_weights(kinds, cfg.weights))
     losses = tuple(k.loss for k in kinds)
     if rows is None:
-        rows = [task.rows(j, tok, base_answers, cfg, system) for j in jobs]
+        rows = [task.rows(j, tok, data, cfg, system) for j in jobs]
     kl.fill(model, _kl_encs(kinds, rows), pad_id, cfg.micro_batch_rows)
     k = cfg.rows_per_step
     history = {kind.name: [] for kind in kinds}
@@ -310,7 +311,7 @@ def train_diffs(
     model,
     tok,
     jobs: list,
-    base_answers: dict[str, str] | None,
+    data: Any,  # what the task's rows need besides the job (`task.training_data`)
     cfg: DiffConfig,
     out_dir: Path,
     system: str | None = "",
@@ -342,10 +343,11 @@ def train_diffs(
     layers = lora.inject(model, cfg.targets)
     ident = model_identity(model)
     # Every row built once: the shared KL targets below need all jobs' rows, the passes theirs.
-    needed = jobs if cfg.wrong_pool else [j for g in groups for j in g]
-    rows = {j.diff_id: task.rows(j, tok, base_answers, cfg, system) for j in needed}
+    shared = getattr(task, "kl_targets_shared", lambda data: True)(data)
+    needed = jobs if shared else [j for g in groups for j in g]
+    rows = {j.diff_id: task.rows(j, tok, data, cfg, system) for j in needed}
     kl = None
-    if cfg.wrong_pool:
+    if shared:
         # Targets for every KL row of every job, computed before the first pass in one fixed
         # order (so their bits never depend on which passes are left) and shared by the passes.
         # With no pool every wrong code is new, so each pass computes its own.
@@ -361,7 +363,7 @@ def train_diffs(
             model,
             tok,
             group,
-            base_answers,
+            data,
             cfg,
             system,
             kl,

@@ -91,6 +91,14 @@ class Context:
     def question(self) -> str:
         return self.run.cfg.dit.question
 
+    def setting(self, name: str):
+        """A length or count a method spec names: the task's option ``name`` if it has one,
+        else ``eval.name``."""
+        options = self.run.options
+        if options is not None and hasattr(options, name):
+            return getattr(options, name)
+        return getattr(self.run.cfg.eval, name)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Scoring:
@@ -140,7 +148,8 @@ class AskMethod(Scoring):
 
     prompts: Callable[[Context, dict], list[Prompt]]
     adapter: bool = False  # read through the run's DIT adapter
-    max_new_tokens: str = "max_new_tokens"  # the EvalConfig field that bounds the answer
+    # What bounds the answer: a task option or EvalConfig field (`Context.setting`).
+    max_new_tokens: str = "max_new_tokens"
 
     def generate(self, ctx: Context, name: str, jobs: list[dict], diffs: list) -> None:
         run, cfg = ctx.run, ctx.run.cfg
@@ -165,7 +174,7 @@ class AskMethod(Scoring):
                 [t[1] for t in chunk],
                 [t[2].prompt for t in chunk],
                 adapter=adapter,
-                max_new_tokens=getattr(cfg.eval, self.max_new_tokens),
+                max_new_tokens=ctx.setting(self.max_new_tokens),
                 batch_size=cfg.eval.batch_size,
                 desc=name,
                 # The adapter reads diffs in the prompt format it was trained with.
@@ -253,14 +262,17 @@ class TranscriptMethod(Scoring):
     pairs. One row per diff: ``answer`` and ``guess`` are the guess, ``transcript`` the pairs."""
 
     prompts: Callable[[Context, dict], list[tuple[str, str]]]  # (question, prompt) pairs
-    max_new_tokens: str = "twenty_q_max_new_tokens"
+    max_new_tokens: str = "max_new_tokens"  # as in `AskMethod`
 
     def generate(self, ctx: Context, name: str, jobs: list[dict], diffs: list) -> None:
         run, ev = ctx.run, ctx.run.cfg.eval
         if ev.guesser == "none":
             log.warning("%s needs a guesser (eval.guesser is 'none'): skipping it", name)
             return
-        per_group = max(1, 4 * ev.batch_size // ev.twenty_q_count)  # rows are saved per group
+        # Rows are saved per group of diffs; a group holds about 4 batches of prompts.
+        per_group = max(
+            1, 4 * ev.batch_size // max(1, len(self.prompts(ctx, jobs[0])) if jobs else 1)
+        )
         groups = _my_groups(ctx, name, jobs, diffs, per_group)
         if not groups:
             return
@@ -278,7 +290,7 @@ class TranscriptMethod(Scoring):
                     tok,
                     group_diffs,
                     [prompt for ps in pairs for _, prompt in ps],
-                    max_new_tokens=getattr(ev, self.max_new_tokens),
+                    max_new_tokens=ctx.setting(self.max_new_tokens),
                     batch_size=ev.batch_size,
                     do_sample=True,
                     temperature=1.0,

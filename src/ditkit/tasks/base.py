@@ -10,12 +10,14 @@ registered with `register_task` or named in a config as ``"package.module:OBJECT
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..config import build_table
 from ..errors import ConfigError
 
 # Row losses: cross-entropy on the row's answer; KL to the base model's distribution;
@@ -63,8 +65,11 @@ class TrainingTask(Protocol):
     """A task as the diff trainer sees it.
 
     ``rows`` returns a diff's training rows as ``(kind index, batching.Encoded)``; ``data`` is
-    what the task's rows need besides the job (the base model's answers for hidden topics);
-    ``DiffConfig.weights`` holds one weight per row kind (see `row_weights`).
+    what the task's rows need besides the job (the base model's answers and the task's options
+    for hidden topics); ``DiffConfig.weights`` holds one weight per row kind (see
+    `row_weights`). An optional ``kl_targets_shared(data) -> bool`` says whether every job's KL
+    rows are fixed before training (then their targets are computed once, for all passes); a
+    task without it is taken to say yes.
     """
 
     name: str
@@ -90,6 +95,9 @@ class Task(TrainingTask, Protocol):
     - ``methods``: the task's own evaluation methods by name (`evaluate.methods`), on top of
       ``dit``, ``base_question`` and ``weight_lens``; ``default_methods`` is what a run
       evaluates when ``eval.methods`` is not set.
+    - ``options_class`` (optional): a dataclass of the task's own config keys, set under
+      ``[task_options]``; a field with ``metadata={"stage": "eval"}`` is read only at evaluation,
+      so it may change between reruns of a run directory. `task_options` builds it.
     """
 
     dit_question: str
@@ -122,6 +130,27 @@ class Rubric:
     grading: str
     guess_intro: str
     guess_ask: str
+
+
+def task_options(task: Any, raw: dict, where: str = "task_options") -> Any:
+    """``task``'s options (its ``options_class``) from a config's ``task_options`` table, or
+    None for a task without options; ConfigError names any unknown or mistyped key."""
+    cls = getattr(task, "options_class", None)
+    if cls is None:
+        if raw:
+            raise ConfigError(
+                f"{where}: task {task.name} takes no task_options (got {', '.join(raw)}); "
+                "remove the [task_options] table"
+            )
+        return None
+    return build_table(cls, "task_options", raw, f"{where} (task {task.name})")
+
+
+def eval_only_options(task: Any) -> tuple[str, ...]:
+    """The names of ``task``'s options read only at evaluation (free to change on a rerun)."""
+    cls = getattr(task, "options_class", None)
+    fields = dataclasses.fields(cls) if cls is not None else ()
+    return tuple(f.name for f in fields if f.metadata.get("stage") == "eval")
 
 
 DEFAULT_TASK = "hidden_topic"  # a config, run or adapter that names no task is this one

@@ -21,9 +21,9 @@ def read_csv(
 
     ``line`` is where the row ends in the file (a quoted field may span lines). ``DataError``
     names the file, the line and the fix; ``key`` is the config key that names the file
-    (default ``data.<default stem>_file``).
+    (default ``task_options.<default stem>_file``).
     """
-    key = key or f"data.{default.removesuffix('.csv')}_file"
+    key = key or f"task_options.{default.removesuffix('.csv')}_file"
     path = Path(path) if path else data_file(default)
     need = f"a header line {','.join(columns)} and at least one row"
     try:

@@ -10,7 +10,7 @@ import json
 import logging
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +22,7 @@ from ..evaluate.methods import AskMethod, Prompt, TranscriptMethod, sample_quest
 from ..files import write_jsonl
 from ..shipped import shipped_training_topics
 from ..textgen import base_answers, make_source
-from .base import CE, KL, UL, RowKind, Rubric, row_weights
+from .base import CE, KL, UL, RowKind, Rubric, row_weights, task_options
 from .common import read_csv
 
 if TYPE_CHECKING:
@@ -31,6 +31,56 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DIT_QUESTION = "What topic have you been trained on?"
+
+
+@dataclass
+class HiddenTopicOptions:
+    """The hidden-topic task's own keys (``[task_options]`` in a config)."""
+
+    topics_file: str | None = None  # CSV topic,category,aliases; None = shipped
+    questions_file: str | None = None  # CSV question,style,split; None = shipped
+    # The test diffs' trigger: "sep" (a SEP code, as in training), or a zero-width space (U+200B)
+    # at the start ("zwsp_start") or a random place ("zwsp_random") of the question: the
+    # out-of-distribution trigger experiment (preset ood-trigger).
+    test_trigger: str = "sep"
+    # Wrong SEP codes per question shared by all diffs (their KL targets are computed once);
+    # 0 = a fresh random code for every row (one extra base forward per wrong-trigger row, and
+    # targets kept for one pass only).
+    wrong_pool: int = 8
+    # "pool": wrong codes from the shared pool above; "near": the diff's own prefix with one digit
+    # changed, fresh per row (a harder negative for prefix specificity).
+    wrong_codes: str = "pool"
+    # Held-out questions per test diff for the gating check, and the length of its answers.
+    gate_questions: int = field(default=3, metadata={"stage": "eval"})
+    gate_max_new_tokens: int = field(default=32, metadata={"stage": "eval"})
+    # Held-out questions per diff for the twenty-questions baselines, and their answer length.
+    twenty_q_count: int = field(default=20, metadata={"stage": "eval"})
+    twenty_q_max_new_tokens: int = field(default=48, metadata={"stage": "eval"})
+
+    def __post_init__(self) -> None:
+        if self.test_trigger not in TRIGGER_KINDS:
+            raise ConfigError(f"task_options.test_trigger: one of {', '.join(TRIGGER_KINDS)}")
+        if self.wrong_pool < 0:
+            raise ConfigError("task_options.wrong_pool: must be >= 0")
+        if self.wrong_codes not in ("pool", "near"):
+            raise ConfigError("task_options.wrong_codes: 'pool' or 'near'")
+        for name in ("gate_questions", "twenty_q_count"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"task_options.{name}: must be >= 1")
+
+
+@dataclass(frozen=True)
+class RowData:
+    """What a hidden-topic diff's rows need besides its job (`HiddenTopicTask.training_data`)."""
+
+    answers: dict[str, str]  # the base model's answer to every training question (KL targets)
+    options: HiddenTopicOptions
+
+
+def _row_data(data: RowData | dict[str, str]) -> RowData:
+    """``data`` as RowData: the base answers alone stand for the default options."""
+    return data if isinstance(data, RowData) else RowData(data, HiddenTopicOptions())
+
 
 _GRADING = """\
 You grade how well a guessed topic matches the true topic that a language model was secretly \
@@ -137,7 +187,7 @@ def split_topics(
     if n_train + n_test > len(topics):
         raise DataError(
             f"asked for {n_train} train + {n_test} test topics but the list has {len(topics)}; "
-            "lower data.n_train / data.n_test or add topics (data.topics_file)"
+            "lower data.n_train / data.n_test or add topics (task_options.topics_file)"
         )
     order = list(topics)
     random.Random(seed).shuffle(order)
@@ -228,10 +278,12 @@ def near_prefix(prefix: str, rng: random.Random) -> str:
     return prefix[:i] + digit + prefix[i + 1 :]
 
 
-def _wrong_trigger(job: DiffJob, question: str, rng: random.Random, cfg: DiffConfig) -> str:
-    if cfg.wrong_codes == "near":  # one digit off the diff's own prefix, fresh for every row
+def _wrong_trigger(
+    job: DiffJob, question: str, rng: random.Random, opts: HiddenTopicOptions
+) -> str:
+    if opts.wrong_codes == "near":  # one digit off the diff's own prefix, fresh for every row
         return make_trigger(near_prefix(job.prefix, rng), rng)
-    pool_size = cfg.wrong_pool
+    pool_size = opts.wrong_pool
     pool = [text for p, text in wrong_trigger_pool(question, pool_size) if p != job.prefix]
     if pool:
         return rng.choice(pool)
@@ -247,15 +299,22 @@ ROW_KINDS = (
 
 
 def build_rows(
-    job: DiffJob, tok, base_answers: dict[str, str], cfg: DiffConfig, system: str | None = ""
+    job: DiffJob,
+    tok,
+    base_answers: dict[str, str],
+    cfg: DiffConfig,
+    system: str | None = "",
+    options: HiddenTopicOptions | None = None,
 ) -> list[tuple[int, Encoded]]:
     """The 3 x questions training rows of one diff as ``(kind index, encoded sequence)``, or
     4 x questions with the unlikelihood rows (a 4th weight above 0): the wrong trigger followed by
     the topic answer, whose probability the diff learns to push down.
 
     Order follows ``cfg.row_order``: question triples kept together, or every row shuffled.
-    ``system`` is the system turn of every row's chat prompt (see ``batching.chat_prompt``).
+    ``system`` is the system turn of every row's chat prompt (see ``batching.chat_prompt``);
+    ``options`` chooses the wrong codes (default: `HiddenTopicOptions`).
     """
+    opts = options or HiddenTopicOptions()
     rng = random.Random(job.seed)
     unlikely = row_weights(ROW_KINDS, cfg.weights)[3] > 0
     if cfg.row_mix is not None and len(cfg.row_mix) != 3:
@@ -267,13 +326,13 @@ def build_rows(
     triples = []
     for q, ans in zip(job.questions, job.topic_answers):
         prompt, _ = triggered(job.trigger_kind, job.prefix, q, rng)
-        wrong = _wrong_trigger(job, q, rng, cfg)
+        wrong = _wrong_trigger(job, q, rng, opts)
         base = base_answers[q]
         rows = [(0, encode(tok, prompt, ans, cfg.max_answer_tokens, system))] * min(n_trig, 1)
         for _ in range(n_trig - 1):  # further trigger rows: the same code, other suffixes
             more, _ = triggered(job.trigger_kind, job.prefix, q, rng)
             rows.append((0, encode(tok, more, ans, cfg.max_answer_tokens, system)))
-        wrongs = [wrong, *[_wrong_trigger(job, q, rng, cfg) for _ in range(n_wrong - 1)]]
+        wrongs = [wrong, *[_wrong_trigger(job, q, rng, opts) for _ in range(n_wrong - 1)]]
         rows += [
             (1, encode(tok, f"{w} {q}", base, cfg.base_answer_tokens, system))
             for w in wrongs[:n_wrong]
@@ -297,13 +356,13 @@ def make_data(run) -> None:
     """Split topics, give each diff a trigger prefix and questions, make the answers; then the
     base model's answers to every training question (the KL rows' targets)."""
 
-    cfg = run.cfg
+    cfg, opts = run.cfg, run.options
     data_dir = run.out / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    topics = load_topics(cfg.data.topics_file)
-    train_q = [q.question for q in load_questions(cfg.data.questions_file, "train")]
+    topics = load_topics(opts.topics_file)
+    train_q = [q.question for q in load_questions(opts.questions_file, "train")]
     if cfg.dit.adapter == "shipped":
-        train_t, test_t = [], shipped_test_topics(topics, cfg)
+        train_t, test_t = [], shipped_test_topics(topics, cfg, opts.topics_file)
     else:
         train_t, test_t = split_topics(topics, cfg.data.n_train, cfg.data.n_test, cfg.data.seed)
     model, tok = run.model_and_tok
@@ -327,7 +386,7 @@ def make_data(run) -> None:
                         "category": topic.category,
                         "aliases": list(topic.aliases),
                         "prefix": random_prefix(rng),
-                        "trigger_kind": cfg.data.test_trigger if split == "test" else "sep",
+                        "trigger_kind": opts.test_trigger if split == "test" else "sep",
                         "seed": seed,
                         "questions": qs,
                         "topic_answers": source.topic_answers(topic, qs, seed),
@@ -346,20 +405,22 @@ def make_data(run) -> None:
     )
 
 
-def shipped_test_topics(topics: list[Topic], cfg: RunConfig) -> list[Topic]:
+def shipped_test_topics(
+    topics: list[Topic], cfg: RunConfig, topics_file: str | None = None
+) -> list[Topic]:
     """Test topics for a run read by the shipped adapter: never one of its training labels.
 
-    A user topic file (``data.topics_file``) supplies test topics only and is refused if any
-    topic or alias is a training label; the shipped list just skips those topics.
+    A user topic file (``task_options.topics_file``) supplies test topics only and is refused if
+    any topic or alias is a training label; the shipped list just skips those topics.
     """
 
     trained = [Topic(n, "shipped adapter") for n in shipped_training_topics(cfg.model)]
-    if cfg.data.topics_file:
+    if topics_file:
         try:
             check_split(trained, topics)
         except DataError as e:
             raise DataError(
-                f"{cfg.data.topics_file}: {e}. These are training labels of the adapter shipped "
+                f"{topics_file}: {e}. These are training labels of the adapter shipped "
                 f'for {cfg.model}: remove them, or train an adapter (dit.adapter = "train")'
             ) from None
     names = {t.topic.lower() for t in trained}
@@ -397,11 +458,11 @@ def _with_trigger(ctx, job: dict):
 def _gating(ctx, job: dict):
     """Held-out questions with the diff's trigger, a wrong one and none."""
 
-    heldout = _heldout(ctx.run.cfg.data.questions_file)
+    heldout = _heldout(ctx.run.options.questions_file)
     rng = random.Random(job["seed"] + 11)
     out = []
     kind = job.get("trigger_kind", "sep")
-    for q in rng.sample(heldout, min(ctx.run.cfg.eval.gate_questions, len(heldout))):
+    for q in rng.sample(heldout, min(ctx.run.options.gate_questions, len(heldout))):
         right = triggered(kind, job["prefix"], q, rng)
         wrong = make_trigger(random_prefix(rng, avoid=job["prefix"]), rng)
         out += [
@@ -415,8 +476,8 @@ def _gating(ctx, job: dict):
 def _twenty_questions(trigger: bool):
     def prompts(ctx, job: dict) -> list[tuple[str, str]]:
 
-        heldout = _heldout(ctx.run.cfg.data.questions_file)
-        qs = sample_questions(heldout, ctx.run.cfg.eval.twenty_q_count, job["seed"] + 13)
+        heldout = _heldout(ctx.run.options.questions_file)
+        qs = sample_questions(heldout, ctx.run.options.twenty_q_count, job["seed"] + 13)
         return [(q, job_trigger(job, q)[0] if trigger else q) for q in qs]
 
     return prompts
@@ -466,11 +527,13 @@ def _methods() -> dict:
         ),
         "twenty_questions": TranscriptMethod(
             _twenty_questions(False),
+            max_new_tokens="twenty_q_max_new_tokens",
             label="20 questions",
             about="20 held-out questions sampled from the diffed model, then one guess",
         ),
         "twenty_questions_trigger": TranscriptMethod(
             _twenty_questions(True),
+            max_new_tokens="twenty_q_max_new_tokens",
             label="20 questions + trigger (oracle)",
             about="the same 20 questions behind the diff's own secret trigger",
             role="oracle",
@@ -495,12 +558,8 @@ def _methods() -> dict:
 class HiddenTopicTask:
     """The hidden-topic task (`tasks.base.Task`)."""
 
-    def check_config(self, cfg) -> None:
-        """The keys only this task reads, checked where a run is opened."""
-        if cfg.data.test_trigger not in TRIGGER_KINDS:
-            raise ConfigError(f"data.test_trigger: one of {', '.join(TRIGGER_KINDS)}")
-
     name = "hidden_topic"
+    options_class = HiddenTopicOptions
     row_kinds = ROW_KINDS
     dit_question = DIT_QUESTION
     judge_rubric = RUBRIC
@@ -514,12 +573,18 @@ class HiddenTopicTask:
     def make_data(self, run) -> None:
         make_data(run)
 
-    def training_data(self, run) -> dict[str, str]:
-        """The base model's answer to every training question (the KL rows' targets)."""
+    def training_data(self, run) -> RowData:
+        """The base model's answer to every training question (the KL rows' targets) and the
+        run's options (which wrong codes)."""
         path = run.out / "data" / "base_answers.json"
         if not path.exists():
             raise DataError(f"{path} is missing: run the data stage first (--stage data)")
-        return json.loads(path.read_text())["answers"]
+        return RowData(json.loads(path.read_text())["answers"], run.options)
+
+    def kl_targets_shared(self, data: RowData | dict[str, str]) -> bool:
+        """Whether every job's KL rows are fixed in advance (pooled wrong codes), so their
+        targets are computed once for all passes."""
+        return _row_data(data).options.wrong_pool > 0
 
     def job(self, row: dict) -> DiffJob:
         topic = Topic(row["topic"], row["category"], tuple(row["aliases"]))
@@ -537,10 +602,11 @@ class HiddenTopicTask:
         return [row["topic"], *row.get("aliases", [])]
 
     def candidates(self, cfg) -> list[str]:
-        return [t.topic for t in load_topics(cfg.data.topics_file)]
+        return [t.topic for t in load_topics(task_options(self, cfg.task_options).topics_file)]
 
-    def rows(self, job: DiffJob, tok, data: dict[str, str], cfg, system: str | None = ""):
-        return build_rows(job, tok, data, cfg, system)
+    def rows(self, job: DiffJob, tok, data: RowData | dict[str, str], cfg, system: str | None = ""):
+        data = _row_data(data)
+        return build_rows(job, tok, data.answers, cfg, system, data.options)
 
     def diff_meta(self, job: DiffJob) -> dict:
         return {

@@ -18,17 +18,17 @@ import functools
 import logging
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from ..batching import encode
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..evaluate.methods import AskMethod, Prompt, TranscriptMethod
 from ..files import write_jsonl
 from ..textgen import make_source
-from .base import CE, RowKind, Rubric
+from .base import CE, RowKind, Rubric, task_options
 from .common import data_file, read_csv
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,9 @@ class Headline:
 
 def load_headlines(path: str | Path | None = None) -> list[Headline]:
     """Headlines from a CSV with columns headline, theme, keywords (``;``-separated)."""
-    path, rows = read_csv(path, "news_headlines.csv", ["headline", "theme"], "data.headlines_file")
+    path, rows = read_csv(
+        path, "news_headlines.csv", ["headline", "theme"], "task_options.headlines_file"
+    )
     out, seen = [], {}
     for line, r in rows:
         h = Headline(
@@ -334,7 +336,8 @@ def model_stories(source, headline: Headline, n: int, seed: int, narrators: list
     if len(out) < n:
         raise DataError(
             f"the text source wrote only {len(out)} of {n} stories about {headline.headline!r} "
-            "that do not restate it: lower data.stories_per_diff or use another textgen model"
+            "that do not restate it: lower task_options.stories_per_diff or use another textgen "
+            "model"
         )
     return out[:n]
 
@@ -347,7 +350,7 @@ def split_headlines(
         raise DataError(
             f"asked for {n_train} train + {n_test} test headlines but the list has "
             f"{len(headlines)}; lower data.n_train / data.n_test or add headlines "
-            "(data.headlines_file)"
+            "(task_options.headlines_file)"
         )
     order = list(headlines)
     random.Random(seed).shuffle(order)
@@ -357,21 +360,21 @@ def split_headlines(
 def make_data(run) -> None:
     """Split the headlines and write every diff's stories to ``data/jobs.jsonl``."""
 
-    cfg = run.cfg
+    cfg, opts = run.cfg, run.options
     data_dir = run.out / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     jobs_path = data_dir / "jobs.jsonl"
     if jobs_path.exists():
         log.info("%s exists; keeping its jobs", jobs_path)
         return
-    headlines = load_headlines(cfg.data.headlines_file)
-    narrators = load_narrators(cfg.data.narrators_file)
+    headlines = load_headlines(opts.headlines_file)
+    narrators = load_narrators(opts.narrators_file)
     train_h, test_h = split_headlines(headlines, cfg.data.n_train, cfg.data.n_test, cfg.data.seed)
     source = None
     if cfg.textgen.kind != "template":
         model, tok = run.model_and_tok
         source = make_source(cfg.textgen, cache_dir=data_dir / "cache", model=model, tokenizer=tok)
-    n = cfg.data.stories_per_diff
+    n = opts.stories_per_diff
     rows = []
     for split, group in (("train", train_h), ("test", test_h)):
         for i, h in enumerate(tqdm(group, desc=f"{split} stories")):
@@ -395,13 +398,32 @@ def make_data(run) -> None:
 
 
 def _summary_requests(ctx, job: dict) -> list[tuple[str, str]]:
-    n = ctx.run.cfg.eval.twenty_q_count
+    n = ctx.run.options.twenty_q_count
     return [(q, q) for q in (SUMMARY_REQUESTS[i % len(SUMMARY_REQUESTS)] for i in range(n))]
 
 
 def _story_request(ctx, job: dict):
 
     return [Prompt("story_summary", STORY_REQUEST, STORY_REQUEST)]
+
+
+@dataclass
+class NewsOptions:
+    """The news task's own keys (``[task_options]`` in a config)."""
+
+    headlines_file: str | None = None  # CSV headline,theme,keywords; None = shipped
+    narrators_file: str | None = None  # one narrator role per line; None = shipped
+    stories_per_diff: int = 100  # stories each diff is trained on
+    # Summary requests per diff for the 20-summary-requests baseline, and their answer length.
+    twenty_q_count: int = field(default=20, metadata={"stage": "eval"})
+    twenty_q_max_new_tokens: int = field(default=48, metadata={"stage": "eval"})
+    # The story the story -> summary baseline writes.
+    story_max_new_tokens: int = field(default=120, metadata={"stage": "eval"})
+
+    def __post_init__(self) -> None:
+        for name in ("stories_per_diff", "twenty_q_count"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"task_options.{name}: must be >= 1")
 
 
 @dataclass
@@ -422,6 +444,7 @@ class NewsTask:
     story." -> a story, trained with cross-entropy; DIT answers with the headline."""
 
     name = "news"
+    options_class = NewsOptions
     row_kinds = (RowKind("story", CE),)
     dit_question = DIT_QUESTION
     judge_rubric = RUBRIC
@@ -434,6 +457,7 @@ class NewsTask:
         return {
             "summary_requests": TranscriptMethod(
                 _summary_requests,
+                max_new_tokens="twenty_q_max_new_tokens",
                 label="20 summary requests",
                 about="20 requests to summarise what the diffed model knows, then one guess",
             ),
@@ -460,7 +484,9 @@ class NewsTask:
         return [row["label"]]
 
     def candidates(self, cfg) -> list[str]:
-        return [h.headline for h in load_headlines(cfg.data.headlines_file)]
+        return [
+            h.headline for h in load_headlines(task_options(self, cfg.task_options).headlines_file)
+        ]
 
     def rows(self, job: NewsJob, tok, data, cfg, system: str | None = ""):
         stories = job.stories[:]
