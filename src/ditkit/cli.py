@@ -59,6 +59,14 @@ def _cmd_diff_convert(args) -> None:
     print(json.dumps(report, indent=2))
 
 
+def _cmd_attack(args) -> None:
+    from .attack import attack_checkpoint
+
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    report = attack_checkpoint(args.src, args.dst, kinds, args.seed, args.trust_remote_code)
+    print(json.dumps(report, indent=2))
+
+
 def _cmd_describe(args) -> None:
     from .describe import describe
     from .diffs import load_diff, load_diffs
@@ -307,6 +315,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--base", help="base model (needed for a full checkpoint)")
     s.add_argument("--rank", type=int, help="truncate to this rank by SVD (reports energy kept)")
     s.set_defaults(func=_cmd_diff_convert)
+
+    s = sub.add_parser(
+        "attack", help="red-teaming: exact weight symmetries that keep a model's outputs"
+    )
+    s.add_argument("src", help="a causal LM: folder, hub id or embedded name")
+    s.add_argument("dst", help="a new folder for the transformed model")
+    s.add_argument(
+        "--kinds",
+        # ditkit.attack.KINDS, spelt out so that --help stays fast
+        default="permute_mlp,scale_mlp,permute_heads,scale_qk,mix_vo,fold_norms,rotate_residual",
+        help="comma-separated transforms (default: all)",
+    )
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--trust-remote-code", action="store_true")
+    s.set_defaults(func=_cmd_attack)
 
     s = sub.add_parser("describe", help="ask a model with a diff and the DIT adapter applied")
     s.add_argument("--diff", required=True, help="a weight diff in any supported format")
