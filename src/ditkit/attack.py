@@ -107,7 +107,7 @@ def _heads(n: int, head_dim: int, order: torch.Tensor) -> torch.Tensor:
 
 def _orthogonal(n: int, gen: torch.Generator) -> torch.Tensor:
     q, r = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
-    return (q * torch.sign(torch.diagonal(r))).float()
+    return q * torch.sign(torch.diagonal(r))  # float64: callers cast to the weights' dtype
 
 
 def _log_uniform(n: int, gen: torch.Generator, spread: float = 1.0) -> torch.Tensor:
@@ -173,16 +173,19 @@ def mix_vo(shape: Shape, gen: torch.Generator) -> None:
     for layer in shape.layers:
         attn = layer.self_attn
         # One well-conditioned invertible matrix per key-value head: rotation times scales.
-        mats = [_orthogonal(hd, gen) * _log_uniform(hd, gen, 0.5) for _ in range(shape.n_kv)]
+        mats = [
+            _orthogonal(hd, gen) * _log_uniform(hd, gen, 0.5).double() for _ in range(shape.n_kv)
+        ]
         m_v = torch.block_diag(*mats)  # [n_kv * hd, n_kv * hd]
         m_o = torch.block_diag(*[torch.linalg.inv(m) for m in mats for _ in range(group)])
-        _out(attn.v_proj, lambda w, m=m_v: m @ w)
-        _in(attn.o_proj, lambda w, m=m_o: m.T @ w)
+        _out(attn.v_proj, lambda w, m=m_v: m.to(w.dtype) @ w)
+        _in(attn.o_proj, lambda w, m=m_o: m.T.to(w.dtype) @ w)
 
 
 def _norm_scale(norm: nn.Module, shape: Shape) -> torch.Tensor:
     """What an RMSNorm multiplies by: its weight (Llama) or 1 + weight (Gemma)."""
-    return norm.weight.detach().float() + shape.norm_offset
+    w = norm.weight.detach()
+    return w.to(torch.promote_types(w.dtype, torch.float32)) + shape.norm_offset
 
 
 @torch.no_grad()
@@ -198,33 +201,40 @@ def _fold(norm: nn.Module, readers: list[nn.Linear], shape: Shape) -> None:
     _set_scale(norm, torch.ones_like(g), shape)
 
 
-@torch.no_grad()
-def fold_norms(model: nn.Module, shape: Shape) -> None:
+def norm_readers(model: nn.Module, shape: Shape) -> list[tuple[nn.Module, list[nn.Linear]]]:
+    """Each RMSNorm on the residual path with the projections that read its output."""
+    pairs = []
     for layer in shape.layers:
         attn, mlp = layer.self_attn, layer.mlp
-        _fold(layer.input_layernorm, [attn.q_proj, attn.k_proj, attn.v_proj], shape)
         pre_mlp = (
             getattr(layer, "pre_feedforward_layernorm", None) or layer.post_attention_layernorm
         )
-        _fold(pre_mlp, [mlp.gate_proj, mlp.up_proj], shape)
+        pairs += [
+            (layer.input_layernorm, [attn.q_proj, attn.k_proj, attn.v_proj]),
+            (pre_mlp, [mlp.gate_proj, mlp.up_proj]),
+        ]
+    return [*pairs, (model.model.norm, [model.get_output_embeddings()])]
+
+
+def untie(model: nn.Module) -> None:
+    """Give the output embedding its own copy of a weight it shares with the input embedding."""
     head = model.get_output_embeddings()
-    if head.weight is model.get_input_embeddings().weight:  # untie: only the head takes the norm
+    if head.weight is model.get_input_embeddings().weight:
         head.weight = nn.Parameter(head.weight.detach().clone())
-        model.config.tie_word_embeddings = False
-        text = getattr(model.config, "text_config", None)
-        if text is not None:
-            text.tie_word_embeddings = False
-    _fold(model.model.norm, [head], shape)
+        for cfg in (model.config, getattr(model.config, "text_config", None)):
+            if cfg is not None:
+                cfg.tie_word_embeddings = False
+
+
+@torch.no_grad()
+def fold_norms(model: nn.Module, shape: Shape) -> None:
+    untie(model)  # only the head takes the final norm
+    for norm, readers in norm_readers(model, shape):
+        _fold(norm, readers, shape)
 
 
 def _unit_norms(model: nn.Module, shape: Shape) -> bool:
-    norms = [model.model.norm]
-    for layer in shape.layers:
-        norms += [layer.input_layernorm]
-        norms += [
-            getattr(layer, "pre_feedforward_layernorm", None) or layer.post_attention_layernorm
-        ]
-    return all(torch.all(_norm_scale(n, shape) == 1) for n in norms)
+    return all(torch.all(_norm_scale(n, shape) == 1) for n, _ in norm_readers(model, shape))
 
 
 @torch.no_grad()
@@ -238,7 +248,15 @@ def rotate_residual(model: nn.Module, shape: Shape, gen: torch.Generator) -> Non
     if not _unit_norms(model, shape):
         fold_norms(model, shape)
     emb = model.get_input_embeddings()
-    q = _orthogonal(emb.weight.shape[1], gen).to(emb.weight.dtype)  # [d_model, d_model]
+    rotate(model, shape, _orthogonal(emb.weight.shape[1], gen))
+
+
+@torch.no_grad()
+def rotate(model: nn.Module, shape: Shape, q: torch.Tensor) -> None:
+    """Rotate the residual stream by the orthogonal ``q`` ``[d_model, d_model]``: ``h -> h q``.
+    Exact only when every RMSNorm on the residual path has unit weight (`fold_norms`)."""
+    emb = model.get_input_embeddings()
+    q = q.to(emb.weight.dtype)
     emb.weight.copy_(emb.weight @ q)
     for layer in shape.layers:
         attn, mlp = layer.self_attn, layer.mlp

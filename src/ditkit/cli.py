@@ -55,7 +55,7 @@ def _cmd_diff_info(args) -> None:
 def _cmd_diff_convert(args) -> None:
     from .diffs import convert  # torch: only the commands that use it pay its import
 
-    report = convert(args.src, args.dst, args.to, args.base, args.rank)
+    report = convert(args.src, args.dst, args.to, args.base, args.rank, args.align)
     print(json.dumps(report, indent=2))
 
 
@@ -69,13 +69,19 @@ def _cmd_attack(args) -> None:
 
 def _cmd_describe(args) -> None:
     from .describe import describe
-    from .diffs import load_diff, load_diffs
+    from .diffs import checkpoint, detect_format, load_diff, load_diffs
     from .models import DEFAULT_MODEL, load_model
     from .shipped import check_base, load_shipped
 
     # The diffs and the adapter are read (and checked) before the model loads, which takes
-    # seconds to minutes: a wrong path fails at once.
-    diffs = load_diffs(args.diff)
+    # seconds to minutes: a wrong path fails at once. A full checkpoint is subtracted from the
+    # base once that has loaded.
+    full = detect_format(args.diff) == "checkpoint"
+    if full and not args.base:
+        raise DitkitError(f"{args.diff} is a full checkpoint: pass --base MODEL to subtract")
+    if args.align and not full:
+        raise DitkitError(f"--align: {args.diff} is a diff already, not a full checkpoint")
+    diffs = [] if full else load_diffs(args.diff)
     if args.adapter:
         adapter, source = load_diff(args.adapter), args.adapter
         base = args.base or adapter.meta.get("base_model") or DEFAULT_MODEL
@@ -91,6 +97,13 @@ def _cmd_describe(args) -> None:
     opts["device"] = distributed.device_for(args.device)
     model, tok = load_model(base, **opts)
     check_base(adapter, model, source)
+    if full:
+        diff, report = checkpoint.subtract(args.diff, model, align=args.align)
+        if "alignment" in report:
+            from .align import describe_alignment
+
+            print(f"alignment: {describe_alignment(report['alignment'])}", file=sys.stderr)
+        diffs = [diff]
     # Under a launcher each process answers its share of the diffs; the main one prints them all.
     mine = distributed.share(list(range(len(diffs))))
     answers = describe(
@@ -314,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--to", choices=["ditkit", "peft"], help="default: by DST's suffix")
     s.add_argument("--base", help="base model (needed for a full checkpoint)")
     s.add_argument("--rank", type=int, help="truncate to this rank by SVD (reports energy kept)")
+    s.add_argument(
+        "--align", action="store_true", help="a checkpoint: undo weight symmetries against --base"
+    )
     s.set_defaults(func=_cmd_diff_convert)
 
     s = sub.add_parser(
@@ -339,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-new-tokens", type=int, default=20)
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     s.add_argument("--trust-remote-code", action="store_true")
+    s.add_argument(
+        "--align", action="store_true", help="a checkpoint: undo weight symmetries against --base"
+    )
     s.set_defaults(func=_cmd_describe)
 
     s = sub.add_parser("run", help="run a preset or config: data, diffs, dit, eval, report")

@@ -47,11 +47,29 @@ def diff_from_finetune(
     return svd_truncate(diff, rank)
 
 
-def subtract(checkpoint: str | Path, base: str, rank: int | None = None) -> tuple[WeightDiff, dict]:
-    """Load ``checkpoint`` and ``base`` (seconds to minutes each) and ``diff_from_finetune`` them."""
-    base_model, _ = models.load_model(base)
+def subtract(
+    checkpoint: str | Path,
+    base: str | nn.Module,
+    rank: int | None = None,
+    align: bool = False,
+) -> tuple[WeightDiff, dict]:
+    """Load ``checkpoint`` and ``base`` (a name, or a model already loaded; seconds to minutes
+    each) and ``diff_from_finetune`` them. ``align`` first brings the checkpoint back into the
+    base's basis (`ditkit.align`: it may have been permuted, rescaled or rotated); the report
+    then holds ``alignment``."""
+    base_model = base if isinstance(base, nn.Module) else models.load_model(base)[0]
     ft_model, _ = models.load_model(str(checkpoint))
-    return diff_from_finetune(base_model, ft_model, rank)
+    found = None
+    if align:
+        from ..align import align as to_base  # scipy: only alignment needs it
+
+        found = to_base(ft_model, base_model)
+        found = {k: v for k, v in found.items() if k != "layers"}
+    diff, report = diff_from_finetune(base_model, ft_model, rank)
+    if found is not None:
+        report["alignment"] = found
+        diff.meta["aligned"] = True
+    return diff, report
 
 
 def svd_truncate(diff: WeightDiff, rank: int) -> tuple[WeightDiff, dict]:

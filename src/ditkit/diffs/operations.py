@@ -40,6 +40,7 @@ def convert(
     to: str | None = None,
     base: str | None = None,
     rank: int | None = None,
+    align: bool = False,
 ) -> dict:
     """Write the diff(s) at ``src`` (any format) to ``dst`` in format ``to``; return a report.
 
@@ -47,18 +48,21 @@ def convert(
     needs ``base`` (it becomes ``W_ft - W_base``); ``rank`` truncates every diff by SVD. Several
     diffs (a reference ``.pt``) go to ``DST-0000.SUFFIX``, ``DST-0001.SUFFIX``, ... The report holds
     ``source_format``, ``energy_kept`` (with ``rank`` or a checkpoint) and the paths ``written``.
+    ``align`` (a checkpoint only) undoes weight symmetries first (`ditkit.align`).
     """
     # Every argument is checked before a model loads (seconds to minutes for a checkpoint).
     source = find_format(src)
     if source is checkpoint.FORMAT and not base:
         raise DitkitError(f"{src} is a full checkpoint: pass --base MODEL to subtract")
+    if align and source is not checkpoint.FORMAT:
+        raise DitkitError(f"--align: {src} is a {source.name} diff, not a full checkpoint")
     if rank is not None and rank < 1:
         raise DitkitError(f"--rank {rank}: the rank kept by SVD must be >= 1, e.g. --rank 8")
     writer = _writer(to or ("peft" if not str(dst).endswith(".safetensors") else "ditkit"))
     writer.check_target(dst)
     report: dict = {"source_format": source.name}
     if source is checkpoint.FORMAT:
-        diff, energy = checkpoint.subtract(src, base, rank)
+        diff, energy = checkpoint.subtract(src, base, rank, align)
         report.update(energy)
         diffs = [diff]
     else:
