@@ -303,16 +303,8 @@ def _add_sweeps(sub) -> None:
     s.set_defaults(func=_cmd_strength)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ditkit", description="Diff Interpretation Tuning: ask a model what a diff changed."
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="cmd", required=True)
-
-    s = sub.add_parser("models", help="list embedded models, their source file and cache state")
-    s.set_defaults(func=_cmd_models)
-
+def _add_diff_commands(sub) -> None:
+    """``diff info``, ``diff convert`` and ``attack``: commands on weight files."""
     d = sub.add_parser("diff", help="inspect and convert weight diffs").add_subparsers(
         dest="diff_cmd", required=True
     )
@@ -346,6 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--trust-remote-code", action="store_true")
     s.set_defaults(func=_cmd_attack)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ditkit", description="Diff Interpretation Tuning: ask a model what a diff changed."
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("models", help="list embedded models, their source file and cache state")
+    s.set_defaults(func=_cmd_models)
+
+    _add_diff_commands(sub)
 
     s = sub.add_parser("describe", help="ask a model with a diff and the DIT adapter applied")
     s.add_argument("--diff", required=True, help="a weight diff in any supported format")
