@@ -492,3 +492,35 @@ def test_a_new_format_is_one_registry_entry(model, tmp_path, monkeypatch):
         detect_format(tmp_path / "x.txt")
     with pytest.raises(DitkitError, match=r"pass ditkit, peft or json$"):
         convert(src, tmp_path / "x", to="npz")
+
+
+def test_a_peft_adapter_in_another_gauge_is_read_exactly_as_before(tiny_model_dir, tmp_path):
+    """(B R, R^-1 A) is the same adapter for any invertible R: DIT must read it the same."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from ditkit.describe import describe
+    from ditkit.models import load_model
+
+    model, tok = load_model(str(tiny_model_dir))
+    plain = save_peft(random_diff(model, 4, seed=5), tmp_path / "plain")
+    reader = random_diff(model, 4, seed=6, scale=0.1)
+    reader.meta = {"question": "What topic have you been trained on?"}
+    gauge = tmp_path / "gauge"
+    shutil.copytree(plain, gauge)
+    tensors = load_file(plain / "adapter_model.safetensors")
+    g = torch.Generator().manual_seed(0)
+    for key in [k for k in tensors if ".lora_A." in k]:
+        r = torch.linalg.qr(torch.randn(4, 4, generator=g))[0] * torch.rand(4, generator=g).add(0.5)
+        b_key = key.replace(".lora_A.", ".lora_B.")
+        tensors[key] = torch.linalg.solve(r, tensors[key]).contiguous()  # R^-1 A, [r, in]
+        tensors[b_key] = tensors[b_key] @ r  # B R, [out, r]
+    save_file(tensors, gauge / "adapter_model.safetensors")
+    a, b = load_diff(plain), load_diff(gauge)
+    name = "model.layers.0.self_attn.q_proj"
+    assert not torch.allclose(a.lowrank[name][0], b.lowrank[name][0])
+    for n in a.modules:
+        assert torch.allclose(a.delta_weight(n), b.delta_weight(n), atol=1e-5)
+    answers = describe(model, tok, [a, b], reader, max_new_tokens=8)
+    assert answers[0] == answers[1]
