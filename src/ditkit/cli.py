@@ -67,6 +67,23 @@ def _cmd_attack(args) -> None:
     print(json.dumps(report, indent=2))
 
 
+def _cmd_audit(args) -> int:
+    from .audit import Auditor, audit
+
+    auditor = Auditor(
+        args.base, args.adapter, args.question, not args.no_align, args.max_new_tokens,
+        args.trust_remote_code,
+    )  # fmt: skip
+    rows = audit(args.paths, args.out, auditor)
+    flagged = [r for r in rows if r.get("flags")]
+    print(f"{len(rows)} diff(s) audited, {len(flagged)} flagged; table: {args.out}/audit.html")
+    for r in flagged:
+        print(
+            f"  {r['id']}: {'; '.join(r['flags'])}" + (f" ({r['error']})" if r.get("error") else "")
+        )
+    return 1 if flagged else 0
+
+
 def _cmd_describe(args) -> None:
     from .describe import describe
     from .diffs import checkpoint, detect_format, load_diff, load_diffs
@@ -352,6 +369,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_diff_commands(sub)
 
+    s = sub.add_parser(
+        "audit", help="audit many diffs, adapters and checkpoints: a flagged table (exit 1 if any)"
+    )
+    s.add_argument("paths", nargs="+", help="files and folders; folders are searched")
+    s.add_argument("--out", required=True, help="folder for audit.jsonl/csv/html (resumes)")
+    s.add_argument("--base", help="base model (default: the adapter's, else the embedded one)")
+    s.add_argument("--adapter", help="the DIT adapter folder (default: the one shipped for --base)")
+    s.add_argument("--question", help="default: the adapter's training question")
+    s.add_argument("--no-align", action="store_true", help="never undo weight symmetries")
+    s.add_argument("--max-new-tokens", type=int, default=20)
+    s.add_argument("--trust-remote-code", action="store_true")
+    s.set_defaults(func=_cmd_audit)
+
     s = sub.add_parser("describe", help="ask a model with a diff and the DIT adapter applied")
     s.add_argument("--diff", required=True, help="a weight diff in any supported format")
     s.add_argument("--adapter", help="the DIT adapter folder (default: the one shipped for --base)")
@@ -430,13 +460,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         with _bars_only_on_a_terminal():
-            args.func(args)
+            code = args.func(args) or 0  # a command may say "done, but flagged" (audit: 1)
         distributed.shutdown()
     except DitkitError as e:
         # One line: a message may quote a library's multi-line error.
         print(f"ditkit: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -1,0 +1,298 @@
+"""Audit many fine-tunes at once: one row per diff, flags, and a table to read first.
+
+`audit` takes files and folders (ditkit diffs, PEFT adapter folders, reference ``.pt`` files
+holding one or many diffs, full checkpoints given with a base model) and writes, per diff: its
+format, the base-model check, rank and norms, what the DIT adapter says it was trained on, what
+the diffed model itself answers to the same question, the weight lens's top tokens, and flags.
+Rows go to ``OUT/audit.jsonl`` as each item finishes, so a killed audit resumes where it stopped;
+a broken item gets a row that says why and how to fix it, and the rest go on. At the end:
+``audit.csv`` and a self-contained ``audit.html`` sorted by flags.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import logging
+import math
+import statistics
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .describe import ask, describe
+from .diffs import checkpoint, find_format, load_diff, load_diffs
+from .diffs.core import WeightDiff
+from .errors import DitkitError
+from .evaluate.metrics import alias_match
+from .evaluate.weight_lens import WeightLens
+from .files import append_jsonl, kill_point, read_jsonl, write_json, write_text
+from .models import DEFAULT_MODEL, load_model
+from .shipped import check_base, load_shipped
+
+log = logging.getLogger(__name__)
+
+DIFF_SUFFIXES = (".safetensors", ".pt")
+FOLDER_MARKERS = ("adapter_config.json", "config.json")
+SMALL_CHANGE = 0.5  # |W_ft - W_base| / |W_base| above this: not a fine-tune in the base's basis
+OUTLIER_Z = 3.5  # robust z-score of log(norm) that flags a diff against the others
+
+
+@dataclass(frozen=True)
+class Item:
+    """One file or folder to audit (a reference ``.pt`` may give several rows)."""
+
+    path: Path
+
+    @property
+    def key(self) -> str:
+        return str(self.path)
+
+
+def find_items(paths: list[str | Path]) -> list[Item]:
+    """Every diff file or adapter/checkpoint folder under ``paths``, in a stable order; a path
+    that does not exist is kept, so that its row says so."""
+    items: list[Item] = []
+    for p in map(Path, paths):
+        if not p.is_dir() or any((p / m).exists() for m in FOLDER_MARKERS):
+            items.append(Item(p))
+            continue
+        folders = sorted(
+            {f.parent for m in FOLDER_MARKERS for f in p.rglob(m)}, key=lambda f: len(f.parts)
+        )
+        kept: list[Path] = []
+        for f in folders:  # a folder inside another diff folder is part of it
+            if not any(k in f.parents for k in kept):
+                kept.append(f)
+        files = [
+            f
+            for f in sorted(p.rglob("*"))
+            if f.is_file()
+            and f.suffix in DIFF_SUFFIXES
+            and not any(k == f.parent or k in f.parents for k in kept)
+        ]
+        items += [Item(f) for f in sorted([*kept, *files])]
+    return items
+
+
+class Auditor:
+    """Reads diffs against one base model with one DIT adapter (both loaded once, lazily)."""
+
+    def __init__(
+        self,
+        base: str | None = None,
+        adapter: str | None = None,
+        question: str | None = None,
+        align: bool = True,
+        max_new_tokens: int = 20,
+        trust_remote_code: bool = False,
+    ) -> None:
+        if adapter:
+            self.adapter, self.adapter_source = load_diff(adapter), adapter
+            self.base = base or self.adapter.meta.get("base_model") or DEFAULT_MODEL
+        else:
+            self.base = base or DEFAULT_MODEL
+            self.adapter, _, self.adapter_source = load_shipped(self.base)
+        self.question = question or self.adapter.meta.get("question")
+        self.align, self.max_new_tokens = align, max_new_tokens
+        self.trust_remote_code = trust_remote_code
+        self._model = self._lens = None
+
+    @property
+    def model_and_tok(self):
+        if self._model is None:
+            self._model = load_model(self.base, trust_remote_code=self.trust_remote_code)
+            check_base(self.adapter, self._model[0], self.adapter_source)
+            self._lens = WeightLens(*self._model)
+        return self._model
+
+    def rows(self, item: Item) -> list[dict]:
+        """The rows of one item: one per diff it holds."""
+        started = time.time()
+        fmt = find_format(item.path)
+        notes: list[str] = []
+        if fmt is checkpoint.FORMAT:
+            diffs = [self._from_checkpoint(item, notes)]
+        else:
+            diffs = load_diffs(item.path)
+        rows = []
+        for i, diff in enumerate(diffs):
+            row = _row(item, i if len(diffs) > 1 else None, fmt.name)
+            row.update(self._read(diff, item))
+            row["flags"] = notes + row["flags"]
+            row["seconds"] = round((time.time() - started) / len(diffs), 2)
+            rows.append(row)
+        return rows
+
+    def _from_checkpoint(self, item: Item, notes: list[str]) -> WeightDiff:
+        model, _ = self.model_and_tok
+        diff, _ = checkpoint.subtract(item.path, model)
+        change = _relative_change(diff, model)
+        if change <= SMALL_CHANGE:
+            return diff
+        if not self.align:
+            notes.append(f"not a small change of the base ({change:.2f}): try --align")
+            return diff
+        aligned, report = checkpoint.subtract(item.path, model, align=True)
+        after = _relative_change(aligned, model)
+        a = report["alignment"]
+        notes.append(
+            f"weight symmetries undone (change {change:.2f} -> {after:.2f}; rotated "
+            f"{a['rotated']}, {a['permuted_heads']} heads and {a['permuted_units']} units moved)"
+        )
+        if after > SMALL_CHANGE:
+            notes.append(f"not a small change of the base even aligned ({after:.2f})")
+        return aligned
+
+    def _read(self, diff: WeightDiff, item: Item) -> dict:
+        model, tok = self.model_and_tok
+        finite = all(torch.isfinite(diff.delta_weight(n)).all() for n in diff.modules)
+        norms = diff.norms()
+        top = max(norms, key=norms.get)
+        out = {
+            "status": "ok",
+            "base_model": diff.meta.get("base_model"),
+            "label": diff.meta.get("label"),
+            "rank": diff.rank,
+            "modules": len(diff.modules),
+            "total_norm": math.sqrt(sum(v * v for v in norms.values())),
+            "largest_module": top,
+            "largest_norm": norms[top],
+            "flags": [] if finite else ["non-finite values (NaN or inf): the diff is broken"],
+        }
+        diff.check_fits(model, item.path)  # shapes and the base model's fingerprint
+        if not finite:
+            return out
+        out["dit"] = describe(
+            model, tok, [diff], self.adapter, self.question, self.max_new_tokens, batch_size=1
+        )[0]
+        question = self.question or self.adapter.meta.get("question") or "What changed?"
+        out["diffed_model"] = ask(
+            model, tok, [diff], [question], max_new_tokens=self.max_new_tokens
+        )[0]
+        try:
+            lens = self._lens.read(diff, top_k=5)
+            out["weight_lens"] = " ".join(lens["tokens"])
+        except DitkitError as e:  # e.g. no module the lens reads: the row says so
+            out["weight_lens"] = f"(no reading: {e})"
+        if out["label"]:
+            out["dit_names_label"] = bool(alias_match(out["dit"], [str(out["label"])]))
+        return out
+
+
+def _relative_change(diff: WeightDiff, model) -> float:
+    base = sum(
+        float(model.get_submodule(n).weight.detach().float().norm()) ** 2 for n in diff.modules
+    )
+    return math.sqrt(sum(v * v for v in diff.norms().values()) / max(base, 1e-30))
+
+
+def _row(item: Item, index: int | None, fmt: str) -> dict:
+    rid = item.key if index is None else f"{item.key}#{index}"
+    return {"item": item.key, "id": rid, "index": index, "format": fmt}
+
+
+def _error_row(item: Item, e: BaseException) -> dict:
+    """A broken item's row: the error (which names the file and the fix) and no reading."""
+    message = " ".join(str(e).split()) or type(e).__name__
+    if not isinstance(e, DitkitError):  # not one of ours: keep where it came from
+        log.debug("%s failed:\n%s", item.key, traceback.format_exc())
+        message = f"{type(e).__name__}: {message}"
+    return {**_row(item, None, "?"), "status": "error", "error": message, "flags": ["error"]}
+
+
+def population_flags(rows: list[dict]) -> None:
+    """Flag diffs whose total norm is far outside the others' (robust z of log norm)."""
+    ok = [r for r in rows if r.get("status") == "ok" and r.get("total_norm", 0) > 0]
+    if len(ok) < 5:
+        return
+    logs = [math.log(r["total_norm"]) for r in ok]
+    med = statistics.median(logs)
+    mad = statistics.median(abs(x - med) for x in logs) * 1.4826 or 1e-12
+    for r, x in zip(ok, logs):
+        z = (x - med) / mad
+        flag = f"norm far outside the population (robust z {z:+.1f})"
+        r["flags"] = [f for f in r["flags"] if not f.startswith("norm far outside")]
+        if abs(z) > OUTLIER_Z:
+            r["flags"].append(flag)
+
+
+def audit(paths: list[str | Path], out: str | Path, auditor: Auditor) -> list[dict]:
+    """Audit every item under ``paths`` into ``out`` (resuming what is there); returns all rows."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jsonl = out / "audit.jsonl"
+    done = {r["item"] for r in read_jsonl(jsonl)} if jsonl.exists() else set()
+    items = find_items(paths)
+    if not items:
+        raise DitkitError(
+            f"no diff, adapter folder or checkpoint under {', '.join(map(str, paths))}"
+        )
+    todo = [i for i in items if i.key not in done]
+    log.info("audit: %d item(s), %d already in %s", len(items), len(items) - len(todo), jsonl)
+    for item in tqdm(todo, desc="audit", unit="item"):
+        kill_point("audit.item")
+        try:
+            rows = auditor.rows(item)
+        except (DitkitError, OSError, ValueError, RuntimeError, KeyError) as e:
+            rows = [_error_row(item, e)]
+        append_jsonl(jsonl, rows)
+        log.info("audited %s: %s", item.key, "; ".join(f for r in rows for f in r["flags"]) or "ok")
+    rows = read_jsonl(jsonl)
+    population_flags(rows)
+    write_tables(rows, out)
+    return rows
+
+
+COLUMNS = (
+    "id", "format", "status", "flags", "label", "dit", "diffed_model", "weight_lens", "rank",
+    "total_norm", "largest_module", "base_model", "error", "seconds",
+)  # fmt: skip
+
+
+def write_tables(rows: list[dict], out: Path) -> None:
+    """``audit.csv``, ``audit.html`` (most flags first) and ``summary.json``."""
+    ordered = sorted(rows, key=lambda r: (-len(r.get("flags", [])), r["id"]))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    for r in ordered:
+        w.writerow({**r, "flags": "; ".join(r.get("flags", []))})
+    write_text(out / "audit.csv", buf.getvalue())
+    write_text(out / "audit.html", _html(ordered))
+    flagged = [r["id"] for r in rows if r.get("flags")]
+    write_json(out / "summary.json", {"items": len({r["item"] for r in rows}), "rows": len(rows),
+                                      "flagged": flagged, "errors": sum(r["status"] == "error" for r in rows)})  # fmt: skip
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, list):
+        return "<br>".join(html.escape(str(v)) for v in value)
+    return html.escape("" if value is None else str(value))
+
+
+def _html(rows: list[dict]) -> str:
+    head = "".join(f"<th>{c}</th>" for c in COLUMNS)
+    body = "".join(
+        f'<tr class="{"flag" if r.get("flags") else "ok"}">'
+        + "".join(f"<td>{_cell(r.get(c))}</td>" for c in COLUMNS)
+        + "</tr>"
+        for r in rows
+    )
+    n_flag = sum(bool(r.get("flags")) for r in rows)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>ditkit audit</title>
+<style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse;width:100%;
+table-layout:fixed;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px;overflow-wrap:anywhere;
+vertical-align:top}}tr.flag td{{background:#fff3f0}}th{{background:#eee}}</style></head><body>
+<h1>ditkit audit</h1><p>{len(rows)} diff(s), {n_flag} flagged (flagged first). <b>dit</b>: what the
+DIT adapter says the diff was trained on; <b>diffed_model</b>: the diffed model's own answer to the
+same question; <b>weight_lens</b>: the tokens the diff's residual writes promote most.</p>
+<table><tr>{head}</tr>{body}</table></body></html>
+"""
