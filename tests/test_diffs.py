@@ -524,3 +524,34 @@ def test_a_peft_adapter_in_another_gauge_is_read_exactly_as_before(tiny_model_di
         assert torch.allclose(a.delta_weight(n), b.delta_weight(n), atol=1e-5)
     answers = describe(model, tok, [a, b], reader, max_new_tokens=8)
     assert answers[0] == answers[1]
+
+
+def test_a_reference_dit_adapter_loads_and_describes(tiny_model_dir, tmp_path, capsys):
+    """The reference's introspection_lora.pt: {module: (A [out, R], B [R, in])}, dW = A B / R."""
+    from ditkit import cli
+    from ditkit.models import load_model
+
+    model, _ = load_model(str(tiny_model_dir))
+    g = torch.Generator().manual_seed(8)
+    layout = {}
+    for n in lora.find_targets(model):
+        m = model.get_submodule(n)
+        a_or = torch.randn(m.out_features, 16, generator=g) * 0.1
+        b_ri = torch.randn(16, m.in_features, generator=g) * 0.1
+        layout[n] = (a_or.to(torch.bfloat16), b_ri.to(torch.bfloat16))
+    path = tmp_path / "dit-adapter.pt"
+    torch.save(layout, path)
+    assert detect_format(path) == "reference-pt"
+    adapter = load_diff(path)
+    assert adapter.rank == 16 and adapter.meta["source_format"] == "reference-dit-adapter"
+    a_or, b_ri = (t.float() for t in layout[Q0])
+    assert torch.allclose(adapter.delta_weight(Q0).float(), a_or @ b_ri / 16, atol=1e-6)
+    diff = random_diff(model, 1, seed=2)
+    save_diff(diff, tmp_path / "d.safetensors")
+    argv = ["describe", "--diff", str(tmp_path / "d.safetensors"), "--adapter", str(path)]
+    assert cli.main([*argv, "--base", str(tiny_model_dir), "--max-new-tokens", "3"]) == 0
+    assert capsys.readouterr().out.strip()
+    out = tmp_path / "as-peft"
+    assert cli.main(["diff", "convert", str(path), str(out), "--to", "peft"]) == 0
+    again = load_diff(out)
+    assert torch.allclose(again.delta_weight(Q0).float(), a_or @ b_ri / 16, atol=1e-2)
