@@ -107,7 +107,7 @@ def _undo_folding(model: nn.Module, base: nn.Module, sm: Shape, sb: Shape) -> in
             continue
         ratio = g_m / g_b  # [d_model]
         for lin in readers:
-            lin.weight.copy_(lin.weight * ratio.to(lin.weight.dtype))
+            lin.weight.copy_(lin.weight.double() * ratio.double())
         _set_scale(nm, g_b, sm)
         changed += 1
     _retie(model, base)
@@ -261,6 +261,12 @@ def _undo_vo(w: dict, t: dict, shape: Shape) -> dict:
 
 
 def _lowrank(d: torch.Tensor, rank: int) -> torch.Tensor:
+    """``d``'s best rank-``rank`` approximation (randomised SVD where ``d`` is much larger)."""
+    if rank == 0:
+        return torch.zeros_like(d)
+    if min(d.shape) > 4 * (rank + 8):
+        u, s, v = torch.svd_lowrank(d, q=rank + 8, niter=4)
+        return (u[:, :rank] * s[:rank]) @ v[:, :rank].T
     u, s, vh = torch.linalg.svd(d, full_matrices=False)
     return (u[:, :rank] * s[:rank]) @ vh[:rank]
 

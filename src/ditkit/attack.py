@@ -86,18 +86,21 @@ def shape_of(model: nn.Module) -> Shape:
 # ---------------------------------------------------------------- helpers on nn.Linear
 
 
+# Every transform is computed in float64 and rounded once into the weights' own dtype.
+
+
 @torch.no_grad()
 def _out(lin: nn.Linear, fn) -> None:
     """Apply ``fn`` to the output dimension: rows of the weight, entries of the bias."""
-    lin.weight.copy_(fn(lin.weight))
+    lin.weight.copy_(fn(lin.weight.double()))
     if lin.bias is not None:
-        lin.bias.copy_(fn(lin.bias[:, None])[:, 0])
+        lin.bias.copy_(fn(lin.bias.double()[:, None])[:, 0])
 
 
 @torch.no_grad()
 def _in(lin: nn.Linear, fn) -> None:
     """Apply ``fn`` to the input dimension (columns of the weight)."""
-    lin.weight.copy_(fn(lin.weight.T).T)
+    lin.weight.copy_(fn(lin.weight.double().T).T)
 
 
 def _heads(n: int, head_dim: int, order: torch.Tensor) -> torch.Tensor:
@@ -178,8 +181,8 @@ def mix_vo(shape: Shape, gen: torch.Generator) -> None:
         ]
         m_v = torch.block_diag(*mats)  # [n_kv * hd, n_kv * hd]
         m_o = torch.block_diag(*[torch.linalg.inv(m) for m in mats for _ in range(group)])
-        _out(attn.v_proj, lambda w, m=m_v: m.to(w.dtype) @ w)
-        _in(attn.o_proj, lambda w, m=m_o: m.T.to(w.dtype) @ w)
+        _out(attn.v_proj, lambda w, m=m_v: m @ w)
+        _in(attn.o_proj, lambda w, m=m_o: m.T @ w)
 
 
 def _norm_scale(norm: nn.Module, shape: Shape) -> torch.Tensor:
@@ -256,8 +259,8 @@ def rotate(model: nn.Module, shape: Shape, q: torch.Tensor) -> None:
     """Rotate the residual stream by the orthogonal ``q`` ``[d_model, d_model]``: ``h -> h q``.
     Exact only when every RMSNorm on the residual path has unit weight (`fold_norms`)."""
     emb = model.get_input_embeddings()
-    q = q.to(emb.weight.dtype)
-    emb.weight.copy_(emb.weight @ q)
+    q = q.double()
+    emb.weight.copy_(emb.weight.double() @ q)
     for layer in shape.layers:
         attn, mlp = layer.self_attn, layer.mlp
         for lin in (attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj):
