@@ -555,3 +555,41 @@ def test_a_reference_dit_adapter_loads_and_describes(tiny_model_dir, tmp_path, c
     assert cli.main(["diff", "convert", str(path), str(out), "--to", "peft"]) == 0
     again = load_diff(out)
     assert torch.allclose(again.delta_weight(Q0).float(), a_or @ b_ri / 16, atol=1e-2)
+
+
+def test_a_format_of_your_own_is_one_module_and_a_register_call(model, tmp_path):
+    """A toy format (numpy .npz of A and B per module), defined here, outside ditkit."""
+    import numpy as np
+
+    from ditkit.diffs import Format, convert, formats, register_format
+    from ditkit.diffs.core import checked_diff
+
+    def load(path):
+        z = np.load(path)
+        names = sorted({k.rsplit("/", 1)[0] for k in z.files})
+        pairs = {n: (torch.from_numpy(z[f"{n}/A"]), torch.from_numpy(z[f"{n}/B"])) for n in names}
+        return [checked_diff(path, pairs, {}, 1.0, {"label": "npz"})]
+
+    fmt = Format("npz", "an .npz file", lambda p: p.suffix == ".npz", load)
+    diff = random_diff(model, 2, seed=1)
+    arrays = {
+        f"{n}/{s}": t.numpy() for n, (a, b) in diff.lowrank.items() for s, t in (("A", a), ("B", b))
+    }
+    np.savez(tmp_path / "d.npz", **arrays)
+    with pytest.raises(DiffFormatError, match="unknown diff format"):
+        load_diff(tmp_path / "d.npz")
+    register_format(fmt)
+    try:
+        assert detect_format(tmp_path / "d.npz") == "npz"
+        assert load_diff(tmp_path / "d.npz").meta["label"] == "npz"
+        convert(tmp_path / "d.npz", tmp_path / "d.safetensors")
+        assert torch.allclose(
+            load_diff(tmp_path / "d.safetensors").delta_weight(Q0), diff.delta_weight(Q0)
+        )
+        with pytest.raises(ValueError, match="already known"):
+            register_format(fmt)
+    finally:
+        from ditkit.diffs import registry
+
+        registry._REGISTERED.remove(fmt)
+    assert fmt not in formats()

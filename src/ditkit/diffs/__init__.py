@@ -2,11 +2,13 @@
 
 Conventions (see ``lora.py``): ``A [r, out]``, ``B [in, r]``, the diff adds ``(alpha / r) x B A`` to a
 projection's output; a dense diff ``D [out, in]`` adds ``x D^T``. One module per format, each
-exposing a ``Format`` {detect, load, save} that ``registry.FORMATS`` lists in detection order:
+exposing a ``Format`` {detect, load, save} that ``registry.FORMATS`` lists in detection order
+(a format of your own: ``register_format``):
 
 - ``ditkit_file``: ditkit's own ``.safetensors`` file (read and written);
 - ``peft``: PEFT LoRA adapter folders (read and written);
-- ``reference_pt``: the reference code's ``.pt`` lists (read only, ``weights_only``);
+- ``reference_pt``: the reference code's ``.pt`` diff lists and DIT adapters (read only,
+  ``weights_only``);
 - ``checkpoint``: a full fine-tuned checkpoint minus its base, dense or SVD-truncated (read by
   ``convert`` only).
 
@@ -22,7 +24,15 @@ from .ditkit_file import FORMAT_TAG, FORMAT_VERSION, save_diff
 from .operations import convert, info
 from .peft import save_peft
 from .reference_pt import load_reference_pt
-from .registry import FORMATS, detect_format, find_format, load_diff, load_diffs
+from .registry import (
+    FORMATS,
+    detect_format,
+    find_format,
+    formats,
+    load_diff,
+    load_diffs,
+    register_format,
+)
 
 __all__ = [
     "FORMATS",
@@ -34,6 +44,7 @@ __all__ = [
     "detect_format",
     "diff_from_finetune",
     "find_format",
+    "formats",
     "info",
     "install_diffs",
     "load_diff",
@@ -41,6 +52,7 @@ __all__ = [
     "load_reference_pt",
     "model_layout",
     "read_header",
+    "register_format",
     "save_diff",
     "save_peft",
     "svd_truncate",

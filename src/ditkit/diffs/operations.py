@@ -83,8 +83,8 @@ def convert(
 
 def _writer(to: str) -> Format:
     """The registered format named ``to``, if ditkit can write it."""
-    writable = registry.one_of([f.name for f in registry.FORMATS if f.save is not None])
-    fmt = next((f for f in registry.FORMATS if f.name == to), None)
+    writable = registry.one_of([f.name for f in registry.formats() if f.save is not None])
+    fmt = next((f for f in registry.formats() if f.name == to), None)
     if fmt is None:
         raise DitkitError(f"--to {to}: unknown diff format; pass {writable}")
     if fmt.save is None:

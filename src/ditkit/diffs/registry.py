@@ -1,8 +1,9 @@
 """The weight-diff formats ditkit knows, in detection order, and loading by detection.
 
-Adding a format: write ``diffs/<name>.py`` exposing ``FORMAT = Format(...)`` (see ``core.Format``)
-and add it to ``FORMATS``. Order matters only where two formats claim one path: a folder holding
-both ``adapter_config.json`` and ``config.json`` is a PEFT adapter.
+Adding a format: write a module exposing ``FORMAT = Format(...)`` (see ``core.Format``) and call
+``register_format(FORMAT)`` from it (your own code, outside ditkit), or list a built-in one in
+``FORMATS``. Order matters only where two formats claim one path: registered formats are tried
+first, and a folder holding both ``adapter_config.json`` and ``config.json`` is a PEFT adapter.
 """
 
 from __future__ import annotations
@@ -21,6 +22,22 @@ FORMATS: tuple[Format, ...] = (
 )
 
 
+_REGISTERED: list[Format] = []
+
+
+def register_format(fmt: Format) -> Format:
+    """Make ``fmt`` known to every loader and to ``convert``; tried before the built-in ones."""
+    if any(f.name == fmt.name for f in formats()):
+        raise ValueError(f"a diff format named {fmt.name!r} is already known")
+    _REGISTERED.insert(0, fmt)
+    return fmt
+
+
+def formats() -> tuple[Format, ...]:
+    """Every known format in detection order: registered ones, then the built-in ``FORMATS``."""
+    return (*_REGISTERED, *FORMATS)
+
+
 def one_of(words: list[str]) -> str:
     """``a, b, c or d``: choices in a message."""
     return f"{', '.join(words[:-1])} or {words[-1]}" if len(words) > 1 else words[0]
@@ -29,14 +46,14 @@ def one_of(words: list[str]) -> str:
 def find_format(path: str | Path) -> Format:
     """The registered format of the existing file or folder ``path``."""
     path = Path(path)
-    kinds = one_of([f.describes for f in FORMATS])
+    kinds = one_of([f.describes for f in formats()])
     if not path.exists():
         raise DiffFormatError(f"{path} does not exist; check the path ({kinds})")
-    for fmt in FORMATS:
+    for fmt in formats():
         if fmt.detect(path):
             return fmt
     if path.is_dir():
-        markers = [f.folder_marker for f in FORMATS if f.folder_marker]
+        markers = [f.folder_marker for f in formats() if f.folder_marker]
         raise DiffFormatError(f"{path} is a folder with neither {' nor '.join(markers)}")
     raise DiffFormatError(f"{path}: unknown diff format (expected {kinds})")
 
