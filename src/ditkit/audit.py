@@ -203,7 +203,11 @@ def _error_row(item: Item, e: BaseException) -> dict:
     if not isinstance(e, DitkitError):  # not one of ours: keep where it came from
         log.debug("%s failed:\n%s", item.key, traceback.format_exc())
         message = f"{type(e).__name__}: {message}"
-    return {**_row(item, None, "?"), "status": "error", "error": message, "flags": ["error"]}
+    try:
+        fmt = find_format(item.path).name
+    except DitkitError:
+        fmt = "?"
+    return {**_row(item, None, fmt), "status": "error", "error": message, "flags": ["error"]}
 
 
 def population_flags(rows: list[dict]) -> None:
