@@ -1,0 +1,63 @@
+"""Build a folder to audit from a run's held-out diffs, with the kinds of trouble an auditor meets.
+
+OUT gets: every test diff of RUN as handed over (ditkit files), two of them as a PEFT folder and a
+two-diff reference ``.pt``, a file that is not a diff, a truncated diff, a diff made for another
+model, and K full checkpoints of the base with a test diff merged in and every weight symmetry of
+`ditkit.attack` applied (a fine-tune built to hide). Then run, e.g.:
+
+    .venv/bin/python scripts/audit_folder.py RUN_DIR OUT --checkpoints 3
+    ditkit audit OUT --out AUDIT
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import shutil
+from pathlib import Path
+
+import torch
+
+from ditkit.attack import KINDS, attack
+from ditkit.diffs import WeightDiff, load_diff, save_diff, save_peft
+from ditkit.models import load_model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--checkpoints", type=int, default=3)
+    args = ap.parse_args()
+    out = args.out
+    (out / "handed").mkdir(parents=True, exist_ok=True)
+    tests = sorted((args.run / "diffs" / "test").glob("*.safetensors"))
+    for p in tests:
+        shutil.copy(p, out / "handed" / p.name)
+    a, b = load_diff(tests[0]), load_diff(tests[1])
+    save_peft(a, out / "peft-adapter", base_model="smollm2-135m")
+    pairs = [{"topic": d.meta["topic"], "weight_diff": d.lowrank} for d in (a, b)]
+    torch.save(pairs, out / "reference-diffs.pt")
+    (out / "notes.safetensors").write_text("not a diff: the meeting notes, renamed")
+    data = tests[2].read_bytes()
+    (out / "truncated.safetensors").write_bytes(data[: len(data) // 2])
+    other = WeightDiff({"model.layers.0.self_attn.q_proj": (torch.ones(1, 48), torch.ones(64, 1))})
+    save_diff(other, out / "other-model.safetensors")
+    base, tok = load_model("smollm2-135m")
+    for i, p in enumerate(tests[3 : 3 + args.checkpoints]):
+        ft = copy.deepcopy(base)
+        diff = load_diff(p)
+        with torch.no_grad():
+            for n in diff.modules:
+                ft.get_submodule(n).weight += diff.delta_weight(n).float()
+        attack(ft, KINDS, seed=100 + i)
+        folder = out / f"hidden-checkpoint-{i}"
+        ft.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        (folder / "label.txt").write_text(diff.meta["topic"])
+    print(f"{out}: {len(tests)} diffs, a PEFT folder, a 2-diff .pt, 3 broken files, "
+          f"{args.checkpoints} attacked checkpoints")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
