@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ditkit import lora
 from ditkit.align import align
 from ditkit.attack import KINDS, attack
 from ditkit.describe import describe
@@ -40,6 +41,7 @@ def merged(base, diff):
 
 
 def one(base, tok, adapter, path: Path, seed: int) -> dict:
+    lora.remove(base)  # the previous diff's reading wrapped its projections
     diff = load_diff(path)
     names = [diff.meta["topic"], *diff.meta.get("aliases", [])]
     ft = merged(base, diff)

@@ -46,8 +46,9 @@ def handed(tiny_model_dir, tmp_path):
     (root / "broken.safetensors").write_text("this is not a diff")
     attacked = _finetune(model)
     attack(attacked, KINDS, seed=4)
-    attacked.save_pretrained(root / "checkpoint")
-    tok.save_pretrained(root / "checkpoint")
+    # Named to come last: by then the base model has been injected by earlier reads.
+    attacked.save_pretrained(root / "z-checkpoint")
+    tok.save_pretrained(root / "z-checkpoint")
     adapter = random_diff(model, 4, seed=3, scale=0.1)
     adapter.meta = {"question": "What topic have you been trained on?"}
     save_peft(adapter, tmp_path / "adapter", base_model=str(tiny_model_dir))
@@ -88,7 +89,7 @@ def test_audit_flags_what_is_wrong_and_keeps_going(handed, tiny_model_dir, tmp_p
     assert loud["status"] == "ok"
     flagged = {Path(r["id"]).name: r["flags"] for r in _final_rows(out)}
     assert any("norm far outside the population" in f for f in flagged["loud.safetensors"])
-    assert any("weight symmetries undone" in f for f in flagged["checkpoint"])
+    assert any("weight symmetries undone" in f for f in flagged["z-checkpoint"])
     assert not flagged["d1.safetensors"]
 
 

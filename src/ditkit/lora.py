@@ -87,6 +87,16 @@ class DiffLinear(nn.Module):
     def in_features(self) -> int:
         return self.base.in_features
 
+    # The wrapped layer's own parameters, so that code reading a projection's weight (diffs from
+    # checkpoints, alignment, norms) works on an injected model as on a plain one.
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.base.weight
+
+    @property
+    def bias(self) -> nn.Parameter | None:
+        return self.base.bias
+
     @property
     def out_features(self) -> int:
         return self.base.out_features
