@@ -178,8 +178,8 @@ class Auditor:
         try:
             lens = self._lens.read(diff, top_k=5)
             out["weight_lens"] = " ".join(lens["tokens"])
-        except DitkitError as e:  # e.g. no module the lens reads: the row says so
-            out["weight_lens"] = f"(no reading: {e})"
+        except DitkitError as e:  # e.g. a dense diff, or no module the lens reads
+            out["weight_lens"] = f"(no reading: {str(e).split('(')[0].strip()})"
         if out["label"]:
             out["dit_names_label"] = bool(alias_match(out["dit"], [str(out["label"])]))
         return out
@@ -282,7 +282,13 @@ def _cell(value) -> str:
     return html.escape("" if value is None else str(value))
 
 
+# Relative column widths of the HTML table: the free text gets the room.
+_WIDTHS = {"id": 12, "flags": 14, "dit": 12, "diffed_model": 14, "weight_lens": 10, "error": 14}
+
+
 def _html(rows: list[dict]) -> str:
+    total = sum(_WIDTHS.get(c, 4) for c in COLUMNS)
+    cols = "".join(f'<col style="width:{100 * _WIDTHS.get(c, 4) / total:.1f}%">' for c in COLUMNS)
     head = "".join(f"<th>{c}</th>" for c in COLUMNS)
     body = "".join(
         f'<tr class="{"flag" if r.get("flags") else "ok"}">'
@@ -298,5 +304,5 @@ vertical-align:top}}tr.flag td{{background:#fff3f0}}th{{background:#eee}}</style
 <h1>ditkit audit</h1><p>{len(rows)} diff(s), {n_flag} flagged (flagged first). <b>dit</b>: what the
 DIT adapter says the diff was trained on; <b>diffed_model</b>: the diffed model's own answer to the
 same question; <b>weight_lens</b>: the tokens the diff's residual writes promote most.</p>
-<table><tr>{head}</tr>{body}</table></body></html>
+<table><colgroup>{cols}</colgroup><tr>{head}</tr>{body}</table></body></html>
 """
