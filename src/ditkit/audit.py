@@ -25,8 +25,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .describe import ask, describe
+from .align import align as align_to_base
+from .describe import adapter_question, ask, describe
 from .diffs import checkpoint, find_format, load_diff, load_diffs
+from .diffs.checkpoint import diff_from_finetune
 from .diffs.core import WeightDiff
 from .errors import DitkitError
 from .evaluate.metrics import alias_match
@@ -98,7 +100,7 @@ class Auditor:
         else:
             self.base = base or DEFAULT_MODEL
             self.adapter, _, self.adapter_source = load_shipped(self.base)
-        self.question = question or self.adapter.meta.get("question")
+        self.question = question or adapter_question(self.adapter)
         self.align, self.max_new_tokens = align, max_new_tokens
         self.trust_remote_code = trust_remote_code
         self._model = self._lens = None
@@ -131,22 +133,24 @@ class Auditor:
 
     def _from_checkpoint(self, item: Item, notes: list[str]) -> WeightDiff:
         model, _ = self.model_and_tok
-        diff, _ = checkpoint.subtract(item.path, model)
+        ft, _ = load_model(str(item.path), trust_remote_code=self.trust_remote_code)
+        diff, _ = diff_from_finetune(model, ft)
         change = _relative_change(diff, model)
         if change <= SMALL_CHANGE:
             return diff
         if not self.align:
             notes.append(f"not a small change of the base ({change:.2f}): try --align")
             return diff
-        aligned, report = checkpoint.subtract(item.path, model, align=True)
+        a = align_to_base(ft, model)
+        aligned, _ = diff_from_finetune(model, ft)
         after = _relative_change(aligned, model)
-        a = report["alignment"]
         notes.append(
             f"weight symmetries undone (change {change:.2f} -> {after:.2f}; rotated "
             f"{a['rotated']}, {a['permuted_heads']} heads and {a['permuted_units']} units moved)"
         )
         if after > SMALL_CHANGE:
             notes.append(f"not a small change of the base even aligned ({after:.2f})")
+        aligned.meta["aligned"] = True
         return aligned
 
     def _read(self, diff: WeightDiff, item: Item) -> dict:

@@ -119,12 +119,11 @@ def describe(
     The prompt format is the adapter's own (its ``system_prompt``; adapters from before it was
     recorded were trained with the chat template's default).
     """
-    question = question or adapter.meta.get("question") or _task_question(adapter)
     return ask(
         model,
         tok,
         list(diffs),
-        [question] * len(diffs),
+        [question or adapter_question(adapter)] * len(diffs),
         adapter=adapter,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
@@ -133,9 +132,11 @@ def describe(
     )
 
 
-def _task_question(adapter: WeightDiff) -> str:
-    """The DIT question of the adapter's task, for adapters that did not record their question
-    (the earliest ones were all hidden-topic adapters)."""
+def adapter_question(adapter: WeightDiff) -> str:
+    """The question ``adapter`` was trained to answer: the one it recorded, else its task's DIT
+    question (the earliest adapters recorded neither and were all hidden-topic adapters)."""
+    if adapter.meta.get("question"):
+        return adapter.meta["question"]
     from .tasks.base import DEFAULT_TASK, get_task  # the task registry: only old adapters
 
     return get_task(adapter.meta.get("task") or DEFAULT_TASK).dit_question

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DitkitError
-from . import checkpoint, registry
+from . import checkpoint
 from .core import Format
-from .registry import detect_format, find_format, load_diffs
+from .registry import detect_format, find_format, formats, load_diffs, one_of
 
 
 def info(path: str | Path) -> dict:
@@ -83,8 +83,8 @@ def convert(
 
 def _writer(to: str) -> Format:
     """The registered format named ``to``, if ditkit can write it."""
-    writable = registry.one_of([f.name for f in registry.formats() if f.save is not None])
-    fmt = next((f for f in registry.formats() if f.name == to), None)
+    writable = one_of([f.name for f in formats() if f.save is not None])
+    fmt = next((f for f in formats() if f.name == to), None)
     if fmt is None:
         raise DitkitError(f"--to {to}: unknown diff format; pass {writable}")
     if fmt.save is None:
