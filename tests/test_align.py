@@ -136,3 +136,75 @@ def test_convert_aligns_an_attacked_checkpoint_on_the_command_line(
     assert "not a full checkpoint" in capsys.readouterr().err
     assert cli.main(["describe", "--diff", str(tmp_path / "plain.safetensors"), "--align"]) == 2
     assert "is a diff already" in capsys.readouterr().err
+
+
+def _change_norms(model, seed: int = 3):
+    """Every residual-path norm of ``model`` times a random factor in [0.8, 1.2], in place (a
+    fine-tune that trained its norms as well)."""
+    from ditkit.attack import norm_readers, shape_of
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for norm, _ in norm_readers(model, shape_of(model)):
+            norm.weight.mul_(0.8 + 0.4 * torch.rand(norm.weight.shape, generator=gen).double())
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
+@pytest.mark.parametrize("kinds", [(), ("fold_norms",), KINDS])
+def test_a_finetune_that_changed_its_norms_comes_back_norms_and_all(family, kinds):
+    base = _tiny(family).double()
+    ft = _finetune(base)
+    _change_norms(ft)
+    attacked = copy.deepcopy(ft)
+    if kinds:
+        attack(attacked, kinds, seed=4)
+    report = align(attacked, base, rank=1)
+    assert max(_errors(base, ft, attacked).values()) < 1e-5, report["iterations"]
+    from ditkit.attack import norm_readers, shape_of
+
+    for (got, _), (want, _) in zip(
+        norm_readers(attacked, shape_of(attacked)), norm_readers(ft, shape_of(ft))
+    ):
+        assert torch.allclose(got.weight, want.weight, atol=1e-6)
+    assert 0.1 < report["norm_change"] < 0.25
+    assert torch.allclose(_logits(attacked), _logits(ft), atol=1e-9)
+    _, found = diff_from_finetune(base, attacked)
+    assert any("norm" in name for name in found["outside"])  # the change is named, not hidden
+
+
+def test_a_finetune_of_some_embedding_rows_does_not_tilt_the_rotation():
+    base = _tiny("llama").double()
+    ft = _finetune(base)
+    with torch.no_grad():  # 6 of 64 token rows trained (the head is tied to them)
+        ft.get_input_embeddings().weight[10:16] += 0.5 * torch.randn(6, 32, dtype=torch.float64)
+    attacked = copy.deepcopy(ft)
+    attack(attacked, KINDS, seed=6)
+    report = align(attacked, base, rank=1)
+    assert report["rotated"]
+    assert max(_errors(base, ft, attacked).values()) < 1e-5
+    emb = attacked.get_input_embeddings().weight
+    assert torch.allclose(emb, ft.get_input_embeddings().weight, atol=1e-8)
+    assert torch.allclose(_logits(attacked), _logits(ft), atol=1e-9)
+    _, found = diff_from_finetune(base, attacked)
+    assert "model.embed_tokens.weight" in found["outside"]
+    _, plain = diff_from_finetune(base, _finetune(base))
+    assert plain["outside"] == {}
+
+
+def test_the_low_rank_step_matches_an_exact_svd_cold_and_warm():
+    from ditkit.align import _lowrank
+
+    gen = torch.Generator().manual_seed(0)
+    d = torch.randn(300, 2, generator=gen, dtype=torch.float64) @ torch.randn(
+        2, 200, generator=gen, dtype=torch.float64
+    )
+    d += 1e-3 * torch.randn(300, 200, generator=gen, dtype=torch.float64)
+    u, s, vh = torch.linalg.svd(d, full_matrices=False)
+    exact = (u[:, :2] * s[:2]) @ vh[:2]
+    cold, basis = _lowrank(d, 2)
+    assert basis is not None and basis.shape == (200, 10)  # the subspace path, not the exact one
+    assert (cold - exact).norm() / exact.norm() < 1e-8
+    moved = d + 1e-4 * torch.randn(300, 200, generator=gen, dtype=torch.float64)
+    warm, _ = _lowrank(moved, 2, basis)
+    u, s, vh = torch.linalg.svd(moved, full_matrices=False)
+    assert (warm - (u[:, :2] * s[:2]) @ vh[:2]).norm() / exact.norm() < 1e-6

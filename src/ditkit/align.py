@@ -5,9 +5,11 @@ A checkpoint transformed by `ditkit.attack` computes what the fine-tune computed
 applies its inverse, in place, so that the diff is the fine-tune's again:
 
 - residual rotation: orthogonal Procrustes between the two input embeddings (a fine-tune of the
-  projections leaves them equal, so the rotation comes back exactly);
+  projections leaves them equal, so the rotation comes back exactly; rows a fine-tune of the
+  embedding changed are dropped from the fit by their residual);
 - folded norms: each RMSNorm set back to the base's weight, its readers' columns divided by the
-  ratio (exact when the fine-tune left the norms alone);
+  ratio; where the fine-tune changed a norm too, that change is fitted back out of the readers
+  (one least-squares factor per input column, shared by every reader of the norm);
 - head and MLP-unit permutations: an assignment on the cosine similarity of key heads, then
   query heads within each group, and of gate rows (scales do not change a cosine);
 - query/key scales, value/output mixing and MLP-unit scales: least squares against the base
@@ -31,13 +33,25 @@ from scipy.linalg import solve_sylvester
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from .attack import Shape, _norm_scale, _set_scale, norm_readers, rotate, shape_of
+from .attack import (
+    Shape,
+    _norm_scale,
+    _set_scale,
+    layer_norm_readers,
+    norm_readers,
+    rotate,
+    shape_of,
+    untie,
+)
 from .errors import DiffMismatchError
 
 log = logging.getLogger(__name__)
 
-# The continuous fits' modules, per layer: (attribute path, weight).
-_CONTINUOUS = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
+# The fitted modules of a layer (the gate is only permuted, and read for the MLP norm's factor).
+_FITTED = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# The readers of a layer's two norms, in the order of `attack.layer_norm_readers`.
+_READERS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+ROTATION_TRIM = 3.0  # embedding rows with a residual above this many medians leave the fit
 AUTO_RANK_CUT = 0.1  # "auto": singular values above this fraction of the largest
 MAX_AUTO_RANK = 32
 
@@ -58,11 +72,16 @@ def align(
     sm, sb = shape_of(model), shape_of(base)
     _check_same(model, base, sm, sb)
     report: dict = {"rotated": _undo_rotation(model, base, sm)}
-    report["unfolded"] = _undo_folding(model, base, sm, sb)
+    folded = _undo_folding(model, base, sm, sb)
+    report["unfolded"] = len(folded)
     layers = []
     for lm, lb in zip(sm.layers, sb.layers):
-        layers.append(_align_layer(lm, lb, sm, sb, rank, iters, tol))
+        layers.append(_align_layer(lm, lb, sm, sb, rank, iters, tol, folded))
+    final = _refit_final_norm(model, base, sm) if id(model.model.norm) in folded else 0.0
+    _retie(model, base)
     report["layers"] = layers
+    # The largest change of a norm's scale that was fitted back (0: the norms were the base's).
+    report["norm_change"] = max([final, *(r["norm_change"] for r in layers)])
     report["permuted_heads"] = sum(r["heads_moved"] for r in layers)
     report["permuted_units"] = sum(r["units_moved"] for r in layers)
     report["iterations"] = max(r["iterations"] for r in layers)
@@ -88,30 +107,64 @@ def _f64(t: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _undo_rotation(model: nn.Module, base: nn.Module, shape: Shape) -> bool:
-    e_m = _f64(model.get_input_embeddings().weight)  # [vocab, d_model]
-    e_b = _f64(base.get_input_embeddings().weight)
-    u, _, vh = torch.linalg.svd(e_b.T @ e_m)
-    q = u @ vh  # e_m ~= e_b @ q
+    q = _procrustes(
+        _f64(base.get_input_embeddings().weight), _f64(model.get_input_embeddings().weight)
+    )
     if torch.linalg.matrix_norm(q - torch.eye(len(q), dtype=q.dtype)) < 1e-3:
         return False
     rotate(model, shape, q.T)
     return True
 
 
+def _procrustes(e_b: torch.Tensor, e_m: torch.Tensor, rounds: int = 5) -> torch.Tensor:
+    """The orthogonal ``q`` ``[d_model, d_model]`` with ``e_m ~= e_b q`` (``[vocab, d_model]``
+    each), fitted on the rows the fine-tune left alone: rows it changed are dropped, round by
+    round, by their residual (least squares over every row would let them tilt ``q``)."""
+    keep = torch.ones(len(e_b), dtype=torch.bool)
+    floor = 1e-9 * float(e_b.norm(dim=1).mean())
+    for _ in range(rounds):
+        u, _, vh = torch.linalg.svd(e_b[keep].T @ e_m[keep])
+        q = u @ vh
+        residual = (e_m - e_b @ q).norm(dim=1)  # [vocab]
+        new = residual <= ROTATION_TRIM * residual.median() + floor
+        if torch.equal(new, keep) or int(new.sum()) < e_b.shape[1]:
+            break
+        keep = new
+    return q
+
+
 @torch.no_grad()
-def _undo_folding(model: nn.Module, base: nn.Module, sm: Shape, sb: Shape) -> int:
-    changed = 0
+def _undo_folding(model: nn.Module, base: nn.Module, sm: Shape, sb: Shape) -> set[int]:
+    """Set every norm back to the base's weight, its readers' columns times the ratio; returns
+    the ids of the norms that moved (their own change, if any, is fitted later)."""
+    changed = set()
     for (nm, readers), (nb, _) in zip(norm_readers(model, sm), norm_readers(base, sb)):
         g_m, g_b = _norm_scale(nm, sm), _norm_scale(nb, sb)
         if torch.allclose(g_m, g_b, rtol=1e-6, atol=1e-9):
             continue
+        if model.get_output_embeddings() in readers:
+            untie(model)  # the head alone reads the final norm; `_retie` ties it back
+            readers = [model.get_output_embeddings()]
         ratio = g_m / g_b  # [d_model]
         for lin in readers:
             lin.weight.copy_(lin.weight.double() * ratio.double())
         _set_scale(nm, g_b, sm)
-        changed += 1
-    _retie(model, base)
+        changed.add(id(nm))
     return changed
+
+
+@torch.no_grad()
+def _refit_final_norm(model: nn.Module, base: nn.Module, shape: Shape) -> float:
+    """Move the final norm's own change back out of the output embedding (folding put it there):
+    one least-squares factor per column of the head against the base's head. Returns the
+    largest change of the norm's scale."""
+    head = model.get_output_embeddings()
+    h_m, h_b = _f64(head.weight), _f64(base.get_output_embeddings().weight)  # [vocab, d_model]
+    r = (h_m * h_b).sum(0) / (h_b * h_b).sum(0).clamp_min(1e-30)  # [d_model]
+    head.weight.copy_(h_m / r)
+    norm = model.model.norm
+    _set_scale(norm, _norm_scale(norm, shape).double() * r, shape)
+    return float((r - 1).abs().max())
 
 
 def _retie(model: nn.Module, base: nn.Module) -> None:
@@ -195,7 +248,7 @@ def _weights(layer: nn.Module) -> dict[str, torch.Tensor]:
     """The continuous fits' weights of a layer in float64, the biases of q, k and v (Qwen2) as
     an extra column: they scale and mix with their rows."""
     out = {}
-    for name in _CONTINUOUS:
+    for name in _FITTED:
         lin = _linear(layer, name)
         w = _f64(lin.weight)
         if lin.bias is not None:
@@ -207,7 +260,9 @@ def _weights(layer: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _linear(layer: nn.Module, name: str) -> nn.Linear:
-    return getattr(layer.mlp if name.endswith(("up_proj", "down_proj")) else layer.self_attn, name)
+    return getattr(
+        layer.mlp if name in ("gate_proj", "up_proj", "down_proj") else layer.self_attn, name
+    )
 
 
 def _undo(w: dict[str, torch.Tensor], t: dict[str, torch.Tensor], shape: Shape, qk: bool) -> dict:
@@ -260,34 +315,50 @@ def _undo_vo(w: dict, t: dict, shape: Shape) -> dict:
     return {"v_proj": v_new.reshape(w["v_proj"].shape), "o_proj": o_new}
 
 
-def _lowrank(d: torch.Tensor, rank: int) -> torch.Tensor:
-    """``d``'s best rank-``rank`` approximation (randomised SVD where ``d`` is much larger)."""
+def _lowrank(
+    d: torch.Tensor, rank: int, basis: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``d``'s best rank-``rank`` approximation, and the basis to pass next time.
+
+    Where ``d`` is much larger than the rank: subspace iteration on ``rank + 8`` columns, four
+    rounds from a seeded random start, one from ``basis`` (the refinement's diff moves little from
+    round to round, so the last basis is nearly right: five times fewer products than a cold start).
+    """
     if rank == 0:
-        return torch.zeros_like(d)
-    if min(d.shape) > 4 * (rank + 8):
-        u, s, v = torch.svd_lowrank(d, q=rank + 8, niter=4)
-        return (u[:, :rank] * s[:rank]) @ v[:, :rank].T
-    u, s, vh = torch.linalg.svd(d, full_matrices=False)
-    return (u[:, :rank] * s[:rank]) @ vh[:rank]
+        return torch.zeros_like(d), None
+    if min(d.shape) <= 4 * (rank + 8):
+        u, s, vh = torch.linalg.svd(d, full_matrices=False)
+        return (u[:, :rank] * s[:rank]) @ vh[:rank], None
+    v = basis
+    if v is None:
+        gen = torch.Generator().manual_seed(0)
+        v = torch.randn(d.shape[1], rank + 8, generator=gen, dtype=d.dtype)  # [in, k]
+    for _ in range(4 if basis is None else 1):
+        q, _ = torch.linalg.qr(d @ v)  # [out, k]
+        v, _ = torch.linalg.qr(d.T @ q)  # [in, k]
+    u, s, vh = torch.linalg.svd(d @ v, full_matrices=False)  # d ~= (d v) v^T
+    return (u[:, :rank] * s[:rank]) @ (vh[:rank] @ v.T), v
 
 
-def _ranks(lm, lb, fitted: dict, b: dict, biased: set, rank) -> dict[str, int]:
+def _ranks(fitted: dict, b: dict, biased: set, rank) -> dict[str, int]:
     """The diff's rank per module: ``rank``, or for "auto" the rank of the gate projection's
     change (permutations alone undo it, so it is exact: a LoRA-style fine-tune has one rank
     everywhere), or where the gate did not change, each module's own estimate."""
     if rank != "auto":
         return dict.fromkeys(b, int(rank))
-    gate = _f64(lm.mlp.gate_proj.weight) - _f64(lb.mlp.gate_proj.weight)
-    if gate.abs().max() > 0:
+    gate = fitted["gate_proj"] - b["gate_proj"]
+    if gate.abs().max() > 1e-9 * b["gate_proj"].abs().max():
         return dict.fromkeys(b, _auto_rank(gate))
     return {n: _auto_rank((fitted[n] - b[n])[:, : -1 if n in biased else None]) for n in b}
 
 
-def _diff_target(d: torch.Tensor, rank: int, biased: bool) -> torch.Tensor:
-    """The diff as its rank allows; a bias column stays the base's (diffs change weights)."""
+def _diff_target(d: torch.Tensor, rank: int, biased: bool, basis=None):
+    """The diff as its rank allows, and `_lowrank`'s basis; a bias column stays the base's
+    (diffs change weights)."""
     if not biased:
-        return _lowrank(d, rank)
-    return torch.cat([_lowrank(d[:, :-1], rank), torch.zeros_like(d[:, -1:])], 1)
+        return _lowrank(d, rank, basis)
+    low, basis = _lowrank(d[:, :-1], rank, basis)
+    return torch.cat([low, torch.zeros_like(d[:, -1:])], 1), basis
 
 
 def _auto_rank(d: torch.Tensor) -> int:
@@ -297,9 +368,29 @@ def _auto_rank(d: torch.Tensor) -> int:
     return min(int((s > AUTO_RANK_CUT * s[0]).sum()), MAX_AUTO_RANK)
 
 
+def _column_factor(f: dict, t: dict, names: tuple[str, ...], biased: set) -> torch.Tensor:
+    """Per input column ``j``, the ``c_j`` that best maps ``f``'s column onto ``t``'s over the
+    readers ``names`` (least squares); bias columns take no part."""
+    num = den = 0.0
+    for n in names:
+        fn = f[n][:, :-1] if n in biased else f[n]
+        tn = t[n][:, :-1] if n in biased else t[n]
+        num, den = num + (fn * tn).sum(0), den + (fn * fn).sum(0)
+    return num / den.clamp_min(1e-30)
+
+
+def _divide_columns(w: dict, factors: list, biased: set) -> dict:
+    """``w`` with each norm's readers' input columns divided by that norm's factor (None: 1)."""
+    out = dict(w)
+    for r, names in zip(factors, _READERS):
+        for n in names if r is not None else ():
+            out[n] = torch.cat([w[n][:, :-1] / r, w[n][:, -1:]], 1) if n in biased else w[n] / r
+    return out
+
+
 @torch.no_grad()
 def _align_layer(
-    lm: nn.Module, lb: nn.Module, sm: Shape, sb: Shape, rank, iters: int, tol: float
+    lm: nn.Module, lb: nn.Module, sm: Shape, sb: Shape, rank, iters: int, tol: float, folded
 ) -> dict:
     heads, units = _permute(lm, lb, sm)
     qk_normed = getattr(lm.self_attn, "q_norm", None) is not None
@@ -309,21 +400,53 @@ def _align_layer(
                 getattr(lm.self_attn, name), _norm_scale(getattr(lb.self_attn, name), sb), sm
             )
     w, b = _weights(lm), _weights(lb)
-    biased = {n for n in _CONTINUOUS if _linear(lm, n).bias is not None}
+    biased = {n for n in _FITTED if _linear(lm, n).bias is not None}
+    norms = [norm for norm, _ in layer_norm_readers(lm)]
+    # A folded norm may carry the fine-tune's own change of it: one factor per column of its
+    # readers, fitted with the rest (None: the norm was the base's, nothing to fit).
+    factors = [
+        torch.ones(w["q_proj"].shape[1] - ("q_proj" in biased), dtype=torch.float64)
+        if id(norm) in folded
+        else None
+        for norm in norms
+    ]
+
+    def refit(t: dict) -> None:
+        for i, names in enumerate(_READERS):
+            if factors[i] is not None:
+                factors[i] = factors[i] / _column_factor(fitted, t, names, biased)
+
     fitted, it = _undo(w, b, sm, not qk_normed), 1
-    ranks: dict[str, int] = {}
-    if rank is not None:
-        ranks = _ranks(lm, lb, fitted, b, biased, rank)
-        moved = float("inf")
-        while it < iters and moved >= tol:
-            # Fit again against the base plus the diff as its rank allows: the part of the diff
-            # that looked like the transform is not low rank, so each round gives it back.
-            t = {n: b[n] + _diff_target(fitted[n] - b[n], ranks[n], n in biased) for n in b}
-            new = _undo(w, t, sm, not qk_normed)
-            moved = max(float((new[n] - fitted[n]).abs().max()) for n in b)
-            fitted, it = new, it + 1
+    if any(f is not None for f in factors):
+        refit(b)
+        fitted = _undo(_divide_columns(w, factors, biased), b, sm, not qk_normed)
+    ranks = {} if rank is None else _ranks(fitted, b, biased, rank)
+    moved, bases = float("inf"), dict.fromkeys(b)
+    while (ranks or any(f is not None for f in factors)) and it < iters and moved >= tol:
+        # Fit again against the base plus the diff as its rank allows: the part of the diff
+        # that looked like the transform is not low rank, so each round gives it back.
+        t = b
+        if ranks:
+            t = {}
+            for n in b:
+                if n == "gate_proj" and factors[1] is None:
+                    t[n] = b[n]  # only permuted: nothing is fitted against it
+                    continue
+                low, bases[n] = _diff_target(fitted[n] - b[n], ranks[n], n in biased, bases[n])
+                t[n] = b[n] + low
+        refit(t)
+        new = _undo(_divide_columns(w, factors, biased), t, sm, not qk_normed)
+        moved = max(float((new[n] - fitted[n]).abs().max()) for n in b)
+        fitted, it = new, it + 1
     _write(lm, fitted)
-    return {"heads_moved": heads, "units_moved": units, "iterations": it, "ranks": ranks}
+    for norm, r in zip(norms, factors):
+        if r is not None:
+            _set_scale(norm, _norm_scale(norm, sm).double() * r, sm)
+    change = max((float((r - 1).abs().max()) for r in factors if r is not None), default=0.0)
+    return {
+        "heads_moved": heads, "units_moved": units, "iterations": it, "ranks": ranks,
+        "norm_change": change,
+    }  # fmt: skip
 
 
 def _write(layer: nn.Module, weights: dict[str, torch.Tensor]) -> None:

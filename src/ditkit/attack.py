@@ -204,18 +204,20 @@ def _fold(norm: nn.Module, readers: list[nn.Linear], shape: Shape) -> None:
     _set_scale(norm, torch.ones_like(g), shape)
 
 
+def layer_norm_readers(layer: nn.Module) -> list[tuple[nn.Module, list[nn.Linear]]]:
+    """A decoder layer's two RMSNorms on the residual path, each with the projections reading it:
+    the attention's (q, k, v) and the MLP's (gate, up)."""
+    attn, mlp = layer.self_attn, layer.mlp
+    pre_mlp = getattr(layer, "pre_feedforward_layernorm", None) or layer.post_attention_layernorm
+    return [
+        (layer.input_layernorm, [attn.q_proj, attn.k_proj, attn.v_proj]),
+        (pre_mlp, [mlp.gate_proj, mlp.up_proj]),
+    ]
+
+
 def norm_readers(model: nn.Module, shape: Shape) -> list[tuple[nn.Module, list[nn.Linear]]]:
     """Each RMSNorm on the residual path with the projections that read its output."""
-    pairs = []
-    for layer in shape.layers:
-        attn, mlp = layer.self_attn, layer.mlp
-        pre_mlp = (
-            getattr(layer, "pre_feedforward_layernorm", None) or layer.post_attention_layernorm
-        )
-        pairs += [
-            (layer.input_layernorm, [attn.q_proj, attn.k_proj, attn.v_proj]),
-            (pre_mlp, [mlp.gate_proj, mlp.up_proj]),
-        ]
+    pairs = [pair for layer in shape.layers for pair in layer_norm_readers(layer)]
     return [*pairs, (model.model.norm, [model.get_output_embeddings()])]
 
 

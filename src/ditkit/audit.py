@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from .align import align as align_to_base
 from .describe import adapter_question, ask, describe
 from .diffs import checkpoint, find_format, load_diff, load_diffs
-from .diffs.checkpoint import diff_from_finetune
+from .diffs.checkpoint import describe_outside, diff_from_finetune
 from .diffs.core import WeightDiff
 from .errors import DitkitError
 from .evaluate.metrics import alias_match
@@ -134,15 +134,16 @@ class Auditor:
     def _from_checkpoint(self, item: Item, notes: list[str]) -> WeightDiff:
         model, _ = self.model_and_tok
         ft, _ = load_model(str(item.path), trust_remote_code=self.trust_remote_code)
-        diff, _ = diff_from_finetune(model, ft)
+        diff, report = diff_from_finetune(model, ft)
         change = _relative_change(diff, model)
-        if change <= SMALL_CHANGE:
-            return diff
-        if not self.align:
-            notes.append(f"not a small change of the base ({change:.2f}): try --align")
+        if change <= SMALL_CHANGE or not self.align:
+            if change > SMALL_CHANGE:
+                notes.append(f"not a small change of the base ({change:.2f}): try --align")
+            if report["outside"]:
+                notes.append(describe_outside(report["outside"]))
             return diff
         a = align_to_base(ft, model)
-        aligned, _ = diff_from_finetune(model, ft)
+        aligned, report = diff_from_finetune(model, ft)
         after = _relative_change(aligned, model)
         notes.append(
             f"weight symmetries undone (change {change:.2f} -> {after:.2f}; rotated "
@@ -150,6 +151,8 @@ class Auditor:
         )
         if after > SMALL_CHANGE:
             notes.append(f"not a small change of the base even aligned ({after:.2f})")
+        if report["outside"]:
+            notes.append(describe_outside(report["outside"]))
         aligned.meta["aligned"] = True
         return aligned
 

@@ -7,6 +7,7 @@ report gives the fraction of Frobenius energy kept). A checkpoint folder is not 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from .. import lora, models
 from ..errors import DiffFormatError, DiffMismatchError
 from .core import Format, WeightDiff
 
+log = logging.getLogger(__name__)
+
 
 def diff_from_finetune(
     base: nn.Module,
@@ -26,7 +29,9 @@ def diff_from_finetune(
 ) -> tuple[WeightDiff, dict]:
     """``W_ft - W_base`` on the target projections: dense, or truncated SVD of rank ``rank``.
 
-    Returns the diff and a report with the fraction of Frobenius energy kept per module and overall.
+    Returns the diff and a report with the fraction of Frobenius energy kept per module and overall,
+    and under ``outside`` every other parameter the fine-tune changed (embeddings, norms, biases:
+    a diff does not hold them, so DIT cannot read them) with its relative change.
     """
     names = lora.find_targets(base, targets)
     ft = dict(finetuned.named_modules())
@@ -43,8 +48,47 @@ def diff_from_finetune(
     meta = {"source_format": "full-finetune", **models.model_identity(base)}
     diff = WeightDiff({}, dense, 1.0, meta)
     if rank is None:
-        return diff, {"energy_kept": 1.0, "per_module": dict.fromkeys(dense, 1.0)}
-    return svd_truncate(diff, rank)
+        report = {"energy_kept": 1.0, "per_module": dict.fromkeys(dense, 1.0)}
+    else:
+        diff, report = svd_truncate(diff, rank)
+    report["outside"] = changed_outside(base, finetuned, names)
+    return diff, report
+
+
+OUTSIDE_TOLERANCE = 1e-4  # relative change below which a parameter counts as the base's
+
+
+@torch.no_grad()
+def changed_outside(base: nn.Module, finetuned: nn.Module, modules: Sequence[str]) -> dict:
+    """``{parameter: |P_ft - P_base| / |P_base|}`` for the parameters outside the weights of
+    ``modules`` that the fine-tune changed by more than `OUTSIDE_TOLERANCE`, largest first."""
+    skip = {f"{m}.weight" for m in modules}
+    out = {}
+    for name, p in finetuned.named_parameters(remove_duplicate=False):
+        if name in skip:
+            continue
+        owner, _, leaf = name.rpartition(".")
+        try:
+            q = getattr(base.get_submodule(owner), leaf)
+        except AttributeError:
+            continue  # a parameter the base lacks: the shape check above speaks for the weights
+        if q is None or q.shape != p.shape:
+            continue
+        q = q.detach().float()
+        change = float((p.detach().float() - q).norm() / q.norm().clamp_min(1e-12))
+        if change > OUTSIDE_TOLERANCE:
+            out[name] = change
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def describe_outside(outside: dict, limit: int = 3) -> str:
+    """One line on what a checkpoint changed outside its diff, for a log or an audit row."""
+    top = ", ".join(f"{n} {v:.1%}" for n, v in list(outside.items())[:limit])
+    more = f" and {len(outside) - limit} more" if len(outside) > limit else ""
+    return (
+        f"changed {len(outside)} parameter(s) a diff does not hold ({top}{more}): DIT reads "
+        "only the projections' change"
+    )
 
 
 def subtract(
@@ -66,6 +110,8 @@ def subtract(
         found = to_base(ft_model, base_model)
         found = {k: v for k, v in found.items() if k != "layers"}
     diff, report = diff_from_finetune(base_model, ft_model, rank)
+    if report["outside"]:
+        log.warning("%s %s", checkpoint, describe_outside(report["outside"]))
     if found is not None:
         report["alignment"] = found
         diff.meta["aligned"] = True
