@@ -151,14 +151,16 @@ def _change_norms(model, seed: int = 3):
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
 @pytest.mark.parametrize("kinds", [(), ("fold_norms",), KINDS])
-def test_a_finetune_that_changed_its_norms_comes_back_norms_and_all(family, kinds):
+@pytest.mark.parametrize("rank", [2, "auto"])
+def test_a_finetune_that_changed_its_norms_comes_back_norms_and_all(family, kinds, rank):
     base = _tiny(family).double()
-    ft = _finetune(base)
+    ft = _finetune(base, rank=2)
     _change_norms(ft)
     attacked = copy.deepcopy(ft)
     if kinds:
         attack(attacked, kinds, seed=4)
-    report = align(attacked, base, rank=1)
+    report = align(attacked, base, rank=rank)
+    assert {r for layer in report["layers"] for r in layer["ranks"].values()} == {2}
     assert max(_errors(base, ft, attacked).values()) < 1e-5, report["iterations"]
     from ditkit.attack import norm_readers, shape_of
 

@@ -18,7 +18,7 @@ from ditkit.attack import KINDS, attack
 from ditkit.diffs import save_diff, save_peft
 from ditkit.files import read_jsonl
 from ditkit.models import load_model, model_identity
-from test_align import _finetune
+from test_align import _change_norms, _finetune
 from test_lora import random_diff
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +49,11 @@ def handed(tiny_model_dir, tmp_path):
     # Named to come last: by then the base model has been injected by earlier reads.
     attacked.save_pretrained(root / "z-checkpoint")
     tok.save_pretrained(root / "z-checkpoint")
+    normed = _finetune(model, seed=8)
+    _change_norms(normed)  # trained its norms too: outside what a diff holds
+    attack(normed, ("permute_mlp", "scale_mlp", "permute_heads", "mix_vo"), seed=5)
+    normed.save_pretrained(root / "z-norms")
+    tok.save_pretrained(root / "z-norms")
     adapter = random_diff(model, 4, seed=3, scale=0.1)
     adapter.meta = {"question": "What topic have you been trained on?"}
     save_peft(adapter, tmp_path / "adapter", base_model=str(tiny_model_dir))
@@ -65,7 +70,7 @@ def test_audit_flags_what_is_wrong_and_keeps_going(handed, tiny_model_dir, tmp_p
     out = tmp_path / "audit"
     assert cli.main(_argv(root, adapter, out, tiny_model_dir)) == 1  # something was flagged
     rows = {Path(r["id"]).name: r for r in read_jsonl(out / "audit.jsonl")}
-    assert len(rows) == 12  # 5 diffs, a PEFT folder, 2 in the .pt, loud, other, broken, checkpoint
+    assert len(rows) == 13  # 5 diffs, PEFT folder, 2 in the .pt, loud, other, broken, 2 checkpoints
     assert rows["ref.pt#1"]["format"] == "reference-pt" and rows["peft"]["rank"] == 2
     assert (
         "not a safetensors file" in rows["broken.safetensors"]["error"]
@@ -79,17 +84,21 @@ def test_audit_flags_what_is_wrong_and_keeps_going(handed, tiny_model_dir, tmp_p
         rows["d0.safetensors"]["label"] == "topic0" and "dit_names_label" in rows["d0.safetensors"]
     )
     table = json.loads((out / "summary.json").read_text())
-    assert table["errors"] == 2 and table["rows"] == 12
+    assert table["errors"] == 2 and table["rows"] == 13
     printed = capsys.readouterr().out
-    assert "12 diff(s) audited" in printed and "broken.safetensors" in printed
+    assert "13 diff(s) audited" in printed and "broken.safetensors" in printed
     csv_rows = (out / "audit.csv").read_text().splitlines()
-    assert csv_rows[0].startswith("id,format,status,flags") and len(csv_rows) == 13
+    assert csv_rows[0].startswith("id,format,status,flags") and len(csv_rows) == 14
     # Population and alignment flags land after the table is built.
     loud = next(r for r in read_jsonl(out / "audit.jsonl") if r["id"].endswith("loud.safetensors"))
     assert loud["status"] == "ok"
     flagged = {Path(r["id"]).name: r["flags"] for r in _final_rows(out)}
     assert any("norm far outside the population" in f for f in flagged["loud.safetensors"])
     assert any("weight symmetries undone" in f for f in flagged["z-checkpoint"])
+    assert not any("a diff does not hold" in f for f in flagged["z-checkpoint"])
+    assert any("weight symmetries undone" in f for f in flagged["z-norms"])
+    outside = [f for f in flagged["z-norms"] if "a diff does not hold" in f]
+    assert outside and "layernorm" in outside[0]  # the trained norms are named, not hidden
     assert not flagged["d1.safetensors"]
 
 
@@ -112,8 +121,8 @@ def test_audit_resumes_after_a_kill(handed, tiny_model_dir, tmp_path):
     assert len({r["item"] for r in first}) == 3  # killed before the 4th item
     assert cli.main(_argv(root, adapter, out, tiny_model_dir)) == 1
     rows = read_jsonl(out / "audit.jsonl")
-    assert rows[: len(first)] == first and len(rows) == 12
-    assert len({r["id"] for r in rows}) == 12  # nothing twice
+    assert rows[: len(first)] == first and len(rows) == 13
+    assert len({r["id"] for r in rows}) == 13  # nothing twice
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed")

@@ -361,6 +361,26 @@ def _diff_target(d: torch.Tensor, rank: int, biased: bool, basis=None):
     return torch.cat([low, torch.zeros_like(d[:, -1:])], 1), basis
 
 
+def _gate_rank(g_m: torch.Tensor, g_b: torch.Tensor, rounds: int = 100) -> tuple[int, torch.Tensor]:
+    """The smallest ``k`` with ``g_m = (g_b + rank-k change) diag(r)``, and ``r`` ``[in]``: for
+    each ``k`` up to the singular-value guess, alternate the column factor and the truncation."""
+    r = (g_m * g_b).sum(0) / (g_b * g_b).sum(0)
+    guess = _auto_rank(g_m / r - g_b)
+    for k in range(1, guess + 1):
+        r_k, basis = torch.ones_like(r), None
+        for _ in range(rounds):
+            f = g_m / r_k
+            low, basis = _lowrank(f - g_b, k, basis)
+            c = (f * (g_b + low)).sum(0) / (f * f).sum(0)
+            r_k = r_k / c
+            if float((c - 1).abs().max()) < 1e-12:
+                break
+        f = g_m / r_k
+        if float((f - g_b - low).norm()) <= 1e-6 * float((f - g_b).norm()):
+            return k, r_k
+    return guess, r
+
+
 def _auto_rank(d: torch.Tensor) -> int:
     s = torch.linalg.svdvals(d)
     if s[0] == 0:
@@ -403,7 +423,8 @@ def _align_layer(
     biased = {n for n in _FITTED if _linear(lm, n).bias is not None}
     norms = [norm for norm, _ in layer_norm_readers(lm)]
     # A folded norm may carry the fine-tune's own change of it: one factor per column of its
-    # readers, fitted with the rest (None: the norm was the base's, nothing to fit).
+    # readers, fitted with the rest (None: the norm was the base's, nothing to fit). A base whose
+    # norms are exactly 1 hides a fold; trained models' norms are not 1.
     factors = [
         torch.ones(w["q_proj"].shape[1] - ("q_proj" in biased), dtype=torch.float64)
         if id(norm) in folded
@@ -420,7 +441,14 @@ def _align_layer(
     if any(f is not None for f in factors):
         refit(b)
         fitted = _undo(_divide_columns(w, factors, biased), b, sm, not qk_normed)
-    ranks = {} if rank is None else _ranks(fitted, b, biased, rank)
+    if rank == "auto" and factors[1] is not None:
+        # The MLP norm's factor scales every gate column, which no low rank holds: fit the
+        # gate's rank and that factor together (the gate is only permuted, so this is exact).
+        k, factors[1] = _gate_rank(w["gate_proj"], b["gate_proj"])
+        fitted = _undo(_divide_columns(w, factors, biased), b, sm, not qk_normed)
+        ranks = dict.fromkeys(b, k)
+    else:
+        ranks = {} if rank is None else _ranks(fitted, b, biased, rank)
     moved, bases = float("inf"), dict.fromkeys(b)
     while (ranks or any(f is not None for f in factors)) and it < iters and moved >= tol:
         # Fit again against the base plus the diff as its rank allows: the part of the diff
