@@ -94,9 +94,22 @@ def test_guesser_reads_the_tokens(model_tok):
 def test_clear_errors(model_tok):
     model, tok = model_tok
     only_early = WeightDiff({"model.layers.0.mlp.down_proj": _pair(torch.ones(32), 64, 0)})
-    with pytest.raises(DataError, match="no low-rank"):
+    with pytest.raises(DataError, match="found no o_proj/down_proj module"):
         WeightLens(model, tok).read(only_early)
     no_norm = tiny_llama(vocab=len(tok))
     del no_norm.model.norm
     with pytest.raises(DitkitError, match="final norm"):
         WeightLens(no_norm, tok)
+
+
+def test_a_dense_diff_reads_as_its_low_rank_twin(model_tok):
+    """A checkpoint minus its base is dense: its singular directions are read like a LoRA's."""
+    model, tok = model_tok
+    lens = WeightLens(model, tok)
+    low = planted(model, tok, "Ġtrained", "Ġsystem")
+    dense = WeightDiff({}, {n: low.delta_weight(n) for n in low.modules})
+    scores_low, used_low = lens.token_scores(low)
+    scores_dense, used_dense = lens.token_scores(dense)
+    assert used_dense == used_low
+    assert torch.allclose(scores_dense, scores_low, atol=1e-4)
+    assert lens.read(dense)["tokens"][0] == "trained"

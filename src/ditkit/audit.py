@@ -185,7 +185,7 @@ class Auditor:
         try:
             lens = self._lens.read(diff, top_k=5)
             out["weight_lens"] = " ".join(lens["tokens"])
-        except DitkitError as e:  # e.g. a dense diff, or no module the lens reads
+        except DitkitError as e:  # e.g. no module the lens reads
             out["weight_lens"] = f"(no reading: {str(e).split('(')[0].strip()})"
         if out["label"]:
             out["dit_names_label"] = bool(alias_match(out["dit"], [str(out["label"])]))

@@ -87,6 +87,10 @@ def _chat_ids(tok: Any, text: str) -> torch.Tensor:
     return tok(text, return_tensors="pt")["input_ids"]
 
 
+DENSE_CUT = 0.1  # a dense change's directions: singular values above this share of the largest
+DENSE_MAX = 16
+
+
 class WeightLens:
     """Reads diffs against one base model; the neutral residual and vocabulary are computed once.
 
@@ -140,25 +144,33 @@ class WeightLens:
         return self._vocab
 
     def directions(self, diff: WeightDiff) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        """(unit directions [n, hidden], weights [n], module names read) of the diff."""
+        """(unit directions [n, hidden], weights [n], module names read) of the diff: the left
+        singular vectors of each residual writer's change, low-rank or dense (a checkpoint
+        minus its base; its directions above `DENSE_CUT` of the largest, at most `DENSE_MAX`)."""
         dirs, weights, used = [], [], []
-        for name, (a_ro, b_ir) in sorted(diff.lowrank.items()):
+        for name in diff.modules:
             m = _LAYER.search(name)
             if name.rsplit(".", 1)[-1] not in self.modules or not m:
                 continue
             if int(m.group(1)) < self.first_layer:
                 continue
-            # s B A = (Q R) A with B = Q R, so the singular values and right vectors are R A's.
-            _, r_rr = torch.linalg.qr(b_ir.float())
-            _, s_r, vt_ro = torch.linalg.svd(
-                diff.scale(name) * r_rr @ a_ro.float(), full_matrices=False
-            )
+            if name in diff.lowrank and name not in diff.dense:
+                a_ro, b_ir = diff.lowrank[name]
+                # s B A = (Q R) A with B = Q R, so the singular values and right vectors are R A's.
+                _, r_rr = torch.linalg.qr(b_ir.float())
+                _, s_r, vt_ro = torch.linalg.svd(
+                    diff.scale(name) * r_rr @ a_ro.float(), full_matrices=False
+                )
+            else:
+                u_or, s_r, _ = torch.linalg.svd(diff.delta_weight(name), full_matrices=False)
+                k = min(int((s_r > DENSE_CUT * s_r[0]).sum()), DENSE_MAX) if s_r[0] > 0 else 0
+                vt_ro, s_r = u_or[:, :k].T, s_r[:k]
             dirs.append(vt_ro)
             weights.append(s_r)
             used.append(name)
         if not used:
             raise DataError(
-                f"the weight lens found no low-rank {'/'.join(self.modules)} module in layers "
+                f"the weight lens found no {'/'.join(self.modules)} module in layers "
                 f">= {self.first_layer} of the diff (it has {diff.modules[:4]}...); it reads "
                 "diffs on the projections that write into the residual stream"
             )
