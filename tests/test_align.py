@@ -42,9 +42,22 @@ def _errors(base, ft, aligned) -> dict[str, float]:
     }
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
+def _atol(family: str) -> float:
+    """Gemma's norms compute in float32 even in a float64 model."""
+    return 1e-6 if family == "gemma3" else 1e-9
+
+
+def _kinds_for(family: str, kinds: tuple[str, ...]) -> tuple[str, ...]:
+    """Gemma normalises what each block writes, so the residual rotation is not a symmetry."""
+    return tuple(k for k in kinds if family != "gemma3" or k != "rotate_residual")
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "gemma3"])
 @pytest.mark.parametrize("kinds", [(k,) for k in KINDS] + [KINDS])
 def test_alignment_recovers_a_known_diff_through_every_transform(family, kinds):
+    kinds = _kinds_for(family, kinds)
+    if not kinds:
+        pytest.skip("rotate_residual is refused on Gemma (tests/test_attack.py)")
     base = _tiny(family).double()
     ft = _finetune(base)
     attacked = copy.deepcopy(ft)
@@ -52,7 +65,7 @@ def test_alignment_recovers_a_known_diff_through_every_transform(family, kinds):
     report = align(attacked, base, rank=1)
     errors = _errors(base, ft, attacked)
     assert max(errors.values()) < 1e-5, (report["iterations"], errors)
-    assert torch.allclose(_logits(attacked), _logits(ft), atol=1e-9)
+    assert torch.allclose(_logits(attacked), _logits(ft), atol=_atol(family))
     if "rotate_residual" in kinds:
         assert report["rotated"]
 
@@ -149,10 +162,11 @@ def _change_norms(model, seed: int = 3):
             norm.weight.mul_(0.8 + 0.4 * torch.rand(norm.weight.shape, generator=gen).double())
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "gemma3"])
 @pytest.mark.parametrize("kinds", [(), ("fold_norms",), KINDS])
 @pytest.mark.parametrize("rank", [2, "auto"])
 def test_a_finetune_that_changed_its_norms_comes_back_norms_and_all(family, kinds, rank):
+    kinds = _kinds_for(family, kinds)
     base = _tiny(family).double()
     ft = _finetune(base, rank=2)
     _change_norms(ft)
@@ -169,7 +183,7 @@ def test_a_finetune_that_changed_its_norms_comes_back_norms_and_all(family, kind
     ):
         assert torch.allclose(got.weight, want.weight, atol=1e-6)
     assert 0.1 < report["norm_change"] < 0.25
-    assert torch.allclose(_logits(attacked), _logits(ft), atol=1e-9)
+    assert torch.allclose(_logits(attacked), _logits(ft), atol=_atol(family))
     _, found = diff_from_finetune(base, attacked)
     assert any("norm" in name for name in found["outside"])  # the change is named, not hidden
 
