@@ -152,13 +152,15 @@ def test_convert_aligns_an_attacked_checkpoint_on_the_command_line(
 
 
 def _change_norms(model, seed: int = 3):
-    """Every residual-path norm of ``model`` times a random factor in [0.8, 1.2], in place (a
-    fine-tune that trained its norms as well)."""
+    """Every residual-path norm of ``model``, and the query/key norms where it has them, times a
+    random factor in [0.8, 1.2], in place (a fine-tune that trained its norms as well)."""
     from ditkit.attack import norm_readers, shape_of
 
     gen = torch.Generator().manual_seed(seed)
+    heads = [n for layer in model.model.layers for n in (layer.self_attn.q_norm, layer.self_attn.k_norm)
+             if n is not None] if hasattr(model.model.layers[0].self_attn, "q_norm") else []  # fmt: skip
     with torch.no_grad():
-        for norm, _ in norm_readers(model, shape_of(model)):
+        for norm in [n for n, _ in norm_readers(model, shape_of(model))] + heads:
             norm.weight.mul_(0.8 + 0.4 * torch.rand(norm.weight.shape, generator=gen).double())
 
 

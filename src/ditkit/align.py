@@ -388,6 +388,22 @@ def _auto_rank(d: torch.Tensor) -> int:
     return min(int((s > AUTO_RANK_CUT * s[0]).sum()), MAX_AUTO_RANK)
 
 
+@torch.no_grad()
+def _undo_qk_norms(am: nn.Module, ab: nn.Module, sm: Shape, sb: Shape) -> None:
+    """Where heads are normalised, `scale_qk` moved its scale into the query and key norms, one
+    factor per RoPE pair (dimensions i and i + head_dim / 2). Attention is unchanged by any such
+    factor, so the query norm takes the one that brings it closest to the base's and the key norm
+    its inverse: the base's norms again, or the fine-tune's own change of them where it made one."""
+    g_q, g_k = _norm_scale(am.q_norm, sm).double(), _norm_scale(am.k_norm, sm).double()
+    g_qb = _norm_scale(ab.q_norm, sb).double()  # [head_dim]
+    half = len(g_q) // 2
+    num, den = g_q * g_qb, g_q * g_q
+    c = (num[:half] + num[half:]) / (den[:half] + den[half:]).clamp_min(1e-30)
+    c = torch.cat([c, c])
+    _set_scale(am.q_norm, g_q * c, sm)
+    _set_scale(am.k_norm, g_k / c, sm)
+
+
 def _column_factor(f: dict, t: dict, names: tuple[str, ...], biased: set) -> torch.Tensor:
     """Per input column ``j``, the ``c_j`` that best maps ``f``'s column onto ``t``'s over the
     readers ``names`` (least squares); bias columns take no part."""
@@ -414,11 +430,8 @@ def _align_layer(
 ) -> dict:
     heads, units = _permute(lm, lb, sm)
     qk_normed = getattr(lm.self_attn, "q_norm", None) is not None
-    if qk_normed:  # the scale moved into the query/key norms: they go back to the base's
-        for name in ("q_norm", "k_norm"):
-            _set_scale(
-                getattr(lm.self_attn, name), _norm_scale(getattr(lb.self_attn, name), sb), sm
-            )
+    if qk_normed:
+        _undo_qk_norms(lm.self_attn, lb.self_attn, sm, sb)
     w, b = _weights(lm), _weights(lb)
     biased = {n for n in _FITTED if _linear(lm, n).bias is not None}
     norms = [norm for norm, _ in layer_norm_readers(lm)]
