@@ -445,14 +445,14 @@ def _align_layer(
         for norm in norms
     ]
 
-    def refit(t: dict) -> None:
+    def refit(f: dict, t: dict) -> None:  # the factors that best map ``f`` onto ``t``
         for i, names in enumerate(_READERS):
             if factors[i] is not None:
-                factors[i] = factors[i] / _column_factor(fitted, t, names, biased)
+                factors[i] = factors[i] / _column_factor(f, t, names, biased)
 
     fitted, it = _undo(w, b, sm, not qk_normed), 1
     if any(f is not None for f in factors):
-        refit(b)
+        refit(fitted, b)
         fitted = _undo(_divide_columns(w, factors, biased), b, sm, not qk_normed)
     if rank == "auto" and factors[1] is not None:
         # The MLP norm's factor scales every gate column, which no low rank holds: fit the
@@ -475,7 +475,7 @@ def _align_layer(
                     continue
                 low, bases[n] = _diff_target(fitted[n] - b[n], ranks[n], n in biased, bases[n])
                 t[n] = b[n] + low
-        refit(t)
+        refit(fitted, t)
         new = _undo(_divide_columns(w, factors, biased), t, sm, not qk_normed)
         moved = max(float((new[n] - fitted[n]).abs().max()) for n in b)
         fitted, it = new, it + 1
