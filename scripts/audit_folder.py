@@ -2,10 +2,11 @@
 
 OUT gets: every test diff of RUN as handed over (ditkit files), two of them as a PEFT folder and a
 two-diff reference ``.pt``, a file that is not a diff, a truncated diff, a diff made for another
-model, and K full checkpoints of the base with a test diff merged in and every weight symmetry of
-`ditkit.attack` applied (a fine-tune built to hide). Then run, e.g.:
+model, K full checkpoints of the base with a test diff merged in and every weight symmetry of
+`ditkit.attack` applied (a fine-tune built to hide), and N more whose fine-tune also trained its
+norms (each residual-path norm times a factor in [0.9, 1.1]: a change no diff holds). Then run, e.g.:
 
-    .venv/bin/python scripts/audit_folder.py RUN_DIR OUT --checkpoints 3
+    .venv/bin/python scripts/audit_folder.py RUN_DIR OUT --checkpoints 3 --trained-norms 1
     ditkit audit OUT --out AUDIT
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ditkit.attack import KINDS, attack
+from ditkit.attack import KINDS, attack, norm_readers, shape_of
 from ditkit.diffs import WeightDiff, load_diff, save_diff, save_peft
 from ditkit.models import load_model
 
@@ -28,6 +29,7 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--checkpoints", type=int, default=3)
+    ap.add_argument("--trained-norms", type=int, default=0)
     args = ap.parse_args()
     out = args.out
     (out / "handed").mkdir(parents=True, exist_ok=True)
@@ -44,19 +46,24 @@ def main() -> None:
     other = WeightDiff({"model.layers.0.self_attn.q_proj": (torch.ones(1, 48), torch.ones(64, 1))})
     save_diff(other, out / "other-model.safetensors")
     base, tok = load_model("smollm2-135m")
-    for i, p in enumerate(tests[3 : 3 + args.checkpoints]):
+    n_ckpt = args.checkpoints + args.trained_norms
+    for i, p in enumerate(tests[3 : 3 + n_ckpt]):
         ft = copy.deepcopy(base)
         diff = load_diff(p)
+        gen = torch.Generator().manual_seed(i)
         with torch.no_grad():
             for n in diff.modules:
                 ft.get_submodule(n).weight += diff.delta_weight(n).float()
+            for norm, _ in norm_readers(ft, shape_of(ft)) if i >= args.checkpoints else ():
+                norm.weight.mul_(0.9 + 0.2 * torch.rand(norm.weight.shape, generator=gen))
         attack(ft, KINDS, seed=100 + i)
-        folder = out / f"hidden-checkpoint-{i}"
+        name = "hidden-checkpoint" if i < args.checkpoints else "hidden-norms-checkpoint"
+        folder = out / f"{name}-{i}"
         ft.save_pretrained(folder)
         tok.save_pretrained(folder)
         (folder / "label.txt").write_text(diff.meta["topic"])
     print(f"{out}: {len(tests)} diffs, a PEFT folder, a 2-diff .pt, 3 broken files, "
-          f"{args.checkpoints} attacked checkpoints")  # fmt: skip
+          f"{args.checkpoints} attacked checkpoints, {args.trained_norms} with trained norms too")  # fmt: skip
 
 
 if __name__ == "__main__":
