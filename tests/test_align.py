@@ -131,8 +131,10 @@ def test_convert_aligns_an_attacked_checkpoint_on_the_command_line(
         ]
         if name == "plain":
             assert min(errors) > 0.5 and report["energy_kept"] < 0.5  # noise, not the fine-tune
+            assert "model.embed_tokens.weight" in report["outside"]  # rotated: reported
         else:
             assert max(errors) < 1e-3 and report["energy_kept"] > 0.999
+            assert report["outside"] == {}  # aligned: nothing left outside the diff
             assert report["alignment"]["rotated"] and report["alignment"]["permuted_units"] > 0
     # --align needs a full checkpoint.
     assert (
