@@ -160,7 +160,7 @@ def _refit_final_norm(model: nn.Module, base: nn.Module, shape: Shape) -> float:
     largest change of the norm's scale."""
     head = model.get_output_embeddings()
     h_m, h_b = _f64(head.weight), _f64(base.get_output_embeddings().weight)  # [vocab, d_model]
-    r = (h_m * h_b).sum(0) / (h_b * h_b).sum(0).clamp_min(1e-30)  # [d_model]
+    r = _column_scale([(h_b, h_m)])  # [d_model]
     head.weight.copy_(h_m / r)
     norm = model.model.norm
     _set_scale(norm, _norm_scale(norm, shape).double() * r, shape)
@@ -349,7 +349,7 @@ def _ranks(fitted: dict, b: dict, biased: set, rank) -> dict[str, int]:
     gate = fitted["gate_proj"] - b["gate_proj"]
     if gate.abs().max() > 1e-9 * b["gate_proj"].abs().max():
         return dict.fromkeys(b, _auto_rank(gate))
-    return {n: _auto_rank((fitted[n] - b[n])[:, : -1 if n in biased else None]) for n in b}
+    return {n: _auto_rank(_no_bias(fitted[n] - b[n], n in biased)) for n in b}
 
 
 def _diff_target(d: torch.Tensor, rank: int, biased: bool, basis=None):
@@ -364,14 +364,14 @@ def _diff_target(d: torch.Tensor, rank: int, biased: bool, basis=None):
 def _gate_rank(g_m: torch.Tensor, g_b: torch.Tensor, rounds: int = 100) -> tuple[int, torch.Tensor]:
     """The smallest ``k`` with ``g_m = (g_b + rank-k change) diag(r)``, and ``r`` ``[in]``: for
     each ``k`` up to the singular-value guess, alternate the column factor and the truncation."""
-    r = (g_m * g_b).sum(0) / (g_b * g_b).sum(0)
+    r = _column_scale([(g_b, g_m)])
     guess = _auto_rank(g_m / r - g_b)
     for k in range(1, guess + 1):
         r_k, basis = torch.ones_like(r), None
         for _ in range(rounds):
             f = g_m / r_k
             low, basis = _lowrank(f - g_b, k, basis)
-            c = (f * (g_b + low)).sum(0) / (f * f).sum(0)
+            c = _column_scale([(f, g_b + low)])
             r_k = r_k / c
             if float((c - 1).abs().max()) < 1e-12:
                 break
@@ -404,15 +404,18 @@ def _undo_qk_norms(am: nn.Module, ab: nn.Module, sm: Shape, sb: Shape) -> None:
     _set_scale(am.k_norm, g_k / c, sm)
 
 
-def _column_factor(f: dict, t: dict, names: tuple[str, ...], biased: set) -> torch.Tensor:
-    """Per input column ``j``, the ``c_j`` that best maps ``f``'s column onto ``t``'s over the
-    readers ``names`` (least squares); bias columns take no part."""
+def _column_scale(pairs) -> torch.Tensor:
+    """Per column ``j``, the ``c_j`` that best maps ``x[:, j]`` onto ``y[:, j]`` over all the
+    ``(x, y)`` pairs together (least squares: ``sum <x_j, y_j> / sum |x_j|^2``)."""
     num = den = 0.0
-    for n in names:
-        fn = f[n][:, :-1] if n in biased else f[n]
-        tn = t[n][:, :-1] if n in biased else t[n]
-        num, den = num + (fn * tn).sum(0), den + (fn * fn).sum(0)
+    for x, y in pairs:
+        num, den = num + (x * y).sum(0), den + (x * x).sum(0)
     return num / den.clamp_min(1e-30)
+
+
+def _no_bias(w: torch.Tensor, biased: bool) -> torch.Tensor:
+    """A fitted weight without its bias column (`_weights` appends one to q, k, v in Qwen2)."""
+    return w[:, :-1] if biased else w
 
 
 def _divide_columns(w: dict, factors: list, biased: set) -> dict:
@@ -445,25 +448,31 @@ def _align_layer(
         for norm in norms
     ]
 
-    def refit(f: dict, t: dict) -> None:  # the factors that best map ``f`` onto ``t``
+    fits_norms = any(f is not None for f in factors)
+
+    def fit(t: dict) -> dict:  # the attacked weights with every fitted transform undone
+        return _undo(_divide_columns(w, factors, biased), t, sm, not qk_normed)
+
+    def refit(f: dict, t: dict) -> None:  # the norms' factors that best map ``f`` onto ``t``
         for i, names in enumerate(_READERS):
             if factors[i] is not None:
-                factors[i] = factors[i] / _column_factor(f, t, names, biased)
+                pairs = [(_no_bias(f[n], n in biased), _no_bias(t[n], n in biased)) for n in names]
+                factors[i] = factors[i] / _column_scale(pairs)
 
-    fitted, it = _undo(w, b, sm, not qk_normed), 1
-    if any(f is not None for f in factors):
+    fitted, it = fit(b), 1
+    if fits_norms:
         refit(fitted, b)
-        fitted = _undo(_divide_columns(w, factors, biased), b, sm, not qk_normed)
+        fitted = fit(b)
     if rank == "auto" and factors[1] is not None:
         # The MLP norm's factor scales every gate column, which no low rank holds: fit the
         # gate's rank and that factor together (the gate is only permuted, so this is exact).
         k, factors[1] = _gate_rank(w["gate_proj"], b["gate_proj"])
-        fitted = _undo(_divide_columns(w, factors, biased), b, sm, not qk_normed)
+        fitted = fit(b)
         ranks = dict.fromkeys(b, k)
     else:
         ranks = {} if rank is None else _ranks(fitted, b, biased, rank)
     moved, bases = float("inf"), dict.fromkeys(b)
-    while (ranks or any(f is not None for f in factors)) and it < iters and moved >= tol:
+    while (ranks or fits_norms) and it < iters and moved >= tol:
         # Fit again against the base plus the diff as its rank allows: the part of the diff
         # that looked like the transform is not low rank, so each round gives it back.
         t = b
@@ -476,7 +485,7 @@ def _align_layer(
                 low, bases[n] = _diff_target(fitted[n] - b[n], ranks[n], n in biased, bases[n])
                 t[n] = b[n] + low
         refit(fitted, t)
-        new = _undo(_divide_columns(w, factors, biased), t, sm, not qk_normed)
+        new = fit(t)
         moved = max(float((new[n] - fitted[n]).abs().max()) for n in b)
         fitted, it = new, it + 1
     _write(lm, fitted)

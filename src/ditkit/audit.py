@@ -136,25 +136,22 @@ class Auditor:
         ft, _ = load_model(str(item.path), trust_remote_code=self.trust_remote_code)
         diff, report = diff_from_finetune(model, ft)
         change = _relative_change(diff, model)
-        if change <= SMALL_CHANGE or not self.align:
-            if change > SMALL_CHANGE:
-                notes.append(f"not a small change of the base ({change:.2f}): try --align")
-            if report["outside"]:
-                notes.append(describe_outside(report["outside"]))
-            return diff
-        a = align_to_base(ft, model)
-        aligned, report = diff_from_finetune(model, ft)
-        after = _relative_change(aligned, model)
-        notes.append(
-            f"weight symmetries undone (change {change:.2f} -> {after:.2f}; rotated "
-            f"{a['rotated']}, {a['permuted_heads']} heads and {a['permuted_units']} units moved)"
-        )
-        if after > SMALL_CHANGE:
-            notes.append(f"not a small change of the base even aligned ({after:.2f})")
+        if change > SMALL_CHANGE and not self.align:
+            notes.append(f"not a small change of the base ({change:.2f}): try --align")
+        elif change > SMALL_CHANGE:
+            a = align_to_base(ft, model)
+            diff, report = diff_from_finetune(model, ft)
+            diff.meta["aligned"] = True
+            after = _relative_change(diff, model)
+            notes.append(
+                f"weight symmetries undone (change {change:.2f} -> {after:.2f}; rotated "
+                f"{a['rotated']}, {a['permuted_heads']} heads and {a['permuted_units']} units moved)"
+            )
+            if after > SMALL_CHANGE:
+                notes.append(f"not a small change of the base even aligned ({after:.2f})")
         if report["outside"]:
             notes.append(describe_outside(report["outside"]))
-        aligned.meta["aligned"] = True
-        return aligned
+        return diff
 
     def _read(self, diff: WeightDiff, item: Item) -> dict:
         model, tok = self.model_and_tok

@@ -12,6 +12,7 @@ from .batching import TEMPLATE_DEFAULT, chat_prompt
 from .diffs import WeightDiff, install_diffs
 from .errors import DataError, DiffMismatchError
 from .generate import generate_chat
+from .tasks.base import DEFAULT_TASK, get_task
 
 
 def set_adapter(model, adapter: WeightDiff | None) -> None:
@@ -137,8 +138,6 @@ def adapter_question(adapter: WeightDiff) -> str:
     question (the earliest adapters recorded neither and were all hidden-topic adapters)."""
     if adapter.meta.get("question"):
         return adapter.meta["question"]
-    from .tasks.base import DEFAULT_TASK, get_task  # the task registry: only old adapters
-
     return get_task(adapter.meta.get("task") or DEFAULT_TASK).dit_question
 
 

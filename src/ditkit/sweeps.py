@@ -40,6 +40,7 @@ import logging
 from pathlib import Path
 
 from .config import RunConfig, apply_override, from_dict
+from .describe import describe
 from .diffs import load_diff
 from .errors import DataError
 from .evaluate.methods import method_info, methods_for
@@ -507,8 +508,6 @@ def _reading(out: Path, cfg: RunConfig, metric: str, train_sample: int) -> dict:
 
 def _train_reading(run: Run, n: int) -> float:
     """DIT's alias match on the first ``n`` training diffs (kept in train_reading.json)."""
-    from .describe import describe  # generation: only the reader study needs it here
-
     path = run.out / "train_reading.json"
     if path.exists():
         return json.loads(path.read_text())["alias_match"]

@@ -32,9 +32,19 @@ from ditkit.models import load_model, model_identity
 
 if TYPE_CHECKING:
     from ditkit.openai_compat import ChatClient
-    from ditkit.tasks.hidden_topic import Topic
 
 log = logging.getLogger(__name__)
+
+
+class Topic(Protocol):
+    """What a text source reads of a topic (`tasks.hidden_topic.Topic` has it; a protocol, so
+    that this layer does not import a task)."""
+
+    topic: str
+    category: str
+
+    @property
+    def names(self) -> tuple[str, ...]: ...
 
 
 class TextSource(Protocol):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DitkitError
-from . import checkpoint
+from .checkpoint import FORMAT as CHECKPOINT
+from .checkpoint import subtract, svd_truncate
 from .core import Format
 from .registry import detect_format, find_format, formats, load_diffs, one_of
 
@@ -52,23 +53,23 @@ def convert(
     """
     # Every argument is checked before a model loads (seconds to minutes for a checkpoint).
     source = find_format(src)
-    if source is checkpoint.FORMAT and not base:
+    if source is CHECKPOINT and not base:
         raise DitkitError(f"{src} is a full checkpoint: pass --base MODEL to subtract")
-    if align and source is not checkpoint.FORMAT:
+    if align and source is not CHECKPOINT:
         raise DitkitError(f"--align: {src} is a {source.name} diff, not a full checkpoint")
     if rank is not None and rank < 1:
         raise DitkitError(f"--rank {rank}: the rank kept by SVD must be >= 1, e.g. --rank 8")
     writer = _writer(to or ("peft" if not str(dst).endswith(".safetensors") else "ditkit"))
     writer.check_target(dst)
     report: dict = {"source_format": source.name}
-    if source is checkpoint.FORMAT:
-        diff, energy = checkpoint.subtract(src, base, rank, align)
+    if source is CHECKPOINT:
+        diff, energy = subtract(src, base, rank, align)
         report.update(energy)
         diffs = [diff]
     else:
         diffs = source.load(Path(src))
         if rank is not None:
-            pairs = [checkpoint.svd_truncate(d, rank) for d in diffs]
+            pairs = [svd_truncate(d, rank) for d in diffs]
             diffs = [p[0] for p in pairs]
             report["energy_kept"] = [p[1]["energy_kept"] for p in pairs]
     out = Path(dst)

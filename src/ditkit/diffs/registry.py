@@ -11,14 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DiffFormatError
-from . import checkpoint, ditkit_file, peft, reference_pt
+from .checkpoint import FORMAT as CHECKPOINT
 from .core import Format, WeightDiff
+from .ditkit_file import FORMAT as DITKIT_FILE
+from .peft import FORMAT as PEFT
+from .reference_pt import FORMAT as REFERENCE_PT
 
 FORMATS: tuple[Format, ...] = (
-    ditkit_file.FORMAT,
-    peft.FORMAT,
-    reference_pt.FORMAT,
-    checkpoint.FORMAT,
+    DITKIT_FILE,
+    PEFT,
+    REFERENCE_PT,
+    CHECKPOINT,
 )
 
 
