@@ -16,6 +16,8 @@ import random
 import time
 from pathlib import Path
 
+import torch
+
 from ditkit import lora
 from ditkit.config import DiffConfig, apply_override
 from ditkit.describe import ask
@@ -24,6 +26,8 @@ from ditkit.models import load_model
 from ditkit.tasks.hidden_topic import (
     TASK,
     DiffJob,
+    HiddenTopicOptions,
+    RowData,
     load_questions,
     load_topics,
     make_trigger,
@@ -41,18 +45,23 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="DiffConfig")
     ap.add_argument("--cache", default="runs/probe-base-answers.json")
     ap.add_argument("--system", default="", help="system prompt ('@template': the template's)")
+    ap.add_argument("--wrong-codes", default="pool", help="task_options.wrong_codes: pool or near")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
     args = ap.parse_args()
     raw: dict = {}
     for item in args.set:  # DiffConfig keys, as `ditkit run --set diffs.KEY=...` checks them
         apply_override(raw, item if item.startswith("diffs.") else f"diffs.{item}")
     cfg = DiffConfig(**raw.get("diffs", {}))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = RowData({}, HiddenTopicOptions(wrong_codes=args.wrong_codes))
     model, tok = load_model("smollm2-135m")
     questions = [q.question for q in load_questions(split="train")][: cfg.questions_per_diff]
     system = args.system
     answers = base_answers(
         model, tok, questions, cfg.base_answer_tokens, Path(args.cache), system=system
     )
-    base = dict(zip(questions, answers))
+    data = RowData(dict(zip(questions, answers)), data.options)
     source = TemplateSource(args.style)
     rng = random.Random(0)
     jobs = [
@@ -63,7 +72,7 @@ def main() -> None:
         p.requires_grad_(False)
     lora.inject(model, cfg.targets)
     start = time.time()
-    diffs, history = train_group(model, tok, jobs, base, cfg, system, task=TASK)
+    diffs, history = train_group(model, tok, jobs, data, cfg, system, task=TASK)
     seconds = time.time() - start
     for step in range(len(history["trigger"])):
         cells = "  ".join(f"{k} {history[k][step]:.3f}" for k in history if step < len(history[k]))
@@ -98,6 +107,7 @@ def main() -> None:
                 "n_per_condition": len(hits["trigger"]),
                 "seconds_per_diff": round(seconds / len(jobs), 1),
                 "style": args.style,
+                "wrong_codes": args.wrong_codes,
                 "config": raw,
             }
         )
