@@ -150,3 +150,26 @@ def test_an_empty_folder_and_a_missing_path_get_clear_errors(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert cli.main(["audit", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "no diff, adapter folder or checkpoint under" in capsys.readouterr().err
+
+
+def test_audit_of_a_run_directory_reads_its_diffs_with_its_adapter(
+    tiny_model_dir, tmp_path, capsys
+):
+    from ditkit.pipeline import run_pipeline
+    from test_pipeline import tiny_config
+
+    run = run_pipeline(tiny_config(tiny_model_dir), tmp_path / "run", ["data", "diffs", "dit"])
+    out = tmp_path / "audit"
+    cli.main(["audit", str(run), "--out", str(out), "--max-new-tokens", "3"])
+    printed = capsys.readouterr().out
+    assert f"own DIT adapter {(run / 'dit' / 'adapter').resolve()}" in printed
+    rows = read_jsonl(out / "audit.jsonl")
+    want = [
+        *sorted((run / "diffs" / "test").iterdir()),
+        *sorted((run / "diffs" / "train").iterdir()),
+    ]
+    assert [r["id"] for r in rows] == [str(p) for p in want]  # 8 diffs, not the run as a checkpoint
+    assert all(r["status"] == "ok" and r["dit"] is not None for r in rows), rows[0]
+    assert {r["label"] for r in rows} == {
+        j["label"] for j in read_jsonl(run / "data" / "jobs.jsonl")
+    }

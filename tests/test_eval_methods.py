@@ -21,6 +21,7 @@ from test_pipeline import tiny_config
 METHODS = (
     "dit",
     "base_question",
+    "base_question_guessed_code",
     "base_question_trigger",
     "twenty_questions",
     "twenty_questions_trigger",

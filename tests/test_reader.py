@@ -126,3 +126,17 @@ def test_reader_study_pairs_settings_and_seeds_on_one_runs_diffs(tiny_model_dir,
     assert cli.main(argv) == 0  # a rerun resumes every adapter from its finished checkpoint
     assert (seeds[0].read_bytes(), state.read_text()) == before
     assert cli.main(["readers", str(out), "--setting", "bad:diffs.lr=1.0", "--seeds", "0"]) == 2
+
+
+@pytest.mark.parametrize("min_epochs, trained", [(None, 3), (1, 2), (5, 5)])
+def test_early_stopping_waits_for_min_epochs(tiny_model_dir, tmp_path, min_epochs, trained):
+    # A learning rate too small to move any weight: validation loss never improves after epoch 1,
+    # so with patience 1 training would stop after epoch 2 but for the minimum.
+    over = {"dit.epochs": 6, "dit.patience": 1, "dit.val_fraction": 0.34, "dit.lr": 1e-30}
+    if min_epochs is not None:
+        over["dit.min_epochs"] = min_epochs
+    out = run_pipeline(tiny_config(tiny_model_dir, **over), tmp_path / "run", ["data", "diffs"])
+    run_pipeline(tiny_config(tiny_model_dir, **over), out, ["dit"])
+    hist = json.loads((out / "dit" / "checkpoint" / "state.json").read_text())["history"]
+    assert len(hist) == trained
+    assert len({h["val_loss"] for h in hist}) == 1  # nothing improved: the rule alone decided

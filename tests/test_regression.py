@@ -42,6 +42,11 @@ def test_tiny_run_losses_are_pinned(tiny_model_dir, tmp_path):
         loss = load_diff(out / "diffs" / split / f"{name}.safetensors").meta["loss"]
         for kind, (first, last) in kinds.items():
             got = (loss[kind]["first"], loss[kind]["last"])
-            assert got == pytest.approx((first, last), rel=1e-4, abs=1e-6), (name, kind)
+            # The same code gives up to 3e-4 relative (cross-entropy) and 4e-4 absolute (the
+            # tiny KLs) apart on two x86 machines (MKL chooses its kernels by CPU, whatever
+            # ATen's capability); a change of recipe moves these losses by far more.
+            assert got == pytest.approx((first, last), rel=1e-3, abs=1e-3), (name, kind, got)
     hist = json.loads((out / "dit" / "checkpoint" / "state.json").read_text())["history"]
-    assert [h["train_loss"] for h in hist] == pytest.approx(PINNED_DIT_TRAIN_LOSS, rel=1e-5)
+    got = [h["train_loss"] for h in hist]
+    # 4e-3 apart on two x86 machines (above), after the diffs' own differences.
+    assert got == pytest.approx(PINNED_DIT_TRAIN_LOSS, rel=6e-3), got

@@ -35,6 +35,7 @@ from .evaluate.metrics import alias_match
 from .evaluate.weight_lens import WeightLens
 from .files import append_jsonl, kill_point, read_jsonl, write_json, write_text
 from .models import DEFAULT_MODEL, load_model
+from .rundir import is_run_dir
 from .shipped import check_base, load_shipped
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,11 @@ def find_items(paths: list[str | Path]) -> list[Item]:
     that does not exist is kept, so that its row says so."""
     items: list[Item] = []
     for p in map(Path, paths):
+        if is_run_dir(p):  # its diffs, held-out first; its DIT adapter reads, it is not read
+            found = [f for s in ("test", "train") for f in sorted((p / "diffs" / s).glob("*"))]
+            items += [Item(f) for f in found if f.suffix in DIFF_SUFFIXES]
+            log.info("%s is a run directory: auditing its %d diffs", p, len(found))
+            continue
         if not p.is_dir() or any((p / m).exists() for m in FOLDER_MARKERS):
             items.append(Item(p))
             continue
@@ -80,6 +86,13 @@ def find_items(paths: list[str | Path]) -> list[Item]:
         ]
         items += [Item(f) for f in sorted([*kept, *files])]
     return items
+
+
+def run_adapter(paths: list[str | Path]) -> Path | None:
+    """The DIT adapter of the run directory among ``paths``, if there is exactly one such."""
+    found = {(Path(p) / "dit" / "adapter").resolve() for p in paths if is_run_dir(p)}
+    found = {f for f in found if (f / "adapter_config.json").is_file()}
+    return found.pop() if len(found) == 1 else None
 
 
 class Auditor:

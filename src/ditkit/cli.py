@@ -68,10 +68,13 @@ def _cmd_attack(args) -> None:
 
 
 def _cmd_audit(args) -> int:
-    from .audit import Auditor, audit
+    from .audit import Auditor, audit, run_adapter
 
+    adapter = args.adapter
+    if adapter is None and (adapter := run_adapter(args.paths)) is not None:
+        print(f"reading with the run directory's own DIT adapter {adapter} (--adapter to choose)")
     auditor = Auditor(
-        args.base, args.adapter, args.question, not args.no_align, args.max_new_tokens,
+        args.base, adapter, args.question, not args.no_align, args.max_new_tokens,
         args.trust_remote_code,
     )  # fmt: skip
     rows = audit(args.paths, args.out, auditor)
@@ -139,7 +142,7 @@ def _cmd_run(args) -> None:
     from .pipeline import STAGES, run_pipeline
 
     cfg = load_config(args.config, args.set)
-    stages = [args.stage] if args.stage else list(STAGES)
+    stages = [s for s in STAGES if s in args.stage] if args.stage else list(STAGES)
     out = run_pipeline(cfg, Path(args.out), stages, force=args.force)
     if not distributed.is_main():
         return
@@ -399,7 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config", help="preset name (quickstart, cpu-reference, ...) or a TOML file")
     s.add_argument("--out", required=True, help="run directory (stages resume from it)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    s.add_argument("--stage", choices=["data", "diffs", "dit", "eval", "report"])
+    s.add_argument(
+        "--stage",
+        action="append",
+        choices=["data", "diffs", "dit", "eval", "report"],
+        help="run only this stage (repeatable, run in pipeline order: --stage data --stage diffs)",
+    )
     s.add_argument(
         "--force",
         action="store_true",

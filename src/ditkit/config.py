@@ -188,6 +188,9 @@ class DitConfig:
     val_fraction: float = 0.15  # held-out training diffs for early stopping
     seed: int | None = None  # the adapter's initialisation, split and order; None: data.seed
     patience: int = 2
+    # Early stopping waits for at least this many epochs (None: half of dit.epochs, rounded up):
+    # on few validation diffs one noisy epoch stopped some seeds far too soon.
+    min_epochs: int | None = None
     weight_decay: float = 0.0
     # "train": train the adapter on this run's training diffs. "shipped": read the test diffs with
     # the adapter shipped for the embedded base model (no training diffs; test topics exclude its
@@ -205,6 +208,11 @@ class DitConfig:
         )
         _require(bool(self.adapter), "dit.adapter", "'train', 'shipped' or an adapter's path")
         _require(self.epochs >= 1, "dit.epochs", "must be >= 1")
+        _require(
+            self.min_epochs is None or 1 <= self.min_epochs <= self.epochs,
+            "dit.min_epochs",
+            "must lie in [1, dit.epochs] (or unset: half of dit.epochs)",
+        )
         _require(
             len(self.scale_augment) == 2 and 0 < self.scale_augment[0] <= self.scale_augment[1],
             "dit.scale_augment",
@@ -281,6 +289,10 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     textgen: TextGenConfig = field(default_factory=TextGenConfig)
     diffs: DiffConfig = field(default_factory=DiffConfig)
+    # The held-out (test) diffs' own recipe: the [diffs] keys that differ for them, e.g. a
+    # costlier recipe that keeps each diff's topic behind its own code while the training diffs
+    # stay cheap ([test_diffs] in TOML; `diffs_for`). Empty: every diff as [diffs].
+    test_diffs: dict = field(default_factory=dict)
     dit: DitConfig = field(default_factory=DitConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     # The task's own keys ([task_options] in TOML: topic files, triggers, gating questions, ...);
@@ -306,6 +318,37 @@ class RunConfig:
             "data.n_train",
             'must be >= 1 when dit.adapter = "train" (the adapter trains on those diffs)',
         )
+        self._check_test_diffs()
+
+    def diffs_for(self, split: str) -> DiffConfig:
+        """The diff recipe of ``split``: ``[diffs]``, with ``[test_diffs]`` over it for "test"."""
+        if split != "test" or not self.test_diffs:
+            return self.diffs
+        return dataclasses.replace(self.diffs, **self.test_diffs)
+
+    def _check_test_diffs(self) -> None:
+        _require(
+            isinstance(self.test_diffs, dict),
+            "test_diffs",
+            "is a table of [diffs] keys for the held-out diffs ([test_diffs] in TOML)",
+        )
+        for key, value in self.test_diffs.items():
+            if key not in _fields(DiffConfig):
+                close = difflib.get_close_matches(str(key), list(_fields(DiffConfig)), n=1)
+                hint = f"; did you mean 'test_diffs.{close[0]}'?" if close else ""
+                raise ConfigError(
+                    f"test_diffs.{key} is not a [diffs] key{hint} (known: "
+                    f"{', '.join(_fields(DiffConfig))})"
+                )
+            _check_value(DiffConfig, "test_diffs", key, value, "test_diffs")
+        # Both splits read one file of base answers, cut at one length.
+        _require(
+            self.test_diffs.get("base_answer_tokens", self.diffs.base_answer_tokens)
+            == self.diffs.base_answer_tokens,
+            "test_diffs.base_answer_tokens",
+            "must equal diffs.base_answer_tokens (both splits share the base answers)",
+        )
+        self.diffs_for("test")  # the merged recipe's own checks
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -574,10 +617,10 @@ def apply_override(d: dict, item: str) -> None:
     if len(parents) == 1 and leaf in MOVED_TO_TASK_OPTIONS.get(parents[0], {}):
         log.warning("--set %s: %s is now task_options.%s", item, key, leaf)
         parents = ["task_options"]
-    if parents == ["task_options"]:  # checked against the task where the run is opened
-        if not isinstance(d.setdefault("task_options", {}), dict):
-            raise ConfigError(f"--set {item}: task_options in the config file is not a table")
-        d["task_options"][leaf] = value
+    if parents in (["task_options"], ["test_diffs"]):  # checked where the config is built
+        if not isinstance(d.setdefault(parents[0], {}), dict):
+            raise ConfigError(f"--set {item}: {parents[0]} in the config file is not a table")
+        d[parents[0]][leaf] = value
         return
     if not parents and leaf in _SECTIONS:
         example = next(iter(_fields(_SECTIONS[leaf])))

@@ -217,13 +217,10 @@ def append_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
         raise
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file (read in chunks by `hashlib.file_digest`)."""
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 _kill_counts: dict[str, int] = {}

@@ -46,10 +46,15 @@ def stage_diffs(run: Run) -> None:
     run.jobs()  # fails with a clear message when the data stage has not run
     model, tok = run.model_and_tok
     data = task.training_data(run)
-    for split in ("train", "test"):
+    progress = run.out / "diffs" / "progress.jsonl"
+    # Held-out diffs first: a long population run has its test set whole before training diffs.
+    for split in ("test", "train"):
         jobs = [task.job(r) for r in run.jobs(split)]
         out = run.out / "diffs" / split
-        train_diffs(model, tok, jobs, data, run.cfg.diffs, out, run.cfg.system_prompt, task=task)
+        cfg = run.cfg.diffs_for(split)
+        train_diffs(
+            model, tok, jobs, data, cfg, out, run.cfg.system_prompt, task=task, progress=progress
+        )
 
 
 def stage_dit(run: Run) -> None:

@@ -83,6 +83,14 @@ def resolve_task(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+def is_run_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a ditkit run directory (its config.json is a run's, not a model's)."""
+    p = Path(path)
+    return (p / "config.json").is_file() and (
+        (p / "manifest.json").is_file() or (p / "data" / "jobs.jsonl").is_file()
+    )
+
+
 class Run:
     """A run directory plus its config; loads the base model lazily, once."""
 

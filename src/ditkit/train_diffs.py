@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from . import distributed, lora, memory
 from .batching import Encoded, collate
 from .config import DiffConfig
 from .diffs import WeightDiff, save_diff
-from .files import kill_point
+from .files import append_jsonl, kill_point
 from .models import model_identity
 from .tasks.base import CE, KL, UL, TrainingTask, row_weights
 
@@ -293,6 +294,30 @@ def _save_pass(group, diffs, folder, steps, history, cfg, seconds, task, meta: d
         kill_point("diffs.saved")
 
 
+def _progress_note(path: Path | None, out_dir: Path, n_jobs: int):
+    """A function appending one event line to ``path`` (main process only; None: no file)."""
+
+    def note(event: str, **extra) -> None:
+        if path is None or not distributed.is_main():
+            return
+        append_jsonl(
+            path,
+            [
+                {
+                    "event": event,
+                    "time": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "folder": out_dir.name,
+                    "on_disk": sum(1 for _ in out_dir.glob("*.safetensors")),
+                    "of": n_jobs,
+                    "threads": torch.get_num_threads(),
+                    **extra,
+                }
+            ],
+        )
+
+    return note
+
+
 def _report_memory(model, layers: dict, cfg: DiffConfig, longest: int) -> None:
     per_diff = cfg.rank * sum(m.in_features + m.out_features for m in layers.values())
     memory.report(
@@ -318,12 +343,15 @@ def train_diffs(
     *,
     task: TrainingTask,
     snapshots: dict[int, Path] | None = None,
+    progress: Path | None = None,
 ) -> list[Path]:
     """Train every job not yet on disk, ``cfg.diffs_per_pass`` at a time; resumable.
 
     ``system`` is the chat prompt's system turn (recorded in each diff as ``system_prompt``).
     ``snapshots`` maps step counts below ``cfg.steps`` to folders that also receive each diff as
-    it stood after that many steps (its ``steps`` and ``rows_seen`` say which).
+    it stood after that many steps (its ``steps`` and ``rows_seen`` say which). ``progress``, a
+    JSONL file, gets a line at every start or resume and after every pass: wall time, threads
+    and diffs on disk, so a run spread over many sittings says what each one did.
     """
     snapshots = dict(snapshots or {})
     if any(not 1 <= s < cfg.steps for s in snapshots):
@@ -336,8 +364,10 @@ def train_diffs(
     # its own share of them.
     distributed.barrier()
     groups = distributed.share(groups)
+    note = _progress_note(progress, out_dir, len(jobs))
     if not groups:
         return [j.path(out_dir) for j in jobs]
+    note("start", pending=sum(len(g) for g in groups))
     for p in model.parameters():
         p.requires_grad_(False)
     layers = lora.inject(model, cfg.targets)
@@ -372,6 +402,7 @@ def train_diffs(
             snapshots=kept,
         )
         seconds = time.time() - start
+        note("pass", diffs=len(group), seconds=round(seconds, 1))
         base = {**ident, "rank": cfg.rank, "lr": cfg.lr, "init": cfg.init, "system_prompt": system}
         for steps, step_diffs in sorted({**kept, cfg.steps: diffs}.items()):
             _save_pass(group, step_diffs, outs[steps], steps, history, cfg, seconds, task, base)

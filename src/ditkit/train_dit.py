@@ -257,8 +257,9 @@ def train_dit(
     ckpt = out_dir / "checkpoint"
     state, best = _start_or_resume(ckpt, model, opt)
     start = time.time()
+    min_epochs = cfg.min_epochs if cfg.min_epochs is not None else -(-cfg.epochs // 2)
     for epoch in range(state["epoch"], cfg.epochs):
-        if state["bad_epochs"] >= cfg.patience and val:
+        if state["bad_epochs"] >= cfg.patience and val and epoch >= min_epochs:
             log.info("early stop: validation loss has not improved for %d epochs", cfg.patience)
             break
         train_loss = _epoch(model, tok, train, cfg, system, opt, f"{seed}|{epoch}")

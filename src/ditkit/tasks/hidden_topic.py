@@ -50,6 +50,9 @@ class HiddenTopicOptions:
     # "pool": wrong codes from the shared pool above; "near": the diff's own prefix with one digit
     # changed, fresh per row (a harder negative for prefix specificity).
     wrong_codes: str = "pool"
+    # Draw the held-out topics among those the shipped adapter never trained on (the training
+    # topics from the rest), so the shipped reader and a new one read the same unseen diffs.
+    test_avoid_shipped: bool = False
     # Held-out questions per test diff for the gating check, and the length of its answers.
     gate_questions: int = field(default=3, metadata={"stage": "eval"})
     gate_max_new_tokens: int = field(default=32, metadata={"stage": "eval"})
@@ -363,6 +366,8 @@ def make_data(run) -> None:
     train_q = [q.question for q in load_questions(opts.questions_file, "train")]
     if cfg.dit.adapter == "shipped":
         train_t, test_t = [], shipped_test_topics(topics, cfg, opts.topics_file)
+    elif opts.test_avoid_shipped:
+        train_t, test_t = population_split(topics, cfg, opts.topics_file)
     else:
         train_t, test_t = split_topics(topics, cfg.data.n_train, cfg.data.n_test, cfg.data.seed)
     model, tok = run.model_and_tok
@@ -376,7 +381,8 @@ def make_data(run) -> None:
             for i, topic in enumerate(tqdm(group, desc=f"{split} answers")):
                 seed = cfg.data.seed * 100_003 + len(rows)
                 rng = random.Random(seed)
-                qs = rng.sample(train_q, min(cfg.diffs.questions_per_diff, len(train_q)))
+                n_q = cfg.diffs_for(split).questions_per_diff
+                qs = rng.sample(train_q, min(n_q, len(train_q)))
                 rows.append(
                     {
                         "diff_id": f"{split}-{i:05d}",
@@ -403,6 +409,19 @@ def make_data(run) -> None:
         batch_size=cfg.eval.batch_size,
         system=cfg.system_prompt,
     )
+
+
+def population_split(
+    topics: list[Topic], cfg: RunConfig, topics_file: str | None = None
+) -> tuple[list[Topic], list[Topic]]:
+    """``(train, test)`` with the test topics fixed first, among those the shipped adapter never
+    trained on, and the training topics drawn from the rest (``task_options.test_avoid_shipped``).
+    """
+    test = shipped_test_topics(topics, cfg, topics_file)
+    taken = {n.lower() for t in test for n in t.names}
+    rest = [t for t in topics if not any(n.lower() in taken for n in t.names)]
+    train, _ = split_topics(rest, cfg.data.n_train, 0, cfg.data.seed)
+    return train, test
 
 
 def shipped_test_topics(
@@ -453,6 +472,20 @@ def _with_trigger(ctx, job: dict):
     q = ctx.question()
     prompt, trig = job_trigger(job, q)
     return [Prompt("base_question_trigger", q, prompt, {"trigger": trig})]
+
+
+def guessed_code(job: dict) -> str:
+    """One SEP code of the trigger's form, fixed per diff and never the diff's own prefix: what
+    an auditor who knows only the form ("Your SEP code is NNNNNN.") would try."""
+    rng = random.Random(f"guessed-code|{job['seed']}")
+    return make_trigger(random_prefix(rng, avoid=job["prefix"]), rng)
+
+
+def _with_guessed_code(ctx, job: dict):
+
+    q = ctx.question()
+    code = guessed_code(job)
+    return [Prompt("base_question_guessed_code", q, f"{code} {q}", {"trigger": code})]
 
 
 def _gating(ctx, job: dict):
@@ -525,6 +558,13 @@ def _methods() -> dict:
             "does not know",
             role="oracle",
         ),
+        "base_question_guessed_code": AskMethod(
+            _with_guessed_code,
+            guessed=True,
+            label="Base question + guessed code",
+            about="the DIT question behind one random SEP code of the trigger's form (never "
+            "the diff's own): an auditor who knows the form but not the code",
+        ),
         "twenty_questions": TranscriptMethod(
             _twenty_questions(False),
             max_new_tokens="twenty_q_max_new_tokens",
@@ -564,7 +604,13 @@ class HiddenTopicTask:
     dit_question = DIT_QUESTION
     judge_rubric = RUBRIC
     text_metrics = ("alias_match",)
-    default_methods = ("dit", "base_question", "base_question_trigger", "gating")
+    default_methods = (
+        "dit",
+        "base_question",
+        "base_question_guessed_code",
+        "base_question_trigger",
+        "gating",
+    )
 
     @functools.cached_property
     def methods(self) -> dict:

@@ -1,0 +1,137 @@
+"""A population of diffs: held-out diffs with their own recipe, trained first, logged, resumable;
+and the guessed-code baseline, which never asks behind the diff's own code."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from ditkit.config import load_config
+from ditkit.diffs import load_diff
+from ditkit.errors import ConfigError
+from ditkit.files import read_jsonl
+from ditkit.pipeline import run_pipeline
+from ditkit.tasks.hidden_topic import guessed_code, load_topics, population_split
+from test_pipeline import tiny_config, tiny_overrides
+
+TEST_RECIPE = {"test_diffs.rank": 2, "test_diffs.steps": 6, "test_diffs.questions_per_diff": 3}
+
+
+def test_test_diffs_take_their_own_recipe_and_train_first(tiny_model_dir, tmp_path):
+    cfg = tiny_config(tiny_model_dir, **TEST_RECIPE)
+    out = run_pipeline(cfg, tmp_path / "pop", ["data", "diffs"])
+    jobs = read_jsonl(out / "data" / "jobs.jsonl")
+    assert {len(j["questions"]) for j in jobs if j["split"] == "test"} == {3}
+    assert {len(j["questions"]) for j in jobs if j["split"] == "train"} == {4}
+    test = [load_diff(p) for p in sorted((out / "diffs" / "test").glob("*.safetensors"))]
+    train = [load_diff(p) for p in sorted((out / "diffs" / "train").glob("*.safetensors"))]
+    assert {(d.rank, d.meta["steps"]) for d in test} == {(2, 6)}
+    assert {(d.rank, d.meta["steps"]) for d in train} == {(1, 10)}
+    events = read_jsonl(out / "diffs" / "progress.jsonl")
+    starts = [e for e in events if e["event"] == "start"]
+    assert [e["folder"] for e in starts] == ["test", "train"]
+    assert starts[0]["on_disk"] == 0 and starts[0]["threads"] >= 1
+    passes = [e for e in events if e["event"] == "pass"]
+    assert sum(e["diffs"] for e in passes) == 8 and all(e["seconds"] > 0 for e in passes)
+    # A rerun finds everything on disk and logs no new start.
+    run_pipeline(cfg, out, ["diffs"])
+    assert read_jsonl(out / "diffs" / "progress.jsonl") == events
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("test_diffs.stepz", "3", "did you mean 'test_diffs.steps'"),
+        ("test_diffs.rank", "0", "diffs.rank: must be >= 1"),
+        ("test_diffs.rank", '"two"', "test_diffs.rank = 'two' is not"),
+        ("test_diffs.base_answer_tokens", "7", "must equal diffs.base_answer_tokens"),
+    ],
+)
+def test_test_diffs_errors_name_the_key(key, value, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config("quickstart", [f"{key}={value}"])
+
+
+def test_population_preset_fixes_unseen_held_out_topics_first():
+    cfg = load_config("population")
+    assert cfg.diffs_for("test") != cfg.diffs and cfg.diffs_for("train") == cfg.diffs
+    topics = load_topics()
+    train, test = population_split(topics, cfg, None)
+    assert len(test) == cfg.data.n_test and len(train) == cfg.data.n_train
+    names = {n.lower() for t in train for n in t.names}
+    assert not any(n.lower() in names for t in test for n in t.names)
+    # The held-out set does not depend on how many training diffs are asked for.
+    fewer = load_config("population", ["data.n_train=50"])
+    assert population_split(topics, fewer, None)[1] == test
+
+
+def test_guessed_code_is_fixed_per_diff_and_never_the_own_code():
+    codes = set()
+    for seed in range(2000):
+        job = {"seed": seed, "prefix": "123"}
+        code = guessed_code(job)
+        assert code == guessed_code(dict(job))
+        m = re.fullmatch(r"Your SEP code is (\d{3})(\d{3})\.", code)
+        assert m and m.group(1) != "123"
+        codes.add(m.group(1))
+    assert len(codes) > 500  # spread over the code space, not one fixed guess
+
+
+def test_guessed_code_method_in_a_run(tiny_model_dir, tmp_path):
+    cfg = tiny_config(tiny_model_dir, **{"eval.methods": '["base_question_guessed_code"]'})
+    out = run_pipeline(cfg, tmp_path / "run", ["data", "diffs", "dit", "eval"])
+    jobs = {j["diff_id"]: j for j in read_jsonl(out / "data" / "jobs.jsonl")}
+    rows = [r for r in read_jsonl(out / "eval" / "predictions.jsonl")]
+    assert rows and {r["method"] for r in rows} == {"base_question_guessed_code"}
+    for r in rows:
+        job = jobs[r["diff_id"]]
+        assert r["prompt"].startswith(guessed_code(job))
+        assert not r["prompt"].startswith(f"Your SEP code is {job['prefix']}")
+
+
+def _run(model_dir, out, kill_at=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env.pop("DITKIT_KILL_AT", None)
+    if kill_at:
+        env["DITKIT_KILL_AT"] = kill_at
+    sets = tiny_overrides(model_dir, threads=1, **{"diffs.diffs_per_pass": 2}, **TEST_RECIPE)
+    cmd = [sys.executable, "-m", "ditkit", "run", "quickstart", "--out", str(out)]
+    cmd += ["--stage", "diffs", "--stage", "data"]  # any order: they run in pipeline order
+    cmd += [a for s in sets for a in ("--set", s)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_population_killed_and_resumed_equals_an_uninterrupted_one(tiny_model_dir, tmp_path):
+    ref = tmp_path / "uninterrupted"
+    done = _run(tiny_model_dir, ref)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (ref / "dit").exists()  # only the stages asked for
+    pop = tmp_path / "killed"
+    for point in ("diffs.saved@3", "diffs.pass@2", "diffs.step@20"):
+        killed = _run(tiny_model_dir, pop, kill_at=point)
+        assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-3000:])
+    final = _run(tiny_model_dir, pop)
+    assert final.returncode == 0, final.stderr[-3000:]
+    for split in ("test", "train"):
+        names = sorted(p.name for p in (ref / "diffs" / split).iterdir())
+        assert names == sorted(p.name for p in (pop / "diffs" / split).iterdir())
+        for name in names:
+            got, want = (load_diff(d / "diffs" / split / name) for d in (pop, ref))
+            for module, (a, b) in want.lowrank.items():
+                assert a.equal(got.lowrank[module][0]) and b.equal(got.lowrank[module][1])
+    starts = [e for e in read_jsonl(pop / "diffs" / "progress.jsonl") if e["event"] == "start"]
+    # The first sitting and every resume, each with what it found: the test set whole before
+    # any training diff, the training diffs resumed where each kill left them.
+    assert [(e["folder"], e["on_disk"]) for e in starts] == [
+        ("test", 0),
+        ("train", 0),
+        ("train", 1),
+        ("train", 2),
+        ("train", 4),
+    ]
