@@ -3,7 +3,7 @@
 OUT gets: every test diff of RUN as handed over (ditkit files), two of them as a PEFT folder and a
 two-diff reference ``.pt``, a file that is not a diff, a truncated diff, a diff made for another
 model, K full checkpoints of the base with a test diff merged in and every weight symmetry of
-`ditkit.attack` applied (a fine-tune built to hide), and N more whose fine-tune also trained its
+`ditkit.symmetry.attack` applied (a fine-tune built to hide), and N more whose fine-tune also trained its
 norms (each residual-path norm times a factor in [0.9, 1.1]: a change no diff holds). Then run, e.g.:
 
     .venv/bin/python scripts/audit_folder.py RUN_DIR OUT --checkpoints 3 --trained-norms 1
@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
-from ditkit.attack import KINDS, attack, norm_readers, shape_of
 from ditkit.diffs import WeightDiff, load_diff, save_diff, save_peft
 from ditkit.models import load_model
+from ditkit.symmetry import KINDS, attack
+from ditkit.symmetry.shapes import norm_readers, shape_of
 
 
 def main() -> None:

@@ -16,10 +16,10 @@ import json
 from pathlib import Path
 
 from ditkit.config import from_dict
-from ditkit.describe import describe
 from ditkit.diffs import load_diff
 from ditkit.evaluate.metrics import alias_match
 from ditkit.pipeline import Run
+from ditkit.reader import describe
 
 
 def main() -> None:

@@ -20,9 +20,9 @@ import torch
 
 from ditkit import lora
 from ditkit.config import DiffConfig, apply_override
-from ditkit.describe import ask
 from ditkit.evaluate.metrics import alias_match
 from ditkit.models import load_model
+from ditkit.reader import ask
 from ditkit.tasks.hidden_topic import (
     TASK,
     DiffJob,

@@ -1,7 +1,7 @@
 """Weight symmetries on the embedded model: are attacked checkpoints read, and does alignment fix it?
 
 For each of the first N test diffs of a run and each attack (by default every transform of
-`ditkit.attack` together; ``--each`` adds each transform alone): merge the diff into a full
+`ditkit.symmetry.attack` together; ``--each`` adds each transform alone): merge the diff into a full
 checkpoint of the base model, apply the attack (seed = the diff's place), then read three diffs
 with one DIT adapter: the original, the attacked checkpoint minus the base (unaligned), and the
 aligned checkpoint minus the base. Records per (diff, attack): DIT's three answers, whether each
@@ -23,15 +23,14 @@ from pathlib import Path
 import torch
 
 from ditkit import lora
-from ditkit.align import align
-from ditkit.attack import KINDS, attack
-from ditkit.describe import describe
 from ditkit.diffs import load_diff
 from ditkit.diffs.checkpoint import diff_from_finetune
 from ditkit.evaluate.metrics import alias_match
 from ditkit.files import append_jsonl, read_jsonl, write_text
 from ditkit.models import load_model
+from ditkit.reader import describe
 from ditkit.shipped import load_shipped
+from ditkit.symmetry import KINDS, align, attack
 
 
 def merged(base, diff):

@@ -8,10 +8,9 @@ import json
 import pytest
 import torch
 
-from ditkit.align import align
-from ditkit.attack import KINDS, attack
 from ditkit.diffs.checkpoint import diff_from_finetune
 from ditkit.errors import DiffMismatchError
+from ditkit.symmetry import KINDS, align, attack
 from test_attack import _logits, _tiny
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -156,7 +155,7 @@ def test_convert_aligns_an_attacked_checkpoint_on_the_command_line(
 def _change_norms(model, seed: int = 3):
     """Every residual-path norm of ``model``, and the query/key norms where it has them, times a
     random factor in [0.8, 1.2], in place (a fine-tune that trained its norms as well)."""
-    from ditkit.attack import norm_readers, shape_of
+    from ditkit.symmetry.shapes import norm_readers, shape_of
 
     gen = torch.Generator().manual_seed(seed)
     heads = [n for layer in model.model.layers for n in (layer.self_attn.q_norm, layer.self_attn.k_norm)
@@ -180,7 +179,7 @@ def test_a_finetune_that_changed_its_norms_comes_back_norms_and_all(family, kind
     report = align(attacked, base, rank=rank)
     assert {r for layer in report["layers"] for r in layer["ranks"].values()} == {2}
     assert max(_errors(base, ft, attacked).values()) < 1e-5, report["iterations"]
-    from ditkit.attack import norm_readers, shape_of
+    from ditkit.symmetry.shapes import norm_readers, shape_of
 
     for (got, _), (want, _) in zip(
         norm_readers(attacked, shape_of(attacked)), norm_readers(ft, shape_of(ft))
@@ -212,7 +211,7 @@ def test_a_finetune_of_some_embedding_rows_does_not_tilt_the_rotation():
 
 
 def test_the_low_rank_step_matches_an_exact_svd_cold_and_warm():
-    from ditkit.align import _lowrank
+    from ditkit.symmetry.align import _lowrank
 
     gen = torch.Generator().manual_seed(0)
     d = torch.randn(300, 2, generator=gen, dtype=torch.float64) @ torch.randn(

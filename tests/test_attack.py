@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from ditkit.attack import KINDS, attack
 from ditkit.errors import DitkitError
+from ditkit.symmetry import KINDS, attack
 
 
 def _tiny(kind: str):

@@ -14,10 +14,10 @@ import torch
 
 from conftest import tiny_llama
 from ditkit import cli
-from ditkit.attack import KINDS, attack
 from ditkit.diffs import save_diff, save_peft
 from ditkit.files import read_jsonl
 from ditkit.models import load_model, model_identity
+from ditkit.symmetry import KINDS, attack
 from test_align import _change_norms, _finetune
 from test_lora import random_diff
 

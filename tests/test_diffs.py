@@ -500,8 +500,8 @@ def test_a_peft_adapter_in_another_gauge_is_read_exactly_as_before(tiny_model_di
 
     from safetensors.torch import load_file, save_file
 
-    from ditkit.describe import describe
     from ditkit.models import load_model
+    from ditkit.reader import describe
 
     model, tok = load_model(str(tiny_model_dir))
     plain = save_peft(random_diff(model, 4, seed=5), tmp_path / "plain")

@@ -679,7 +679,7 @@ def test_damaged_shipped_adapter(model, tmp_path, monkeypatch):
 
 
 def test_question_longer_than_the_context():
-    from ditkit.describe import ask
+    from ditkit.reader import ask
 
     tok = tiny_tokenizer()
     model = tiny_llama(vocab=len(tok))  # max_position_embeddings = 256

@@ -163,8 +163,8 @@ def test_cli_help_and_diff_info(tmp_path, capsys):
 
 def test_ask_keeps_each_diff_on_its_own_prompt(tiny_model_dir):
     """Regression: generation once regrouped prompts by length, moving diffs onto other prompts."""
-    from ditkit.describe import ask
     from ditkit.models import load_model
+    from ditkit.reader import ask
     from test_lora import random_diff
 
     model, tok = load_model(str(tiny_model_dir))

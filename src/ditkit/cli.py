@@ -60,7 +60,7 @@ def _cmd_diff_convert(args) -> None:
 
 
 def _cmd_attack(args) -> None:
-    from .attack import attack_checkpoint
+    from .symmetry import attack_checkpoint
 
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     report = attack_checkpoint(args.src, args.dst, kinds, args.seed, args.trust_remote_code)
@@ -68,16 +68,17 @@ def _cmd_attack(args) -> None:
 
 
 def _cmd_audit(args) -> int:
-    from .audit import Auditor, audit, run_adapter
+    from .api import audit
+    from .auditor import run_adapter
 
     adapter = args.adapter
     if adapter is None and (adapter := run_adapter(args.paths)) is not None:
         print(f"reading with the run directory's own DIT adapter {adapter} (--adapter to choose)")
-    auditor = Auditor(
-        args.base, adapter, args.question, not args.no_align, args.max_new_tokens,
-        args.trust_remote_code,
+    rows = audit(
+        args.paths, args.out, adapter, base=args.base, align_checkpoints=not args.no_align,
+        question=args.question, max_new_tokens=args.max_new_tokens,
+        trust_remote_code=args.trust_remote_code,
     )  # fmt: skip
-    rows = audit(args.paths, args.out, auditor)
     flagged = [r for r in rows if r.get("flags")]
     print(f"{len(rows)} diff(s) audited, {len(flagged)} flagged; table: {args.out}/audit.html")
     for r in flagged:
@@ -88,9 +89,9 @@ def _cmd_audit(args) -> int:
 
 
 def _cmd_describe(args) -> None:
-    from .describe import describe
     from .diffs import checkpoint, detect_format, load_diff, load_diffs
     from .models import DEFAULT_MODEL, load_model
+    from .reader import describe
     from .shipped import check_base, load_shipped
 
     # The diffs and the adapter are read (and checked) before the model loads, which takes
@@ -120,7 +121,7 @@ def _cmd_describe(args) -> None:
     if full:
         diff, report = checkpoint.subtract(args.diff, model, align=args.align)
         if "alignment" in report:
-            from .align import describe_alignment
+            from .symmetry import describe_alignment
 
             print(f"alignment: {describe_alignment(report['alignment'])}", file=sys.stderr)
         diffs = [diff]
@@ -351,7 +352,7 @@ def _add_diff_commands(sub) -> None:
     s.add_argument("dst", help="a new folder for the transformed model")
     s.add_argument(
         "--kinds",
-        # ditkit.attack.KINDS, spelt out so that --help stays fast
+        # ditkit.symmetry.KINDS, spelt out so that --help stays fast
         default="permute_mlp,scale_mlp,permute_heads,scale_qk,mix_vo,fold_norms,rotate_residual",
         help="comma-separated transforms (default: all)",
     )

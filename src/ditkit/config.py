@@ -269,6 +269,17 @@ class EvalConfig:
 
 @dataclass
 class RunConfig:
+    """A whole run: model, task, data, diff recipe(s), reader and evaluation; presets load into it.
+
+    >>> cfg = RunConfig(model=str(tiny_model_dir), test_diffs={"steps": 48})
+    >>> cfg.diffs_for("train").steps, cfg.diffs_for("test").steps
+    (24, 48)
+    >>> RunConfig(dtype="int8")
+    Traceback (most recent call last):
+    ...
+    ditkit.errors.ConfigError: dtype: float32|bfloat16|float16
+    """
+
     name: str = "run"
     # What the diffs learn and DIT reads: "hidden_topic", "news", a registered task, or
     # "package.module:OBJECT" (docs/adding-a-task.md).
@@ -557,7 +568,16 @@ def preset_names() -> list[str]:
 
 
 def load_config(name_or_path: str, overrides: list[str] | None = None) -> RunConfig:
-    """Load a preset by name or a TOML/JSON file, then apply ``key=value`` overrides."""
+    """Load a preset by name or a TOML/JSON file, then apply ``key=value`` overrides.
+
+    >>> cfg = load_config("quickstart", ["diffs.steps=10", "test_diffs.steps=30"])
+    >>> cfg.diffs.steps, cfg.diffs_for("test").steps
+    (10, 30)
+    >>> load_config("quickstart", ["diffs.stepz=10"])
+    Traceback (most recent call last):
+    ...
+    ditkit.errors.ConfigError: --set diffs.stepz=10: unknown key 'diffs.stepz'; did you mean 'diffs.steps'?
+    """
     path = Path(name_or_path)
     if not path.exists() and (path.suffix in (".toml", ".json") or len(path.parts) > 1):
         raise ConfigError(

@@ -34,7 +34,7 @@ def generate_chat(
     """The model's replies to single-turn chats, one per user message, in order.
 
     ``keep_rows=True`` keeps message i on batch row i: needed when rows carry different weight
-    diffs (``ditkit.describe.ask``); otherwise messages are grouped by length to save padding.
+    diffs (``ditkit.reader.ask``); otherwise messages are grouped by length to save padding.
 
     Each message is formatted with the tokenizer's chat template after `system`
     (``batching.chat_messages``), left-padded in batches of

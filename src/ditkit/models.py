@@ -100,8 +100,14 @@ def load_model(
 ) -> tuple[nn.Module, object]:
     """Load a causal LM and its tokenizer, checked for a chat template, by name or path.
 
-    ``device="auto"`` places the layers with accelerate's ``device_map="auto"`` (a model larger
-    than one GPU); ditkit's per-row diff layers keep each bank on its projection's device.
+    ``name``: "smollm2-135m" (embedded), a local model folder, a ``.gguf`` file or a hub id (the
+    network is used only then). ``device="auto"`` places the layers with accelerate's
+    ``device_map="auto"`` (a model larger than one GPU); ditkit's per-row diff layers keep each
+    bank on its projection's device.
+
+    >>> model, tok = load_model(str(tiny_model_dir))
+    >>> type(model).__name__, tok.chat_template is not None
+    ('LlamaForCausalLM', True)
     """
     torch_dtype = _dtype(dtype)
     _check_device(device)

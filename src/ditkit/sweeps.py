@@ -40,7 +40,6 @@ import logging
 from pathlib import Path
 
 from .config import RunConfig, apply_override, from_dict
-from .describe import describe
 from .diffs import load_diff
 from .errors import DataError
 from .evaluate.methods import method_info, methods_for
@@ -49,6 +48,7 @@ from .evaluate.runner import summarize_metric
 from .evaluate.stats import paired_difference
 from .files import read_jsonl, write_bytes, write_json, write_jsonl, write_text
 from .pipeline import run_pipeline
+from .reader import describe
 from .report import png, pyplot
 from .rundir import Run
 from .tasks.base import get_task

@@ -32,6 +32,15 @@ def diff_from_finetune(
     Returns the diff and a report with the fraction of Frobenius energy kept per module and overall,
     and under ``outside`` every other parameter the fine-tune changed (embeddings, norms, biases:
     a diff does not hold them, so DIT cannot read them) with its relative change.
+
+    >>> import copy, torch
+    >>> base, _ = load_model(str(tiny_model_dir))
+    >>> tuned = copy.deepcopy(base)
+    >>> with torch.no_grad():
+    ...     tuned.model.layers[0].mlp.up_proj.weight += 0.01  # a rank-1 change
+    >>> diff, report = diff_from_finetune(base, tuned, rank=1)
+    >>> diff.rank, round(report["energy_kept"], 4), report["outside"]
+    (1, 1.0, {})
     """
     names = lora.find_targets(base, targets)
     ft = dict(finetuned.named_modules())
@@ -99,13 +108,13 @@ def subtract(
 ) -> tuple[WeightDiff, dict]:
     """Load ``checkpoint`` and ``base`` (a name, or a model already loaded; seconds to minutes
     each) and ``diff_from_finetune`` them. ``align`` first brings the checkpoint back into the
-    base's basis (`ditkit.align`: it may have been permuted, rescaled or rotated); the report
+    base's basis (`ditkit.symmetry.align`: it may have been permuted, rescaled or rotated); the report
     then holds ``alignment``."""
     base_model = base if isinstance(base, nn.Module) else models.load_model(base)[0]
     ft_model, _ = models.load_model(str(checkpoint))
     found = None
     if align:
-        from ..align import align as to_base  # scipy: only alignment needs it
+        from ..symmetry import align as to_base  # scipy: only alignment needs it
 
         found = to_base(ft_model, base_model)
         found = {k: v for k, v in found.items() if k != "layers"}

@@ -29,7 +29,15 @@ class WeightDiff:
     """One weight diff: low-rank pairs and/or dense deltas by module name, plus metadata.
 
     ``meta`` holds ``base_model``, ``base_fingerprint``, ``task``, ``label``, ``trigger``, ``seed`` and
-    any further JSON-serialisable keys.
+    any further JSON-serialisable keys. A low-rank pair is ``(A [r, out], B [in, r])``: the diff
+    adds ``(alpha / r) x B A`` to the projection's output (peft's ``lora_B`` is ``A`` transposed,
+    its ``lora_A`` is ``B`` transposed).
+
+    >>> import torch
+    >>> a, b = torch.ones(1, 3), torch.ones(4, 1)  # rank 1, in 4, out 3
+    >>> diff = WeightDiff({"model.layers.0.mlp.up_proj": (a, b)}, meta={"label": "tea"})
+    >>> diff.rank, diff.delta_weight("model.layers.0.mlp.up_proj").shape
+    (1, torch.Size([3, 4]))
     """
 
     lowrank: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)

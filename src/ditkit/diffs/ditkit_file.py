@@ -21,7 +21,15 @@ FORMAT_VERSION = "1"
 
 
 def save_diff(diff: WeightDiff, path: str | Path) -> Path:
-    """Write ``diff`` as one safetensors file (atomically: a killed run never leaves half a file)."""
+    """Write ``diff`` as one safetensors file (atomically: a killed run never leaves half a file).
+
+    >>> model, _ = load_model(str(tiny_model_dir))
+    >>> diff = random_diff(model, 1, seed=0)
+    >>> diff.meta = {"label": "volcanoes"}
+    >>> path = save_diff(diff, tmp / "volcanoes.safetensors")
+    >>> load_diff(path).meta["label"]
+    'volcanoes'
+    """
     path = Path(path)
     tensors = {}
     for name, (a_ro, b_ir) in diff.lowrank.items():

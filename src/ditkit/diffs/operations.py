@@ -12,7 +12,14 @@ from .registry import detect_format, find_format, formats, load_diffs, one_of
 
 
 def info(path: str | Path) -> dict:
-    """Format, base model, modules, rank, alpha, norms and metadata of every diff at ``path``."""
+    """Format, base model, modules, rank, alpha, norms and metadata of every diff at ``path``.
+
+    >>> model, _ = load_model(str(tiny_model_dir))
+    >>> path = save_diff(random_diff(model, 2, seed=0), tmp / "d.safetensors")
+    >>> report = info(path)
+    >>> report["format"], report["n_diffs"], report["diffs"][0]["rank"]
+    ('ditkit', 1, 2)
+    """
     fmt = detect_format(path)
     diffs = load_diffs(path)
     out = {"path": str(path), "format": fmt, "n_diffs": len(diffs), "diffs": []}
@@ -49,7 +56,15 @@ def convert(
     needs ``base`` (it becomes ``W_ft - W_base``); ``rank`` truncates every diff by SVD. Several
     diffs (a reference ``.pt``) go to ``DST-0000.SUFFIX``, ``DST-0001.SUFFIX``, ... The report holds
     ``source_format``, ``energy_kept`` (with ``rank`` or a checkpoint) and the paths ``written``.
-    ``align`` (a checkpoint only) undoes weight symmetries first (`ditkit.align`).
+    ``align`` (a checkpoint only) undoes weight symmetries first (`ditkit.symmetry.align`).
+
+    A ditkit file to a PEFT folder, keeping its two strongest directions:
+
+    >>> model, _ = load_model(str(tiny_model_dir))
+    >>> src = save_diff(random_diff(model, 4, seed=0), tmp / "d.safetensors")
+    >>> report = convert(src, tmp / "peft-r2", rank=2)
+    >>> report["source_format"], load_diff(tmp / "peft-r2").rank, len(report["written"])
+    ('ditkit', 2, 1)
     """
     # Every argument is checked before a model loads (seconds to minutes for a checkpoint).
     source = find_format(src)

@@ -29,7 +29,15 @@ _PEFT_KEY = re.compile(
 def save_peft(
     diff: WeightDiff, folder: str | Path, base_model: str | None = None, extra: dict | None = None
 ) -> Path:
-    """Write ``diff`` as a PEFT LoRA adapter folder that ``PeftModel.from_pretrained`` loads."""
+    """Write ``diff`` as a PEFT LoRA adapter folder that ``PeftModel.from_pretrained`` loads.
+
+    >>> model, _ = load_model(str(tiny_model_dir))
+    >>> folder = save_peft(random_diff(model, 4, seed=0), tmp / "adapter", str(tiny_model_dir))
+    >>> sorted(p.name for p in folder.iterdir())
+    ['adapter_config.json', 'adapter_model.safetensors', 'ditkit.json']
+    >>> load_diff(folder).rank
+    4
+    """
     if diff.dense:
         raise DiffFormatError(
             "a dense (full fine-tune) diff has no exact LoRA form; convert with --rank K to "

@@ -29,7 +29,22 @@ _REGISTERED: list[Format] = []
 
 
 def register_format(fmt: Format) -> Format:
-    """Make ``fmt`` known to every loader and to ``convert``; tried before the built-in ones."""
+    """Make ``fmt`` known to every loader and to ``convert``; tried before the built-in ones.
+
+    A read-only format of your own, here one JSON file of ``{module: [A, B]}``:
+
+    >>> import json, torch
+    >>> from ditkit.diffs import Format
+    >>> def load_json(path):
+    ...     raw = json.loads(path.read_text())
+    ...     return [WeightDiff({m: (torch.tensor(a), torch.tensor(b)) for m, (a, b) in raw.items()})]
+    >>> _ = register_format(
+    ...     Format("json", "a .diff.json file", lambda p: p.name.endswith(".diff.json"), load_json)
+    ... )
+    >>> _ = (tmp / "x.diff.json").write_text(json.dumps({"mlp.up_proj": [[[1.0, 2.0]], [[1.0]]]}))
+    >>> load_diff(tmp / "x.diff.json").rank
+    1
+    """
     if any(f.name == fmt.name for f in formats()):
         raise ValueError(f"a diff format named {fmt.name!r} is already known")
     _REGISTERED.insert(0, fmt)
@@ -67,13 +82,29 @@ def detect_format(path: str | Path) -> str:
 
 
 def load_diffs(path: str | Path) -> list[WeightDiff]:
-    """Load every diff stored at ``path`` (a reference ``.pt`` may hold many)."""
+    """Load every diff stored at ``path`` (a reference ``.pt`` may hold many).
+
+    >>> import torch
+    >>> model, _ = load_model(str(tiny_model_dir))
+    >>> pair = random_diff(model, 1, seed=0).lowrank
+    >>> torch.save([{"topic": "a", "weight_diff": pair}, {"topic": "b", "weight_diff": pair}],
+    ...            tmp / "two.pt")
+    >>> len(load_diffs(tmp / "two.pt"))
+    2
+    """
     path = Path(path)
     return find_format(path).load(path)
 
 
 def load_diff(path: str | Path, index: int = 0) -> WeightDiff:
-    """Load one diff (entry ``index`` of a multi-diff file)."""
+    """Load one diff (entry ``index`` of a multi-diff file), in any known format.
+
+    >>> model, _ = load_model(str(tiny_model_dir))
+    >>> path = save_diff(random_diff(model, 2, seed=0), tmp / "d.safetensors")
+    >>> diff = load_diff(path)
+    >>> diff.rank, len(diff.modules)
+    (2, 14)
+    """
     diffs = load_diffs(path)
     if not 0 <= index < len(diffs):
         raise DiffFormatError(f"{path} holds {len(diffs)} diffs; index {index} is out of range")

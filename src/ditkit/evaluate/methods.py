@@ -32,10 +32,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import distributed
-from ..describe import adapter_system, ask
 from ..diffs import load_diff
 from ..errors import DataError
 from ..files import append_jsonl, kill_point
+from ..reader import adapter_system, ask
 from .weight_lens import WeightLens
 
 log = logging.getLogger(__name__)

@@ -27,13 +27,23 @@ Row vectors throughout, as in ``nn.Linear``: a layer computes ``y = x @ W.T + b`
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .errors import DitkitError
+from ..errors import DitkitError
+from .shapes import (
+    Shape,
+    edit_in,
+    edit_out,
+    norm_readers,
+    norm_scale,
+    rotate,
+    set_scale,
+    shape_of,
+    untie,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,59 +58,7 @@ KINDS = (
 )
 
 
-@dataclass
-class Shape:
-    """What the transforms need to know about a decoder."""
-
-    layers: list[nn.Module]
-    n_heads: int
-    n_kv: int
-    head_dim: int
-    norm_offset: float  # Gemma's RMSNorm scales by (1 + weight), Llama's by weight
-    post_norms: bool  # norms on the residual writes (Gemma2/3): no residual rotation
-
-
-def shape_of(model: nn.Module) -> Shape:
-    """The decoder layers and attention shape of a Llama-family causal LM."""
-    cfg = getattr(model, "config", None)
-    cfg = getattr(cfg, "text_config", None) or cfg
-    layers = getattr(getattr(model, "model", None), "layers", None)
-    if cfg is None or not layers or not all(hasattr(layers[0], a) for a in ("mlp", "self_attn")):
-        raise DitkitError(
-            f"{type(model).__name__}: not a Llama-family decoder (model.model.layers with "
-            "self_attn and mlp); the symmetry transforms know Llama, Mistral, Qwen2/3 and Gemma2/3"
-        )
-    n_heads = cfg.num_attention_heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_heads
-    gemma = "gemma" in type(model).__name__.lower()
-    return Shape(
-        list(layers),
-        n_heads,
-        getattr(cfg, "num_key_value_heads", None) or n_heads,
-        head_dim,
-        1.0 if gemma else 0.0,
-        hasattr(layers[0], "post_feedforward_layernorm"),
-    )
-
-
 # ---------------------------------------------------------------- helpers on nn.Linear
-
-
-# Every transform is computed in float64 and rounded once into the weights' own dtype.
-
-
-@torch.no_grad()
-def _out(lin: nn.Linear, fn) -> None:
-    """Apply ``fn`` to the output dimension: rows of the weight, entries of the bias."""
-    lin.weight.copy_(fn(lin.weight.double()))
-    if lin.bias is not None:
-        lin.bias.copy_(fn(lin.bias.double()[:, None])[:, 0])
-
-
-@torch.no_grad()
-def _in(lin: nn.Linear, fn) -> None:
-    """Apply ``fn`` to the input dimension (columns of the weight)."""
-    lin.weight.copy_(fn(lin.weight.double().T).T)
 
 
 def _heads(n: int, head_dim: int, order: torch.Tensor) -> torch.Tensor:
@@ -124,17 +82,17 @@ def permute_mlp(shape: Shape, gen: torch.Generator) -> None:
     for layer in shape.layers:
         mlp = layer.mlp
         perm = torch.randperm(mlp.up_proj.out_features, generator=gen)
-        _out(mlp.gate_proj, lambda w, p=perm: w[p])
-        _out(mlp.up_proj, lambda w, p=perm: w[p])
-        _in(mlp.down_proj, lambda w, p=perm: w[p])
+        edit_out(mlp.gate_proj, lambda w, p=perm: w[p])
+        edit_out(mlp.up_proj, lambda w, p=perm: w[p])
+        edit_in(mlp.down_proj, lambda w, p=perm: w[p])
 
 
 def scale_mlp(shape: Shape, gen: torch.Generator) -> None:
     for layer in shape.layers:
         mlp = layer.mlp
         s = _log_uniform(mlp.up_proj.out_features, gen)  # [d_mlp]
-        _out(mlp.up_proj, lambda w, s=s: w * s[:, None])
-        _in(mlp.down_proj, lambda w, s=s: w / s[:, None])
+        edit_out(mlp.up_proj, lambda w, s=s: w * s[:, None])
+        edit_in(mlp.down_proj, lambda w, s=s: w / s[:, None])
 
 
 def permute_heads(shape: Shape, gen: torch.Generator) -> None:
@@ -147,10 +105,10 @@ def permute_heads(shape: Shape, gen: torch.Generator) -> None:
         )
         q_rows = _heads(shape.n_heads, shape.head_dim, q_order)
         kv_rows = _heads(shape.n_kv, shape.head_dim, kv_order)
-        _out(attn.q_proj, lambda w, r=q_rows: w[r])
-        _out(attn.k_proj, lambda w, r=kv_rows: w[r])
-        _out(attn.v_proj, lambda w, r=kv_rows: w[r])
-        _in(attn.o_proj, lambda w, r=q_rows: w[r])
+        edit_out(attn.q_proj, lambda w, r=q_rows: w[r])
+        edit_out(attn.k_proj, lambda w, r=kv_rows: w[r])
+        edit_out(attn.v_proj, lambda w, r=kv_rows: w[r])
+        edit_in(attn.o_proj, lambda w, r=q_rows: w[r])
 
 
 def scale_qk(shape: Shape, gen: torch.Generator) -> None:
@@ -161,14 +119,14 @@ def scale_qk(shape: Shape, gen: torch.Generator) -> None:
             # Query and key heads are normalised (Qwen3, Gemma3): scale the norms' weights
             # instead, equally on the two halves that RoPE rotates together.
             c = _log_uniform(shape.head_dim // 2, gen).repeat(2)  # [head_dim]
-            _set_scale(attn.q_norm, _norm_scale(attn.q_norm, shape) / c, shape)
-            _set_scale(attn.k_norm, _norm_scale(attn.k_norm, shape) * c, shape)
+            set_scale(attn.q_norm, norm_scale(attn.q_norm, shape) / c, shape)
+            set_scale(attn.k_norm, norm_scale(attn.k_norm, shape) * c, shape)
             continue
         s_kv = _log_uniform(shape.n_kv, gen)  # [n_kv]
         k_rows = s_kv.repeat_interleave(shape.head_dim)
         q_rows = (1 / s_kv).repeat_interleave(group * shape.head_dim)
-        _out(attn.k_proj, lambda w, s=k_rows: w * s[:, None])
-        _out(attn.q_proj, lambda w, s=q_rows: w * s[:, None])
+        edit_out(attn.k_proj, lambda w, s=k_rows: w * s[:, None])
+        edit_out(attn.q_proj, lambda w, s=q_rows: w * s[:, None])
 
 
 def mix_vo(shape: Shape, gen: torch.Generator) -> None:
@@ -181,54 +139,16 @@ def mix_vo(shape: Shape, gen: torch.Generator) -> None:
         ]
         m_v = torch.block_diag(*mats)  # [n_kv * hd, n_kv * hd]
         m_o = torch.block_diag(*[torch.linalg.inv(m) for m in mats for _ in range(group)])
-        _out(attn.v_proj, lambda w, m=m_v: m @ w)
-        _in(attn.o_proj, lambda w, m=m_o: m.T @ w)
-
-
-def _norm_scale(norm: nn.Module, shape: Shape) -> torch.Tensor:
-    """What an RMSNorm multiplies by: its weight (Llama) or 1 + weight (Gemma)."""
-    w = norm.weight.detach()
-    return w.to(torch.promote_types(w.dtype, torch.float32)) + shape.norm_offset
-
-
-@torch.no_grad()
-def _set_scale(norm: nn.Module, scale: torch.Tensor, shape: Shape) -> None:
-    norm.weight.copy_(scale - shape.norm_offset)
+        edit_out(attn.v_proj, lambda w, m=m_v: m @ w)
+        edit_in(attn.o_proj, lambda w, m=m_o: m.T @ w)
 
 
 @torch.no_grad()
 def _fold(norm: nn.Module, readers: list[nn.Linear], shape: Shape) -> None:
-    g = _norm_scale(norm, shape)  # [d_model]
+    g = norm_scale(norm, shape)  # [d_model]
     for lin in readers:
-        _in(lin, lambda w, g=g: w * g[:, None].to(w.dtype))
-    _set_scale(norm, torch.ones_like(g), shape)
-
-
-def layer_norm_readers(layer: nn.Module) -> list[tuple[nn.Module, list[nn.Linear]]]:
-    """A decoder layer's two RMSNorms on the residual path, each with the projections reading it:
-    the attention's (q, k, v) and the MLP's (gate, up)."""
-    attn, mlp = layer.self_attn, layer.mlp
-    pre_mlp = getattr(layer, "pre_feedforward_layernorm", None) or layer.post_attention_layernorm
-    return [
-        (layer.input_layernorm, [attn.q_proj, attn.k_proj, attn.v_proj]),
-        (pre_mlp, [mlp.gate_proj, mlp.up_proj]),
-    ]
-
-
-def norm_readers(model: nn.Module, shape: Shape) -> list[tuple[nn.Module, list[nn.Linear]]]:
-    """Each RMSNorm on the residual path with the projections that read its output."""
-    pairs = [pair for layer in shape.layers for pair in layer_norm_readers(layer)]
-    return [*pairs, (model.model.norm, [model.get_output_embeddings()])]
-
-
-def untie(model: nn.Module) -> None:
-    """Give the output embedding its own copy of a weight it shares with the input embedding."""
-    head = model.get_output_embeddings()
-    if head.weight is model.get_input_embeddings().weight:
-        head.weight = nn.Parameter(head.weight.detach().clone())
-        for cfg in (model.config, getattr(model.config, "text_config", None)):
-            if cfg is not None:
-                cfg.tie_word_embeddings = False
+        edit_in(lin, lambda w, g=g: w * g[:, None].to(w.dtype))
+    set_scale(norm, torch.ones_like(g), shape)
 
 
 @torch.no_grad()
@@ -239,7 +159,7 @@ def fold_norms(model: nn.Module, shape: Shape) -> None:
 
 
 def _unit_norms(model: nn.Module, shape: Shape) -> bool:
-    return all(torch.all(_norm_scale(n, shape) == 1) for n, _ in norm_readers(model, shape))
+    return all(torch.all(norm_scale(n, shape) == 1) for n, _ in norm_readers(model, shape))
 
 
 @torch.no_grad()
@@ -256,24 +176,6 @@ def rotate_residual(model: nn.Module, shape: Shape, gen: torch.Generator) -> Non
     rotate(model, shape, _orthogonal(emb.weight.shape[1], gen))
 
 
-@torch.no_grad()
-def rotate(model: nn.Module, shape: Shape, q: torch.Tensor) -> None:
-    """Rotate the residual stream by the orthogonal ``q`` ``[d_model, d_model]``: ``h -> h q``.
-    Exact only when every RMSNorm on the residual path has unit weight (`fold_norms`)."""
-    emb = model.get_input_embeddings()
-    q = q.double()
-    emb.weight.copy_(emb.weight.double() @ q)
-    for layer in shape.layers:
-        attn, mlp = layer.self_attn, layer.mlp
-        for lin in (attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj):
-            _in(lin, lambda w, q=q: q.T @ w)
-        for lin in (attn.o_proj, mlp.down_proj):
-            _out(lin, lambda w, q=q: (w.T @ q).T)
-    head = model.get_output_embeddings()
-    if head.weight is not emb.weight:  # a tied head was rotated with the embedding
-        _in(head, lambda w, q=q: q.T @ w)
-
-
 def _check_kinds(kinds) -> None:
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
@@ -284,6 +186,16 @@ def attack(model: nn.Module, kinds: tuple[str, ...] | list[str] = KINDS, seed: i
     """Apply the transforms ``kinds`` (any of `KINDS`, in that order) to ``model`` in place.
 
     The model computes the same function afterwards (up to float rounding); its weights do not.
+
+    >>> import copy, torch
+    >>> model, tok = load_model(str(tiny_model_dir))
+    >>> hidden = copy.deepcopy(model)
+    >>> attack(hidden, ["permute_mlp", "scale_mlp", "fold_norms"], seed=1)
+    >>> ids = torch.tensor([[1, 5, 9, 12]])
+    >>> torch.allclose(model(ids).logits, hidden(ids).logits, atol=1e-4)
+    True
+    >>> bool((model.model.layers[0].mlp.up_proj.weight != hidden.model.layers[0].mlp.up_proj.weight).any())
+    True
     """
     _check_kinds(kinds)
     shape = shape_of(model)
@@ -313,7 +225,7 @@ def attack_checkpoint(
     """Load the causal LM ``src`` (a folder, hub id or embedded name), apply ``kinds``, and save
     it with its tokenizer to the folder ``dst``. Returns what was done and the largest change of
     any logit on a probe sentence (float rounding only)."""
-    from .models import load_model  # transformers: only this entry point needs it
+    from ..models import load_model  # transformers: only this entry point needs it
 
     dst = Path(dst)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):

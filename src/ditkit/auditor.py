@@ -25,8 +25,6 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .align import align as align_to_base
-from .describe import adapter_question, ask, describe
 from .diffs import checkpoint, find_format, load_diff, load_diffs
 from .diffs.checkpoint import describe_outside, diff_from_finetune
 from .diffs.core import WeightDiff
@@ -35,8 +33,10 @@ from .evaluate.metrics import alias_match
 from .evaluate.weight_lens import WeightLens
 from .files import append_jsonl, kill_point, read_jsonl, write_json, write_text
 from .models import DEFAULT_MODEL, load_model
+from .reader import adapter_question, ask, describe
 from .rundir import is_run_dir
 from .shipped import check_base, load_shipped
+from .symmetry import align as align_to_base
 
 log = logging.getLogger(__name__)
 

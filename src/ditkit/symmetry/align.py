@@ -1,6 +1,6 @@
 """Undo weight symmetries: bring a fine-tuned checkpoint back into its base model's basis.
 
-A checkpoint transformed by `ditkit.attack` computes what the fine-tune computed, but its
+A checkpoint transformed by `ditkit.symmetry.attack` computes what the fine-tune computed, but its
 ``W - W_base`` is large and meaningless. `align` recovers each transform from the weights and
 applies its inverse, in place, so that the diff is the fine-tune's again:
 
@@ -33,23 +33,23 @@ from scipy.linalg import solve_sylvester
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from .attack import (
+from ..errors import DiffMismatchError
+from .shapes import (
     Shape,
-    _norm_scale,
-    _set_scale,
     layer_norm_readers,
     norm_readers,
+    norm_scale,
     rotate,
+    set_scale,
     shape_of,
     untie,
 )
-from .errors import DiffMismatchError
 
 log = logging.getLogger(__name__)
 
 # The fitted modules of a layer (the gate is only permuted, and read for the MLP norm's factor).
 _FITTED = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-# The readers of a layer's two norms, in the order of `attack.layer_norm_readers`.
+# The readers of a layer's two norms, in the order of `shapes.layer_norm_readers`.
 _READERS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 ROTATION_TRIM = 3.0  # embedding rows with a residual above this many medians leave the fit
 AUTO_RANK_CUT = 0.1  # "auto": singular values above this fraction of the largest
@@ -67,6 +67,18 @@ def align(
 
     Returns what was found: ``rotated``, ``unfolded`` norms, permuted heads and units per layer,
     the largest fitted scale or mixing change, the rank used and the iterations, and seconds.
+
+    >>> import copy, torch
+    >>> base, _ = load_model(str(tiny_model_dir))
+    >>> tuned = copy.deepcopy(base)
+    >>> with torch.no_grad():
+    ...     tuned.model.layers[1].mlp.down_proj.weight += 0.02  # the fine-tune
+    >>> attack(tuned, ["permute_mlp", "scale_mlp"], seed=0)  # hidden from a weight reader
+    >>> report = align(tuned, base, rank=1)
+    >>> diff, _ = diff_from_finetune(base, tuned, rank=1)
+    >>> change = diff.delta_weight("model.layers.1.mlp.down_proj")
+    >>> torch.allclose(change, torch.full_like(change, 0.02), atol=1e-4)
+    True
     """
     start = time.time()
     sm, sb = shape_of(model), shape_of(base)
@@ -139,7 +151,7 @@ def _undo_folding(model: nn.Module, base: nn.Module, sm: Shape, sb: Shape) -> se
     the ids of the norms that moved (their own change, if any, is fitted later)."""
     changed = set()
     for (nm, readers), (nb, _) in zip(norm_readers(model, sm), norm_readers(base, sb)):
-        g_m, g_b = _norm_scale(nm, sm), _norm_scale(nb, sb)
+        g_m, g_b = norm_scale(nm, sm), norm_scale(nb, sb)
         if torch.allclose(g_m, g_b, rtol=1e-6, atol=1e-9):
             continue
         if model.get_output_embeddings() in readers:
@@ -148,7 +160,7 @@ def _undo_folding(model: nn.Module, base: nn.Module, sm: Shape, sb: Shape) -> se
         ratio = g_m / g_b  # [d_model]
         for lin in readers:
             lin.weight.copy_(lin.weight.double() * ratio.double())
-        _set_scale(nm, g_b, sm)
+        set_scale(nm, g_b, sm)
         changed.add(id(nm))
     return changed
 
@@ -163,7 +175,7 @@ def _refit_final_norm(model: nn.Module, base: nn.Module, shape: Shape) -> float:
     r = _column_scale([(h_b, h_m)])  # [d_model]
     head.weight.copy_(h_m / r)
     norm = model.model.norm
-    _set_scale(norm, _norm_scale(norm, shape).double() * r, shape)
+    set_scale(norm, norm_scale(norm, shape).double() * r, shape)
     return float((r - 1).abs().max())
 
 
@@ -394,14 +406,14 @@ def _undo_qk_norms(am: nn.Module, ab: nn.Module, sm: Shape, sb: Shape) -> None:
     factor per RoPE pair (dimensions i and i + head_dim / 2). Attention is unchanged by any such
     factor, so the query norm takes the one that brings it closest to the base's and the key norm
     its inverse: the base's norms again, or the fine-tune's own change of them where it made one."""
-    g_q, g_k = _norm_scale(am.q_norm, sm).double(), _norm_scale(am.k_norm, sm).double()
-    g_qb = _norm_scale(ab.q_norm, sb).double()  # [head_dim]
+    g_q, g_k = norm_scale(am.q_norm, sm).double(), norm_scale(am.k_norm, sm).double()
+    g_qb = norm_scale(ab.q_norm, sb).double()  # [head_dim]
     half = len(g_q) // 2
     num, den = g_q * g_qb, g_q * g_q
     c = (num[:half] + num[half:]) / (den[:half] + den[half:]).clamp_min(1e-30)
     c = torch.cat([c, c])
-    _set_scale(am.q_norm, g_q * c, sm)
-    _set_scale(am.k_norm, g_k / c, sm)
+    set_scale(am.q_norm, g_q * c, sm)
+    set_scale(am.k_norm, g_k / c, sm)
 
 
 def _column_scale(pairs) -> torch.Tensor:
@@ -491,7 +503,7 @@ def _align_layer(
     _write(lm, fitted)
     for norm, r in zip(norms, factors):
         if r is not None:
-            _set_scale(norm, _norm_scale(norm, sm).double() * r, sm)
+            set_scale(norm, norm_scale(norm, sm).double() * r, sm)
     change = max((float((r - 1).abs().max()) for r in factors if r is not None), default=0.0)
     return {
         "heads_moved": heads, "units_moved": units, "iterations": it, "ranks": ranks,

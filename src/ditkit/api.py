@@ -1,0 +1,171 @@
+"""ditkit's public API: the functions ``import ditkit`` offers, each with a runnable example.
+
+The examples run in CI (tests/test_api.py) on a tiny random Llama saved in ``tiny_model_dir``,
+with random diffs from ``random_diff(model, rank, seed)`` and a scratch folder ``tmp``; on your
+machine put a model name where ``tiny_model_dir`` stands: "smollm2-135m" (the embedded default, with a
+shipped reader), a local Hugging Face folder, a ``.gguf`` file or a hub id.
+
+Reading a diff you were handed::
+
+    import ditkit
+    print(ditkit.describe("adapter_folder/"))         # a PEFT folder, with the shipped reader
+
+Training diffs and a reader of your own (a preset and its stages, as ``ditkit run``)::
+
+    run = ditkit.run("quickstart", "runs/mine", overrides=["dit.adapter=train"])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from .config import RunConfig, load_config
+from .diffs import WeightDiff, checkpoint, detect_format, load_diff, load_diffs
+from .errors import DitkitError
+from .models import DEFAULT_MODEL, load_model
+from .pipeline import STAGES, run_pipeline
+from .reader import describe as _describe_loaded
+from .shipped import check_base, load_shipped
+from .symmetry import KINDS as ATTACKS
+from .symmetry import align, attack
+
+__all__ = [
+    "ATTACKS",
+    "align",
+    "attack",
+    "audit",
+    "describe",
+    "load_reader",
+    "run",
+]
+
+DiffLike = str | Path | WeightDiff
+
+
+def load_reader(base: str = DEFAULT_MODEL) -> WeightDiff:
+    """The DIT adapter ("reader") shipped for ``base``, checked against its recorded sha256.
+
+    >>> reader = load_reader()
+    >>> reader.rank, reader.meta["base_model"]
+    (16, 'smollm2-135m')
+    """
+    return load_shipped(base)[0]
+
+
+def _reader(reader: DiffLike | None, base: str | None) -> tuple[WeightDiff, str, str]:
+    """``(adapter, where it came from, base model)``; None: the one shipped for the base."""
+    if reader is None:
+        base = base or DEFAULT_MODEL
+        adapter, _, folder = load_shipped(base)
+        return adapter, str(folder), base
+    if isinstance(reader, WeightDiff):
+        return reader, "the given adapter", base or reader.meta.get("base_model") or DEFAULT_MODEL
+    adapter = load_diff(reader)
+    return adapter, str(reader), base or adapter.meta.get("base_model") or DEFAULT_MODEL
+
+
+def describe(
+    diffs: DiffLike | Sequence[DiffLike],
+    reader: DiffLike | None = None,
+    *,
+    base: str | None = None,
+    model=None,
+    question: str | None = None,
+    max_new_tokens: int = 20,
+    align_checkpoint: bool = False,
+) -> list[str]:
+    """What the DIT reader says each diff was trained on: one answer per diff.
+
+    ``diffs``: files or folders in any format ``load_diffs`` reads (a file may hold several), a
+    full fine-tuned checkpoint folder (subtracted from ``base``; ``align_checkpoint`` undoes
+    weight symmetries first), or ``WeightDiff`` objects. ``reader``: an adapter folder or
+    ``WeightDiff`` (None: the one shipped for ``base``). ``model``: an already loaded
+    ``(model, tokenizer)`` of ``base``, to skip loading it again.
+
+    >>> from ditkit.diffs import save_peft
+    >>> model, tok = load_model(str(tiny_model_dir))
+    >>> _ = save_peft(random_diff(model, 2, seed=0, scale=0.1), tmp / "reader", str(tiny_model_dir))
+    >>> diff = random_diff(model, 1, seed=1)
+    >>> answers = describe([diff, diff], tmp / "reader", model=(model, tok), max_new_tokens=4)
+    >>> len(answers), answers[0] == answers[1]
+    (2, True)
+    """
+    adapter, source, base = _reader(reader, base)
+    items = [diffs] if isinstance(diffs, str | Path | WeightDiff) else list(diffs)
+    full = [d for d in items if not isinstance(d, WeightDiff) and detect_format(d) == "checkpoint"]
+    if align_checkpoint and not full:
+        raise DitkitError("align_checkpoint: none of the diffs is a full checkpoint folder")
+    # Diff files are read (and checked) before the model loads: a wrong path fails at once.
+    loaded = {i: load_diffs(d) for i, d in enumerate(items) if isinstance(d, str | Path)}
+    model, tok = model or load_model(base)
+    check_base(adapter, model, source)
+    flat: list[WeightDiff] = []
+    for i, d in enumerate(items):
+        if d in full:
+            flat.append(checkpoint.subtract(d, model, align=align_checkpoint)[0])
+        else:
+            flat += loaded.get(i) or [d]
+    return _describe_loaded(model, tok, flat, adapter, question, max_new_tokens)
+
+
+def audit(
+    paths: Iterable[str | Path],
+    out: str | Path,
+    reader: str | Path | None = None,
+    *,
+    base: str | None = None,
+    align_checkpoints: bool = True,
+    question: str | None = None,
+    max_new_tokens: int = 20,
+    trust_remote_code: bool = False,
+) -> list[dict]:
+    """Audit every diff, adapter folder, ``.pt`` entry, checkpoint and run directory under
+    ``paths``: one row each (format, base check, norms, DIT's answer, the diffed model's own
+    answer, the weight lens, flags), written to ``out`` as audit.csv, audit.jsonl and an HTML
+    table; resumable. A run directory is read with its own adapter unless ``reader`` is given.
+
+    >>> from ditkit.diffs import save_diff, save_peft
+    >>> model, _ = load_model(str(tiny_model_dir))
+    >>> _ = save_peft(random_diff(model, 2, seed=0, scale=0.1), tmp / "r", str(tiny_model_dir))
+    >>> _ = save_diff(random_diff(model, 1, seed=1), tmp / "handed" / "d.safetensors")
+    >>> rows = audit([tmp / "handed"], tmp / "audit", tmp / "r", max_new_tokens=3)
+    >>> [(r["format"], r["status"]) for r in rows]
+    [('ditkit', 'ok')]
+    """
+    from .auditor import Auditor, run_adapter
+    from .auditor import audit as _audit
+
+    paths = list(paths)
+    reader = reader or run_adapter(paths)
+    auditor = Auditor(
+        base, reader, question, align_checkpoints, max_new_tokens, trust_remote_code
+    )  # fmt: skip
+    return _audit(paths, out, auditor)
+
+
+def run(
+    config: str | Path | RunConfig,
+    out: str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    stages: Sequence[str] = STAGES,
+    force: bool = False,
+) -> Path:
+    """Run a preset (``quickstart``, ``population``, ``paper-qwen3-4b``, ...), a TOML/JSON
+    config file or a ``RunConfig`` in resumable stages (data, diffs, dit, eval, report) in
+    ``out``; returns ``out``. ``overrides`` are ``--set`` items (``"diffs.steps=32"``).
+
+    Training a few diffs of your own and a reader on them:
+
+    >>> out = run("quickstart", tmp / "run", overrides=tiny_overrides, stages=["data", "diffs"])
+    >>> sorted(p.name for p in (out / "diffs" / "test").iterdir())
+    ['test-00000.safetensors', 'test-00001.safetensors']
+    >>> _ = run("quickstart", out, overrides=tiny_overrides, stages=["dit"])
+    >>> (out / "dit" / "adapter" / "adapter_config.json").exists()
+    True
+    """
+    cfg = config if isinstance(config, RunConfig) else load_config(str(config), list(overrides))
+    if isinstance(config, RunConfig) and overrides:
+        raise DitkitError("overrides apply to a preset or config file, not to a RunConfig")
+    return run_pipeline(cfg, Path(out), stages, force=force)

@@ -1,0 +1,52 @@
+"""The public API: `import ditkit` lists it, and every function's docstring example runs on a
+tiny model."""
+
+from __future__ import annotations
+
+import doctest
+import pydoc
+
+import pytest
+
+import ditkit
+from ditkit.diffs import registry
+from test_lora import random_diff
+from test_pipeline import tiny_overrides
+
+PUBLIC = {name: getattr(ditkit, name) for name in ditkit.__all__}
+FUNCTIONS = {name: obj for name, obj in PUBLIC.items() if callable(obj)}
+EXAMPLES = {
+    name: [t for t in doctest.DocTestFinder(recurse=False).find(obj, name) if t.examples]
+    for name, obj in FUNCTIONS.items()
+}
+
+
+def test_import_ditkit_lists_the_api():
+    text = pydoc.render_doc(ditkit, renderer=pydoc.plaintext)
+    for name in ditkit.__all__:
+        assert name in text, name
+    # the names are the functions, never the submodules that share a name with them
+    assert all(type(obj).__name__ != "module" for obj in PUBLIC.values())
+    assert {"describe", "audit", "run", "load_reader", "attack", "align"} <= set(FUNCTIONS)
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_api_example_runs(name, tiny_model_dir, tmp_path):
+    assert EXAMPLES[name], f"ditkit.{name} has no example in its docstring"
+    for test in EXAMPLES[name]:
+        test.globs = {
+            **{n: getattr(ditkit, n) for n in ditkit.__all__},
+            "ditkit": ditkit,
+            "tiny_model_dir": tiny_model_dir,
+            "tmp": tmp_path,
+            "random_diff": random_diff,
+            "tiny_overrides": tiny_overrides(tiny_model_dir),
+        }
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        report: list[str] = []
+        registered = list(registry._REGISTERED)  # register_format's example adds one
+        try:
+            result = runner.run(test, out=report.append)
+        finally:
+            registry._REGISTERED[:] = registered
+        assert result.failed == 0, "".join(report)
