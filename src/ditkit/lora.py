@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .config import DEFAULT_TARGETS
+from .errors import DiffMismatchError
 
 # Decoder layers only: not vision towers, embeddings or lm_head.
 _DECODER_LAYER = re.compile(r"(^|\.)layers\.\d+\.")
@@ -349,13 +350,21 @@ def clear_diffs(model: nn.Module) -> None:
         layer.clear_diffs()
 
 
-def set_adapter(
-    model: nn.Module, pairs: dict[str, tuple[torch.Tensor, torch.Tensor, float]] | None
-) -> None:
-    """The frozen shared adapter on every wrapped layer: ``{layer: (A, B, scale)}``; a layer
-    not in ``pairs`` (or ``pairs`` None) gets none."""
-    for name, layer in diff_layers(model).items():
-        layer.set_adapter(*(pairs or {}).get(name, (None, None)))
+def set_adapter(model: nn.Module, adapter) -> None:
+    """Install ``adapter`` (a ``WeightDiff``: its ``lowrank`` pairs, each at ``scale(name)``) as
+    every wrapped layer's frozen shared adapter; a layer it lacks gets none, None removes it."""
+    layers = diff_layers(model)
+    pairs = {} if adapter is None else adapter.lowrank
+    missing = set(pairs) - set(layers)
+    if missing:
+        raise DiffMismatchError(
+            f"the DIT adapter's modules {sorted(missing)[:3]} are not in the model; it was "
+            f"trained on another base model (recorded: {adapter.meta.get('base_model')}): "
+            "pass that one (--base) or an adapter trained on this model"
+        )
+    for name, layer in layers.items():
+        a_ro, b_ir = pairs.get(name, (None, None))
+        layer.set_adapter(a_ro, b_ir, adapter.scale(name) if a_ro is not None else 1.0)
 
 
 def add_adapters(model: nn.Module, rank: int, alpha: float = 1.0) -> list[nn.Parameter]:

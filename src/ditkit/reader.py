@@ -10,26 +10,9 @@ from tqdm.auto import tqdm
 from . import lora
 from .batching import TEMPLATE_DEFAULT, chat_prompt
 from .diffs import WeightDiff, install_diffs
-from .errors import DataError, DiffMismatchError
+from .errors import DataError
 from .generate import generate_chat
 from .tasks.base import DEFAULT_TASK, get_task
-
-
-def set_adapter(model, adapter: WeightDiff | None) -> None:
-    """Install ``adapter`` as every wrapped layer's shared adapter (None removes it)."""
-    layers = lora.diff_layers(model)
-    pairs = None
-    if adapter is not None:
-        pairs = {n: (a, b, adapter.scale(n)) for n, (a, b) in adapter.lowrank.items()}
-    lora.set_adapter(model, pairs)
-    if adapter is not None:
-        missing = set(adapter.lowrank) - set(layers)
-        if missing:
-            raise DiffMismatchError(
-                f"the DIT adapter's modules {sorted(missing)[:3]} are not in the model; it was "
-                f"trained on another base model (recorded: {adapter.meta.get('base_model')}): "
-                "pass that one (--base) or an adapter trained on this model"
-            )
 
 
 def check_context(model, tok, prompts: Sequence[str], max_new_tokens: int, system) -> None:
@@ -76,7 +59,7 @@ def ask(
     if adapter is not None:
         targets |= {n.rsplit(".", 1)[-1] for n in adapter.modules}
     lora.inject(model, targets or lora.DEFAULT_TARGETS)
-    set_adapter(model, adapter)
+    lora.set_adapter(model, adapter)
     answers: list[str] = []
     try:
         for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
@@ -102,7 +85,7 @@ def ask(
             )
     finally:
         lora.clear_diffs(model)
-        set_adapter(model, None)
+        lora.set_adapter(model, None)
     return answers
 
 
