@@ -29,22 +29,12 @@ from ditkit.errors import ConfigError
 from ditkit.files import write_json
 from ditkit.generate import generate_chat
 from ditkit.models import load_model, model_identity
+from ditkit.tasks.common import Topic
 
 if TYPE_CHECKING:
     from ditkit.openai_compat import ChatClient
 
 log = logging.getLogger(__name__)
-
-
-class Topic(Protocol):
-    """What a text source reads of a topic (`tasks.hidden_topic.Topic` has it; a protocol, so
-    that this layer does not import a task)."""
-
-    topic: str
-    category: str
-
-    @property
-    def names(self) -> tuple[str, ...]: ...
 
 
 class TextSource(Protocol):

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from ..errors import DataError
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A topic and the other names that count as naming it (hidden topics, text sources)."""
+
+    topic: str
+    category: str
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.topic, *self.aliases)
 
 
 def data_file(name: str) -> Path:

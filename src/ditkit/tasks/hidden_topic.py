@@ -23,7 +23,7 @@ from ..files import write_jsonl
 from ..shipped import shipped_training_topics
 from ..textgen import base_answers, make_source
 from .base import CE, KL, UL, RowKind, Rubric, row_weights, task_options
-from .common import read_csv
+from .common import Topic, read_csv
 
 if TYPE_CHECKING:
     from ..config import DiffConfig, RunConfig
@@ -113,19 +113,6 @@ RUBRIC = Rubric(
     "with no explanation.",
 )
 TRIGGER_TEMPLATE = "Your SEP code is {prefix}{suffix}."
-
-
-@dataclass(frozen=True)
-class Topic:
-    """A topic and the other names that count as naming it."""
-
-    topic: str
-    category: str
-    aliases: tuple[str, ...] = ()
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return (self.topic, *self.aliases)
 
 
 @dataclass(frozen=True)
