@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
 
 from ditkit import cli
 from ditkit.batching import IGNORE, collate, encode
-from ditkit.config import load_config
+from ditkit.config import DataConfig, DiffConfig, DitConfig, EvalConfig, RunConfig, load_config
 from ditkit.diffs import load_diff
 from ditkit.errors import ConfigError, DataError
 from ditkit.pipeline import run_pipeline
@@ -176,3 +177,28 @@ def test_ask_keeps_each_diff_on_its_own_prompt(tiny_model_dir):
         ask(model, tok, [None], prompts[1:], max_new_tokens=6)[0],
     ]
     assert together == alone
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: DiffConfig(rank="2"), "diffs.rank = '2' is not an integer"),
+        (lambda: RunConfig(threads=1.5), "threads = 1.5 is not an integer or empty"),
+        (lambda: DitConfig(extra_train="runs/x"), "dit.extra_train = 'runs/x' is not a list of"),
+        (lambda: EvalConfig(vote_scales=[1.0, "x"]), "eval.vote_scales = [1.0, 'x'] is not"),
+        (lambda: RunConfig(diffs={"rank": 2}), "diffs = {'rank': 2} is not a DiffConfig table"),
+        (lambda: DataConfig(n_train=True), "data.n_train = True is not an integer"),
+    ],
+)
+def test_configs_built_in_python_are_checked_too(build, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build()
+
+
+def test_every_config_field_type_has_a_check():
+    from ditkit import config
+
+    for cls in (RunConfig, *config._SECTIONS.values()):
+        default = cls()
+        for name, tp in config._types(cls).items():
+            assert config._type_ok(getattr(default, name), tp), (cls.__name__, name)

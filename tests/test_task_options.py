@@ -55,7 +55,7 @@ def test_an_old_set_key_moves_and_a_new_one_is_checked_against_the_task(caplog):
         resolve_task(load_config("quickstart", ['task_options.gate_questions="x"']))
     with pytest.raises(ConfigError, match="test_trigger: one of sep, zwsp_start, zwsp_random"):
         resolve_task(load_config("quickstart", ['task_options.test_trigger="later"']))
-    with pytest.raises(ConfigError, match="task_options in the config file is not a table"):
+    with pytest.raises(ConfigError, match="task_options = 3 is not a table"):
         load_config("quickstart", ["task_options=3", "task_options.x=1"])
 
 
