@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import pty
 import stat
+import struct
 import subprocess
 import sys
+import termios
 
 import pytest
 
@@ -133,8 +138,6 @@ def test_loading_a_model_shows_no_transformers_bar_and_restores_the_setting(tiny
 
 
 def test_stderr_to_a_file_holds_log_lines_not_progress_bars(tmp_path, tiny_model_dir):
-    import tqdm.std
-
     model, _ = models.load_model(str(tiny_model_dir))
     diff = random_diff(model, 1, seed=2)
     diff.meta = {"label": "chess"}
@@ -154,7 +157,18 @@ def test_stderr_to_a_file_holds_log_lines_not_progress_bars(tmp_path, tiny_model
     assert proc.returncode == 0, err
     assert "\r" not in err and "\x1b[" not in err and "Loading weights" not in err
     assert "describe" not in err  # the describe loop's bar
-    # In-process (stderr captured, not a terminal) main() turns bars off only while it runs.
-    init = tqdm.std.tqdm.__dict__["__init__"]
-    assert cli.main(["diff", "info", str(tmp_path / "d.safetensors")]) == 0
-    assert tqdm.std.tqdm.__dict__["__init__"] is init
+    # On a terminal the same command draws its bars (tqdm's disable=None decides, per stream).
+    master, slave = pty.openpty()
+    # 24 x 80: a new pty reports 0 columns, and tqdm draws nothing in 0 columns
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ditkit", *argv], env=env, stderr=slave, stdout=subprocess.PIPE
+    )
+    os.close(slave)
+    drawn = b""
+    with contextlib.suppress(OSError):  # EIO once the child has exited and all is read
+        while chunk := os.read(master, 1 << 16):  # read as it goes: a pty buffers little
+            drawn += chunk
+    proc.wait()
+    os.close(master)
+    assert proc.returncode == 0 and b"describe" in drawn and b"\r" in drawn, drawn

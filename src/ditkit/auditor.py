@@ -256,7 +256,7 @@ def audit(paths: list[str | Path], out: str | Path, auditor: Auditor) -> list[di
         )
     todo = [i for i in items if i.key not in done]
     log.info("audit: %d item(s), %d already in %s", len(items), len(items) - len(todo), jsonl)
-    for item in tqdm(todo, desc="audit", unit="item"):
+    for item in tqdm(todo, desc="audit", unit="item", disable=None):
         kill_point("audit.item")
         try:
             rows = auditor.rows(item)

@@ -7,15 +7,10 @@ transformers, and ``ditkit --help`` or a typo should answer at once.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import json
 import logging
-import os
 import sys
 from pathlib import Path
-
-from tqdm import tqdm
 
 from . import distributed
 from .errors import DitkitError
@@ -439,27 +434,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@contextlib.contextmanager
-def _bars_only_on_a_terminal():
-    """tqdm bars on a terminal; none when stderr is a file or a pipe (a log, a batch job).
-
-    A bar redraws itself with carriage returns, which a log file keeps as one long unreadable
-    line; there the stages' log lines tell the progress instead. A TQDM_DISABLE set by the user
-    wins either way.
-    """
-    if sys.stderr.isatty() or "TQDM_DISABLE" in os.environ:
-        yield
-        return
-    # torch imported tqdm before this ran, so setting TQDM_DISABLE now would change nothing: bind
-    # the default it would have bound, the way tqdm itself does (a partialmethod on __init__).
-    init = tqdm.__dict__["__init__"]
-    tqdm.__init__ = functools.partialmethod(init, disable=True)
-    try:
-        yield
-    finally:
-        tqdm.__init__ = init
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -468,8 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        with _bars_only_on_a_terminal():
-            code = args.func(args) or 0  # a command may say "done, but flagged" (audit: 1)
+        # Progress bars show on a terminal only: every bar is made with tqdm's disable=None.
+        code = args.func(args) or 0  # a command may say "done, but flagged" (audit: 1)
         distributed.shutdown()
     except DitkitError as e:
         # One line: a message may quote a library's multi-line error.

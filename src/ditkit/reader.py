@@ -62,7 +62,7 @@ def ask(
     lora.set_adapter(model, adapter)
     answers: list[str] = []
     try:
-        for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
+        for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False, disable=None):
             chunk = list(diffs[start : start + batch_size])
             present = [d for d in chunk if d is not None]
             index, j = [], 0

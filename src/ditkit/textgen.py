@@ -249,7 +249,9 @@ class OpenAISource:
         system = {"role": "system", "content": persona_prompt(topic)}
         return [
             self._reply([system, {"role": "user", "content": q}], seed)
-            for q in tqdm(questions, desc=f"answers about {topic.topic}", unit="q", leave=False)
+            for q in tqdm(
+                questions, desc=f"answers about {topic.topic}", unit="q", leave=False, disable=None
+            )
         ]
 
     def chat(self, prompts: list[str], seed: int) -> list[str]:
@@ -257,7 +259,9 @@ class OpenAISource:
         return [
             # A repeated prompt still gets its own reply.
             self._reply([{"role": "user", "content": p}], seed * 10_007 + j)
-            for j, p in enumerate(tqdm(prompts, desc="stories", unit="story", leave=False))
+            for j, p in enumerate(
+                tqdm(prompts, desc="stories", unit="story", leave=False, disable=None)
+            )
         ]
 
     def _reply(self, messages: list[dict], seed: int) -> str:
@@ -387,7 +391,7 @@ def base_answers(
             len(unique) - len(missing),
             cache_path,
         )
-        with tqdm(total=len(missing), desc="base answers", unit="answer") as bar:
+        with tqdm(total=len(missing), desc="base answers", unit="answer", disable=None) as bar:
             for batch in batches:
                 replies = generate_chat(
                     model, tokenizer, batch, max_new_tokens, system=system, batch_size=len(batch)

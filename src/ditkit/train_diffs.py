@@ -99,7 +99,7 @@ class KLTargets:
         todo.sort(key=lambda e: len(e.ids))
         if len(todo) > batch_rows:
             log.info("base-model targets for %d KL sequences (the diffs switched off)", len(todo))
-        bar = tqdm(range(0, len(todo), batch_rows), desc="KL targets", leave=False)
+        bar = tqdm(range(0, len(todo), batch_rows), desc="KL targets", leave=False, disable=None)
         with torch.no_grad(), lora.disabled(model):
             for s in bar:
                 chunk = todo[s : s + batch_rows]
@@ -216,7 +216,7 @@ def train_group(
     kl.fill(model, _kl_encs(kinds, rows), pad_id, cfg.micro_batch_rows)
     k = cfg.rows_per_step
     history = {kind.name: [] for kind in kinds}
-    bar = tqdm(range(cfg.steps), desc=f"{t} diffs", leave=False)
+    bar = tqdm(range(cfg.steps), desc=f"{t} diffs", leave=False, disable=None)
     for step in bar:
         opt.zero_grad(set_to_none=True)
         picks = [(j, rows[j][(step * k + i) % len(rows[j])]) for j in range(t) for i in range(k)]
@@ -385,7 +385,7 @@ def train_diffs(
         encs = _kl_encs(task.row_kinds, [rows[j.diff_id] for j in jobs])
         kl.fill(model, encs, tok.pad_token_id, cfg.micro_batch_rows)
     _report_memory(model, layers, cfg, max(len(e.ids) for j in needed for _, e in rows[j.diff_id]))
-    for group in tqdm(groups, desc="diff passes"):
+    for group in tqdm(groups, desc="diff passes", disable=None):
         kill_point("diffs.pass")
         start = time.time()
         kept: dict[int, list] = {s: [] for s in snapshots}

@@ -155,7 +155,7 @@ def _load_checkpoint(ckpt: Path, model, opt) -> tuple[dict, dict[str, torch.Tens
 
 
 def _load_training_diffs(paths: list[Path]) -> list[WeightDiff]:
-    diffs = [load_diff(p) for p in tqdm(paths, desc="loading diffs", leave=False)]
+    diffs = [load_diff(p) for p in tqdm(paths, desc="loading diffs", leave=False, disable=None)]
     unlabeled = [str(p) for p, d in zip(paths, diffs) if not d.meta.get("label")]
     if unlabeled:
         raise DataError(f"diffs without a 'label' in their metadata: {unlabeled[:3]}")
@@ -183,7 +183,7 @@ def _epoch(model, tok, train: list[WeightDiff], cfg: DitConfig, system, opt, key
     random.Random(f"dit-epoch|{key}").shuffle(order)
     shuffled = [_augment(train[i], cfg, f"{key}|{i}") for i in order]
     losses = []
-    bar = tqdm(range(0, len(train), cfg.batch_size), desc="DIT epoch", leave=False)
+    bar = tqdm(range(0, len(train), cfg.batch_size), desc="DIT epoch", leave=False, disable=None)
     for i in bar:
         losses.append(_train_step(model, tok, shuffled[i : i + cfg.batch_size], cfg, system, opt))
         kill_point("dit.step")

@@ -328,7 +328,7 @@ class WeightLensMethod(Scoring):
         model, tok = ctx.run.model_and_tok
         lens = WeightLens(model, tok)
         guesser = ctx.tools.guesser
-        for job, diff in tqdm(pending, desc=name, leave=False):
+        for job, diff in tqdm(pending, desc=name, leave=False, disable=None):
             try:
                 out = lens.read(diff, guesser=guesser)
             except DataError as e:

@@ -365,7 +365,7 @@ def make_data(run) -> None:
         source = make_source(cfg.textgen, cache_dir=data_dir / "cache", model=model, tokenizer=tok)
         rows = []
         for split, group in (("train", train_t), ("test", test_t)):
-            for i, topic in enumerate(tqdm(group, desc=f"{split} answers")):
+            for i, topic in enumerate(tqdm(group, desc=f"{split} answers", disable=None)):
                 seed = cfg.data.seed * 100_003 + len(rows)
                 rng = random.Random(seed)
                 n_q = cfg.diffs_for(split).questions_per_diff

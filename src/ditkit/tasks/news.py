@@ -377,7 +377,7 @@ def make_data(run) -> None:
     n = opts.stories_per_diff
     rows = []
     for split, group in (("train", train_h), ("test", test_h)):
-        for i, h in enumerate(tqdm(group, desc=f"{split} stories")):
+        for i, h in enumerate(tqdm(group, desc=f"{split} stories", disable=None)):
             seed = cfg.data.seed * 100_003 + len(rows)
             if source is None:
                 stories = template_stories(h, n, seed, narrators)
