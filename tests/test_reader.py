@@ -140,3 +140,22 @@ def test_early_stopping_waits_for_min_epochs(tiny_model_dir, tmp_path, min_epoch
     hist = json.loads((out / "dit" / "checkpoint" / "state.json").read_text())["history"]
     assert len(hist) == trained
     assert len({h["val_loss"] for h in hist}) == 1  # nothing improved: the rule alone decided
+
+
+def test_readers_of_a_size_sweep_train_on_nested_subsets(tiny_model_dir, tmp_path):
+    from ditkit import cli
+    from ditkit.diffs import load_diff
+
+    out = run_pipeline(tiny_config(tiny_model_dir), tmp_path / "run", ["data", "diffs"])
+    # More seeds where adapters are cheap: n2 gets two, n5 one (NAME@SEEDS).
+    argv = ["readers", str(out), "--setting", "n2@0,1:dit.max_train_diffs=2"]
+    argv += ["--setting", "n5@0:dit.max_train_diffs=5", "--train-sample", "2"]
+    assert cli.main(argv) == 0
+    labels = [j["label"] for j in read_jsonl(out / "data" / "jobs.jsonl") if j["split"] == "train"]
+    for name, n, seeds in (("n2", 2, (0, 1)), ("n5", 5, (0,))):
+        for seed in seeds:
+            adapter = load_diff(out / "readers" / f"{name}-s{seed}" / "dit" / "adapter")
+            assert adapter.meta["training_labels"] == labels[:n]
+    assert not (out / "readers" / "n5-s1").exists()
+    rows = json.loads((out / "readers" / "readers.json").read_text())["rows"]
+    assert {r["setting"]: r["seeds"] for r in rows} == {"n2": 2, "n5": 1}

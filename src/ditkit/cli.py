@@ -226,10 +226,12 @@ def _cmd_readers(args) -> None:
     from .sweeps import reader_study
 
     settings: dict[str, list[str]] = {}
+    seeds: dict[str, list[int]] = {}
     for item in args.setting:
-        name, _, overrides = item.partition(":")
+        head, _, overrides = item.partition(":")
+        name, _, own_seeds = head.partition("@")  # NAME@0,1: this setting's own seeds
         settings[name.strip()] = [o.strip() for o in overrides.split(";") if o.strip()]
-    seeds = [int(x) for x in args.seeds.split(",")]
+        seeds[name.strip()] = [int(x) for x in (own_seeds or args.seeds).split(",")]
     rows = reader_study(Path(args.dir), settings, seeds, args.train_sample, args.metric)
     for r in rows:
         lo, hi = r["held_out_range"]
@@ -299,8 +301,9 @@ def _add_sweeps(sub) -> None:
         "--setting",
         action="append",
         default=[],
-        metavar="NAME:KEY=VALUE;...",
-        help="e.g. base: or aug:dit.scale_augment=[0.5,2.0] (dit.* and eval.* keys; repeat)",
+        metavar="NAME[@SEEDS]:KEY=VALUE;...",
+        help="e.g. base: or aug:dit.scale_augment=[0.5,2.0] or n600@0:dit.max_train_diffs=600 "
+        "(dit.* and eval.* keys; @SEEDS overrides --seeds for this setting; repeat)",
     )
     s.add_argument("--seeds", default="0,1,2", help="adapter seeds, comma-separated")
     s.add_argument("--train-sample", type=int, default=30, help="training diffs read per adapter")

@@ -443,33 +443,35 @@ def _strength_plot(rows: list[dict], methods: list[str], metric: str, base: RunC
 def reader_study(
     run_dir: Path,
     settings: dict[str, list[str]],
-    seeds: list[int],
+    seeds: list[int] | dict[str, list[int]],
     train_sample: int = 30,
     metric: str = "alias_match",
 ) -> list[dict]:
     """One adapter per (setting, seed) on ``run_dir``'s training diffs; summary rows per setting.
 
-    Each row has the held-out and training-diff reading (mean and range over seeds), their gap,
-    the paired difference against the first setting, and the share of held-out misses that name
-    a training label.
+    ``seeds``: one list for every setting, or a list per setting (a size sweep spends more seeds
+    where adapters are cheap). Each row has the held-out and training-diff reading (mean and
+    range over seeds), their gap, the paired difference against the first setting (per-diff
+    means over each one's seeds), and the share of held-out misses that name a training label.
     """
     run_dir = Path(run_dir)
     base = _finished(run_dir)
     for split in ("train", "test"):
         if not list((run_dir / "diffs" / split).glob("*.safetensors")):
             raise DataError(f"{run_dir}/diffs/{split} holds no diffs: run its diffs stage first")
-    if not settings or not seeds:
-        raise DataError("a reader study needs at least one setting and one seed")
+    by_setting = seeds if isinstance(seeds, dict) else dict.fromkeys(settings, seeds)
+    if not settings or not all(by_setting.get(name) for name in settings):
+        raise DataError("a reader study needs at least one setting and one seed for each")
     runs = {}
     for name, items in settings.items():
-        for seed in seeds:
+        for seed in by_setting[name]:
             out = _sub_run(run_dir, run_dir / "readers" / f"{name}-s{seed}", ("data", "diffs"))
             cfg = _reader_config(base, name, items, seed)
             log.info("reader study: %s, seed %d (%s)", name, seed, out)
             run_pipeline(cfg, out, ["dit", "eval"])
             runs[name, seed] = _reading(out, cfg, metric, train_sample)
-    rows = _reader_rows(runs, settings, seeds)
-    _write_readers(run_dir / "readers", rows, base, metric, settings, seeds)
+    rows = _reader_rows(runs, settings, by_setting)
+    _write_readers(run_dir / "readers", rows, base, metric, settings)
     return rows
 
 
@@ -521,15 +523,16 @@ def _train_reading(run: Run, n: int) -> float:
     return value
 
 
-def _reader_rows(runs: dict, settings: dict, seeds: list[int]) -> list[dict]:
+def _reader_rows(runs: dict, settings: dict, by_setting: dict[str, list[int]]) -> list[dict]:
     first = next(iter(settings))
     rows = []
     for name in settings:
+        seeds = by_setting[name]
         for method in runs[name, seeds[0]]["held_out"]:
             held = [runs[name, s]["held_out"][method] for s in seeds]
             means = [sum(h.values()) / len(h) for h in held]
             train = [runs[name, s]["train"] for s in seeds]
-            ref = [runs[first, s]["held_out"].get("dit", {}) for s in seeds]
+            ref = [runs[first, s]["held_out"].get("dit", {}) for s in by_setting[first]]
             ids = sorted(set.intersection(*(set(h) for h in held + ref)))
             mine = [sum(h[d] for h in held) / len(held) for d in ids]
             theirs = [sum(h[d] for h in ref) / len(ref) for d in ids]
@@ -553,7 +556,7 @@ def _reader_rows(runs: dict, settings: dict, seeds: list[int]) -> list[dict]:
 
 
 def _write_readers(
-    folder: Path, rows: list[dict], base: RunConfig, metric: str, settings: dict, seeds: list
+    folder: Path, rows: list[dict], base: RunConfig, metric: str, settings: dict
 ) -> None:
     write_json(folder / "readers.json", {"metric": metric, "settings": settings, "rows": rows})
     buf = io.StringIO()
@@ -578,18 +581,19 @@ def _write_readers(
         f"## Reader study ({base.name})",
         "",
         f"DIT {metric} on {rows[0]['n']} held-out diffs and on training diffs, mean over "
-        f"{len(seeds)} adapter seeds (range over seeds); paired: the held-out difference against "
+        "each setting's adapter seeds (range over seeds; `seeds` column); paired: the held-out difference against "
         f"`{first}` (per-diff means over seeds, 95% interval); collapse: held-out misses whose "
         "answer names a training label.",
         "",
-        "| setting | overrides | reader | held-out | train | gap | paired vs first | collapse |",
-        "|---|---|---|---|---|---|---|---|",
+        "| setting | overrides | seeds | reader | held-out | train | gap | paired vs first | collapse |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lo, hi = r["held_out_range"]
         pd = r["paired_vs_first"]
         lines.append(
-            f"| {r['setting']} | {'; '.join(settings[r['setting']]) or '-'} | {r['reader']} | "
+            f"| {r['setting']} | {'; '.join(settings[r['setting']]) or '-'} | {r['seeds']} | "
+            f"{r['reader']} | "
             f"{r['held_out']:.2f} [{lo:.2f}-{hi:.2f}] | {r['train']:.2f} | {r['gap']:+.2f} | "
             f"{pd['mean_diff']:+.2f} [{pd['ci95'][0]:+.2f}, {pd['ci95'][1]:+.2f}] | "
             f"{r['misses_naming_a_training_label']:.2f} |"

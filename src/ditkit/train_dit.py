@@ -286,6 +286,9 @@ def train_dit(
         **_recipe(cfg, system),
         "n_train_diffs": len(train),
         "n_val_diffs": len(val),
+        # Every label it learned from (training and validation diffs, in file order): what a
+        # test set must avoid, and what a nested-subset sweep can check.
+        "training_labels": [d.meta.get("label") for d in diffs],
         "history": state["history"],
     }
     adapter = WeightDiff({n: (best[f"{n}.A"], best[f"{n}.B"]) for n in layers}, {}, cfg.alpha, meta)
