@@ -12,22 +12,18 @@ from conftest import tiny_llama, tiny_tokenizer
 from ditkit import cli
 from ditkit.diffs import save_diff, save_peft
 from ditkit.errors import ConfigError, DitkitError
+from ditkit.evaluate.methods import methods_for
 from ditkit.pipeline import Run, run_pipeline
+from ditkit.tasks.base import get_task
 from ditkit.tasks.hidden_topic import load_questions
 from fake_openai import FakeOpenAI, bypass_proxies
 from test_lora import random_diff
 from test_pipeline import tiny_config
 
-METHODS = (
-    "dit",
-    "base_question",
-    "base_question_guessed_code",
-    "base_question_trigger",
-    "twenty_questions",
-    "twenty_questions_trigger",
-    "weight_lens",
-    "gating",
-)
+# Every hidden-topic method but two that need a setup of their own: trigger_inversion reads with
+# an adapter trained to name the code, dit_vote has its own test (test_reader.py).
+OWN_SETUP = {"trigger_inversion", "dit_vote"}
+METHODS = tuple(m for m in methods_for(get_task("hidden_topic")) if m not in OWN_SETUP)
 SCORED = {"alias_match", "embedding_cosine", "retrieval_at_1", "retrieval_at_5"}
 TOPICS = """topic,category,aliases
 volcanoes,landforms,volcano
@@ -199,9 +195,10 @@ def test_methods_come_from_the_task():
     from ditkit.rundir import resolve_task
     from ditkit.tasks.base import get_task
 
-    assert set(methods_for(get_task("hidden_topic"))) == {*METHODS, "trigger_inversion", "dit_vote"}
-    news = set(methods_for(get_task("news")))
-    assert news == {*GENERIC, "summary_requests", "story_summary"}
+    for name in ("hidden_topic", "news"):
+        task = get_task(name)
+        assert set(methods_for(task)) == {*GENERIC, *task.methods}
+        assert set(task.default_methods) <= set(methods_for(task))
     with pytest.raises(ConfigError, match=r"summary_requests.*hidden_topic"):
         resolve_task(from_dict({"eval": {"methods": ["dit", "summary_requests"]}}))
     with pytest.raises(ConfigError, match=r"gating.*news"):

@@ -177,8 +177,13 @@ def test_screenshot_with_chromium(report, tmp_path):
         timeout=240,
     )
     assert proc.returncode == 0, proc.stderr
-    assert out.read_bytes().startswith(b"\x89PNG")
-    assert out.stat().st_size > 10_000
+    from matplotlib.image import imread
+
+    pixels = imread(out)[..., :3]  # [height, width, rgb] in [0, 1]
+    assert pixels.shape[1] == 1280
+    ink = (pixels.mean(-1) < 0.5).mean()  # dark pixels: text, rules, bars
+    colour = (pixels.max(-1) - pixels.min(-1) > 0.3).mean()  # the plots' coloured bars
+    assert 0.005 < ink < 0.5 and colour > 0.001, (ink, colour)  # a rendered page, not a blank
 
 
 def test_screenshot_script_reports_missing_chromium(tmp_path):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+import ditkit
 from ditkit import cli, shipped
+from ditkit.diffs import load_diff
 from ditkit.errors import DataError, DiffFormatError, DiffMismatchError
 from ditkit.models import load_model
 from ditkit.pipeline import run_pipeline
@@ -89,11 +92,18 @@ def test_real_shipped_adapter_matches_embedded_model():
     folder = shipped.shipped_dir("smollm2-135m")
     if folder is None:
         pytest.fail("no adapter shipped for smollm2-135m")
-    model, _ = load_model("smollm2-135m")
+    model, tok = load_model("smollm2-135m")
     adapter, manifest, _ = shipped.load_shipped("smollm2-135m", model)
     assert manifest["base_model"] == "smollm2-135m" and len(manifest["training_topics"]) >= 100
     assert (folder / "adapter_model.safetensors").stat().st_size <= 10_500_000
     assert adapter.meta["question"] == "What topic have you been trained on?"
+    # It reads real diffs (two held-out quickstart diffs, made on 2026-12-05), each as its own
+    # topic: the answer comes from the weights, not from the adapter alone.
+    data = Path(__file__).parent / "data"
+    diffs = [load_diff(data / f"quickstart-{t}.safetensors") for t in ("bluegrass", "ricotta")]
+    assert [d.meta["label"] for d in diffs] == ["bluegrass", "ricotta"]
+    answers = ditkit.describe(diffs, model=(model, tok))
+    assert "bluegrass" in answers[0].lower() and "ricotta" in answers[1].lower(), answers
 
 
 def test_quickstart_trains_diffs_the_shipped_adapter_can_read():

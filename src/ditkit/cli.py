@@ -134,12 +134,11 @@ def _cmd_describe(args) -> None:
 
 
 def _cmd_run(args) -> None:
-    from .config import load_config
-    from .pipeline import STAGES, run_pipeline
+    from .api import run
+    from .pipeline import STAGES
 
-    cfg = load_config(args.config, args.set)
     stages = [s for s in STAGES if s in args.stage] if args.stage else list(STAGES)
-    out = run_pipeline(cfg, Path(args.out), stages, force=args.force)
+    out = run(args.config, args.out, overrides=args.set, stages=stages, force=args.force)
     if not distributed.is_main():
         return
     scores = out / "eval" / "scores.json"
