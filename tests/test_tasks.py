@@ -325,7 +325,7 @@ def test_ood_trigger_and_trigger_inversion_on_a_tiny_model(tiny_model_dir, tmp_p
 
 
 def test_data_scaling_reads_one_test_set_with_growing_adapters(tiny_model_dir, tmp_path, capsys):
-    from ditkit.sweeps import default_sizes
+    from ditkit.experiments import default_sizes
     from test_pipeline import tiny_config
 
     assert default_sizes(100) == [4, 8, 16, 32, 64, 100]

@@ -192,7 +192,7 @@ def _cmd_eval(args) -> None:
 
 
 def _cmd_scaling(args) -> None:
-    from .sweeps import data_scaling
+    from .experiments import data_scaling
 
     sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else None
     rows = data_scaling(Path(args.dir), sizes, args.metric)
@@ -200,7 +200,7 @@ def _cmd_scaling(args) -> None:
 
 
 def _cmd_ranks(args) -> None:
-    from .sweeps import rank_sweep
+    from .experiments import rank_sweep
 
     ranks = [int(x) for x in args.ranks.split(",")]
     rows = rank_sweep(Path(args.dir), ranks, args.metric, args.test_diffs)
@@ -208,7 +208,7 @@ def _cmd_ranks(args) -> None:
 
 
 def _cmd_strength(args) -> None:
-    from .sweeps import strength_curve
+    from .experiments import strength_curve
 
     budgets = [int(x) for x in args.budgets.split(",")]
     scales = [float(x) for x in args.scales.split(",")]
@@ -222,7 +222,7 @@ def _cmd_strength(args) -> None:
 
 
 def _cmd_readers(args) -> None:
-    from .sweeps import reader_study
+    from .experiments import reader_study
 
     settings: dict[str, list[str]] = {}
     seeds: dict[str, list[int]] = {}

@@ -1,0 +1,191 @@
+"""Reader study: `reader_study` trains one adapter per (setting, seed) on RUN's training diffs (a
+setting is a list of ``dit.*`` / ``eval.*`` overrides, e.g. scale augmentation, phrasings, rank,
+weight decay, a read-time vote) in ``RUN/readers/{setting}-s{seed}/``, reads RUN's held-out diffs
+(paired across settings) and a sample of its training diffs, and counts the held-out misses that
+name a training label. Summary: ``RUN/readers/readers.{json,csv,md}``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+
+from ..config import RunConfig, apply_override, from_dict
+from ..diffs import load_diff
+from ..errors import DataError
+from ..evaluate.metrics import alias_match
+from ..evaluate.stats import paired_difference
+from ..files import read_jsonl, write_json, write_text
+from ..pipeline import run_pipeline
+from ..reader import describe
+from ..rundir import Run
+from .common import (
+    finished_run,
+    sub_run,
+)
+
+log = logging.getLogger(__name__)
+
+
+def reader_study(
+    run_dir: Path,
+    settings: dict[str, list[str]],
+    seeds: list[int] | dict[str, list[int]],
+    train_sample: int = 30,
+    metric: str = "alias_match",
+) -> list[dict]:
+    """One adapter per (setting, seed) on ``run_dir``'s training diffs; summary rows per setting.
+
+    ``seeds``: one list for every setting, or a list per setting (a size sweep spends more seeds
+    where adapters are cheap). Each row has the held-out and training-diff reading (mean and
+    range over seeds), their gap, the paired difference against the first setting (per-diff
+    means over each one's seeds), and the share of held-out misses that name a training label.
+    """
+    run_dir = Path(run_dir)
+    base = finished_run(run_dir)
+    for split in ("train", "test"):
+        if not list((run_dir / "diffs" / split).glob("*.safetensors")):
+            raise DataError(f"{run_dir}/diffs/{split} holds no diffs: run its diffs stage first")
+    by_setting = seeds if isinstance(seeds, dict) else dict.fromkeys(settings, seeds)
+    if not settings or not all(by_setting.get(name) for name in settings):
+        raise DataError("a reader study needs at least one setting and one seed for each")
+    runs = {}
+    for name, items in settings.items():
+        for seed in by_setting[name]:
+            out = sub_run(run_dir, run_dir / "readers" / f"{name}-s{seed}", ("data", "diffs"))
+            cfg = _reader_config(base, name, items, seed)
+            log.info("reader study: %s, seed %d (%s)", name, seed, out)
+            run_pipeline(cfg, out, ["dit", "eval"])
+            runs[name, seed] = _reading(out, cfg, metric, train_sample)
+    rows = _reader_rows(runs, settings, by_setting)
+    _write_readers(run_dir / "readers", rows, base, metric, settings)
+    return rows
+
+
+def _reader_config(base: RunConfig, name: str, items: list[str], seed: int) -> RunConfig:
+    raw = base.to_dict()
+    raw["dit"].update(adapter="train", seed=seed)
+    raw["eval"]["methods"] = ["dit"]
+    for item in items:
+        if not item.split("=", 1)[0].strip().startswith(("dit.", "eval.")):
+            raise DataError(f"--setting {name}: {item!r} is not a dit.* or eval.* key")
+        apply_override(raw, item)
+    raw["name"] = f"{base.name}-{name}-s{seed}"
+    return from_dict(raw, f"--setting {name}")
+
+
+def _reading(out: Path, cfg: RunConfig, metric: str, train_sample: int) -> dict:
+    """Per-diff held-out scores of each reader method, the training-diff reading and the
+    held-out misses that name a training label."""
+    run = Run(cfg, out)
+    rows = read_jsonl(out / "eval" / "predictions.jsonl")
+    readers = [m for m in ("dit", "dit_vote") if any(r["method"] == m for r in rows)]
+    held = {
+        m: {r["diff_id"]: float(r["scores"][metric]) for r in rows if r["method"] == m}
+        for m in readers
+    }
+    train_names = {n.lower() for j in run.jobs("train") for n in run.task.names(j)}
+    misses = [r for r in rows if r["method"] == "dit" and not r["scores"][metric]]
+    collapsed = [r for r in misses if any(n in r["answer"].lower() for n in train_names)]
+    return {
+        "held_out": held,
+        "train": _train_reading(run, train_sample),
+        "misses": len(misses),
+        "misses_naming_a_training_label": len(collapsed),
+    }
+
+
+def _train_reading(run: Run, n: int) -> float:
+    """DIT's alias match on the first ``n`` training diffs (kept in train_reading.json)."""
+    path = run.out / "train_reading.json"
+    if path.exists():
+        return json.loads(path.read_text())["alias_match"]
+    jobs = run.jobs("train")[:n]
+    diffs = [load_diff(p) for p in run.diff_paths("train")[:n]]
+    model, tok = run.model_and_tok
+    answers = describe(model, tok, diffs, load_diff(run.out / "dit" / "adapter"))
+    hits = [alias_match(a, run.task.names(j)) for a, j in zip(answers, jobs)]
+    value = sum(hits) / len(hits)
+    write_json(path, {"alias_match": value, "n": len(hits), "answers": answers})
+    return value
+
+
+def _reader_rows(runs: dict, settings: dict, by_setting: dict[str, list[int]]) -> list[dict]:
+    first = next(iter(settings))
+    rows = []
+    for name in settings:
+        seeds = by_setting[name]
+        for method in runs[name, seeds[0]]["held_out"]:
+            held = [runs[name, s]["held_out"][method] for s in seeds]
+            means = [sum(h.values()) / len(h) for h in held]
+            train = [runs[name, s]["train"] for s in seeds]
+            ref = [runs[first, s]["held_out"].get("dit", {}) for s in by_setting[first]]
+            ids = sorted(set.intersection(*(set(h) for h in held + ref)))
+            mine = [sum(h[d] for h in held) / len(held) for d in ids]
+            theirs = [sum(h[d] for h in ref) / len(ref) for d in ids]
+            misses = sum(runs[name, s]["misses"] for s in seeds)
+            collapsed = sum(runs[name, s]["misses_naming_a_training_label"] for s in seeds)
+            rows.append(
+                {
+                    "setting": name,
+                    "reader": method,
+                    "held_out": sum(means) / len(means),
+                    "held_out_range": [min(means), max(means)],
+                    "train": sum(train) / len(train),
+                    "gap": sum(train) / len(train) - sum(means) / len(means),
+                    "paired_vs_first": paired_difference(mine, theirs),
+                    "misses_naming_a_training_label": collapsed / misses if misses else 0.0,
+                    "n": len(ids),
+                    "seeds": len(seeds),
+                }
+            )
+    return rows
+
+
+def _write_readers(
+    folder: Path, rows: list[dict], base: RunConfig, metric: str, settings: dict
+) -> None:
+    write_json(folder / "readers.json", {"metric": metric, "settings": settings, "rows": rows})
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["setting", "reader", "held_out", "low", "high", "train", "gap", "collapse", "n"])
+    for r in rows:
+        w.writerow(
+            [
+                r["setting"],
+                r["reader"],
+                r["held_out"],
+                *r["held_out_range"],
+                r["train"],
+                r["gap"],
+                r["misses_naming_a_training_label"],
+                r["n"],
+            ]
+        )
+    write_text(folder / "readers.csv", buf.getvalue())
+    first = next(iter(settings))
+    lines = [
+        f"## Reader study ({base.name})",
+        "",
+        f"DIT {metric} on {rows[0]['n']} held-out diffs and on training diffs, mean over "
+        "each setting's adapter seeds (range over seeds; `seeds` column); paired: the held-out difference against "
+        f"`{first}` (per-diff means over seeds, 95% interval); collapse: held-out misses whose "
+        "answer names a training label.",
+        "",
+        "| setting | overrides | seeds | reader | held-out | train | gap | paired vs first | collapse |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lo, hi = r["held_out_range"]
+        pd = r["paired_vs_first"]
+        lines.append(
+            f"| {r['setting']} | {'; '.join(settings[r['setting']]) or '-'} | {r['seeds']} | "
+            f"{r['reader']} | "
+            f"{r['held_out']:.2f} [{lo:.2f}-{hi:.2f}] | {r['train']:.2f} | {r['gap']:+.2f} | "
+            f"{pd['mean_diff']:+.2f} [{pd['ci95'][0]:+.2f}, {pd['ci95'][1]:+.2f}] | "
+            f"{r['misses_naming_a_training_label']:.2f} |"
+        )
+    write_text(folder / "readers.md", "\n".join([*lines, ""]))
