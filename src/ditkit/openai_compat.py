@@ -1,17 +1,15 @@
 """A small client for any OpenAI-compatible chat server (vLLM, Ollama, llama.cpp, hosted APIs).
 
-The `openai` package sends the requests and retries them; this module adds what evaluation needs
-on top (docs/design.md, "What we wrote ourselves, and why"):
+The `openai` package sends each request (its own retries off); `tenacity` retries them; this
+module adds what evaluation needs on top (docs/design.md, "What we wrote ourselves, and why"):
 
 - settings from flags or environment variables (`EndpointConfig`);
-- the retry schedule. The openai client decides what to retry (timeouts, refused or dropped
-  connections, truncated replies, HTTP 408/409/429/5xx, a server's `x-should-retry`) and reads
-  `Retry-After` / `retry-after-ms`; its waits (0.5 s doubling to 8 s, not configurable) are
-  replaced by ditkit's: the server's `Retry-After` when it sends one, else
+- what is retried: timeouts, refused or dropped connections, truncated replies, HTTP
+  408/409/429/5xx (unless the server sends `x-should-retry: false`), and a 200 whose body is not
+  a chat completion, all from one budget of `max_retries` per request;
+- the waits: the server's `Retry-After` / `retry-after-ms` when it sends one, else
   `backoff_s * 2**(k-1)` times a random factor in [0.5, 1.5] before retry k, never more than
-  `max_backoff_s` (the client would not retry a `Retry-After` over two minutes at all);
-- retrying what the client accepts but evaluation cannot use: a 200 whose body is not a chat
-  completion. Those retries and the client's share one budget, `max_retries` per request;
+  `max_backoff_s`;
 - `RemoteError`s that name the endpoint and the fix: at once for other HTTP errors (400, 401,
   404, ...), and after the last retry;
 - reasoning models that refuse `max_tokens` or a non-default `temperature` (OpenAI's o-series and
@@ -24,11 +22,10 @@ on top (docs/design.md, "What we wrote ourselves, and why"):
 from __future__ import annotations
 
 import dataclasses
-import functools
+import email.utils
 import hashlib
 import json
 import logging
-import math
 import os
 import random
 import re
@@ -199,43 +196,37 @@ def _server_message(exc: Any) -> str:
     return _snippet(exc.response.text) if exc.response.text else "(no message)"
 
 
-@functools.cache
-def _openai_class() -> type:
-    """`openai.OpenAI` with ditkit's waits between its retries (built on first use).
-
-    The client takes each wait from `_calculate_retry_timeout`, built on module constants that no
-    setting reaches (0.5 s doubling to 8 s; a `Retry-After` over 2 minutes is not retried at
-    all). Overriding it and `_should_retry` is the only way to make `backoff_s`, `max_backoff_s`
-    and a seeded `rng` apply. Which requests are retried, how often (`max_retries`) and the
-    parsing of `Retry-After` stay the client's. `test_openai_client_still_has_the_retry_hooks`
-    fails if an openai release renames these methods.
-    """
+def _retryable(exc: BaseException) -> bool:
+    """Whether a failed attempt is worth another (see the module docstring)."""
     import openai
 
-    class OpenAIWithDitkitWaits(openai.OpenAI):
-        _ditkit: ChatClient | None = None  # set by ChatClient on each instance
+    if isinstance(exc, openai.APIStatusError):
+        return _retryable_status(exc.status_code) and (
+            exc.response.headers.get("x-should-retry") != "false"
+        )
+    return isinstance(exc, openai.APIConnectionError | _BadReply)  # timeouts included
 
-        def _should_retry(self, response: Any) -> bool:
-            if super()._should_retry(response):
-                return True
-            # The client gives up on a Retry-After over 2 minutes; ditkit waits max_backoff_s.
-            return (
-                self._ditkit is not None
-                and _retryable_status(response.status_code)
-                and response.headers.get("x-should-retry") != "false"
-            )
 
-        def _calculate_retry_timeout(
-            self, remaining_retries: int, options: Any, response_headers: Any = None
-        ) -> float:
-            if self._ditkit is None:
-                return super()._calculate_retry_timeout(
-                    remaining_retries, options, response_headers
-                )
-            retry_after = self._parse_retry_after_header(response_headers)
-            return self._ditkit._wait_before_client_retry(retry_after, response_headers is not None)
-
-    return OpenAIWithDitkitWaits
+def _retry_after(exc: BaseException) -> float | None:
+    """Seconds the server asked to wait (`retry-after-ms`, `Retry-After` in seconds or as an
+    HTTP date), or None."""
+    response = getattr(exc, "response", None)
+    if response is None:
+        return None
+    headers = response.headers
+    try:
+        if headers.get("retry-after-ms") is not None:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 class ChatClient:
@@ -250,20 +241,13 @@ class ChatClient:
         import openai
 
         self.config = config.resolve()
-        # Every HTTP request, the openai client's retries included, passes these hooks.
-        http_client = openai.DefaultHttpxClient(
-            event_hooks={"request": [self._on_request], "response": [self._on_response]}
-        )
-        self._client = _openai_class()(
+        # One HTTP request per attempt: the retries are ditkit's (`_send`), not the client's.
+        self._client = openai.OpenAI(
             base_url=self.config.base_url,
             api_key=self.config.api_key,
             timeout=self.config.timeout_s,
-            max_retries=self.config.max_retries,
-            http_client=http_client,
+            max_retries=0,
         )
-        self._client._ditkit = self
-        # Copies of _client with a smaller retry budget, for resending after a malformed reply.
-        self._clients = {self.config.max_retries: self._client}
         self._cache_dir = Path(self.config.cache_dir) if self.config.cache_dir else None
         self._rng = rng if rng is not None else random.Random()
         # Learnt from the server's 400s (reasoning models); they change what is sent, not the key.
@@ -272,30 +256,6 @@ class ChatClient:
         self.calls = 0
         self.cache_hits = 0
         self.requests = 0
-        # Where the request in flight stands: failed HTTP requests before the current call to the
-        # openai client, `requests` when that call began, when the last HTTP request was sent and
-        # the status it got (for the log line before each of the client's retries).
-        self._failed_before = 0
-        self._call_start = 0
-        self._sent_at = 0.0
-        self._last_status: int | None = None
-
-    def _on_request(self, request: Any) -> None:
-        self.requests += 1
-        self._sent_at = time.monotonic()
-        self._last_status = None
-
-    def _on_response(self, response: Any) -> None:
-        self._last_status = response.status_code
-
-    def _openai_client(self, max_retries: int) -> Any:
-        """The openai client, retrying a failed HTTP request at most `max_retries` times."""
-        client = self._clients.get(max_retries)
-        if client is None:
-            client = self._client.with_options(max_retries=max_retries)
-            client._ditkit = self
-            self._clients[max_retries] = client
-        return client
 
     def _cache_key(self, request: dict[str, Any]) -> str:
         keyed = {"base_url": self.config.base_url, **request}
@@ -398,78 +358,73 @@ class ChatClient:
         return False
 
     def _send(self, request: dict[str, Any]) -> str:
-        """One logical request: the openai client's HTTP requests and retries, resent after a
-        malformed reply or a parameter the model refuses, until a reply, a rejection or the last
-        of `max_retries` retries."""
+        """One logical request: attempts until a reply, a rejection or the last of
+        `max_retries` retries."""
+        import openai
+        import tenacity
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_retryable),
+            stop=tenacity.stop_after_attempt(self.config.max_retries + 1),
+            wait=self._wait,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            reply, finish = retrying(self._attempt, request)
+        except openai.APIStatusError as exc:
+            if not _retryable_status(exc.status_code):
+                raise self._rejected(exc) from exc
+            raise self._gave_up(exc, retrying.statistics["attempt_number"]) from exc
+        except (openai.APIConnectionError, _BadReply) as exc:
+            raise self._gave_up(exc, retrying.statistics["attempt_number"]) from exc
+        except openai.OpenAIError as exc:
+            raise RemoteError(
+                f"{self.config.base_url} failed for model {self.config.model!r}: {exc}"
+            ) from exc
+        if not reply:
+            log.warning("%s sent an empty reply (finish_reason=%s)", self.config.base_url, finish)
+        return reply
+
+    def _attempt(self, request: dict[str, Any]) -> tuple[str, Any]:
+        """One attempt: an HTTP request, sent again at once when the model refuses a parameter
+        it can do without (not a failure of the server)."""
         import openai
 
-        failed = 0  # failed HTTP requests so far, the client's retries included
         while True:
-            self._failed_before, self._call_start = failed, self.requests
-            client = self._openai_client(self.config.max_retries - failed)
+            self.requests += 1
             try:
-                raw = client.chat.completions.with_raw_response.create(**self._wire_params(request))
-                reply, finish = _parse_reply(raw.text)
-            except openai.APIStatusError as exc:
-                failed += self.requests - self._call_start
-                if exc.status_code == 400 and self._adapt_to(exc, request):
-                    failed -= 1  # the refused parameter is not a failure of the server
+                raw = self._client.chat.completions.with_raw_response.create(
+                    **self._wire_params(request)
+                )
+            except openai.BadRequestError as exc:
+                if self._adapt_to(exc, request):
                     continue
-                if not _retryable_status(exc.status_code):
-                    raise self._rejected(exc) from exc
-                raise self._gave_up(exc, failed) from exc
-            except openai.APIConnectionError as exc:  # timeouts included
-                failed += self.requests - self._call_start
-                raise self._gave_up(exc, failed) from exc
-            except _BadReply as exc:
-                failed += self.requests - self._call_start
-                if failed > self.config.max_retries:
-                    raise self._gave_up(exc, failed) from exc
-                delay = self.retry_delay(failed)
-                log.warning(
-                    "request to %s failed (%s); retry %d/%d in %.2f s",
-                    self.config.base_url,
-                    self._describe(exc),
-                    failed,
-                    self.config.max_retries,
-                    delay,
-                )
-                time.sleep(delay)
-                continue
-            except openai.OpenAIError as exc:
-                raise RemoteError(
-                    f"{self.config.base_url} failed for model {self.config.model!r}: {exc}"
-                ) from exc
-            if not reply:
-                log.warning(
-                    "%s sent an empty reply (finish_reason=%s)", self.config.base_url, finish
-                )
-            return reply
+                raise
+            return _parse_reply(raw.text)
 
-    def _wait_before_client_retry(self, retry_after: float | None, got_reply: bool) -> float:
-        """The openai client's wait before its next retry (see `_openai_class`), logged."""
-        retry = self._failed_before + self.requests - self._call_start
-        if retry_after is not None:
-            retry_after = None if math.isnan(retry_after) else max(0.0, retry_after)
-        delay = self.retry_delay(retry, retry_after)
-        if got_reply:
-            cause = f"HTTP {self._last_status}"
-        elif self._last_status is not None:
-            cause = "the connection broke off in the middle of the reply"
-        elif time.monotonic() - self._sent_at >= self.config.timeout_s:
-            cause = f"no answer within timeout_s={self.config.timeout_s:g} s"
+    def _wait(self, state: Any) -> float:
+        """tenacity's wait before retry ``state.attempt_number``."""
+        return self.retry_delay(state.attempt_number, _retry_after(state.outcome.exception()))
+
+    def _log_retry(self, state: Any) -> None:
+        import openai
+
+        exc = state.outcome.exception()
+        if isinstance(exc, openai.APIStatusError):
+            cause = f"HTTP {exc.status_code}"
         else:
-            cause = "connection failed"
+            cause = self._describe(exc)
+        asked = _retry_after(exc)
         log.warning(
             "request to %s failed (%s); retry %d/%d in %.2f s%s",
             self.config.base_url,
             cause,
-            retry,
+            state.attempt_number,
             self.config.max_retries,
-            delay,
-            "" if retry_after is None else f" (Retry-After: {retry_after:g} s)",
+            state.next_action.sleep,
+            "" if asked is None else f" (Retry-After: {asked:g} s)",
         )
-        return delay
 
     def _describe(self, error: Exception) -> str:
         import openai
