@@ -11,9 +11,6 @@ a broken item gets a row that says why and how to fix it, and the rest go on. At
 
 from __future__ import annotations
 
-import csv
-import html
-import io
 import logging
 import math
 import statistics
@@ -34,6 +31,7 @@ from .evaluate.weight_lens import WeightLens
 from .files import append_jsonl, kill_point, read_jsonl, write_json, write_text
 from .models import DEFAULT_MODEL, load_model
 from .reader import adapter_question, ask, describe
+from .reporting import Document, Section, Table, html
 from .rundir import is_run_dir
 from .shipped import check_base, load_shipped
 from .symmetry import align as align_to_base
@@ -279,47 +277,33 @@ COLUMNS = (
 def write_tables(rows: list[dict], out: Path) -> None:
     """``audit.csv``, ``audit.html`` (most flags first) and ``summary.json``."""
     ordered = sorted(rows, key=lambda r: (-len(r.get("flags", [])), r["id"]))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
-    w.writeheader()
-    for r in ordered:
-        w.writerow({**r, "flags": "; ".join(r.get("flags", []))})
-    write_text(out / "audit.csv", buf.getvalue())
-    write_text(out / "audit.html", _html(ordered))
+    table = Table(
+        list(COLUMNS),
+        [[r.get(c) for c in COLUMNS] for r in ordered],
+        widths=_WIDTHS,
+        row_classes=["flag" if r.get("flags") else "ok" for r in ordered],
+    )
+    write_text(out / "audit.csv", table.to_csv())
+    n_flag = sum(bool(r.get("flags")) for r in rows)
+    doc = Document(
+        "ditkit audit",
+        [
+            Section(
+                f"{len(rows)} diff(s), {n_flag} flagged (flagged first)",
+                [
+                    "**dit**: what the DIT adapter says the diff was trained on; "
+                    "**diffed_model**: the diffed model's own answer to the same question; "
+                    "**weight_lens**: the tokens the diff's residual writes promote most."
+                ],
+                [table],
+            )
+        ],
+    )
+    write_text(out / "audit.html", html.render(doc))
     flagged = [r["id"] for r in rows if r.get("flags")]
     write_json(out / "summary.json", {"items": len({r["item"] for r in rows}), "rows": len(rows),
                                       "flagged": flagged, "errors": sum(r["status"] == "error" for r in rows)})  # fmt: skip
 
 
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    if isinstance(value, list):
-        return "<br>".join(html.escape(str(v)) for v in value)
-    return html.escape("" if value is None else str(value))
-
-
 # Relative column widths of the HTML table: the free text gets the room.
 _WIDTHS = {"id": 12, "flags": 14, "dit": 12, "diffed_model": 14, "weight_lens": 10, "error": 14}
-
-
-def _html(rows: list[dict]) -> str:
-    total = sum(_WIDTHS.get(c, 4) for c in COLUMNS)
-    cols = "".join(f'<col style="width:{100 * _WIDTHS.get(c, 4) / total:.1f}%">' for c in COLUMNS)
-    head = "".join(f"<th>{c}</th>" for c in COLUMNS)
-    body = "".join(
-        f'<tr class="{"flag" if r.get("flags") else "ok"}">'
-        + "".join(f"<td>{_cell(r.get(c))}</td>" for c in COLUMNS)
-        + "</tr>"
-        for r in rows
-    )
-    n_flag = sum(bool(r.get("flags")) for r in rows)
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>ditkit audit</title>
-<style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse;width:100%;
-table-layout:fixed;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px;overflow-wrap:anywhere;
-vertical-align:top}}tr.flag td{{background:#fff3f0}}th{{background:#eee}}</style></head><body>
-<h1>ditkit audit</h1><p>{len(rows)} diff(s), {n_flag} flagged (flagged first). <b>dit</b>: what the
-DIT adapter says the diff was trained on; <b>diffed_model</b>: the diffed model's own answer to the
-same question; <b>weight_lens</b>: the tokens the diff's residual writes promote most.</p>
-<table><colgroup>{cols}</colgroup><tr>{head}</tr>{body}</table></body></html>
-"""

@@ -4,9 +4,7 @@ changes, DIT's score, and one summary (JSON, CSV, plot, Markdown) per sweep.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import logging
 from pathlib import Path
@@ -16,6 +14,7 @@ from ..errors import DataError
 from ..evaluate.runner import summarize_metric
 from ..files import read_jsonl, write_bytes, write_json, write_jsonl, write_text
 from ..report import png, pyplot
+from ..reporting import Document, Section, Table, markdown
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +81,20 @@ def dit_score(out: Path, metric: str) -> dict:
 AXES = {"train_diffs": "training diffs", "test_rank": "rank of the test diffs"}
 
 
+def interval(v: dict) -> str:
+    """``mean [low, high]`` of a summarised metric, two decimals."""
+    return f"{v['mean']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]"
+
+
 def write_summary(
     folder: Path, stem: str, rows: list[dict], base: RunConfig, metric: str, x: str
 ) -> None:
     write_json(folder / f"{stem}.json", {"metric": metric, "rows": rows})
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow([x, "metric", "mean", "ci95_low", "ci95_high", "n"])
-    for r in rows:
-        w.writerow([r[x], metric, r["mean"], *r["ci95"], r["n"]])
-    write_text(folder / f"{stem}.csv", buf.getvalue())
+    data = Table(
+        [x, "metric", "mean", "ci95_low", "ci95_high", "n"],
+        [[r[x], metric, r["mean"], *r["ci95"], r["n"]] for r in rows],
+    )
+    write_text(folder / f"{stem}.csv", data.to_csv())
     write_bytes(folder / f"{stem}.png", summary_plot(rows, metric, base, x))
     what = {
         "train_diffs": (
@@ -104,19 +107,17 @@ def write_summary(
             f"{base.diffs.rank} diffs (`ditkit ranks`)",
         ),
     }[x]
-    lines = [
-        f"## {what[0]} ({base.name})",
-        "",
-        f"DIT {metric} on {rows[0]['n']} held-out diffs; {what[1]}.",
-        "",
-        f"| {AXES[x]} | DIT {metric} | 95% interval |",
-        "|---|---|---|",
-        *[f"| {r[x]} | {r['mean']:.2f} | [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] |" for r in rows],
-        "",
-        f"![score against {AXES[x]}]({stem}.png)",
-        "",
-    ]
-    write_text(folder / f"{stem}.md", "\n".join(lines))
+    shown = Table(
+        [AXES[x], f"DIT {metric}", "95% interval"],
+        [[r[x], f"{r['mean']:.2f}", f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"] for r in rows],
+    )
+    section = Section(
+        f"{what[0]} ({base.name})",
+        [f"DIT {metric} on {rows[0]['n']} held-out diffs; {what[1]}."],
+        [shown],
+        [(f"{stem}.png", f"score against {AXES[x]}")],
+    )
+    write_text(folder / f"{stem}.md", markdown.render(Document("", [section])))
 
 
 def summary_plot(rows: list[dict], metric: str, base: RunConfig, x: str) -> bytes:

@@ -7,8 +7,6 @@ name a training label. Summary: ``RUN/readers/readers.{json,csv,md}``.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 from pathlib import Path
@@ -21,6 +19,7 @@ from ..evaluate.stats import paired_difference
 from ..files import read_jsonl, write_json, write_text
 from ..pipeline import run_pipeline
 from ..reader import describe
+from ..reporting import Document, Section, Table, markdown
 from ..rundir import Run
 from .common import (
     finished_run,
@@ -149,43 +148,56 @@ def _write_readers(
     folder: Path, rows: list[dict], base: RunConfig, metric: str, settings: dict
 ) -> None:
     write_json(folder / "readers.json", {"metric": metric, "settings": settings, "rows": rows})
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["setting", "reader", "held_out", "low", "high", "train", "gap", "collapse", "n"])
-    for r in rows:
-        w.writerow(
-            [
-                r["setting"],
-                r["reader"],
-                r["held_out"],
-                *r["held_out_range"],
-                r["train"],
-                r["gap"],
-                r["misses_naming_a_training_label"],
-                r["n"],
-            ]
-        )
-    write_text(folder / "readers.csv", buf.getvalue())
+    data = Table(
+        ["setting", "reader", "held_out", "low", "high", "train", "gap", "collapse", "n"],
+        [_data_row(r) for r in rows],
+    )
+    write_text(folder / "readers.csv", data.to_csv())
     first = next(iter(settings))
-    lines = [
-        f"## Reader study ({base.name})",
-        "",
-        f"DIT {metric} on {rows[0]['n']} held-out diffs and on training diffs, mean over "
-        "each setting's adapter seeds (range over seeds; `seeds` column); paired: the held-out difference against "
-        f"`{first}` (per-diff means over seeds, 95% interval); collapse: held-out misses whose "
-        "answer names a training label.",
-        "",
-        "| setting | overrides | seeds | reader | held-out | train | gap | paired vs first | collapse |",
-        "|---|---|---|---|---|---|---|---|---|",
+    columns = ["setting", "overrides", "seeds", "reader", "held-out", "train", "gap"]
+    shown = Table(
+        [*columns, "paired vs first", "collapse"], [_shown_row(r, settings) for r in rows]
+    )
+    section = Section(
+        f"Reader study ({base.name})",
+        [
+            f"DIT {metric} on {rows[0]['n']} held-out diffs and on training diffs, mean over "
+            "each setting's adapter seeds (range over seeds; `seeds` column); paired: the "
+            f"held-out difference against `{first}` (per-diff means over seeds, 95% interval); "
+            "collapse: held-out misses whose answer names a training label."
+        ],
+        [shown],
+    )
+    write_text(folder / "readers.md", markdown.render(Document("", [section])))
+
+
+def _data_row(r: dict) -> list:
+    lo, hi = r["held_out_range"]
+    collapse = r["misses_naming_a_training_label"]
+    return [
+        r["setting"],
+        r["reader"],
+        r["held_out"],
+        lo,
+        hi,
+        r["train"],
+        r["gap"],
+        collapse,
+        r["n"],
     ]
-    for r in rows:
-        lo, hi = r["held_out_range"]
-        pd = r["paired_vs_first"]
-        lines.append(
-            f"| {r['setting']} | {'; '.join(settings[r['setting']]) or '-'} | {r['seeds']} | "
-            f"{r['reader']} | "
-            f"{r['held_out']:.2f} [{lo:.2f}-{hi:.2f}] | {r['train']:.2f} | {r['gap']:+.2f} | "
-            f"{pd['mean_diff']:+.2f} [{pd['ci95'][0]:+.2f}, {pd['ci95'][1]:+.2f}] | "
-            f"{r['misses_naming_a_training_label']:.2f} |"
-        )
-    write_text(folder / "readers.md", "\n".join([*lines, ""]))
+
+
+def _shown_row(r: dict, settings: dict) -> list:
+    lo, hi = r["held_out_range"]
+    pd = r["paired_vs_first"]
+    return [
+        r["setting"],
+        "; ".join(settings[r["setting"]]) or "-",
+        r["seeds"],
+        r["reader"],
+        f"{r['held_out']:.2f} [{lo:.2f}-{hi:.2f}]",
+        f"{r['train']:.2f}",
+        f"{r['gap']:+.2f}",
+        f"{pd['mean_diff']:+.2f} [{pd['ci95'][0]:+.2f}, {pd['ci95'][1]:+.2f}]",
+        f"{r['misses_naming_a_training_label']:.2f}",
+    ]

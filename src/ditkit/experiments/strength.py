@@ -9,9 +9,7 @@ The summary goes to ``RUN/strength/strength.{json,csv,png,md}``.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import logging
 from pathlib import Path
@@ -23,12 +21,14 @@ from ..evaluate.methods import method_info, methods_for
 from ..files import write_bytes, write_json, write_text
 from ..pipeline import run_pipeline
 from ..report import png, pyplot
+from ..reporting import Document, Section, Table, markdown
 from ..rundir import Run
 from ..tasks.base import get_task
 from ..train_diffs import train_diffs
 from .common import (
     data_with_jobs,
     finished_run,
+    interval,
 )
 
 log = logging.getLogger(__name__)
@@ -141,46 +141,37 @@ def _write_strength(
         folder / "strength.json",
         {"metric": metric, "n_diffs": n, "adapter": adapter, "methods": methods, "rows": rows},
     )
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["rows", "scale", "norm", "method", "metric", "mean", "ci95_low", "ci95_high", "n"])
-    for r in rows:
-        for m, v in r["by_method"].items():
-            w.writerow([r["rows"], r["scale"], r["norm"], m, metric, v["mean"], *v["ci95"], v["n"]])
-    write_text(folder / "strength.csv", buf.getvalue())
-    write_bytes(folder / "strength.png", _strength_plot(rows, methods, metric, base))
-
-    def cell(r: dict, m: str) -> str:
-        v = r["by_method"].get(m)
-        return f"{v['mean']:.2f} [{v['ci95'][0]:.2f}, {v['ci95'][1]:.2f}]" if v else "-"
-
-    lines = [
-        f"## Diff strength ({base.name})",
-        "",
-        f"{metric} on {n} held-out diffs, each trained once up to {rows[-1]['rows']} rows with "
-        "snapshots at the smaller budgets, and read with every diff multiplied by a constant "
-        f"(scale). One adapter reads every point: `{adapter}`. Norm: mean total Frobenius norm "
-        "of the diffs times the scale. The columns:",
-        "",
-        *[
-            f"- `{m}`: {info[m].label} ({info[m].role}): {info[m].about}"
-            for m in methods
-            if m in info
+    data = Table(
+        ["rows", "scale", "norm", "method", "metric", "mean", "ci95_low", "ci95_high", "n"],
+        [
+            [r["rows"], r["scale"], r["norm"], m, metric, v["mean"], *v["ci95"], v["n"]]
+            for r in rows
+            for m, v in r["by_method"].items()
         ],
-        "",
-        f"| rows | scale | norm | {' | '.join(methods)} |",
-        "|---|---|---|" + "---|" * len(methods),
-        *[
-            f"| {r['rows']} | {r['scale']:g} | {r['norm']:.3g} | "
-            + " | ".join(cell(r, m) for m in methods)
-            + " |"
+    )
+    write_text(folder / "strength.csv", data.to_csv())
+    write_bytes(folder / "strength.png", _strength_plot(rows, methods, metric, base))
+    shown = Table(
+        ["rows", "scale", "norm", *methods],
+        [
+            [r["rows"], f"{r['scale']:g}", f"{r['norm']:.3g}"]
+            + [interval(r["by_method"][m]) if m in r["by_method"] else "-" for m in methods]
             for r in rows
         ],
-        "",
-        "![rates against training rows and scale](strength.png)",
-        "",
-    ]
-    write_text(folder / "strength.md", "\n".join(lines))
+    )
+    section = Section(
+        f"Diff strength ({base.name})",
+        [
+            f"{metric} on {n} held-out diffs, each trained once up to {rows[-1]['rows']} rows "
+            "with snapshots at the smaller budgets, and read with every diff multiplied by a "
+            f"constant (scale). One adapter reads every point: `{adapter}`. Norm: mean total "
+            "Frobenius norm of the diffs times the scale. The columns:"
+        ],
+        [shown],
+        [("strength.png", "rates against training rows and scale")],
+        [f"`{m}`: {info[m].label} ({info[m].role}): {info[m].about}" for m in methods if m in info],
+    )
+    write_text(folder / "strength.md", markdown.render(Document("", [section])))
 
 
 def _strength_plot(rows: list[dict], methods: list[str], metric: str, base: RunConfig) -> bytes:
