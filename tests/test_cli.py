@@ -94,7 +94,7 @@ def test_describe_cli(tmp_path, tiny_model_dir, capsys):
 
 
 def test_printed_table_rows_are_methods_and_columns_metrics(tmp_path):
-    from ditkit.report import text_summary
+    from ditkit.reporting.run_report import text_summary
 
     (tmp_path / "eval").mkdir()
     scores = {

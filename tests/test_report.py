@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ditkit.errors import DataError
-from ditkit.report import write_report
+from ditkit.reporting.run_report import write_report
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -238,7 +238,7 @@ def _hidden_topic_run(tmp_path: Path) -> Path:
 
 
 def test_report_explains_methods_marks_oracles_and_separates_diff_checks(tmp_path):
-    from ditkit.report import text_summary
+    from ditkit.reporting.run_report import text_summary
 
     run = _hidden_topic_run(tmp_path)
     page = write_report(run).read_text()

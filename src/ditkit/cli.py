@@ -143,7 +143,7 @@ def _cmd_run(args) -> None:
         return
     scores = out / "eval" / "scores.json"
     if scores.exists():
-        from .report import text_summary
+        from .reporting.run_report import text_summary
 
         print(f"\nscores ({scores}):")
         print(text_summary(out))
@@ -185,7 +185,7 @@ def _cmd_eval(args) -> None:
         return
     run.record_time("eval", time.time() - start)
     run.record_artifacts("eval")
-    from .report import text_summary
+    from .reporting.run_report import text_summary
 
     print(f"scores ({out / 'eval' / 'scores.json'}):")
     print(text_summary(out) if scores else "(no scores)")
@@ -266,7 +266,7 @@ def _cmd_verify(args) -> None:
 
 
 def _cmd_report(args) -> None:
-    from .report import write_report
+    from .reporting.run_report import write_report
 
     print(write_report(Path(args.dir)))
 

@@ -21,7 +21,7 @@ from .diffs import load_diff
 from .errors import DataError
 from .evaluate.runner import evaluate_run
 from .files import atomic_folder
-from .report import write_report
+from .reporting.run_report import write_report
 from .rundir import STAGES, Run
 from .shipped import load_shipped
 from .train_diffs import train_diffs

@@ -13,8 +13,8 @@ from ..config import RunConfig, from_dict
 from ..errors import DataError
 from ..evaluate.runner import summarize_metric
 from ..files import read_jsonl, write_bytes, write_json, write_jsonl, write_text
-from ..report import png, pyplot
 from ..reporting import Document, Section, Table, markdown
+from ..reporting.plots import png, pyplot
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from ..errors import DataError
 from ..evaluate.methods import method_info, methods_for
 from ..files import write_bytes, write_json, write_text
 from ..pipeline import run_pipeline
-from ..report import png, pyplot
 from ..reporting import Document, Section, Table, markdown
+from ..reporting.plots import png, pyplot
 from ..rundir import Run
 from ..tasks.base import get_task
 from ..train_diffs import train_diffs

@@ -1,0 +1,208 @@
+"""An evaluated run as report/report.md (plots as PNG files beside it), report/index.html (CSS
+inline, plots embedded as base64 PNG, every piece of run data HTML-escaped; the page is the
+package file ``reporting/templates/run_report.html``) and the printed summary (`text_summary`).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import html
+import json
+import logging
+import re
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from .. import files
+from .plots import bar_chart, hit_matrix
+from .results import (
+    ANSWER_PREVIEW_CHARS,
+    ROLE_NAMES,
+    check_table,
+    diff_rows,
+    legend,
+    load_results,
+    main_table,
+    package_versions,
+    paired_rows,
+    score_cell,
+    summary_text,
+    timing_rows,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _md_cell(x: Any) -> str:
+    text = html.escape(str(x), quote=False).replace("|", "\\|")
+    return " ".join(text.split())
+
+
+def _md_preview(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) > ANSWER_PREVIEW_CHARS:
+        text = text[:ANSWER_PREVIEW_CHARS] + "…"
+    return _md_cell(text)
+
+
+def _md_table(t: dict) -> list[str]:
+    lines = ["| method | " + " | ".join(_md_cell(m) for m in t["metrics"]) + " | n |"]
+    lines.append("|---" * (len(t["metrics"]) + 2) + "|")
+    for row in t["rows"]:
+        cells = [f"**{c['text']}**" if c["best"] else c["text"] for c in row["cells"]]
+        lines.append(f"| {_md_cell(row['label'])} | " + " | ".join(cells) + f" | {row['n']} |")
+    return [*lines, ""]
+
+
+def render_markdown(ctx: dict) -> str:
+    lines = [f"# ditkit report: {ctx['title']}", "", "## What was measured", ""]
+    lines += [*ctx["summary"], ""]
+    lines += ["## DIT versus each baseline (paired, same diffs)", ""]
+    if ctx["paired"]:
+        lines += [
+            "| compared with | metric | n | DIT − it [95% CI] | wins / losses / ties | verdict |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in ctx["paired"]:
+            lines.append(
+                f"| {_md_cell(r['baseline'])} | {_md_cell(r['metric'])} | {r['n']} | "
+                f"{r['diff']} | {r['wlt']} | {r['verdict']} |"
+            )
+    else:
+        lines.append("No paired comparison: DIT or per-diff scores are missing.")
+    lines += ["", "## Results (mean [95% CI])", ""]
+    lines += _md_table(ctx["table"])
+    if ctx["checks"]["rows"]:
+        lines += ["## Do the diffs show their behaviour? (diff checks)", ""]
+        lines += _md_table(ctx["checks"])
+    if ctx["legend"]:
+        lines += ["### Methods", ""]
+        lines += [
+            f"- **{_md_cell(x['label'])}** ({x['role']}): {x['about']}" for x in ctx["legend"]
+        ]
+        lines.append("")
+    for alt, name in ctx["plot_files"].items():
+        lines += [f"![{alt}]({name})", ""]
+
+    lines += ["## Per diff", ""]
+    if ctx["diffs"]:
+        lines += ["| diff | truth | trigger | method | answer | guess | scores |"]
+        lines += ["|---|---|---|---|---|---|---|"]
+        for g in ctx["diffs"]:
+            for i, r in enumerate(g["rows"]):
+                head = [g["diff_id"], g["truth"], g["trigger"]] if i == 0 else ["", "", ""]
+                cells = [_md_cell(x) for x in head] + [
+                    _md_cell(r["method"]),
+                    _md_preview(r["answer"]),
+                    _md_cell(r["guess"]),
+                    _md_cell(", ".join(r["scores"])),
+                ]
+                lines.append("| " + " | ".join(cells) + " |")
+    else:
+        lines.append("No predictions file.")
+    lines.append("")
+
+    lines += ["## Environment", ""]
+    lines += [f"- {k}: {v}" for k, v in ctx["versions"].items()]
+    lines.append("")
+    if ctx["timings"]:
+        lines += ["## Timings (wall clock)", "", "| stage | seconds | minutes |", "|---|---|---|"]
+        lines += [f"| {_md_cell(k)} | {s} | {m} |" for k, s, m in ctx["timings"]]
+        lines.append("")
+    if ctx["config"]:
+        lines += ["## Run config", "", "```json", ctx["config"], "```", ""]
+    return "\n".join(lines)
+
+
+def _md_inline(text: str) -> Markup:
+    """The summary's Markdown emphasis as HTML (the text is escaped first)."""
+    out = html.escape(text, quote=False)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    out = re.sub(r"\*(.+?)\*", r"<em>\1</em>", out)
+    return Markup(re.sub(r"`(.+?)`", r"<code>\1</code>", out))
+
+
+@functools.cache
+def _page() -> jinja2.Template:
+    env = jinja2.Environment(autoescape=True)
+    env.filters["md"] = _md_inline
+    return env.from_string(
+        (resources.files("ditkit.reporting") / "templates" / "run_report.html").read_text()
+    )
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write run_dir/report/report.md and run_dir/report/index.html; return the HTML path."""
+    start = time.time()
+    run_dir = Path(run_dir)
+    results = load_results(run_dir)
+    out_dir = run_dir / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in [*out_dir.glob("hist_*.png")]:  # histograms of earlier report versions
+        stale.unlink()
+
+    plots = {
+        "means with 95% intervals": ("means.png", bar_chart(results)),
+        "per-diff scores": ("per_diff.png", hit_matrix(results)),
+    }
+    plots = {alt: (name, data) for alt, (name, data) in plots.items() if data is not None}
+    for name, data in plots.values():
+        files.write_bytes(out_dir / name, data)
+
+    ctx = {
+        "title": run_dir.resolve().name,
+        "summary": summary_text(results),
+        "table": main_table(results),
+        "checks": check_table(results),
+        "legend": legend(results),
+        "paired": paired_rows(results),
+        "diffs": diff_rows(results),
+        "versions": package_versions(),
+        "timings": timing_rows(results.timings, time.time() - start),
+        "config": json.dumps(results.config, indent=2, default=str) if results.config else "",
+        "plot_files": {alt: name for alt, (name, _) in plots.items()},
+    }
+    files.write_text(out_dir / "report.md", render_markdown(ctx))
+
+    html_path = out_dir / "index.html"
+    page = _page().render(
+        **ctx,
+        plot_pngs={alt: base64.b64encode(d).decode("ascii") for alt, (_, d) in plots.items()},
+        preview=ANSWER_PREVIEW_CHARS,
+    )
+    files.write_text(html_path, page)
+    log.info("report written to %s", html_path)
+    return html_path
+
+
+def text_summary(run_dir: Path) -> str:
+    """The printed form of the report's first sections: DIT's paired margins, the scores of
+    every method with its role, and what each method is."""
+    results = load_results(run_dir)
+    lines = [" ".join(p.replace("*", "").replace("`", "") for p in summary_text(results)), ""]
+    paired = [r for r in paired_rows(results) if r["metric"] == results.primary_metric()]
+    if paired:
+        lines.append(f"DIT minus each method on {paired[0]['metric']} (paired, 95% interval):")
+        for r in paired:
+            lines.append(
+                f"  {r['baseline']:34s} {r['diff']:>22s}  W/L/T {r['wlt']:>10s}  {r['verdict']}"
+            )
+        lines.append("")
+    metrics = main_table(results)["metrics"]
+    lines.append(
+        f"  {'method':34s}{'role':>11s}" + "".join(f"{m:>22s}" for m in metrics) + f"{'n':>6s}"
+    )
+    for m in results.methods:
+        scores = results.scores.get(m, {})
+        cells = "".join(f"{score_cell(scores.get(metric)):>22s}" for metric in metrics)
+        n = max((s.get("n", 0) for s in scores.values() if isinstance(s, dict)), default=0)
+        lines.append(f"  {results.label(m):34s}{ROLE_NAMES[results.role(m)]:>11s}{cells}{n:>6d}")
+    lines.append("")
+    lines += [f"  {x['label']}: {x['about']}" for x in legend(results)]
+    return "\n".join(lines)
