@@ -196,9 +196,10 @@ def test_configs_built_in_python_are_checked_too(build, message):
 
 
 def test_every_config_field_type_has_a_check():
-    from ditkit import config
+    from ditkit.config import SECTIONS
+    from ditkit.config.checks import type_ok, types_of
 
-    for cls in (RunConfig, *config._SECTIONS.values()):
+    for cls in (RunConfig, *SECTIONS.values()):
         default = cls()
-        for name, tp in config._types(cls).items():
-            assert config._type_ok(getattr(default, name), tp), (cls.__name__, name)
+        for name, tp in types_of(cls).items():
+            assert type_ok(getattr(default, name), tp), (cls.__name__, name)
