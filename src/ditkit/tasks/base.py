@@ -4,7 +4,7 @@ the evaluation runner and the report use, so none of them knows which task it ru
 A task says how to make a run's jobs (one per diff), the training rows of a job, the metadata
 written into each diff, the DIT question and label, which names count as naming the label, the
 candidates for retrieval metrics, the judge rubric, and its own evaluation methods. The
-hidden-topic task is `hidden_topic.py`, the news-headline task `news.py`. A task of your own is
+hidden-topic task is the package `hidden_topic/`, the news-headline task `news.py`. A task of your own is
 registered with `register_task` or named in a config as ``"package.module:OBJECT"``.
 """
 
