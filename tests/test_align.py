@@ -211,7 +211,7 @@ def test_a_finetune_of_some_embedding_rows_does_not_tilt_the_rotation():
 
 
 def test_the_low_rank_step_matches_an_exact_svd_cold_and_warm():
-    from ditkit.symmetry.align import _lowrank
+    from ditkit.symmetry.fit import lowrank
 
     gen = torch.Generator().manual_seed(0)
     d = torch.randn(300, 2, generator=gen, dtype=torch.float64) @ torch.randn(
@@ -220,10 +220,10 @@ def test_the_low_rank_step_matches_an_exact_svd_cold_and_warm():
     d += 1e-3 * torch.randn(300, 200, generator=gen, dtype=torch.float64)
     u, s, vh = torch.linalg.svd(d, full_matrices=False)
     exact = (u[:, :2] * s[:2]) @ vh[:2]
-    cold, basis = _lowrank(d, 2)
+    cold, basis = lowrank(d, 2)
     assert basis is not None and basis.shape == (200, 10)  # the subspace path, not the exact one
     assert (cold - exact).norm() / exact.norm() < 1e-8
     moved = d + 1e-4 * torch.randn(300, 200, generator=gen, dtype=torch.float64)
-    warm, _ = _lowrank(moved, 2, basis)
+    warm, _ = lowrank(moved, 2, basis)
     u, s, vh = torch.linalg.svd(moved, full_matrices=False)
     assert (warm - (u[:, :2] * s[:2]) @ vh[:2]).norm() / exact.norm() < 1e-6

@@ -3,7 +3,8 @@
 - ``shapes``: what a Llama-family decoder looks like to the transforms (layers, heads, norms and
   their readers) and the float64 edits of a projection; shared by the two below.
 - ``attack``: exact weight symmetries that keep every output but scramble ``W_ft - W_base``.
-- ``align``: bring such a checkpoint back into its base model's basis before subtracting.
+- ``align``: bring such a checkpoint back into its base model's basis before subtracting;
+- ``fit``: the low-rank, rank and column-scale fits inside the alignment's refinement.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from ..errors import DiffMismatchError
+from .fit import column_scale, diff_target, gate_rank, module_ranks, no_bias
 from .shapes import (
     Shape,
     layer_norm_readers,
@@ -52,8 +53,6 @@ _FITTED = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 # The readers of a layer's two norms, in the order of `shapes.layer_norm_readers`.
 _READERS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 ROTATION_TRIM = 3.0  # embedding rows with a residual above this many medians leave the fit
-AUTO_RANK_CUT = 0.1  # "auto": singular values above this fraction of the largest
-MAX_AUTO_RANK = 32
 
 
 def align(
@@ -172,7 +171,7 @@ def _refit_final_norm(model: nn.Module, base: nn.Module, shape: Shape) -> float:
     largest change of the norm's scale."""
     head = model.get_output_embeddings()
     h_m, h_b = _f64(head.weight), _f64(base.get_output_embeddings().weight)  # [vocab, d_model]
-    r = _column_scale([(h_b, h_m)])  # [d_model]
+    r = column_scale([(h_b, h_m)])  # [d_model]
     head.weight.copy_(h_m / r)
     norm = model.model.norm
     set_scale(norm, norm_scale(norm, shape).double() * r, shape)
@@ -327,79 +326,6 @@ def _undo_vo(w: dict, t: dict, shape: Shape) -> dict:
     return {"v_proj": v_new.reshape(w["v_proj"].shape), "o_proj": o_new}
 
 
-def _lowrank(
-    d: torch.Tensor, rank: int, basis: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``d``'s best rank-``rank`` approximation, and the basis to pass next time.
-
-    Where ``d`` is much larger than the rank: subspace iteration on ``rank + 8`` columns, four
-    rounds from a seeded random start, one from ``basis`` (the refinement's diff moves little from
-    round to round, so the last basis is nearly right: five times fewer products than a cold start).
-    """
-    if rank == 0:
-        return torch.zeros_like(d), None
-    if min(d.shape) <= 4 * (rank + 8):
-        u, s, vh = torch.linalg.svd(d, full_matrices=False)
-        return (u[:, :rank] * s[:rank]) @ vh[:rank], None
-    v = basis
-    if v is None:
-        gen = torch.Generator().manual_seed(0)
-        v = torch.randn(d.shape[1], rank + 8, generator=gen, dtype=d.dtype)  # [in, k]
-    for _ in range(4 if basis is None else 1):
-        q, _ = torch.linalg.qr(d @ v)  # [out, k]
-        v, _ = torch.linalg.qr(d.T @ q)  # [in, k]
-    u, s, vh = torch.linalg.svd(d @ v, full_matrices=False)  # d ~= (d v) v^T
-    return (u[:, :rank] * s[:rank]) @ (vh[:rank] @ v.T), v
-
-
-def _ranks(fitted: dict, b: dict, biased: set, rank) -> dict[str, int]:
-    """The diff's rank per module: ``rank``, or for "auto" the rank of the gate projection's
-    change (permutations alone undo it, so it is exact: a LoRA-style fine-tune has one rank
-    everywhere), or where the gate did not change, each module's own estimate."""
-    if rank != "auto":
-        return dict.fromkeys(b, int(rank))
-    gate = fitted["gate_proj"] - b["gate_proj"]
-    if gate.abs().max() > 1e-9 * b["gate_proj"].abs().max():
-        return dict.fromkeys(b, _auto_rank(gate))
-    return {n: _auto_rank(_no_bias(fitted[n] - b[n], n in biased)) for n in b}
-
-
-def _diff_target(d: torch.Tensor, rank: int, biased: bool, basis=None):
-    """The diff as its rank allows, and `_lowrank`'s basis; a bias column stays the base's
-    (diffs change weights)."""
-    if not biased:
-        return _lowrank(d, rank, basis)
-    low, basis = _lowrank(d[:, :-1], rank, basis)
-    return torch.cat([low, torch.zeros_like(d[:, -1:])], 1), basis
-
-
-def _gate_rank(g_m: torch.Tensor, g_b: torch.Tensor, rounds: int = 100) -> tuple[int, torch.Tensor]:
-    """The smallest ``k`` with ``g_m = (g_b + rank-k change) diag(r)``, and ``r`` ``[in]``: for
-    each ``k`` up to the singular-value guess, alternate the column factor and the truncation."""
-    r = _column_scale([(g_b, g_m)])
-    guess = _auto_rank(g_m / r - g_b)
-    for k in range(1, guess + 1):
-        r_k, basis = torch.ones_like(r), None
-        for _ in range(rounds):
-            f = g_m / r_k
-            low, basis = _lowrank(f - g_b, k, basis)
-            c = _column_scale([(f, g_b + low)])
-            r_k = r_k / c
-            if float((c - 1).abs().max()) < 1e-12:
-                break
-        f = g_m / r_k
-        if float((f - g_b - low).norm()) <= 1e-6 * float((f - g_b).norm()):
-            return k, r_k
-    return guess, r
-
-
-def _auto_rank(d: torch.Tensor) -> int:
-    s = torch.linalg.svdvals(d)
-    if s[0] == 0:
-        return 0
-    return min(int((s > AUTO_RANK_CUT * s[0]).sum()), MAX_AUTO_RANK)
-
-
 @torch.no_grad()
 def _undo_qk_norms(am: nn.Module, ab: nn.Module, sm: Shape, sb: Shape) -> None:
     """Where heads are normalised, `scale_qk` moved its scale into the query and key norms, one
@@ -414,20 +340,6 @@ def _undo_qk_norms(am: nn.Module, ab: nn.Module, sm: Shape, sb: Shape) -> None:
     c = torch.cat([c, c])
     set_scale(am.q_norm, g_q * c, sm)
     set_scale(am.k_norm, g_k / c, sm)
-
-
-def _column_scale(pairs) -> torch.Tensor:
-    """Per column ``j``, the ``c_j`` that best maps ``x[:, j]`` onto ``y[:, j]`` over all the
-    ``(x, y)`` pairs together (least squares: ``sum <x_j, y_j> / sum |x_j|^2``)."""
-    num = den = 0.0
-    for x, y in pairs:
-        num, den = num + (x * y).sum(0), den + (x * x).sum(0)
-    return num / den.clamp_min(1e-30)
-
-
-def _no_bias(w: torch.Tensor, biased: bool) -> torch.Tensor:
-    """A fitted weight without its bias column (`_weights` appends one to q, k, v in Qwen2)."""
-    return w[:, :-1] if biased else w
 
 
 def _divide_columns(w: dict, factors: list, biased: set) -> dict:
@@ -468,8 +380,8 @@ def _align_layer(
     def refit(f: dict, t: dict) -> None:  # the norms' factors that best map ``f`` onto ``t``
         for i, names in enumerate(_READERS):
             if factors[i] is not None:
-                pairs = [(_no_bias(f[n], n in biased), _no_bias(t[n], n in biased)) for n in names]
-                factors[i] = factors[i] / _column_scale(pairs)
+                pairs = [(no_bias(f[n], n in biased), no_bias(t[n], n in biased)) for n in names]
+                factors[i] = factors[i] / column_scale(pairs)
 
     fitted, it = fit(b), 1
     if fits_norms:
@@ -478,11 +390,11 @@ def _align_layer(
     if rank == "auto" and factors[1] is not None:
         # The MLP norm's factor scales every gate column, which no low rank holds: fit the
         # gate's rank and that factor together (the gate is only permuted, so this is exact).
-        k, factors[1] = _gate_rank(w["gate_proj"], b["gate_proj"])
+        k, factors[1] = gate_rank(w["gate_proj"], b["gate_proj"])
         fitted = fit(b)
         ranks = dict.fromkeys(b, k)
     else:
-        ranks = {} if rank is None else _ranks(fitted, b, biased, rank)
+        ranks = {} if rank is None else module_ranks(fitted, b, biased, rank)
     moved, bases = float("inf"), dict.fromkeys(b)
     while (ranks or fits_norms) and it < iters and moved >= tol:
         # Fit again against the base plus the diff as its rank allows: the part of the diff
@@ -494,7 +406,7 @@ def _align_layer(
                 if n == "gate_proj" and factors[1] is None:
                     t[n] = b[n]  # only permuted: nothing is fitted against it
                     continue
-                low, bases[n] = _diff_target(fitted[n] - b[n], ranks[n], n in biased, bases[n])
+                low, bases[n] = diff_target(fitted[n] - b[n], ranks[n], n in biased, bases[n])
                 t[n] = b[n] + low
         refit(fitted, t)
         new = fit(t)
