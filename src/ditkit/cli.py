@@ -358,18 +358,8 @@ def _add_diff_commands(sub) -> None:
     s.set_defaults(func=_cmd_attack)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ditkit", description="Diff Interpretation Tuning: ask a model what a diff changed."
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="cmd", required=True)
-
-    s = sub.add_parser("models", help="list embedded models, their source file and cache state")
-    s.set_defaults(func=_cmd_models)
-
-    _add_diff_commands(sub)
-
+def _add_reading_commands(sub) -> None:
+    """``audit`` and ``describe``: an auditor's commands."""
     s = sub.add_parser(
         "audit", help="audit many diffs, adapters and checkpoints: a flagged table (exit 1 if any)"
     )
@@ -395,6 +385,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--align", action="store_true", help="a checkpoint: undo weight symmetries against --base"
     )
     s.set_defaults(func=_cmd_describe)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ditkit", description="Diff Interpretation Tuning: ask a model what a diff changed."
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("models", help="list embedded models, their source file and cache state")
+    s.set_defaults(func=_cmd_models)
+
+    _add_diff_commands(sub)
+
+    _add_reading_commands(sub)
 
     s = sub.add_parser("run", help="run a preset or config: data, diffs, dit, eval, report")
     s.add_argument("config", help="preset name (quickstart, cpu-reference, ...) or a TOML file")

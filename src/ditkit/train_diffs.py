@@ -372,19 +372,8 @@ def train_diffs(
         p.requires_grad_(False)
     layers = lora.inject(model, cfg.targets)
     ident = model_identity(model)
-    # Every row built once: the shared KL targets below need all jobs' rows, the passes theirs.
-    shared = getattr(task, "kl_targets_shared", lambda data: True)(data)
-    needed = jobs if shared else [j for g in groups for j in g]
-    rows = {j.diff_id: task.rows(j, tok, data, cfg, system) for j in needed}
-    kl = None
-    if shared:
-        # Targets for every KL row of every job, computed before the first pass in one fixed
-        # order (so their bits never depend on which passes are left) and shared by the passes.
-        # With no pool every wrong code is new, so each pass computes its own.
-        kl = KLTargets(cfg.kl_topk)
-        encs = _kl_encs(task.row_kinds, [rows[j.diff_id] for j in jobs])
-        kl.fill(model, encs, tok.pad_token_id, cfg.micro_batch_rows)
-    _report_memory(model, layers, cfg, max(len(e.ids) for j in needed for _, e in rows[j.diff_id]))
+    rows, kl = _rows_and_targets(model, tok, jobs, groups, data, cfg, system, task)
+    _report_memory(model, layers, cfg, max(len(e.ids) for r in rows.values() for _, e in r))
     for group in tqdm(groups, desc="diff passes", disable=None):
         kill_point("diffs.pass")
         start = time.time()
@@ -406,13 +395,30 @@ def train_diffs(
         base = {**ident, "rank": cfg.rank, "lr": cfg.lr, "init": cfg.init, "system_prompt": system}
         for steps, step_diffs in sorted({**kept, cfg.steps: diffs}.items()):
             _save_pass(group, step_diffs, outs[steps], steps, history, cfg, seconds, task, base)
-        first = task.row_kinds[0].name
+        loss = diffs[0].meta["loss"][task.row_kinds[0].name]
         log.info(
             "trained %d diffs in %.0f s (%s loss %.3f -> %.3f)",
             len(group),
             seconds,
-            first,
-            diffs[0].meta["loss"][first].get("first", float("nan")),
-            diffs[0].meta["loss"][first].get("last", float("nan")),
+            task.row_kinds[0].name,
+            loss.get("first", float("nan")),
+            loss.get("last", float("nan")),
         )
     return [j.path(out_dir) for j in jobs]
+
+
+def _rows_and_targets(model, tok, jobs, groups, data, cfg, system, task):
+    """Every row the passes need, built once (``{diff_id: rows}``), and the KL targets they share
+    (None: each pass computes its own)."""
+    shared = getattr(task, "kl_targets_shared", lambda data: True)(data)
+    # The shared targets need all jobs' rows, the passes only theirs.
+    needed = jobs if shared else [j for g in groups for j in g]
+    rows = {j.diff_id: task.rows(j, tok, data, cfg, system) for j in needed}
+    if not shared:  # with no pool every wrong code is new, so each pass computes its own
+        return rows, None
+    # Targets for every KL row of every job, computed before the first pass in one fixed order
+    # (so their bits never depend on which passes are left) and shared by the passes.
+    kl = KLTargets(cfg.kl_topk)
+    encs = _kl_encs(task.row_kinds, [rows[j.diff_id] for j in jobs])
+    kl.fill(model, encs, tok.pad_token_id, cfg.micro_batch_rows)
+    return rows, kl

@@ -213,6 +213,27 @@ def _start_or_resume(ckpt: Path, model, opt) -> tuple[dict, dict[str, torch.Tens
     )
 
 
+def _split(diffs: list, val_fraction: float, seed: int) -> tuple[list, list]:
+    """``(train, validation)``: a seeded share of the diffs held out for early stopping (none
+    below 4 diffs)."""
+    order = list(range(len(diffs)))
+    random.Random(seed).shuffle(order)
+    n_val = round(val_fraction * len(diffs)) if len(diffs) >= 4 else 0
+    return [diffs[i] for i in order[n_val:]], [diffs[i] for i in order[:n_val]]
+
+
+def _report_memory(model, tok, params, diffs, cfg: DitConfig, system) -> None:
+    longest = max(len(e.ids) for e in _encode(tok, diffs[:1], cfg, system))
+    estimate = memory.estimate(
+        model,
+        trainable=sum(p.numel() for p in params),
+        rows=cfg.batch_size,
+        seq=longest,
+        answer_tokens=cfg.max_answer_tokens,
+    )
+    memory.report("DIT training", estimate)
+
+
 def train_dit(
     model,
     tok,
@@ -231,11 +252,7 @@ def train_dit(
     out_dir.mkdir(parents=True, exist_ok=True)
     diffs = _load_training_diffs(diff_paths)
     other_questions = _ask_own_questions(diffs, task)
-    order = list(range(len(diffs)))
-    random.Random(seed).shuffle(order)
-    n_val = round(cfg.val_fraction * len(diffs)) if len(diffs) >= 4 else 0
-    val = [diffs[i] for i in order[:n_val]]
-    train = [diffs[i] for i in order[n_val:]]
+    train, val = _split(diffs, cfg.val_fraction, seed)
     targets = sorted({n.rsplit(".", 1)[-1] for d in diffs for n in d.modules})
 
     for p in model.parameters():
@@ -243,15 +260,7 @@ def train_dit(
     layers = lora.inject(model, targets)
     torch.manual_seed(seed)
     params = lora.add_adapters(model, cfg.rank, cfg.alpha)
-    longest = max(len(e.ids) for e in _encode(tok, diffs[:1], cfg, system))
-    estimate = memory.estimate(
-        model,
-        trainable=sum(p.numel() for p in params),
-        rows=cfg.batch_size,
-        seq=longest,
-        answer_tokens=cfg.max_answer_tokens,
-    )
-    memory.report("DIT training", estimate)
+    _report_memory(model, tok, params, diffs, cfg, system)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     ckpt = out_dir / "checkpoint"
