@@ -15,7 +15,7 @@ The API (each function's docstring has a runnable example):
 
 - reading: ``describe``, ``audit``, ``load_reader`` (the shipped DIT adapter)
 - runs: ``run`` (presets and configs), ``load_config``, ``RunConfig``
-- diffs: ``WeightDiff``, ``load_diff``, ``load_diffs``, ``save_diff``, ``save_peft``,
+- diffs: ``WeightDiff``, ``load_diff``, ``load_diffs``, ``detect_format``, ``save_diff``, ``save_peft``,
   ``convert``, ``info``, ``diff_from_finetune``, ``register_format``
 - models: ``load_model`` (embedded name, local folder, ``.gguf`` file or hub id)
 - hiding and undoing it: ``attack`` (exact weight symmetries; ``ATTACKS`` lists them), ``align``
@@ -43,6 +43,7 @@ _API = {
     "WeightDiff": "diffs",
     "load_diff": "diffs",
     "load_diffs": "diffs",
+    "detect_format": "diffs",
     "save_diff": "diffs",
     "save_peft": "diffs",
     "convert": "diffs",

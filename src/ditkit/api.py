@@ -17,9 +17,11 @@ Training diffs and a reader of your own (a preset and its stages, as ``ditkit ru
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from . import distributed
 from .config import RunConfig, load_config
 from .diffs import WeightDiff, checkpoint, detect_format, load_diff, load_diffs
 from .errors import DitkitError
@@ -28,7 +30,9 @@ from .pipeline import STAGES, run_pipeline
 from .reader import describe as _describe_loaded
 from .shipped import check_base, load_shipped
 from .symmetry import KINDS as ATTACKS
-from .symmetry import align, attack
+from .symmetry import align, attack, describe_alignment
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ATTACKS",
@@ -74,14 +78,17 @@ def describe(
     question: str | None = None,
     max_new_tokens: int = 20,
     align_checkpoint: bool = False,
+    device: str = "cpu",
+    trust_remote_code: bool = False,
 ) -> list[str]:
     """What the DIT reader says each diff was trained on: one answer per diff.
 
     ``diffs``: files or folders in any format ``load_diffs`` reads (a file may hold several), a
-    full fine-tuned checkpoint folder (subtracted from ``base``; ``align_checkpoint`` undoes
-    weight symmetries first), or ``WeightDiff`` objects. ``reader``: an adapter folder or
-    ``WeightDiff`` (None: the one shipped for ``base``). ``model``: an already loaded
-    ``(model, tokenizer)`` of ``base``, to skip loading it again.
+    full fine-tuned checkpoint folder (subtracted from ``base``, which it then needs;
+    ``align_checkpoint`` undoes weight symmetries first), or ``WeightDiff`` objects. ``reader``:
+    an adapter folder or ``WeightDiff`` (None: the one shipped for ``base``). ``model``: an
+    already loaded ``(model, tokenizer)`` of ``base``, to skip loading it again. Under
+    ``torchrun``/``accelerate launch`` each process answers its share; every one gets all answers.
 
     >>> from ditkit.diffs import save_peft
     >>> model, tok = load_model(str(tiny_model_dir))
@@ -91,22 +98,38 @@ def describe(
     >>> len(answers), answers[0] == answers[1]
     (2, True)
     """
-    adapter, source, base = _reader(reader, base)
     items = [diffs] if isinstance(diffs, str | Path | WeightDiff) else list(diffs)
-    full = [d for d in items if not isinstance(d, WeightDiff) and detect_format(d) == "checkpoint"]
-    if align_checkpoint and not full:
-        raise DitkitError("align_checkpoint: none of the diffs is a full checkpoint folder")
-    # Diff files are read (and checked) before the model loads: a wrong path fails at once.
-    loaded = {i: load_diffs(d) for i, d in enumerate(items) if isinstance(d, str | Path)}
-    model, tok = model or load_model(base)
+    full = {i for i, d in enumerate(items) if not isinstance(d, WeightDiff)
+            and detect_format(d) == "checkpoint"}  # fmt: skip
+    if full and not base:
+        raise DitkitError(f"{items[min(full)]} is a full checkpoint: pass --base MODEL to subtract")
+    if align_checkpoint and len(full) < len(items):
+        first = next(d for i, d in enumerate(items) if i not in full)
+        raise DitkitError(f"--align: {first} is a diff already, not a full checkpoint")
+    # Diff files and the reader are read (and checked) before the model loads, which takes
+    # seconds to minutes: a wrong path fails at once.
+    loaded = {i: load_diffs(d) for i, d in enumerate(items) if i not in full and
+              not isinstance(d, WeightDiff)}  # fmt: skip
+    adapter, source, base = _reader(reader, base)
+    if model is None:
+        opts = {"device": distributed.device_for(device), "trust_remote_code": trust_remote_code}
+        model = load_model(base, **opts)
+    model, tok = model
     check_base(adapter, model, source)
     flat: list[WeightDiff] = []
     for i, d in enumerate(items):
-        if d in full:
-            flat.append(checkpoint.subtract(d, model, align=align_checkpoint)[0])
+        if i in full:
+            diff, report = checkpoint.subtract(d, model, align=align_checkpoint)
+            if "alignment" in report:
+                log.info("alignment of %s: %s", d, describe_alignment(report["alignment"]))
+            flat.append(diff)
         else:
             flat += loaded.get(i) or [d]
-    return _describe_loaded(model, tok, flat, adapter, question, max_new_tokens)
+    mine = distributed.share(list(range(len(flat))))
+    answers = _describe_loaded(
+        model, tok, [flat[i] for i in mine], adapter, question, max_new_tokens
+    )
+    return distributed.gather_in_order(mine, answers, len(flat))
 
 
 def audit(

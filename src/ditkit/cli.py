@@ -84,52 +84,27 @@ def _cmd_audit(args) -> int:
 
 
 def _cmd_describe(args) -> None:
-    from .diffs import checkpoint, detect_format, load_diff, load_diffs
-    from .models import DEFAULT_MODEL, load_model
-    from .reader import describe
-    from .shipped import check_base, load_shipped
+    from .api import DEFAULT_MODEL as DEFAULT_BASE
+    from .api import describe, detect_format, load_diffs, load_reader
 
-    # The diffs and the adapter are read (and checked) before the model loads, which takes
-    # seconds to minutes: a wrong path fails at once. A full checkpoint is subtracted from the
-    # base once that has loaded.
-    full = detect_format(args.diff) == "checkpoint"
-    if full and not args.base:
-        raise DitkitError(f"{args.diff} is a full checkpoint: pass --base MODEL to subtract")
-    if args.align and not full:
-        raise DitkitError(f"--align: {args.diff} is a diff already, not a full checkpoint")
-    diffs = [] if full else load_diffs(args.diff)
-    if args.adapter:
-        adapter, source = load_diff(args.adapter), args.adapter
-        base = args.base or adapter.meta.get("base_model") or DEFAULT_MODEL
-    else:
-        base = args.base or DEFAULT_MODEL
-        adapter, manifest, source = load_shipped(base)
+    diffs = [args.diff] if detect_format(args.diff) == "checkpoint" else load_diffs(args.diff)
+    if not args.adapter:
+        reader = load_reader(args.base or DEFAULT_BASE)
+        n = reader.meta.get("n_train_diffs", 0) + reader.meta.get("n_val_diffs", 0)
         print(
-            f"using the DIT adapter shipped for {base} ({source.name}, trained on "
-            f"{len(manifest.get('training_topics', []))} hidden-topic diffs); --adapter to choose",
+            f"using the DIT adapter shipped for {args.base or DEFAULT_BASE} (trained on {n} "
+            "hidden-topic diffs); --adapter to choose",
             file=sys.stderr,
         )
-    opts = {"trust_remote_code": args.trust_remote_code}
-    opts["device"] = distributed.device_for(args.device)
-    model, tok = load_model(base, **opts)
-    check_base(adapter, model, source)
-    if full:
-        diff, report = checkpoint.subtract(args.diff, model, align=args.align)
-        if "alignment" in report:
-            from .symmetry import describe_alignment
-
-            print(f"alignment: {describe_alignment(report['alignment'])}", file=sys.stderr)
-        diffs = [diff]
-    # Under a launcher each process answers its share of the diffs; the main one prints them all.
-    mine = distributed.share(list(range(len(diffs))))
     answers = describe(
-        model, tok, [diffs[i] for i in mine], adapter, args.question, args.max_new_tokens
-    )
-    answers = distributed.gather_in_order(mine, answers, len(diffs))
+        diffs, args.adapter, base=args.base, question=args.question,
+        max_new_tokens=args.max_new_tokens, align_checkpoint=args.align, device=args.device,
+        trust_remote_code=args.trust_remote_code,
+    )  # fmt: skip
     if not distributed.is_main():
         return
     for d, a in zip(diffs, answers):
-        label = d.meta.get("label")
+        label = d.meta.get("label") if not isinstance(d, str) else None
         print(a if len(diffs) == 1 and not args.verbose else f"{label or '?'}\t{a}")
 
 

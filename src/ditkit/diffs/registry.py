@@ -77,7 +77,15 @@ def find_format(path: str | Path) -> Format:
 
 
 def detect_format(path: str | Path) -> str:
-    """The name of ``path``'s format: ``ditkit``, ``peft``, ``reference-pt`` or ``checkpoint``."""
+    """The name of ``path``'s format: ``ditkit``, ``peft``, ``reference-pt`` or ``checkpoint``
+    (or a registered one's).
+
+    >>> model, _ = load_model(str(tiny_model_dir))
+    >>> detect_format(save_diff(random_diff(model, 1, seed=0), tmp / "d.safetensors"))
+    'ditkit'
+    >>> detect_format(save_peft(random_diff(model, 2, seed=0), tmp / "adapter"))
+    'peft'
+    """
     return find_format(path).name
 
 
