@@ -1,9 +1,9 @@
 """ditkit's public API: the functions ``import ditkit`` offers, each with a runnable example.
 
 The examples run in CI (tests/test_api.py) on a tiny random Llama saved in ``tiny_model_dir``,
-with random diffs from ``random_diff(model, rank, seed)`` and a scratch folder ``tmp``; on your
-machine put a model name where ``tiny_model_dir`` stands: "smollm2-135m" (the embedded default, with a
-shipped reader), a local Hugging Face folder, a ``.gguf`` file or a hub id.
+with random diffs from ``random_diff(model, rank, seed)`` and a scratch folder ``tmp``. On your
+machine put a model where ``tiny_model_dir`` stands: "smollm2-135m" (the embedded default, with
+a shipped reader), a local Hugging Face folder, a ``.gguf`` file or a hub id.
 
 Reading a diff you were handed::
 
