@@ -15,8 +15,8 @@ The API (each function's docstring has a runnable example):
 
 - reading: ``describe``, ``audit``, ``load_reader`` (the shipped DIT adapter)
 - runs: ``run`` (presets and configs), ``load_config``, ``RunConfig``
-- diffs: ``WeightDiff``, ``load_diff``, ``load_diffs``, ``detect_format``, ``save_diff``, ``save_peft``,
-  ``convert``, ``info``, ``diff_from_finetune``, ``register_format``
+- diffs: ``WeightDiff``, ``load_diff``, ``load_diffs``, ``detect_format``, ``save_diff``,
+  ``save_peft``, ``convert``, ``info``, ``diff_from_finetune``, ``register_format``
 - models: ``load_model`` (embedded name, local folder, ``.gguf`` file or hub id)
 - hiding and undoing it: ``attack`` (exact weight symmetries; ``ATTACKS`` lists them), ``align``
 
