@@ -38,6 +38,7 @@ def test_test_diffs_take_their_own_recipe_and_train_first(tiny_model_dir, tmp_pa
     assert starts[0]["on_disk"] == 0 and starts[0]["threads"] >= 1
     passes = [e for e in events if e["event"] == "pass"]
     assert sum(e["diffs"] for e in passes) == 8 and all(e["seconds"] > 0 for e in passes)
+    assert [e["on_disk"] for e in passes] == [2, 4, 6]  # counted after the pass is saved
     # A rerun finds everything on disk and logs no new start.
     run_pipeline(cfg, out, ["diffs"])
     assert read_jsonl(out / "diffs" / "progress.jsonl") == events

@@ -391,10 +391,10 @@ def train_diffs(
             snapshots=kept,
         )
         seconds = time.time() - start
-        note("pass", diffs=len(group), seconds=round(seconds, 1))
         base = {**ident, "rank": cfg.rank, "lr": cfg.lr, "init": cfg.init, "system_prompt": system}
         for steps, step_diffs in sorted({**kept, cfg.steps: diffs}.items()):
             _save_pass(group, step_diffs, outs[steps], steps, history, cfg, seconds, task, base)
+        note("pass", diffs=len(group), seconds=round(seconds, 1))
         loss = diffs[0].meta["loss"][task.row_kinds[0].name]
         log.info(
             "trained %d diffs in %.0f s (%s loss %.3f -> %.3f)",
