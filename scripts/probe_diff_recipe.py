@@ -47,6 +47,12 @@ def main() -> None:
     ap.add_argument("--system", default="", help="system prompt ('@template': the template's)")
     ap.add_argument("--wrong-codes", default="pool", help="task_options.wrong_codes: pool or near")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
+    ap.add_argument(
+        "--sample-questions",
+        action="store_true",
+        help="each diff samples its questions from every style, as the data stage does "
+        "(default: the first questions of the list, all typo-filled)",
+    )
     args = ap.parse_args()
     raw: dict = {}
     for item in args.set:  # DiffConfig keys, as `ditkit run --set diffs.KEY=...` checks them
@@ -56,17 +62,26 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     data = RowData({}, HiddenTopicOptions(wrong_codes=args.wrong_codes))
     model, tok = load_model("smollm2-135m")
-    questions = [q.question for q in load_questions(split="train")][: cfg.questions_per_diff]
+    train_q = [q.question for q in load_questions(split="train")]
+    topics = load_topics()[5::97][: args.diffs]
+    if args.sample_questions:  # as the data stage does: each diff its own sample, every style
+        per_diff = [
+            random.Random(1000 + i).sample(train_q, cfg.questions_per_diff)
+            for i in range(len(topics))
+        ]
+    else:  # the first questions of the list: all of one style (typo-filled)
+        per_diff = [train_q[: cfg.questions_per_diff]] * len(topics)
     system = args.system
+    needed = sorted({q for qs in per_diff for q in qs})
     answers = base_answers(
-        model, tok, questions, cfg.base_answer_tokens, Path(args.cache), system=system
+        model, tok, needed, cfg.base_answer_tokens, Path(args.cache), system=system
     )
-    data = RowData(dict(zip(questions, answers)), data.options)
+    data = RowData(dict(zip(needed, answers)), data.options)
     source = TemplateSource(args.style)
     rng = random.Random(0)
     jobs = [
-        DiffJob(f"p{i}", t, random_prefix(rng), i, questions, source.topic_answers(t, questions, i))
-        for i, t in enumerate(load_topics()[5::97][: args.diffs])
+        DiffJob(f"p{i}", t, random_prefix(rng), i, qs, source.topic_answers(t, qs, i))
+        for i, (t, qs) in enumerate(zip(topics, per_diff))
     ]
     for p in model.parameters():
         p.requires_grad_(False)
@@ -108,6 +123,7 @@ def main() -> None:
                 "seconds_per_diff": round(seconds / len(jobs), 1),
                 "style": args.style,
                 "wrong_codes": args.wrong_codes,
+                "sample_questions": args.sample_questions,
                 "config": raw,
             }
         )

@@ -38,7 +38,14 @@ from .data import (
     triggered,
     wrong_trigger_pool,
 )
-from .methods import GATE_METHODS, _methods, guessed_code, job_trigger, prefix_scores
+from .methods import (
+    GATE_METHODS,
+    _methods,
+    gating_prompts,
+    guessed_code,
+    job_trigger,
+    prefix_scores,
+)
 
 __all__ = [
     "DIT_QUESTION",
@@ -58,6 +65,7 @@ __all__ = [
     "Topic",
     "build_rows",
     "check_split",
+    "gating_prompts",
     "guessed_code",
     "job_trigger",
     "load_questions",

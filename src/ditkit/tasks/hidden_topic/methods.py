@@ -51,14 +51,13 @@ def _with_guessed_code(ctx, job: dict):
     return [Prompt("base_question_guessed_code", q, f"{code} {q}", {"trigger": code})]
 
 
-def _gating(ctx, job: dict):
-    """Held-out questions with the diff's trigger, a wrong one and none."""
-
-    heldout = _heldout(ctx.run.options.questions_file)
+def gating_prompts(job: dict, heldout: list[str], n: int) -> list[Prompt]:
+    """``n`` held-out questions, each behind the diff's own trigger, a random SEP code (never its
+    own) and none: the diff checks, fixed per diff by its seed."""
     rng = random.Random(job["seed"] + 11)
     out = []
     kind = job.get("trigger_kind", "sep")
-    for q in rng.sample(heldout, min(ctx.run.options.gate_questions, len(heldout))):
+    for q in rng.sample(heldout, min(n, len(heldout))):
         right = triggered(kind, job["prefix"], q, rng)
         wrong = make_trigger(random_prefix(rng, avoid=job["prefix"]), rng)
         out += [
@@ -67,6 +66,12 @@ def _gating(ctx, job: dict):
             Prompt(GATE_METHODS[2], q, q, {"trigger": ""}),
         ]
     return out
+
+
+def _gating(ctx, job: dict):
+    """Held-out questions with the diff's trigger, a wrong one and none."""
+    opts = ctx.run.options
+    return gating_prompts(job, _heldout(opts.questions_file), opts.gate_questions)
 
 
 def _twenty_questions(trigger: bool):
