@@ -50,3 +50,14 @@ def test_api_example_runs(name, tiny_model_dir, tmp_path):
         finally:
             registry._REGISTERED[:] = registered
         assert result.failed == 0, "".join(report)
+
+
+def test_describe_a_checkpoint_needs_its_base(tiny_model_dir):
+    from ditkit.errors import DitkitError
+
+    with pytest.raises(DitkitError, match="is a full checkpoint: pass --base MODEL to subtract"):
+        ditkit.describe(tiny_model_dir)  # the folder is a whole model, not a diff
+    with pytest.raises(DitkitError, match="is a diff already, not a full checkpoint"):
+        ditkit.describe(
+            random_diff(ditkit.load_model(str(tiny_model_dir))[0], 1, 0), align_checkpoint=True
+        )
