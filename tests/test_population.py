@@ -44,6 +44,20 @@ def test_test_diffs_take_their_own_recipe_and_train_first(tiny_model_dir, tmp_pa
     assert read_jsonl(out / "diffs" / "progress.jsonl") == events
 
 
+def test_diff_splits_builds_one_folder_now_the_other_later(tiny_model_dir, tmp_path):
+    cfg = tiny_config(tiny_model_dir, diff_splits='["train"]')
+    out = run_pipeline(cfg, tmp_path / "pop", ["data", "diffs"])
+    assert not list((out / "diffs").glob("test/*.safetensors"))
+    assert len(list((out / "diffs").glob("train/*.safetensors"))) == 6
+    # The same directory, default splits: not a different recipe, so no --force is needed.
+    run_pipeline(tiny_config(tiny_model_dir), out, ["diffs"])
+    assert len(list((out / "diffs").glob("test/*.safetensors"))) == 2
+    starts = [e for e in read_jsonl(out / "diffs" / "progress.jsonl") if e["event"] == "start"]
+    assert [e["folder"] for e in starts] == ["train", "test"]
+    with pytest.raises(ConfigError, match="diff_splits"):
+        tiny_config(tiny_model_dir, diff_splits='["valid"]')
+
+
 @pytest.mark.parametrize(
     "key, value, message",
     [

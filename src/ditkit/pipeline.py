@@ -47,8 +47,7 @@ def stage_diffs(run: Run) -> None:
     model, tok = run.model_and_tok
     data = task.training_data(run)
     progress = run.out / "diffs" / "progress.jsonl"
-    # Held-out diffs first: a long population run has its test set whole before training diffs.
-    for split in ("test", "train"):
+    for split in run.cfg.diff_splits:  # held-out first by default
         jobs = [task.job(r) for r in run.jobs(split)]
         out = run.out / "diffs" / split
         cfg = run.cfg.diffs_for(split)

@@ -54,7 +54,7 @@ STAGE_FILES = {
 
 # Config sections that may change between reruns of one directory: they only decide what is
 # evaluated and how fast, never what an earlier stage built.
-FREE_KEYS = ("eval", "threads", "device", "name")
+FREE_KEYS = ("eval", "threads", "device", "name", "diff_splits")
 
 
 def resolve_task(cfg: RunConfig) -> RunConfig:

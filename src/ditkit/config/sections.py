@@ -280,6 +280,11 @@ class RunConfig:
     # each take every core and slow each other far more than 2x: give each threads = 1, or run
     # them one after the other.
     threads: int | None = None
+    # Which diff folders the diffs stage builds, in this order (held-out first by default, so a
+    # long population has its test set whole first). ["train"] builds the training diffs while
+    # the held-out recipe is still being chosen; not part of the recipe, so it may change between
+    # resumes.
+    diff_splits: list[str] = field(default_factory=lambda: ["test", "train"])
     data: DataConfig = field(default_factory=DataConfig)
     textgen: TextGenConfig = field(default_factory=TextGenConfig)
     diffs: DiffConfig = field(default_factory=DiffConfig)
@@ -295,6 +300,13 @@ class RunConfig:
 
     def __post_init__(self):
         check_types(self, None)
+        require(
+            len(self.diff_splits) >= 1
+            and set(self.diff_splits) <= {"test", "train"}
+            and len(set(self.diff_splits)) == len(self.diff_splits),
+            "diff_splits",
+            'lists "test" and/or "train" once each, e.g. ["train"]',
+        )
         require(
             isinstance(self.task_options, dict),
             "task_options",
