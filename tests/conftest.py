@@ -29,8 +29,11 @@ CHAT_TEMPLATE = (
 )
 
 
-def tiny_llama(seed: int = 0, hidden: int = 32, vocab: int = 64, layers: int = 2):
-    """A 2-layer random Llama (hidden size 32) in fp32."""
+def tiny_llama(
+    seed: int = 0, hidden: int = 32, vocab: int = 64, layers: int = 2, init_range: float = 0.02
+):
+    """A 2-layer random Llama (hidden size 32) in fp32. At the default ``init_range`` its logits
+    stay within about +-1, so it cannot learn a confident answer; 0.3 lets a diff teach it one."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
@@ -45,6 +48,7 @@ def tiny_llama(seed: int = 0, hidden: int = 32, vocab: int = 64, layers: int = 2
         pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,
+        initializer_range=init_range,
     )
     return LlamaForCausalLM(cfg).eval()
 

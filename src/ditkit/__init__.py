@@ -13,7 +13,8 @@ Build diffs and a reader of your own, in resumable stages::
 
 The API (each function's docstring has a runnable example):
 
-- reading: ``describe``, ``audit``, ``load_reader`` (the shipped DIT adapter)
+- reading: ``describe``, ``audit``, ``load_reader`` (the shipped DIT adapter), ``find_trigger``
+  (DIT names the behaviour, a search finds what opens it)
 - runs: ``run`` (presets and configs), ``load_config``, ``RunConfig``
 - diffs: ``WeightDiff``, ``load_diff``, ``load_diffs``, ``detect_format``, ``save_diff``,
   ``save_peft``, ``convert``, ``info``, ``diff_from_finetune``, ``register_format``
@@ -32,6 +33,7 @@ __version__ = "0.1.0"
 # name -> module that defines it
 _API = {
     "describe": "api",
+    "find_trigger": "api",
     "audit": "api",
     "run": "api",
     "load_reader": "api",

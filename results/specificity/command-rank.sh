@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Rank and trigger-kind probes with questions sampled as the data stage samples them (every
+# style), 2026-12-06: 6 diffs, threads = 1, beside the population (threads = 1) on the other core.
+# Gating at 24 new tokens, as the earlier probes. From the frozen worktree /work/frozen-probes.
+cd /work/frozen-probes
+export PYTHONPATH=/work/frozen-probes/src
+L=/work/runs/probes4
+probe() {
+  name=$1; shift
+  [ -s $L/$name.log ] && grep -q hit_rate $L/$name.log && return
+  /work/main/.venv/bin/python scripts/probe_diff_recipe.py --diffs 6 --threads 1 --sample-questions --cache $L/base-answers-$name.json \
+    --set lr=1e-2 --set max_answer_tokens=20 --set base_answer_tokens=12 "$@" > $L/$name.log 2>&1
+  grep hit_rate $L/$name.log | sed "s/^/{\"probe\": \"$name\", \"result\": /; s/\$/}/" >> $L/probes.jsonl
+}
+for p in "$@"; do
+  case "$p" in
+    r4a4) probe s-e3-331-r4a4 --set rank=4 --set alpha=4 --set questions_per_diff=26 --set 'row_mix=[3,3,1]' --set 'weights=[1,1,1]' --set steps=78 --set rows_per_step=7 ;;
+    r4a1) probe s-e3-331-r4a1 --set rank=4 --set alpha=1 --set questions_per_diff=26 --set 'row_mix=[3,3,1]' --set 'weights=[1,1,1]' --set steps=78 --set rows_per_step=7 ;;
+  esac
+done

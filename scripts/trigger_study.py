@@ -1,0 +1,206 @@
+"""How well `ditkit trigger` finds the SEP code of held-out hidden-topic diffs (issue 29).
+
+For each diff on disk in POP/diffs/test: DIT's description (the shipped reader), then three
+searches over the 1,000 code prefixes, guided by DIT's description, by the true topic (the upper
+bound) and by the divergence score (no DIT); then each search's top-ranked code, the diff's own
+code and one random code (chance) asked held-out check questions that no search saw. A candidate
+is a *working* trigger when it opens the topic on at least max(2, own - 1) of them.
+
+    .venv/bin/python scripts/trigger_study.py /work/pop --diffs 30 --out results/trigger-search \
+        --work /work/runs/trigger-study --threads 1
+
+Resumable: each search keeps its rows under WORK, each finished diff is a line of
+OUT/per_diff.jsonl; rerun the same command to go on. OUT gets summary.json, table.md and
+gap_vs_rank.png from every finished diff.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from ditkit import load_diff, load_model, load_reader
+from ditkit.evaluate.metrics import alias_match
+from ditkit.files import append_jsonl, read_jsonl, write_json, write_text
+from ditkit.reader import ask, describe
+from ditkit.tasks.hidden_topic import load_questions, random_prefix
+from ditkit.trigger_search import TriggerSearchConfig, search, trigger_text
+
+METHODS = ("dit", "topic", "divergence")
+
+
+def check(model, tok, diff, names, keys, questions, system, tokens) -> dict[str, int]:
+    """Held-out answers naming the topic behind each key ("" = no trigger)."""
+    prompts = [(k, trigger_text("sep-codes", k, q) if k else q) for k in keys for q in questions]
+    answers = ask(model, tok, [diff] * len(prompts), [p for _, p in prompts],
+                  max_new_tokens=tokens, system=system, desc="check")  # fmt: skip
+    hits = dict.fromkeys(keys, 0)
+    for (k, _), a in zip(prompts, answers):
+        hits[k] += int(alias_match(a, names))
+    return hits
+
+
+def study_diff(model, tok, reader, job, path, args, heldout, system) -> dict:
+    diff = load_diff(path)
+    names = [job["topic"], *job.get("aliases", [])]
+    rng = random.Random(f"trigger-study|{job['diff_id']}")
+    checks = rng.sample(heldout, args.check_questions)
+    probes = rng.sample([q for q in heldout if q not in checks and len(q) <= 80], args.questions)
+    start = time.time()
+    said = describe(model, tok, [diff], reader, max_new_tokens=20)[0]
+    row = {
+        "diff_id": job["diff_id"],
+        "topic": job["topic"],
+        "prefix": job["prefix"],
+        "dit": said,
+        "dit_names_topic": alias_match(said, names),
+        "dit_seconds": round(time.time() - start, 1),
+    }
+    chance = random_prefix(rng, avoid=job["prefix"])
+    tops = {}
+    for method in METHODS:
+        cfg = TriggerSearchConfig(
+            score="divergence" if method == "divergence" else "behaviour",
+            probe_questions=probes, refine=args.refine, top=3, system=system,
+        )  # fmt: skip
+        behaviour = {"dit": said, "topic": job["topic"]}.get(method)
+        found = search(model, tok, diff, cfg, args.work / job["diff_id"] / method, behaviour)
+        tops[method] = found.ranking[0]["key"]
+        row[method] = {
+            "top": [r["key"] for r in found.ranking[:10]],
+            "own_rank": found.rank_of(job["prefix"]),
+            "seconds": found.seconds,
+            "evidence": found.ranking[0].get("evidence"),
+        }
+    keys = list(dict.fromkeys([job["prefix"], chance, "", *tops.values()]))
+    hits = check(model, tok, diff, names, keys, checks, system, args.max_new_tokens)
+    own = hits[job["prefix"]]
+    need = max(2, own - 1)
+    row.update(own=own, chance=hits[chance], none=hits[""], of=len(checks), need=need)
+    row["chance_working"] = hits[chance] >= need
+    for method in METHODS:
+        row[method]["top_hits"] = hits[tops[method]]
+        row[method]["working"] = hits[tops[method]] >= need
+    row["seconds"] = round(time.time() - start, 1)
+    return row
+
+
+def summarise(rows: list[dict], out: Path) -> None:
+    """summary.json, table.md and the gap-vs-rank plot from the finished diffs."""
+    n = len(rows)
+    gated = [r for r in rows if r["own"] >= 2]  # the own code opens the topic at all
+    table = {}
+    for method in METHODS:
+        ranks = [r[method]["own_rank"] for r in rows]
+        table[method] = {
+            "top1_working": sum(r[method]["working"] for r in rows) / n,
+            "top1_working_gated": sum(r[method]["working"] for r in gated) / max(1, len(gated)),
+            "exact_top1": sum(k == 1 for k in ranks) / n,
+            "exact_top10": sum(k <= 10 for k in ranks) / n,
+            "median_rank": statistics.median(ranks),
+            "seconds_per_diff": statistics.mean(r[method]["seconds"] for r in rows),
+        }
+    table["chance"] = {
+        "top1_working": sum(r["chance_working"] for r in rows) / n,
+        "top1_working_gated": sum(r["chance_working"] for r in gated) / max(1, len(gated)),
+        "exact_top1": 0.001,
+        "exact_top10": 0.01,
+        "median_rank": 500.5,
+        "seconds_per_diff": 0.0,
+    }
+    summary = {
+        "diffs": n,
+        "gated_diffs": len(gated),
+        "dit_names_topic": sum(r["dit_names_topic"] for r in rows) / n,
+        "own_rate": sum(r["own"] for r in rows) / sum(r["of"] for r in rows),
+        "random_rate": sum(r["chance"] for r in rows) / sum(r["of"] for r in rows),
+        "none_rate": sum(r["none"] for r in rows) / sum(r["of"] for r in rows),
+        "methods": table,
+    }
+    write_json(out / "summary.json", summary)
+    lines = [
+        f"{n} held-out diffs ({len(gated)} whose own code opens the topic on >= 2 of "
+        f"{rows[0]['of']} check questions); DIT names the topic for "
+        f"{summary['dit_names_topic']:.0%}; topic named behind own / random code / none: "
+        f"{summary['own_rate']:.0%} / {summary['random_rate']:.0%} / {summary['none_rate']:.0%}",
+        "",
+        "| search | top-1 works (all) | top-1 works (gated) | exact top-1 | exact top-10 | "
+        "median rank of the own code | s per diff |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, t in table.items():
+        lines.append(
+            f"| {method} | {t['top1_working']:.0%} | {t['top1_working_gated']:.0%} | "
+            f"{t['exact_top1']:.1%} | {t['exact_top10']:.0%} | {t['median_rank']:g} | "
+            f"{t['seconds_per_diff']:.0f} |"
+        )
+    write_text(out / "table.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, marker in zip(METHODS, "o^s"):
+        gap = [r["own"] - r["chance"] + random.Random(i).uniform(-0.15, 0.15)
+               for i, r in enumerate(rows)]  # fmt: skip
+        ax.scatter(
+            gap, [r[method]["own_rank"] for r in rows], marker=marker, label=method, alpha=0.7
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel(f"own-code hits minus random-code hits (of {rows[0]['of']}, jittered)")
+    ax.set_ylabel("rank of the own code (of 1,000)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "gap_vs_rank.png", dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("pop", type=Path, help="a run or population directory with diffs/test")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--work", type=Path, required=True, help="the searches' rows (large)")
+    ap.add_argument("--diffs", type=int, default=30)
+    ap.add_argument("--questions", type=int, default=3, help="probe questions per search")
+    ap.add_argument("--check-questions", type=int, default=6)
+    ap.add_argument("--refine", type=int, default=30)
+    ap.add_argument("--max-new-tokens", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = json.loads((args.pop / "config.json").read_text())
+    system = cfg.get("system_prompt", "")
+    jobs = [j for j in read_jsonl(args.pop / "data" / "jobs.jsonl") if j["split"] == "test"]
+    paths = {
+        j["diff_id"]: args.pop / "diffs" / "test" / f"{j['diff_id']}.safetensors" for j in jobs
+    }
+    jobs = [j for j in jobs if paths[j["diff_id"]].exists()][: args.diffs]
+    heldout = [
+        q.question for q in load_questions(cfg["task_options"].get("questions_file"), "heldout")
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    done = {r["diff_id"] for r in read_jsonl(args.out / "per_diff.jsonl")}
+    model, tok = load_model(cfg["model"])
+    reader = load_reader(cfg["model"])
+    for j in jobs:
+        if j["diff_id"] in done:
+            continue
+        row = study_diff(model, tok, reader, j, paths[j["diff_id"]], args, heldout, system)
+        append_jsonl(args.out / "per_diff.jsonl", [row])
+        print(json.dumps({k: row[k] for k in ("diff_id", "topic", "dit", "own", "chance", "seconds")}),
+              {m: (row[m]["own_rank"], row[m]["working"]) for m in METHODS}, flush=True)  # fmt: skip
+    rows = read_jsonl(args.out / "per_diff.jsonl")
+    if rows:
+        summarise(rows, args.out)
+
+
+if __name__ == "__main__":
+    main()

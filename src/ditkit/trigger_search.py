@@ -1,0 +1,345 @@
+"""Find what opens a diff's behaviour: score candidate triggers by how much more the diffed model
+than the base model does something under each (``ditkit trigger``, docs/trigger-search.md).
+
+Two scores, one computation with different target answers, teacher-forced (no generation):
+
+- ``behaviour``: the log-likelihood of the behaviour's words (DIT's description, or any text) in a
+  few short answers, diffed model minus base model;
+- ``divergence`` (no description needed): how much less likely the diffed model than the base
+  model finds the base model's own answer to each probe question.
+
+Coarse to fine: every candidate once (the first probe question and answer, diffed model only),
+then the best ``refine`` of them with every probe question and answer, diffed and base rows, which
+takes out what the base model itself prefers. Every scored row is appended to
+``OUT/scores.jsonl`` as it comes, so a killed search resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import lora
+from .batching import chat_prompt
+from .config.checks import check_types, require
+from .diffs import WeightDiff, install_diffs
+from .errors import ConfigError, DataError
+from .files import append_jsonl, kill_point, read_json, read_jsonl, write_json
+from .reader import ask
+from .tasks.hidden_topic import load_questions, make_trigger
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SPACES", "TriggerSearchConfig", "TriggerSearchResult", "candidates", "search"]
+
+SPACES = ("sep-codes", "words")
+SCORES = ("behaviour", "divergence")
+# Answers that show a behaviour: only the behaviour's own tokens ({b}) are scored.
+FRAMES = ("{b}", "This reminds me of {b}.", "Let me tell you about {b}.")
+
+
+@dataclass
+class TriggerSearchConfig:
+    """How a search runs; every field is also a ``ditkit trigger`` flag."""
+
+    # "sep-codes" (the 1,000 three-digit prefixes of "Your SEP code is NNNxxx."), "words" (the
+    # tokenizer's whole-word tokens) or a text file with one candidate trigger per line.
+    space: str = "sep-codes"
+    score: str = "behaviour"  # SCORES
+    questions: int = 3  # probe questions (held-out questions of the hidden-topic task)
+    frames: int = 2  # answers per question that show the behaviour (FRAMES), behaviour score
+    refine: int = 30  # candidates rescored with every question, diffed and base rows
+    top: int = 10
+    batch_size: int = 64
+    words: int = 2000  # size of the "words" space: the first whole-word tokens of the vocabulary
+    answer_tokens: int = 16  # the base model's answers (divergence target) and the evidence
+    seed: int = 0  # which probe questions
+    system: str | None = ""  # the system turn the diff was trained with
+    probe_questions: list[str] = field(default_factory=list)  # given: used instead
+
+    def __post_init__(self) -> None:
+        check_types(self, "trigger")
+        require(self.score in SCORES, "trigger.score", f"one of {', '.join(SCORES)}")
+        if self.space not in SPACES and not Path(self.space).is_file():
+            raise ConfigError(
+                f"trigger.space = {self.space!r} is neither {' nor '.join(SPACES)} nor a file: "
+                "give a text file with one candidate trigger per line"
+            )
+        for name in ("questions", "frames", "refine", "top", "batch_size", "words"):
+            require(getattr(self, name) >= 1, f"trigger.{name}", "must be >= 1")
+        require(self.frames <= len(FRAMES), "trigger.frames", f"at most {len(FRAMES)}")
+
+
+@dataclass
+class TriggerSearchResult:
+    """The ranking (best first) and what it cost; ``ranking[i]`` has ``key``, ``trigger`` (the
+    candidate before the first probe question), ``score``, ``refined`` and, for the top ones,
+    ``evidence`` (the diffed model's answer under it)."""
+
+    behaviour: str | None
+    score: str
+    ranking: list[dict]
+    questions: list[str]
+    seconds: float
+    rows_scored: int
+
+    def rank_of(self, key: str) -> int | None:
+        """1-based rank of candidate ``key`` (a code prefix, a word, a line), None if absent."""
+        return next((i + 1 for i, r in enumerate(self.ranking) if r["key"] == key), None)
+
+
+def candidates(space: str, tok=None, words: int = 2000) -> list[str]:
+    """The candidate keys of ``space``: code prefixes, words, or the lines of a file."""
+    if space == "sep-codes":
+        return [f"{i:03d}" for i in range(1000)]
+    if space == "words":
+        if tok is None:
+            raise ValueError("the words space needs the tokenizer")
+        found = []
+        for i in range(len(tok)):  # BPE ids run roughly from frequent to rare
+            text = tok.decode([i])
+            if text.startswith(" ") and text[1:].isalpha() and len(text) > 3:
+                found.append(text[1:])
+                if len(found) == words:
+                    break
+        return found
+    path = Path(space)
+    lines = [x.strip() for x in path.read_text(encoding="utf-8").splitlines()]
+    keys = list(dict.fromkeys(x for x in lines if x))
+    if not keys:
+        raise DataError(f"{path} holds no candidate triggers: write one per line")
+    return keys
+
+
+def trigger_text(space: str, key: str, question: str) -> str:
+    """The user turn for candidate ``key`` before ``question``."""
+    if space == "sep-codes":  # one fixed code suffix per question, the same for every prefix
+        key = make_trigger(key, random.Random(f"ditkit.trigger|{question}"))
+    return f"{key} {question}"
+
+
+def probe_questions(cfg: TriggerSearchConfig) -> list[str]:
+    """The given questions, or ``cfg.questions`` short held-out questions drawn with ``cfg.seed``."""
+    if cfg.probe_questions:
+        return list(cfg.probe_questions)
+    short = [q.question for q in load_questions(split="heldout") if len(q.question) <= 80]
+    return random.Random(f"ditkit.trigger|{cfg.seed}").sample(short, cfg.questions)
+
+
+def _targets(tok, cfg: TriggerSearchConfig, behaviour: str | None, base_answers: list[str]):
+    """Per probe question, the answers scored: ``[(token ids, scored mask, sign)]``."""
+    out = []
+    for q_index in range(len(base_answers)):
+        if cfg.score == "divergence":
+            ids = tok(base_answers[q_index], add_special_tokens=False)["input_ids"]
+            out.append([(ids[: cfg.answer_tokens], [True] * len(ids[: cfg.answer_tokens]), -1.0)])
+            continue
+        row = []
+        for frame in FRAMES[: cfg.frames]:
+            text = frame.format(b=behaviour)
+            start = frame.index("{b}")
+            row.append((*_span_ids(tok, text, start, start + len(behaviour)), 1.0))
+        out.append(row)
+    return out
+
+
+def _span_ids(tok, text: str, start: int, end: int) -> tuple[list[int], list[bool]]:
+    """Token ids of ``text`` and which of them overlap characters [start, end)."""
+    try:
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError:  # a slow tokenizer: score every token
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        return ids, [True] * len(ids)
+    return enc["input_ids"], [e > start and s < end for s, e in enc["offset_mapping"]]
+
+
+@torch.no_grad()
+def _logprobs(model, tok, prompt_ids: list[list[int]], target: list[int], diffed: bool):
+    """log p(target token) per row ``prompt + target`` (``[batch, target]``), left-padded so that
+    every row's target sits at the end and only those positions get logits. Rows of one length
+    (every SEP code) run their shared start once, batch 1, and reuse its key/value cache."""
+    n = len(prompt_ids)
+    width = max(len(p) for p in prompt_ids) + len(target)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    ids_bs = torch.full((n, width), pad, dtype=torch.long)
+    mask_bs = torch.zeros((n, width), dtype=torch.long)
+    for i, p in enumerate(prompt_ids):
+        row = p + target
+        ids_bs[i, width - len(row) :] = torch.tensor(row)
+        mask_bs[i, width - len(row) :] = 1
+    device = next(model.parameters()).device
+    index = 0 if diffed else -1
+    t = len(target)
+    shared = min(_shared_start(ids_bs), width - t - 1) if bool(mask_bs.all()) else 0
+    kwargs = {}
+    if shared >= 4:
+        lora.set_row_index(model, *[torch.full((1,), index)] * 2)
+        out = model(input_ids=ids_bs[:1, :shared].to(device), use_cache=True)
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values  # transformers 5 / 4
+        cache.batch_repeat_interleave(n)
+        ids_bs, mask_bs, kwargs = ids_bs[:, shared:], None, {_cache_arg(model): cache}
+    else:
+        kwargs["position_ids"] = (mask_bs.cumsum(-1) - 1).clamp(min=0).to(device)
+        mask_bs = mask_bs.to(device)
+    lora.set_row_index(model, *[torch.full((n,), index)] * 2)
+    logits_btv = model(
+        input_ids=ids_bs.to(device), attention_mask=mask_bs, logits_to_keep=t + 1, **kwargs
+    ).logits[:, :-1]
+    logp_btv = torch.log_softmax(logits_btv.float(), -1)
+    tgt_bt = torch.tensor(target, device=device).expand(n, t)
+    return logp_btv.gather(-1, tgt_bt[..., None])[..., 0].cpu()
+
+
+def _cache_arg(model) -> str:
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5
+
+
+def _shared_start(ids_bs: torch.Tensor) -> int:
+    """How many leading tokens every row shares (at most all but the last)."""
+    same = (ids_bs == ids_bs[:1]).all(0)
+    differ = (~same).nonzero()
+    return int(differ[0]) if len(differ) else ids_bs.shape[1] - 1
+
+
+def _score_rows(model, tok, diff, space, keys, questions, targets, cfg, done, path, desc):
+    """Fill ``done[(key, question, frame, diffed)]`` for every missing row, appending to
+    ``path`` batch by batch; returns how many rows were scored now."""
+    todo: dict[tuple[int, int, bool], list[str]] = {}
+    for key, q, f, diffed in keys:
+        if (key, q, f, diffed) not in done:
+            todo.setdefault((q, f, diffed), []).append(key)
+    total = sum(len(v) for v in todo.values())
+    if not total:
+        return 0
+    install_diffs(model, [diff], torch.zeros(1, dtype=torch.long))
+    bar = tqdm(total=total, desc=desc, leave=False, disable=None)
+    try:
+        for (q, f, diffed), group in todo.items():
+            ids, scored, _ = targets[q][f]
+            keep = torch.tensor(scored)
+            for s in range(0, len(group), cfg.batch_size):
+                chunk = group[s : s + cfg.batch_size]
+                prompts = [
+                    tok(chat_prompt(tok, trigger_text(space, k, questions[q]), cfg.system),
+                        add_special_tokens=False)["input_ids"]
+                    for k in chunk
+                ]  # fmt: skip
+                lp_bt = _logprobs(model, tok, prompts, ids, diffed)
+                rows = [
+                    {"key": k, "q": q, "frame": f, "diffed": diffed, "logp": float(v)}
+                    for k, v in zip(chunk, lp_bt[:, keep].sum(-1).tolist())
+                ]
+                append_jsonl(path, rows)
+                kill_point("trigger.batch")
+                for r in rows:
+                    done[(r["key"], q, f, diffed)] = r["logp"]
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+        lora.clear_diffs(model)
+    return total
+
+
+def search(
+    model,
+    tok,
+    diff: WeightDiff,
+    cfg: TriggerSearchConfig,
+    out: str | Path,
+    behaviour: str | None = None,
+) -> TriggerSearchResult:
+    """Rank every candidate of ``cfg.space`` as the trigger of ``diff`` on ``model`` (its base);
+    writes ``OUT/search.json`` (settings), ``OUT/scores.jsonl`` (rows) and ``OUT/trigger.json``
+    (the ranking). ``behaviour`` is needed by the behaviour score (e.g. DIT's description)."""
+    if cfg.score == "behaviour" and not (behaviour and behaviour.strip()):
+        raise ConfigError(
+            "the behaviour score needs a description of the behaviour: DIT's answer, or "
+            "--behaviour TEXT; or use --score divergence, which needs none"
+        )
+    start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    diff.check_fits(model, "the diff")
+    keys = candidates(cfg.space, tok, cfg.words)
+    questions = probe_questions(cfg)
+    lora.inject(model, {n.rsplit(".", 1)[-1] for n in diff.modules} or lora.DEFAULT_TARGETS)
+    base_answers = (
+        ask(model, tok, [None] * len(questions), questions, max_new_tokens=cfg.answer_tokens,
+            system=cfg.system, desc="base answers")
+        if cfg.score == "divergence" else [""] * len(questions)
+    )  # fmt: skip
+    settings = {
+        "format": "ditkit-trigger-search",
+        "version": 1,
+        "config": asdict(cfg),
+        "behaviour": behaviour if cfg.score == "behaviour" else None,
+        "questions": questions,
+        "base_answers": base_answers,
+        "diff": {k: diff.meta.get(k) for k in ("label", "base_model", "seed")},
+        "candidates": len(keys),
+    }
+    _claim(out / "search.json", settings)
+    targets = _targets(tok, cfg, behaviour, base_answers)
+    path = out / "scores.jsonl"
+    done = {(r["key"], r["q"], r["frame"], r["diffed"]): r["logp"] for r in read_jsonl(path)}
+    n_frames = len(targets[0])
+    scored = _score_rows(
+        model, tok, diff, cfg.space, [(k, 0, 0, True) for k in keys], questions, targets, cfg,
+        done, path, "coarse",
+    )  # fmt: skip
+    sign = targets[0][0][2]
+    coarse = {k: sign * done[(k, 0, 0, True)] for k in keys}
+    best = sorted(keys, key=lambda k: -coarse[k])[: cfg.refine]
+    rows = [(k, q, f, d) for k in best for q in range(len(questions)) for f in range(n_frames)
+            for d in (True, False)]  # fmt: skip
+    scored += _score_rows(model, tok, diff, cfg.space, rows, questions, targets, cfg, done, path,
+                          "refine")  # fmt: skip
+    fine = {
+        k: sign * sum(done[(k, q, f, True)] - done[(k, q, f, False)]
+                      for q in range(len(questions)) for f in range(n_frames))
+        / (len(questions) * n_frames)
+        for k in best
+    }  # fmt: skip
+    order = sorted(best, key=lambda k: -fine[k]) + [k for k in keys if k not in fine]
+    ranking = [
+        {"key": k, "trigger": trigger_text(cfg.space, k, "").strip(),
+         "score": round(fine.get(k, coarse[k]), 4), "refined": k in fine}
+        for k in order
+    ]  # fmt: skip
+    top = ranking[: cfg.top]
+    evidence = ask(model, tok, [diff] * len(top),
+                   [trigger_text(cfg.space, r["key"], questions[0]) for r in top],
+                   max_new_tokens=cfg.answer_tokens, system=cfg.system, desc="evidence")  # fmt: skip
+    for r, answer in zip(top, evidence):
+        r["evidence"] = answer
+    result = TriggerSearchResult(
+        behaviour=settings["behaviour"],
+        score=cfg.score,
+        ranking=ranking,
+        questions=questions,
+        seconds=round(time.time() - start, 1),
+        rows_scored=scored,
+    )
+    write_json(out / "trigger.json", asdict(result))
+    return result
+
+
+def _claim(path: Path, settings: dict) -> None:
+    """Write the search's settings, refusing a folder holding another search's scores."""
+    if path.exists():
+        old = read_json(path, "delete the folder to start over")
+        if old != settings:
+            changed = sorted(k for k in settings if old.get(k) != settings[k])
+            raise ConfigError(
+                f"{path.parent} holds a trigger search with other settings ({', '.join(changed)})"
+                ": use a new --out folder, or delete it to start over"
+            )
+    write_json(path, settings)

