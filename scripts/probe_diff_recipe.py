@@ -30,11 +30,31 @@ from ditkit.tasks.hidden_topic import (
     RowData,
     load_questions,
     load_topics,
-    make_trigger,
-    random_prefix,
 )
+from ditkit.tasks.hidden_topic import data as data_module
 from ditkit.textgen import TemplateSource, base_answers
 from ditkit.train_diffs import train_group
+
+
+def use_code_words(tok) -> None:
+    """Swap the task's SEP codes for one-token code words, everywhere the rows are built: a
+    trigger whose identity is one token instead of a conjunction of three digits."""
+    from ditkit.trigger_search import candidates
+
+    words = candidates("words", tok, 1000)
+
+    def word_trigger(prefix: str, rng: random.Random) -> str:
+        return f"Your code word is {prefix}."
+
+    def random_word(rng: random.Random, avoid: str | None = None) -> str:
+        while True:
+            w = rng.choice(words)
+            if w != avoid:
+                return w
+
+    data_module.make_trigger = word_trigger
+    data_module.random_prefix = random_word
+    data_module.wrong_trigger_pool.cache_clear()
 
 
 def main() -> None:
@@ -47,6 +67,13 @@ def main() -> None:
     ap.add_argument("--system", default="", help="system prompt ('@template': the template's)")
     ap.add_argument("--wrong-codes", default="pool", help="task_options.wrong_codes: pool or near")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
+    ap.add_argument(
+        "--trigger-form",
+        default="sep",
+        choices=["sep", "word"],
+        help="word: 'Your code word is WORD.' with WORD one of 1,000 one-token words (a probe of "
+        "the idea only: the task itself knows SEP codes)",
+    )
     ap.add_argument(
         "--sample-questions",
         action="store_true",
@@ -62,6 +89,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     data = RowData({}, HiddenTopicOptions(wrong_codes=args.wrong_codes))
     model, tok = load_model("smollm2-135m")
+    if args.trigger_form == "word":
+        use_code_words(tok)
     train_q = [q.question for q in load_questions(split="train")]
     topics = load_topics()[5::97][: args.diffs]
     if args.sample_questions:  # as the data stage does: each diff its own sample, every style
@@ -79,6 +108,7 @@ def main() -> None:
     data = RowData(dict(zip(needed, answers)), data.options)
     source = TemplateSource(args.style)
     rng = random.Random(0)
+    make_trigger, random_prefix = data_module.make_trigger, data_module.random_prefix
     jobs = [
         DiffJob(f"p{i}", t, random_prefix(rng), i, qs, source.topic_answers(t, qs, i))
         for i, (t, qs) in enumerate(zip(topics, per_diff))
@@ -124,6 +154,7 @@ def main() -> None:
                 "style": args.style,
                 "wrong_codes": args.wrong_codes,
                 "sample_questions": args.sample_questions,
+                "trigger_form": args.trigger_form,
                 "config": raw,
             }
         )

@@ -16,5 +16,6 @@ for p in "$@"; do
   case "$p" in
     r4a4) probe s-e3-331-r4a4 --set rank=4 --set alpha=4 --set questions_per_diff=26 --set 'row_mix=[3,3,1]' --set 'weights=[1,1,1]' --set steps=78 --set rows_per_step=7 ;;
     r4a1) probe s-e3-331-r4a1 --set rank=4 --set alpha=1 --set questions_per_diff=26 --set 'row_mix=[3,3,1]' --set 'weights=[1,1,1]' --set steps=78 --set rows_per_step=7 ;;
+    r8fact) probe s-r8a8-lr2e-3-231 --set rank=8 --set alpha=8 --set lr=2e-3 --set questions_per_diff=26 --set 'row_mix=[2,3,1]' --set 'weights=[1,1,1]' --set steps=150 --set rows_per_step=8 ;;  # the rank-8 recipe
   esac
 done
