@@ -161,7 +161,9 @@ def _span_ids(tok, text: str, start: int, end: int) -> tuple[list[int], list[boo
 
 
 @torch.no_grad()
-def _logprobs(model, tok, prompt_ids: list[list[int]], target: list[int], diffed: bool):
+def _logprobs(
+    model, tok, prompt_ids: list[list[int]], target: list[int], diffed: bool, share_start=True
+):
     """log p(target token) per row ``prompt + target`` (``[batch, target]``), left-padded so that
     every row's target sits at the end and only those positions get logits. Rows of one length
     (every SEP code) run their shared start once, batch 1, and reuse its key/value cache."""
@@ -177,7 +179,8 @@ def _logprobs(model, tok, prompt_ids: list[list[int]], target: list[int], diffed
     device = next(model.parameters()).device
     index = 0 if diffed else -1
     t = len(target)
-    shared = min(_shared_start(ids_bs), width - t - 1) if bool(mask_bs.all()) else 0
+    one_length = share_start and bool(mask_bs.all())
+    shared = min(_shared_start(ids_bs), width - t - 1) if one_length else 0
     kwargs = {}
     if shared >= 4:
         lora.set_row_index(model, *[torch.full((1,), index)] * 2)
