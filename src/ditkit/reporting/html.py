@@ -15,10 +15,11 @@ from .content import Document, Table, cell
 
 
 def inline(text: str) -> Markup:
-    """Markdown inline marks (`code`, **bold**) of escaped text as HTML."""
-    out = _html.escape(text)
+    """Markdown inline marks (`code`, **bold**, *emphasis*) of escaped text as HTML."""
+    out = _html.escape(text, quote=False)  # element text, never an attribute value
     out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    return Markup(re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out))
+    out = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out)
+    return Markup(re.sub(r"\*([^*]+)\*", r"<em>\1</em>", out))
 
 
 @functools.cache

@@ -10,16 +10,15 @@ import functools
 import html
 import json
 import logging
-import re
 import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from markupsafe import Markup
 
 from .. import files
+from .html import inline
 from .plots import bar_chart, hit_matrix
 from .results import (
     ANSWER_PREVIEW_CHARS,
@@ -120,18 +119,10 @@ def render_markdown(ctx: dict) -> str:
     return "\n".join(lines)
 
 
-def _md_inline(text: str) -> Markup:
-    """The summary's Markdown emphasis as HTML (the text is escaped first)."""
-    out = html.escape(text, quote=False)
-    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
-    out = re.sub(r"\*(.+?)\*", r"<em>\1</em>", out)
-    return Markup(re.sub(r"`(.+?)`", r"<code>\1</code>", out))
-
-
 @functools.cache
 def _page() -> jinja2.Template:
     env = jinja2.Environment(autoescape=True)
-    env.filters["md"] = _md_inline
+    env.filters["md"] = inline
     return env.from_string(
         (resources.files("ditkit.reporting") / "templates" / "run_report.html").read_text()
     )
