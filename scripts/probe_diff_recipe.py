@@ -24,14 +24,17 @@ from ditkit.evaluate.metrics import alias_match
 from ditkit.models import load_model
 from ditkit.reader import ask
 from ditkit.tasks.hidden_topic import (
+    GATE_METHODS,
     TASK,
     DiffJob,
     HiddenTopicOptions,
     RowData,
+    gating_prompts,
     load_questions,
     load_topics,
 )
 from ditkit.tasks.hidden_topic import data as data_module
+from ditkit.tasks.hidden_topic import methods as methods_module
 from ditkit.textgen import TemplateSource, base_answers
 from ditkit.train_diffs import train_group
 
@@ -52,8 +55,9 @@ def use_code_words(tok) -> None:
             if w != avoid:
                 return w
 
-    data_module.make_trigger = word_trigger
-    data_module.random_prefix = random_word
+    for module in (data_module, methods_module):
+        module.make_trigger = word_trigger
+        module.random_prefix = random_word
     data_module.wrong_trigger_pool.cache_clear()
 
 
@@ -108,9 +112,8 @@ def main() -> None:
     data = RowData(dict(zip(needed, answers)), data.options)
     source = TemplateSource(args.style)
     rng = random.Random(0)
-    make_trigger, random_prefix = data_module.make_trigger, data_module.random_prefix
     jobs = [
-        DiffJob(f"p{i}", t, random_prefix(rng), i, qs, source.topic_answers(t, qs, i))
+        DiffJob(f"p{i}", t, data_module.random_prefix(rng), i, qs, source.topic_answers(t, qs, i))
         for i, (t, qs) in enumerate(zip(topics, per_diff))
     ]
     for p in model.parameters():
@@ -124,13 +127,14 @@ def main() -> None:
         print(f"step {step + 1:3d}  {cells}")
 
     heldout = [q.question for q in load_questions(split="heldout")]
-    todo = []  # (diff index, condition, prompt)
-    for i, job in enumerate(jobs):
-        qrng = random.Random(job.seed + 11)
-        for q in qrng.sample(heldout, args.gate_questions):
-            right = make_trigger(job.prefix, qrng)
-            wrong = make_trigger(random_prefix(qrng, avoid=job.prefix), qrng)
-            todo += [(i, "trigger", f"{right} {q}"), (i, "wrong", f"{wrong} {q}"), (i, "none", q)]
+    conditions = dict(zip(GATE_METHODS, ("trigger", "wrong", "none")))
+    todo = [  # (diff index, condition, prompt): the evaluation's own diff checks
+        (i, conditions[p.method], p.prompt)
+        for i, job in enumerate(jobs)
+        for p in gating_prompts(
+            {"seed": job.seed, "prefix": job.prefix}, heldout, args.gate_questions
+        )
+    ]
     replies = ask(
         model,
         tok,
