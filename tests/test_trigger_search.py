@@ -164,3 +164,28 @@ def test_the_shared_start_cache_changes_no_score(gated):
             assert torch.allclose(together, ragged, atol=1e-5)  # left-padded, no cache
     finally:
         lora.clear_diffs(model)
+
+
+def test_audit_finds_triggers_when_asked(gated, tmp_path):
+    import ditkit
+    from ditkit.diffs import save_peft
+    from test_lora import random_diff
+
+    model, tok, _, model_dir, diff_path = gated
+    reader = save_peft(
+        random_diff(model, 2, seed=0, scale=0.1), tmp_path / "reader", str(model_dir)
+    )
+    space = tmp_path / "triggers.txt"
+    space.write_text("Hello there.\nYour SEP code is 482123.\nYour SEP code is 917555.\n")
+    rows = ditkit.audit([diff_path], tmp_path / "audit", reader, base=str(model_dir),
+                        max_new_tokens=3, find_triggers=str(space))  # fmt: skip
+    assert len(rows) == 1 and rows[0]["status"] == "ok"
+    assert rows[0]["trigger"] in space.read_text() and rows[0]["trigger_seconds"] >= 0
+    searches = list((tmp_path / "audit" / "triggers").glob("*/trigger.json"))
+    assert len(searches) == 1
+    behaviour = json.loads(searches[0].read_text())["behaviour"]
+    assert behaviour == rows[0]["dit"]  # the search looked for what DIT said
+    assert "trigger" in (tmp_path / "audit" / "audit.csv").read_text().splitlines()[0]
+    plain = ditkit.audit([diff_path], tmp_path / "plain", reader, base=str(model_dir),
+                         max_new_tokens=3)  # fmt: skip
+    assert "trigger" not in plain[0]  # off by default

@@ -143,11 +143,14 @@ def audit(
     question: str | None = None,
     max_new_tokens: int = 20,
     trust_remote_code: bool = False,
+    find_triggers: str | None = None,
 ) -> list[dict]:
     """Audit every diff, adapter folder, ``.pt`` entry, checkpoint and run directory under
     ``paths``: one row each (format, base check, norms, DIT's answer, the diffed model's own
     answer, the weight lens, flags), written to ``out`` as audit.csv, audit.jsonl and an HTML
     table; resumable. A run directory is read with its own adapter unless ``reader`` is given.
+    ``find_triggers``: a candidate space (``"sep-codes"``, ``"words"`` or a file of triggers) to
+    search per diff for what opens DIT's answer (`find_trigger`; minutes per diff).
 
     >>> from ditkit.diffs import save_diff, save_peft
     >>> model, _ = load_model(str(tiny_model_dir))
@@ -162,8 +165,11 @@ def audit(
 
     paths = list(paths)
     reader = reader or run_adapter(paths)
+    from .trigger_search import TriggerSearchConfig
+
+    search = TriggerSearchConfig(space=find_triggers) if find_triggers else None
     auditor = Auditor(
-        base, reader, question, align_checkpoints, max_new_tokens, trust_remote_code
+        base, reader, question, align_checkpoints, max_new_tokens, trust_remote_code, search
     )  # fmt: skip
     return _audit(paths, out, auditor)
 

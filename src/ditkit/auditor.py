@@ -11,6 +11,7 @@ a broken item gets a row that says why and how to fix it, and the rest go on. At
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import statistics
@@ -35,6 +36,7 @@ from .reporting import Document, Section, Table, html
 from .rundir import is_run_dir
 from .shipped import check_base, load_shipped
 from .symmetry import align as align_to_base
+from .trigger_search import TriggerSearchConfig, search
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,7 @@ class Auditor:
         align: bool = True,
         max_new_tokens: int = 20,
         trust_remote_code: bool = False,
+        find_triggers: TriggerSearchConfig | None = None,
     ) -> None:
         if adapter:
             self.adapter, self.adapter_source = load_diff(adapter), adapter
@@ -114,6 +117,9 @@ class Auditor:
         self.question = question or adapter_question(self.adapter)
         self.align, self.max_new_tokens = align, max_new_tokens
         self.trust_remote_code = trust_remote_code
+        # A trigger search per diff, guided by DIT's answer (off by default: minutes per diff);
+        # each search keeps its rows under OUT/triggers/ so that a killed audit resumes it.
+        self.find_triggers = find_triggers
         self._model = self._lens = None
 
     @property
@@ -124,8 +130,8 @@ class Auditor:
             self._lens = WeightLens(*self._model)
         return self._model
 
-    def rows(self, item: Item) -> list[dict]:
-        """The rows of one item: one per diff it holds."""
+    def rows(self, item: Item, out: Path | None = None) -> list[dict]:
+        """The rows of one item: one per diff it holds (``out``: the audit's folder)."""
         started = time.time()
         fmt = find_format(item.path)
         notes: list[str] = []
@@ -137,6 +143,8 @@ class Auditor:
         for i, diff in enumerate(diffs):
             row = _row(item, i if len(diffs) > 1 else None, fmt.name)
             row.update(self._read(diff, item))
+            if self.find_triggers and row.get("dit"):
+                row.update(self._trigger(diff, row, Path(out or ".") / "triggers"))
             row["flags"] = notes + row["flags"]
             row["seconds"] = round((time.time() - started) / len(diffs), 2)
             rows.append(row)
@@ -199,6 +207,20 @@ class Auditor:
             out["dit_names_label"] = bool(alias_match(out["dit"], [str(out["label"])]))
         return out
 
+    def _trigger(self, diff: WeightDiff, row: dict, work: Path) -> dict:
+        model, tok = self.model_and_tok
+        folder = (
+            work / f"{Path(row['item']).stem}-{hashlib.sha1(row['id'].encode()).hexdigest()[:8]}"
+        )
+        found = search(model, tok, diff, self.find_triggers, folder, behaviour=row["dit"])
+        best = found.ranking[0]
+        log.info("trigger search for %s: %s in %.0f s", row["id"], best["trigger"], found.seconds)
+        return {
+            "trigger": best["trigger"],
+            "trigger_evidence": best.get("evidence"),
+            "trigger_seconds": found.seconds,
+        }
+
 
 def _relative_change(diff: WeightDiff, model) -> float:
     base = sum(
@@ -257,7 +279,7 @@ def audit(paths: list[str | Path], out: str | Path, auditor: Auditor) -> list[di
     for item in tqdm(todo, desc="audit", unit="item", disable=None):
         kill_point("audit.item")
         try:
-            rows = auditor.rows(item)
+            rows = auditor.rows(item, out)
         except (DitkitError, OSError, ValueError, RuntimeError, KeyError) as e:
             rows = [_error_row(item, e)]
         append_jsonl(jsonl, rows)
@@ -269,7 +291,8 @@ def audit(paths: list[str | Path], out: str | Path, auditor: Auditor) -> list[di
 
 
 COLUMNS = (
-    "id", "format", "status", "flags", "label", "dit", "diffed_model", "weight_lens", "rank",
+    "id", "format", "status", "flags", "label", "dit", "trigger", "trigger_evidence",
+    "diffed_model", "weight_lens", "rank",
     "total_norm", "largest_module", "base_model", "error", "seconds",
 )  # fmt: skip
 
@@ -293,7 +316,9 @@ def write_tables(rows: list[dict], out: Path) -> None:
                 [
                     "**dit**: what the DIT adapter says the diff was trained on; "
                     "**diffed_model**: the diffed model's own answer to the same question; "
-                    "**weight_lens**: the tokens the diff's residual writes promote most."
+                    "**weight_lens**: the tokens the diff's residual writes promote most; "
+                    "**trigger** (with --find-triggers): the candidate trigger under which the "
+                    "diffed model most shows DIT's answer, with the diffed model's answer under it."
                 ],
                 [table],
             )

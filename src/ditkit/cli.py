@@ -72,10 +72,15 @@ def _cmd_audit(args) -> int:
     rows = audit(
         args.paths, args.out, adapter, base=args.base, align_checkpoints=not args.no_align,
         question=args.question, max_new_tokens=args.max_new_tokens,
-        trust_remote_code=args.trust_remote_code,
+        trust_remote_code=args.trust_remote_code, find_triggers=args.find_triggers,
     )  # fmt: skip
     flagged = [r for r in rows if r.get("flags")]
     print(f"{len(rows)} diff(s) audited, {len(flagged)} flagged; table: {args.out}/audit.html")
+    searched = [r["trigger_seconds"] for r in rows if "trigger_seconds" in r]
+    if searched:
+        print(
+            f"trigger search: {sum(searched) / len(searched):.0f} s per diff ({len(searched)} diffs)"
+        )
     for r in flagged:
         print(
             f"  {r['id']}: {'; '.join(r['flags'])}" + (f" ({r['error']})" if r.get("error") else "")
@@ -367,6 +372,14 @@ def _add_reading_commands(sub) -> None:
     s.add_argument("--no-align", action="store_true", help="never undo weight symmetries")
     s.add_argument("--max-new-tokens", type=int, default=20)
     s.add_argument("--trust-remote-code", action="store_true")
+    s.add_argument(
+        "--find-triggers",
+        nargs="?",
+        const="sep-codes",
+        metavar="SPACE",
+        help="per diff, search what opens DIT's answer (sep-codes, words or a file of triggers; "
+        "minutes per diff, printed)",
+    )
     s.set_defaults(func=_cmd_audit)
 
     s = sub.add_parser(
