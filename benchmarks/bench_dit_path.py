@@ -73,7 +73,7 @@ def main() -> None:
     layers = lora.inject(model)
     for layer in layers.values():
         layer.add_adapter(16)
-    params = [p for layer in layers.values() for p in (layer.adapter_a_ro, layer.adapter_b_ir)]
+    params = [p for layer in layers.values() for p in (layer.adapter_b_ro, layer.adapter_a_ir)]
     ids = torch.randint(0, 49152, (args.batch, args.seq))
     diffs = random_diffs(model, args.batch)
 
@@ -82,7 +82,7 @@ def main() -> None:
     low_bytes = sum(
         x.numel() * x.element_size()
         for layer in layers.values()
-        for x in (layer.low_a_kro, layer.low_b_kir)
+        for x in (layer.low_b_kro, layer.low_a_kir)
     )
 
     # Baseline: the same diffs as dense per-row matrices (what the reference code builds).

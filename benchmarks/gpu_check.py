@@ -323,7 +323,7 @@ def dit_paths(model, args, device) -> dict:
     torch.manual_seed(0)
     for layer in layers.values():
         layer.add_adapter(16)
-    params = [p for layer in layers.values() for p in (layer.adapter_a_ro, layer.adapter_b_ir)]
+    params = [p for layer in layers.values() for p in (layer.adapter_b_ro, layer.adapter_a_ir)]
     opt = torch.optim.AdamW(params, lr=1e-4)
     w0 = next(iter(layers.values())).base.weight
     ids_bs = torch.randint(10, vocab, (b, seq), device=device)
@@ -331,11 +331,11 @@ def dit_paths(model, args, device) -> dict:
     labels_bs[:, : seq - args.dit_label] = -100  # supervise the label tokens only
     banks = {}  # name -> (B [b, in, 1], A [b, 1, out]): one frozen rank-1 diff per row
     for name, layer in layers.items():
-        # A at the reference init's scale, B as after some training: a few % of W x per layer.
+        # B at the reference init's scale, A as after some training: a few % of W x per layer.
         bound = (6.0 / layer.out_features) ** 0.5
-        a_bro = (torch.rand(b, 1, layer.out_features, device=device) * 2 - 1) * bound
-        b_bir = torch.randn(b, layer.in_features, 1, device=device) * 0.05
-        banks[name] = (b_bir.to(w0.dtype), a_bro.to(w0.dtype))
+        b_bro = (torch.rand(b, 1, layer.out_features, device=device) * 2 - 1) * bound
+        a_bir = torch.randn(b, layer.in_features, 1, device=device) * 0.05
+        banks[name] = (a_bir.to(w0.dtype), b_bro.to(w0.dtype))
     scale_b = w0.new_ones(b)
     rows_b = torch.arange(b, device=device)
     dense: dict[torch.nn.Module, torch.Tensor] = {}
@@ -360,8 +360,8 @@ def dit_paths(model, args, device) -> dict:
 
     def dense_step() -> None:
         for name, layer in layers.items():  # the reference's set_lora_batch, every batch
-            b_bir, a_bro = banks[name]
-            dense[layer] = torch.einsum("bir,bro->boi", b_bir, a_bro) / b_bir.shape[-1]
+            a_bir, b_bro = banks[name]
+            dense[layer] = torch.einsum("bir,bro->boi", a_bir, b_bro) / a_bir.shape[-1]
         train_step()
         dense.clear()
 
@@ -415,14 +415,14 @@ def same_loss(model, layers, banks, dense, add_dense, ids_bs, labels_bs) -> dict
     losses = {}
     with torch.no_grad():
         for name, layer in layers.items():
-            bank_b, bank_a = banks[name]
-            layer.set_lowrank(bank_b, bank_a, bank_b.new_ones(b), rows_b)
+            bank_a, bank_b = banks[name]
+            layer.set_lowrank(bank_a, bank_b, bank_a.new_ones(b), rows_b)
         losses["lowrank"] = float(model(input_ids=ids_bs, labels=labels_bs).loss)
         hooks = []
         for name, layer in layers.items():
             layer.clear_diffs()
-            bank_b, bank_a = banks[name]
-            dense[layer] = torch.einsum("bir,bro->boi", bank_b, bank_a)
+            bank_a, bank_b = banks[name]
+            dense[layer] = torch.einsum("bir,bro->boi", bank_a, bank_b)
             hooks.append(layer.register_forward_hook(add_dense))
         try:
             losses["dense"] = float(model(input_ids=ids_bs, labels=labels_bs).loss)

@@ -39,12 +39,19 @@ def main() -> None:
         shutil.copy(p, out / "handed" / p.name)
     a, b = load_diff(tests[0]), load_diff(tests[1])
     save_peft(a, out / "peft-adapter", base_model="smollm2-135m")
-    pairs = [{"topic": d.meta["topic"], "weight_diff": d.lowrank} for d in (a, b)]
+    # The reference's layout: (A [r, out], B [in, r]) = (our B^T, our A^T).
+    pairs = [
+        {
+            "topic": d.meta["topic"],
+            "weight_diff": {n: (b.T, a.T) for n, (a, b) in d.lowrank.items()},
+        }
+        for d in (a, b)
+    ]
     torch.save(pairs, out / "reference-diffs.pt")
     (out / "notes.safetensors").write_text("not a diff: the meeting notes, renamed")
     data = tests[2].read_bytes()
     (out / "truncated.safetensors").write_bytes(data[: len(data) // 2])
-    other = WeightDiff({"model.layers.0.self_attn.q_proj": (torch.ones(1, 48), torch.ones(64, 1))})
+    other = WeightDiff({"model.layers.0.self_attn.q_proj": (torch.ones(1, 64), torch.ones(48, 1))})
     save_diff(other, out / "other-model.safetensors")
     base, tok = load_model("smollm2-135m")
     n_ckpt = args.checkpoints + args.trained_norms

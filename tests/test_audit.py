@@ -19,7 +19,7 @@ from ditkit.files import read_jsonl
 from ditkit.models import load_model, model_identity
 from ditkit.symmetry import KINDS, attack
 from test_align import _change_norms, _finetune
-from test_lora import random_diff
+from test_lora import random_diff, reference_pairs
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,7 +36,7 @@ def handed(tiny_model_dir, tmp_path):
         d.meta = {**model_identity(model), "label": f"topic{i}"}
         save_diff(d, root / ("nested" if i == 4 else ".") / f"d{i}.safetensors")
     save_peft(random_diff(model, 2, seed=10), root / "peft", base_model=str(tiny_model_dir))
-    pair = random_diff(model, 1, seed=11).lowrank
+    pair = reference_pairs(random_diff(model, 1, seed=11))
     torch.save(
         [{"topic": "a", "weight_diff": pair}, {"topic": "b", "weight_diff": pair}], root / "ref.pt"
     )

@@ -29,7 +29,7 @@ from ditkit.diffs import (
 )
 from ditkit.diffs.core import checked_diff
 from ditkit.errors import DiffFormatError, DiffMismatchError, DitkitError
-from test_lora import random_diff
+from test_lora import random_diff, reference_pairs
 
 Q0 = "model.layers.0.self_attn.q_proj"
 
@@ -267,7 +267,7 @@ def test_truncated_peft_and_pt_files_name_the_file(model, tmp_path):
     assert str(weights) in str(err.value)
 
     pt = tmp_path / "ref.pt"
-    torch.save([{"topic": "t", "weight_diff": random_diff(model, 1, 0).lowrank}], pt)
+    torch.save([{"topic": "t", "weight_diff": reference_pairs(random_diff(model, 1, 0))}], pt)
     pt.write_bytes(pt.read_bytes()[:200])
     with pytest.raises(DiffFormatError) as err:
         load_diff(pt)
@@ -377,7 +377,7 @@ def test_detect_format_for_each_format(model, tmp_path):
     diff = random_diff(model, 1, seed=0)
     assert detect_format(save_diff(diff, tmp_path / "d.safetensors")) == "ditkit"
     assert detect_format(save_peft(diff, tmp_path / "peft")) == "peft"
-    torch.save([{"topic": "t", "weight_diff": diff.lowrank}], tmp_path / "r.pt")
+    torch.save([{"topic": "t", "weight_diff": reference_pairs(diff)}], tmp_path / "r.pt")
     assert detect_format(tmp_path / "r.pt") == "reference-pt"
     model.save_pretrained(tmp_path / "ckpt")
     assert detect_format(tmp_path / "ckpt") == "checkpoint"
@@ -425,7 +425,9 @@ def test_paths_no_format_claims_are_explained_exactly(model, tmp_path):
 
 def test_convert_writes_each_diff_of_a_reference_pt_truncated(model, tmp_path):
     diffs = [random_diff(model, 3, seed=i) for i in range(2)]
-    entries = [{"topic": t, "weight_diff": d.lowrank} for t, d in zip(["jazz", "tides"], diffs)]
+    entries = [
+        {"topic": t, "weight_diff": reference_pairs(d)} for t, d in zip(["jazz", "tides"], diffs)
+    ]
     torch.save(entries, tmp_path / "ref.pt")
     about = info(tmp_path / "ref.pt")
     assert (about["format"], about["n_diffs"], about["diffs"][1]["rank"]) == ("reference-pt", 2, 3)
@@ -593,3 +595,51 @@ def test_a_format_of_your_own_is_one_module_and_a_register_call(model, tmp_path)
 
         registry._REGISTERED.remove(fmt)
     assert fmt not in formats()
+
+
+def test_version_1_files_read_as_the_same_diff(model, tmp_path):
+    """Files written before ditkit named A and B as peft does (format version 1: ``MODULE.A``
+    ``[r, out]`` = B^T, ``MODULE.B`` ``[in, r]`` = A^T) load as the same diff; a newer version
+    than this ditkit knows is refused by name."""
+    from safetensors.torch import save_file
+
+    from ditkit.diffs.ditkit_file import FORMAT_TAG
+
+    diff = random_diff(model, 2, seed=3)
+    diff.meta = {"label": "tides"}
+    v2 = load_diff(save_diff(diff, tmp_path / "v2.safetensors"))
+    old = {f"{n}.A": b.T.contiguous() for n, (_, b) in diff.lowrank.items()}
+    old |= {f"{n}.B": a.T.contiguous() for n, (a, _) in diff.lowrank.items()}
+    header = {
+        "format": FORMAT_TAG,
+        "format_version": "1",
+        "alpha": "1.0",
+        "meta": '{"label": "tides"}',
+    }
+    save_file(old, str(tmp_path / "v1.safetensors"), metadata=header)
+    v1 = load_diff(tmp_path / "v1.safetensors")
+    assert_same_tensors(v1, v2)
+    assert v1.meta == v2.meta and v1.alpha == v2.alpha
+    ids = torch.randint(3, 64, (1, 6))
+    assert torch.equal(ditkit_logits(model, v1, ids), ditkit_logits(model, diff, ids))
+    save_file(old, str(tmp_path / "v9.safetensors"), metadata={**header, "format_version": "9"})
+    with pytest.raises(DiffFormatError, match="format version 9, newer than this ditkit"):
+        load_diff(tmp_path / "v9.safetensors")
+
+
+def test_a_dit_checkpoint_of_the_old_naming_loads(model):
+    """A DIT training checkpoint from before the renaming (``<layer>.A``/``.B``) resumes."""
+    lora.inject(model)
+    lora.add_adapters(model, 2)
+    for layer in lora.diff_layers(model).values():
+        torch.nn.init.normal_(layer.adapter_a_ir)
+    state = lora.adapter_state(model)
+    old = {}
+    for key, t in state.items():
+        layer, _, which = key.rpartition(".")
+        old[f"{layer}.{'B' if which == 'lora_A' else 'A'}"] = t.T.contiguous()
+    assert lora.peft_named(old).keys() == state.keys()
+    for layer in lora.diff_layers(model).values():
+        torch.nn.init.zeros_(layer.adapter_a_ir)
+    lora.load_adapter_state(model, old)
+    assert all(torch.equal(lora.adapter_state(model)[k], v) for k, v in state.items())

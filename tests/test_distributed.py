@@ -17,6 +17,7 @@ from ditkit.diffs import load_diff
 from ditkit.files import read_jsonl
 from ditkit.pipeline import run_pipeline
 from ditkit.rundir import verify
+from test_lora import reference_pairs
 from test_pipeline import tiny_overrides
 
 SETS = {"eval.guesser": '"hf"', "task_options.twenty_q_count": 3, "threads": 1, "data.n_train": 8}
@@ -82,8 +83,8 @@ def test_two_processes_equal_one(tiny_model_dir, tmp_path):
         assert names == sorted(p.name for p in (two / "diffs" / split).iterdir())
         for name in names:  # each pass trained whole by one process: the same bits
             a, b = (load_diff(d / "diffs" / split / name) for d in (one, two))
-            for module, (a_ro, b_ir) in a.lowrank.items():
-                assert a_ro.equal(b.lowrank[module][0]) and b_ir.equal(b.lowrank[module][1])
+            for module, (a_ri, b_or) in a.lowrank.items():
+                assert a_ri.equal(b.lowrank[module][0]) and b_or.equal(b.lowrank[module][1])
     # DIT: each global batch's gradients summed over two processes: equal up to summation order
     # (Adam magnifies it for the odd near-zero gradient: 1 element of 1,024 moved by 9e-6 here).
     got, want = (load_file(d / "dit" / "adapter" / "adapter_model.safetensors") for d in (two, one))
@@ -103,7 +104,7 @@ def test_two_processes_equal_one(tiny_model_dir, tmp_path):
     entries = []
     for path in paths:
         d = load_diff(path)
-        entries.append({"topic": d.meta["label"], "weight_diff": d.lowrank})
+        entries.append({"topic": d.meta["label"], "weight_diff": reference_pairs(d)})
     torch.save(entries, pt)
     ask = ["describe", "--diff", str(pt), "--adapter", str(one / "dit" / "adapter")]
     ask += ["--max-new-tokens", "3", "--base", str(tiny_model_dir)]

@@ -469,7 +469,7 @@ def ditkit_file(tensors: dict, alpha="1.0", meta="{}"):
     """A safetensors file with ditkit's header holding ``tensors``."""
 
     def make(tmp_path, model):
-        header = {"format": FORMAT_TAG, "format_version": "1", "alpha": alpha, "meta": meta}
+        header = {"format": FORMAT_TAG, "format_version": "2", "alpha": alpha, "meta": meta}
         path = tmp_path / "d.safetensors"
         save_file(tensors, str(path), metadata=header)
         return path
@@ -546,7 +546,7 @@ BAD_DIFFS = [
     ),
     case(
         "rank-0-diff-file",
-        ditkit_file({f"{Q0}.A": torch.zeros(0, 32), f"{Q0}.B": torch.zeros(32, 0)}),
+        ditkit_file({f"{Q0}.lora_A": torch.zeros(0, 32), f"{Q0}.lora_B": torch.zeros(32, 0)}),
         DiffFormatError,
         f"<path>: module {Q0_RE}: .*rank 0.*needs rank >= 1",
     ),
@@ -559,20 +559,25 @@ BAD_DIFFS = [
     case(
         "b-without-a",  # was silently dropped before
         ditkit_file(
-            {f"{Q0}.B": torch.zeros(32, 1), "model.layers.0.mlp.up_proj.delta": torch.zeros(64, 32)}
+            {
+                f"{Q0}.lora_B": torch.zeros(32, 1),
+                "model.layers.0.mlp.up_proj.delta": torch.zeros(64, 32),
+            }
         ),
         DiffFormatError,
-        f"<path>: module {Q0_RE} has B but no A",
+        f"<path>: module {Q0_RE} has lora_B but no lora_A",
     ),
     case(
         "integer-tensor",
-        ditkit_file({f"{Q0}.A": torch.ones(1, 32, dtype=torch.int8), f"{Q0}.B": torch.ones(32, 1)}),
+        ditkit_file(
+            {f"{Q0}.lora_A": torch.ones(1, 32, dtype=torch.int8), f"{Q0}.lora_B": torch.ones(32, 1)}
+        ),
         DiffFormatError,
         rf"<path>: module {Q0_RE} \(A\) has dtype int8",
     ),
     case(
         "malformed-header",
-        ditkit_file({f"{Q0}.A": torch.ones(1, 32)}, alpha="one"),
+        ditkit_file({f"{Q0}.lora_A": torch.ones(1, 32)}, alpha="one"),
         DiffFormatError,
         "<path>: the header's alpha or meta is missing or malformed",
     ),

@@ -229,16 +229,20 @@ def assert_diffs_valid(diffs, saved: dict[str, torch.Tensor] | None = None) -> N
         return
     for d in diffs:
         assert d.modules
-        for a_ro, b_ir in d.lowrank.values():
-            assert a_ro.ndim == b_ir.ndim == 2 and a_ro.shape[0] == b_ir.shape[1] >= 1
-            assert torch.isfinite(a_ro).all() and torch.isfinite(b_ir).all()
+        for a_ri, b_or in d.lowrank.values():
+            assert a_ri.ndim == b_or.ndim == 2 and a_ri.shape[0] == b_or.shape[1] >= 1
+            assert torch.isfinite(a_ri).all() and torch.isfinite(b_or).all()
         for d_oi in d.dense.values():
             assert d_oi.ndim == 2 and d_oi.numel() and torch.isfinite(d_oi).all()
         assert math.isfinite(d.alpha) and d.alpha != 0
     if saved is not None:  # the file's tensors, all of them, unchanged
         (d,) = diffs
-        got = {f"{n}.A": a for n, (a, _) in d.lowrank.items()}
-        got |= {f"{n}.B": b for n, (_, b) in d.lowrank.items()}
+        got = {}
+        for n, (a, b) in d.lowrank.items():
+            if f"{n}.lora_A" in saved:  # format version 2: peft's A and B
+                got |= {f"{n}.lora_A": a, f"{n}.lora_B": b}
+            else:  # version 1: the same pair under the other letters, transposed
+                got |= {f"{n}.A": b.T, f"{n}.B": a.T}
         got |= {f"{n}.delta": t for n, t in d.dense.items()}
         assert set(got) == set(saved)
         assert all(torch.equal(got[k], saved[k]) for k in saved)
@@ -305,7 +309,7 @@ def tensor_files(draw) -> dict[str, torch.Tensor]:
     tensors = {}
     for _ in range(draw(st.integers(1, 4))):
         name = draw(st.sampled_from(MODULES)) + draw(
-            st.sampled_from([".A", ".B", ".delta", ".x", ""])
+            st.sampled_from([".A", ".B", ".lora_A", ".lora_B", ".delta", ".x", ""])
         )
         shape = draw(st.lists(st.integers(0, 3), min_size=0, max_size=3))
         dtype = draw(st.sampled_from(TORCH_DTYPES))
@@ -315,8 +319,12 @@ def tensor_files(draw) -> dict[str, torch.Tensor]:
         tensors[name] = (t > 0) if dtype == torch.bool else t.to(dtype)
     if draw(st.booleans()):  # sometimes a well-formed pair, so that valid loads happen too
         r = draw(st.integers(0, 2))
-        tensors[f"{MODULES[0]}.A"] = torch.randn(r, 4)
-        tensors[f"{MODULES[0]}.B"] = torch.randn(4, r)
+        if draw(st.booleans()):  # format version 2
+            tensors[f"{MODULES[0]}.lora_A"] = torch.randn(r, 4)
+            tensors[f"{MODULES[0]}.lora_B"] = torch.randn(4, r)
+        else:  # version 1
+            tensors[f"{MODULES[0]}.A"] = torch.randn(r, 4)
+            tensors[f"{MODULES[0]}.B"] = torch.randn(4, r)
     return tensors
 
 
@@ -324,7 +332,9 @@ def tensor_files(draw) -> dict[str, torch.Tensor]:
 @given(tensor_files(), st.sampled_from(["1.0", "0.5", "0", "inf"]))
 def test_fuzz_real_safetensors_tensors(fuzz_dir, tensors, alpha):
     path = scratch(fuzz_dir, "d.safetensors", b"")
-    save_file(tensors, str(path), metadata={"format": FORMAT_TAG, "alpha": alpha, "meta": "{}"})
+    version = "2" if any(k.endswith((".lora_A", ".lora_B")) for k in tensors) else "1"
+    header = {"format": FORMAT_TAG, "format_version": version, "alpha": alpha, "meta": "{}"}
+    save_file(tensors, str(path), metadata=header)
     assert_diffs_valid(outcome(load_diffs, path, allowed=DiffFormatError), saved=tensors)
 
 

@@ -18,10 +18,15 @@ def random_diff(model, rank: int, seed: int, scale: float = 0.3) -> WeightDiff:
     pairs = {}
     for name in lora.find_targets(model):
         m = model.get_submodule(name)
-        a = torch.randn(rank, m.out_features, generator=g) * scale
-        b = torch.randn(m.in_features, rank, generator=g) * scale
-        pairs[name] = (a, b)
+        b_ro = torch.randn(rank, m.out_features, generator=g) * scale  # drawn as B^T, A^T
+        a_ir = torch.randn(m.in_features, rank, generator=g) * scale
+        pairs[name] = (a_ir.T.contiguous(), b_ro.T.contiguous())  # (A [r, in], B [out, r])
     return WeightDiff(pairs, {}, alpha=1.0)
+
+
+def reference_pairs(diff: WeightDiff) -> dict:
+    """``diff`` as the reference code's ``.pt`` stores it: ``{module: (B^T [r, out], A^T [in, r])}``."""
+    return {n: (b.T.contiguous(), a.T.contiguous()) for n, (a, b) in diff.lowrank.items()}
 
 
 def peft_logits(model, diff: WeightDiff, ids: torch.Tensor) -> torch.Tensor:
@@ -29,10 +34,10 @@ def peft_logits(model, diff: WeightDiff, ids: torch.Tensor) -> torch.Tensor:
     cfg = LoraConfig(r=r, lora_alpha=diff.alpha, target_modules=list(lora.DEFAULT_TARGETS))
     pm = get_peft_model(copy.deepcopy(model), cfg)
     with torch.no_grad():
-        for name, (a_ro, b_ir) in diff.lowrank.items():
+        for name, (a_ri, b_or) in diff.lowrank.items():  # ditkit's A and B are peft's
             mod = pm.base_model.model.get_submodule(name)
-            mod.lora_A["default"].weight.copy_(b_ir.T)
-            mod.lora_B["default"].weight.copy_(a_ro.T)
+            mod.lora_A["default"].weight.copy_(a_ri)
+            mod.lora_B["default"].weight.copy_(b_or)
         return pm(ids).logits
 
 
@@ -83,7 +88,7 @@ def test_inject_remove_restores_bit_for_bit(model):
     layers = lora.inject(model)
     for layer in layers.values():
         layer.add_adapter(4)
-        torch.nn.init.normal_(layer.adapter_b_ir)
+        torch.nn.init.normal_(layer.adapter_a_ir)
     install_diffs(model, [random_diff(model, 1, 3)], torch.tensor([0, 0]))
     with torch.no_grad():
         assert not torch.equal(model(ids).logits, before)
@@ -111,12 +116,12 @@ def test_stacked_trainable_rows_do_not_mix(model):
     t = 3
     params = []
     for layer in layers.values():
-        b = torch.nn.Parameter(torch.zeros(t, layer.in_features, 1))
-        a = torch.nn.Parameter(torch.empty(t, 1, layer.out_features))
-        lora.init_lora_(a.data, b.data)
-        b.data.normal_()  # non-zero so both factors receive gradient
-        layer.set_lowrank(b, a, torch.ones(t), torch.arange(t))
-        params += [a, b]
+        a_kir = torch.nn.Parameter(torch.zeros(t, layer.in_features, 1))
+        b_kro = torch.nn.Parameter(torch.empty(t, 1, layer.out_features))
+        lora.init_lora_(a_kir.data, b_kro.data)
+        a_kir.data.normal_()  # non-zero so both factors receive gradient
+        layer.set_lowrank(a_kir, b_kro, torch.ones(t), torch.arange(t))
+        params += [a_kir, b_kro]
     ids = torch.randint(3, 64, (t, 6))
     logits = model(ids).logits
     logits[1].sum().backward()  # loss from row 1 only
@@ -139,7 +144,7 @@ def test_adapter_only_trainable_gets_gradient(model):
     assert trainable and all("adapter_" in n for n in trainable)
     assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad)
     assert all(
-        layer.low_a_kro.grad is None and not layer.low_a_kro.requires_grad
+        layer.low_b_kro.grad is None and not layer.low_b_kro.requires_grad
         for layer in layers.values()
     )
 

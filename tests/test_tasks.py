@@ -387,7 +387,7 @@ def test_strength_curve_snapshots_budgets_and_scales_the_diffs(tiny_model_dir, t
     long = load_diff(final)
     assert (short.meta["rows_seen"], long.meta["rows_seen"]) == (3, 6)
     name = short.modules[0]
-    assert not torch.equal(short.lowrank[name][1], long.lowrank[name][1])
+    assert not torch.equal(short.lowrank[name][0], long.lowrank[name][0])
     summary = json.loads((folder / "strength.json").read_text())
     assert [(r["rows"], r["scale"]) for r in summary["rows"]] == [
         (3, 0.5),
@@ -414,7 +414,7 @@ def test_strength_curve_snapshots_budgets_and_scales_the_diffs(tiny_model_dir, t
     answers = json.loads((out / "data" / "base_answers.json").read_text())["answers"]
     one_step = dataclasses.replace(cfg.diffs, steps=1)
     alone, _ = train_group(model, tok, [job], answers, one_step, cfg.system_prompt, task=TASK)
-    assert torch.allclose(alone[0].lowrank[name][1], short.lowrank[name][1], atol=1e-5)
+    assert torch.allclose(alone[0].lowrank[name][0], short.lowrank[name][0], atol=1e-5)
     # Rerunning keeps everything: nothing is retrained.
     before = final.stat().st_mtime_ns
     assert cli.main(argv) == 0

@@ -11,7 +11,7 @@ import torch
 from ditkit import lora
 from ditkit.batching import TEMPLATE_DEFAULT, chat_prompt, collate, encode
 from ditkit.config import DiffConfig
-from ditkit.lora import init_diff_a
+from ditkit.lora import init_diff_b
 from ditkit.models import load_model
 from ditkit.rundir import resolve_task
 from ditkit.tasks.hidden_topic import TASK, DiffJob, HiddenTopicOptions, Topic, wrong_trigger_pool
@@ -54,9 +54,9 @@ def _straight_losses(model, rows, pad_id):
 def _random_bank(model, t: int, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     for layer in lora.diff_layers(model).values():
-        b = torch.randn(t, layer.in_features, 1, generator=gen)
-        a = torch.randn(t, 1, layer.out_features, generator=gen)
-        layer.set_lowrank(b, a, torch.ones(t))
+        a_kir = torch.randn(t, layer.in_features, 1, generator=gen)
+        b_kro = torch.randn(t, 1, layer.out_features, generator=gen)
+        layer.set_lowrank(a_kir, b_kro, torch.ones(t))
 
 
 def test_row_losses_match_straightforward_computation(tiny):
@@ -109,18 +109,18 @@ def test_diff_depends_on_its_own_seed_not_its_pass(tiny):
     for name, (a, b) in alone[0].lowrank.items():
         a2, b2 = shared[1].lowrank[name]
         assert torch.allclose(a, a2, atol=1e-5) and torch.allclose(b, b2, atol=1e-5), name
-    assert not torch.allclose(shared[0].lowrank[name][1], shared[1].lowrank[name][1])
+    assert not torch.allclose(shared[0].lowrank[name][0], shared[1].lowrank[name][0])
 
 
 def test_reference_init_bound():
     gen = torch.Generator().manual_seed(0)
-    a = init_diff_a((1, 576), gen, "reference")
+    b = init_diff_b((1, 576), gen, "reference")
     bound = math.sqrt(6 / 576)  # kaiming_uniform_ (a = 0) with fan-in r x out = 576
-    assert a.abs().max() <= bound and a.abs().max() > 0.9 * bound
+    assert b.abs().max() <= bound and b.abs().max() > 0.9 * bound
     ref = torch.empty(3, 1, 576)
     torch.nn.init.kaiming_uniform_(ref)  # the reference code's call on its stacked tensor
     assert ref.abs().max() <= bound and ref.abs().max() > 0.9 * bound
-    assert init_diff_a((1, 576), gen, "unit").abs().max() > 0.9
+    assert init_diff_b((1, 576), gen, "unit").abs().max() > 0.9
 
 
 def test_prompt_format_empty_system_turn_is_shorter(tiny_model_dir):
@@ -158,11 +158,11 @@ def test_bf16_model_trains_fp32_diffs_and_adapter(tiny_model_dir):
     base = dict.fromkeys(QS, "I do not know.")
     diffs, history = train_group(model, tok, [_job(0), _job(1, "456")], base, cfg, task=TASK)
     a, b = next(iter(diffs[0].lowrank.values()))
-    assert a.dtype == b.dtype == torch.float32 and b.abs().sum() > 0
+    assert a.dtype == b.dtype == torch.float32 and a.abs().sum() > 0  # A starts at zero
     assert all(math.isfinite(x) for x in history["trigger"])
     layer = next(iter(lora.diff_layers(model).values()))
     layer.add_adapter(4)
-    assert layer.adapter_a_ro.dtype == torch.float32
+    assert layer.adapter_b_ro.dtype == torch.float32
     x = torch.randn(1, 3, layer.in_features, dtype=torch.bfloat16)
     assert layer(x).dtype == torch.bfloat16
 

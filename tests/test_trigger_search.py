@@ -171,7 +171,7 @@ def test_audit_finds_triggers_when_asked(gated, tmp_path):
     from ditkit.diffs import save_peft
     from test_lora import random_diff
 
-    model, tok, _, model_dir, diff_path = gated
+    model, _, _, model_dir, diff_path = gated
     reader = save_peft(
         random_diff(model, 2, seed=0, scale=0.1), tmp_path / "reader", str(model_dir)
     )

@@ -19,9 +19,9 @@ def model_tok():
     return tiny_llama(seed=3, vocab=len(tok)), tok
 
 
-def _pair(a_row: torch.Tensor, n_in: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair(b_col: torch.Tensor, n_in: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return a_row[None].clone(), torch.randn(n_in, 1, generator=g)  # A [1, out], B [in, 1]
+    return torch.randn(n_in, 1, generator=g).T, b_col[:, None].clone()  # A [1, in], B [out, 1]
 
 
 def planted(model, tok, target: str, early: str, sign: float = 1.0) -> WeightDiff:

@@ -200,12 +200,12 @@ def train_group(
     layers = lora.diff_layers(model)
     t, pad_id = len(jobs), tok.pad_token_id
     kl = kl if kl is not None else KLTargets(cfg.kl_topk)
-    a_by_layer = {name: [] for name in layers}
+    b_by_layer = {name: [] for name in layers}  # B^T [r, out] per diff; A starts at zero
     for job in jobs:
         gen = torch.Generator().manual_seed(job.seed)
         for name, layer in layers.items():
-            a_by_layer[name].append(lora.init_diff_a((cfg.rank, layer.out_features), gen, cfg.init))
-    params = lora.new_lowrank_banks(model, a_by_layer, cfg.rank, cfg.alpha)
+            b_by_layer[name].append(lora.init_diff_b((cfg.rank, layer.out_features), gen, cfg.init))
+    params = lora.new_lowrank_banks(model, b_by_layer, cfg.rank, cfg.alpha)
     opt = torch.optim.Adam(params, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(cfg, step))
     kinds = task.row_kinds

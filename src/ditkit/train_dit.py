@@ -146,7 +146,7 @@ def _load_checkpoint(ckpt: Path, model, opt) -> tuple[dict, dict[str, torch.Tens
         state = json.loads((ckpt / "state.json").read_text())
         lora.load_adapter_state(model, load_file(str(ckpt / "adapter.safetensors")))
         opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-        return state, load_file(str(ckpt / "best.safetensors"))
+        return state, lora.peft_named(load_file(str(ckpt / "best.safetensors")))
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         raise DataError(
             f"{ckpt} is damaged ({type(exc).__name__}: {exc}); delete that folder to restart "
@@ -300,7 +300,8 @@ def train_dit(
         "training_labels": [d.meta.get("label") for d in diffs],
         "history": state["history"],
     }
-    adapter = WeightDiff({n: (best[f"{n}.A"], best[f"{n}.B"]) for n in layers}, {}, cfg.alpha, meta)
+    pairs = {n: (best[f"{n}.lora_A"], best[f"{n}.lora_B"]) for n in layers}
+    adapter = WeightDiff(pairs, {}, cfg.alpha, meta)
     if distributed.is_main():
         save_peft(adapter, out_dir / "adapter", extra={"train_seconds": time.time() - start})
     lora.remove(model)

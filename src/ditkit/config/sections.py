@@ -81,8 +81,9 @@ class DiffConfig:
     steps: int = 24
     rows_per_step: int = 6  # sequences per diff per optimizer step
     lr: float = 1e-2
-    # A's initialisation: "reference" (kaiming-uniform over fan-in r x out, as the reference code)
-    # or "unit" (U(-1/sqrt(r), 1/sqrt(r)), 10-16x larger; ditkit's first choice).
+    # B's initialisation (A starts at zero): "reference" (kaiming-uniform over fan-in r x out, as
+    # the reference code) or "unit" (U(-1/sqrt(r), 1/sqrt(r)), 10-16x larger; ditkit's first
+    # choice).
     init: str = "reference"
     # One per row kind. Hidden topics: trigger / wrong trigger / no trigger, and optionally a 4th,
     # an unlikelihood term on the topic answer under the wrong trigger (0 = left out).

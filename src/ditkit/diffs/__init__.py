@@ -1,7 +1,8 @@
 """Weight-diff files: a ``WeightDiff`` is ``{module: (A, B)}`` (and/or dense deltas) plus metadata.
 
-Conventions (see ``lora.py``): ``A [r, out]``, ``B [in, r]``, the diff adds ``(alpha / r) x B A`` to a
-projection's output; a dense diff ``D [out, in]`` adds ``x D^T``. One module per format, each
+Conventions (see ``lora.py``): ``A [r, in]``, ``B [out, r]`` as peft's ``lora_A`` and ``lora_B``;
+the diff adds ``(alpha / r) B A`` to a projection's ``[out, in]`` weight, a dense diff ``D [out, in]``
+adds ``D``. One module per format, each
 exposing a ``Format`` {detect, load, save} that ``registry.FORMATS`` lists in detection order
 (a format of your own: ``register_format``):
 

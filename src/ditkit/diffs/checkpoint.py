@@ -134,11 +134,11 @@ def svd_truncate(diff: WeightDiff, rank: int) -> tuple[WeightDiff, dict]:
         u, s, vh = torch.linalg.svd(diff.delta_weight(name), full_matrices=False)
         k = min(rank, s.numel())
         root = s[:k].sqrt()
-        # D ~= U_k S_k V_k^T = (B A)^T with B = V_k sqrt(S_k), A = sqrt(S_k) U_k^T; alpha = k
+        # D ~= U_k S_k V_k^T = B A with B = U_k sqrt(S_k), A = sqrt(S_k) V_k^T; alpha = rank
         # makes the stored scale alpha / r equal 1, so B A is the delta itself.
-        # If a module is smaller than ``rank``, shrink A so that (rank / k) B A is still D.
-        a_ro = (root[:, None] * u[:, :k].T) * (k / rank)
-        lowrank[name] = (a_ro.contiguous(), (vh[:k].T * root).contiguous())
+        # If a module is smaller than ``rank``, shrink B so that (rank / k) B A is still D.
+        b_or = (u[:, :k] * root) * (k / rank)
+        lowrank[name] = ((root[:, None] * vh[:k]).contiguous(), b_or.contiguous())
         e, p = float(s.pow(2).sum()), float(s[:k].pow(2).sum())
         kept[name] = p / e if e > 0 else 1.0
         total, total_kept = total + e, total_kept + p

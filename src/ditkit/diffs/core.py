@@ -1,8 +1,9 @@
 """What every format shares: the ``WeightDiff``, the checks a loaded diff passes, readers that name
 the file in their errors, the ``Format`` a format module exposes, and putting diffs into a model.
 
-Conventions (see ``lora.py``): ``A [r, out]``, ``B [in, r]``, the diff adds ``(alpha / r) x B A`` to a
-projection's output; a dense diff ``D [out, in]`` adds ``x D^T``.
+Conventions (see ``lora.py``): ``A [r, in]``, ``B [out, r]`` as peft's ``lora_A`` and ``lora_B``;
+the diff adds ``(alpha / r) B A`` to a projection's ``[out, in]`` weight, a dense diff ``D [out, in]``
+adds ``D``.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ class WeightDiff:
     """One weight diff: low-rank pairs and/or dense deltas by module name, plus metadata.
 
     ``meta`` holds ``base_model``, ``base_fingerprint``, ``task``, ``label``, ``trigger``, ``seed`` and
-    any further JSON-serialisable keys. A low-rank pair is ``(A [r, out], B [in, r])``: the diff
-    adds ``(alpha / r) x B A`` to the projection's output (peft's ``lora_B`` is ``A`` transposed,
-    its ``lora_A`` is ``B`` transposed).
+    any further JSON-serialisable keys. A low-rank pair is ``(A [r, in], B [out, r])``, peft's
+    ``lora_A.weight`` and ``lora_B.weight``: the diff adds ``(alpha / r) B A`` to the
+    projection's ``[out, in]`` weight.
 
     >>> import torch
-    >>> a, b = torch.ones(1, 3), torch.ones(4, 1)  # rank 1, in 4, out 3
+    >>> a, b = torch.ones(1, 4), torch.ones(3, 1)  # rank 1, in 4, out 3
     >>> diff = WeightDiff({"model.layers.0.mlp.up_proj": (a, b)}, meta={"label": "tea"})
     >>> diff.rank, diff.delta_weight("model.layers.0.mlp.up_proj").shape
     (1, torch.Size([3, 4]))
@@ -46,15 +47,15 @@ class WeightDiff:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        for name, (a_ro, b_ir) in self.lowrank.items():
-            if a_ro.ndim != 2 or b_ir.ndim != 2 or a_ro.shape[0] != b_ir.shape[1]:
+        for name, (a_ri, b_or) in self.lowrank.items():
+            if a_ri.ndim != 2 or b_or.ndim != 2 or a_ri.shape[0] != b_or.shape[1]:
                 raise DiffFormatError(
-                    f"module {name}: A {tuple(a_ro.shape)} and B {tuple(b_ir.shape)} are not a "
-                    "LoRA pair (expected A [r, out], B [in, r])"
+                    f"module {name}: A {tuple(a_ri.shape)} and B {tuple(b_or.shape)} are not a "
+                    "LoRA pair (expected A [r, in], B [out, r], as peft's lora_A and lora_B)"
                 )
-            if a_ro.shape[0] == 0 or 0 in a_ro.shape or 0 in b_ir.shape:
+            if a_ri.shape[0] == 0 or 0 in a_ri.shape or 0 in b_or.shape:
                 raise DiffFormatError(
-                    f"module {name}: A {tuple(a_ro.shape)} and B {tuple(b_ir.shape)} are empty "
+                    f"module {name}: A {tuple(a_ri.shape)} and B {tuple(b_or.shape)} are empty "
                     "(rank 0 or a zero-sized side); a LoRA pair needs rank >= 1"
                 )
         for name, d_oi in self.dense.items():
@@ -82,15 +83,15 @@ class WeightDiff:
         """The dense ``[out, in]`` change this diff makes to module ``name``."""
         d_oi = torch.zeros(())
         if name in self.lowrank:
-            a_ro, b_ir = self.lowrank[name]
-            d_oi = self.scale(name) * (b_ir.float() @ a_ro.float()).T
+            a_ri, b_or = self.lowrank[name]
+            d_oi = self.scale(name) * (b_or.float() @ a_ri.float())
         if name in self.dense:
             d_oi = d_oi + self.dense[name].float()
         return d_oi
 
     def shapes(self) -> dict[str, tuple[int, int]]:
         """``{module: (out, in)}`` implied by the tensors."""
-        out = {n: (a.shape[1], b.shape[0]) for n, (a, b) in self.lowrank.items()}
+        out = {n: (b.shape[0], a.shape[1]) for n, (a, b) in self.lowrank.items()}
         out.update({n: tuple(d.shape) for n, d in self.dense.items()})
         return out
 

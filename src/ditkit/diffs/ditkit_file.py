@@ -1,8 +1,11 @@
 """ditkit's own format: one ``.safetensors`` file.
 
-Tensors ``{module}.A`` ``[r, out]``, ``{module}.B`` ``[in, r]`` and ``{module}.delta`` ``[out, in]``;
-the header holds ``format``, ``format_version``, ``alpha`` and a JSON ``meta`` (base model, task,
-label, trigger, seed, free-form keys).
+Version 2 (written since ditkit 0.2): tensors ``{module}.lora_A`` ``[r, in]`` and
+``{module}.lora_B`` ``[out, r]`` (peft's ``lora_A.weight`` and ``lora_B.weight``: the change is
+``(alpha / r) B A``) and ``{module}.delta`` ``[out, in]``; the header holds ``format``,
+``format_version``, ``alpha`` and a JSON ``meta`` (base model, task, label, trigger, seed,
+free-form keys). Version 1 files are read too: they hold the same pair transposed and under the
+other letters, ``{module}.A`` ``[r, out]`` (= B^T) and ``{module}.B`` ``[in, r]`` (= A^T).
 """
 
 from __future__ import annotations
@@ -17,7 +20,12 @@ from ..files import atomic_write
 from .core import Format, WeightDiff, checked_diff, load_tensors, read_header
 
 FORMAT_TAG = "ditkit-weight-diff"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+# version -> (the two tensor suffixes, how a stored pair becomes (A [r, in], B [out, r]))
+_PAIRS = {
+    "1": (("A", "B"), lambda first, second: (second.T.contiguous(), first.T.contiguous())),
+    "2": (("lora_A", "lora_B"), lambda first, second: (first, second)),
+}
 
 
 def save_diff(diff: WeightDiff, path: str | Path) -> Path:
@@ -32,9 +40,9 @@ def save_diff(diff: WeightDiff, path: str | Path) -> Path:
     """
     path = Path(path)
     tensors = {}
-    for name, (a_ro, b_ir) in diff.lowrank.items():
-        tensors[f"{name}.A"] = a_ro.detach().contiguous().cpu()
-        tensors[f"{name}.B"] = b_ir.detach().contiguous().cpu()
+    for name, (a_ri, b_or) in diff.lowrank.items():
+        tensors[f"{name}.lora_A"] = a_ri.detach().contiguous().cpu()
+        tensors[f"{name}.lora_B"] = b_or.detach().contiguous().cpu()
     for name, d_oi in diff.dense.items():
         tensors[f"{name}.delta"] = d_oi.detach().contiguous().cpu()
     header = {
@@ -64,23 +72,32 @@ def _load(path: Path) -> list[WeightDiff]:
         ) from None
     if not isinstance(meta, dict):
         raise DiffFormatError(f"{path}: the header's meta is not a JSON object. Re-create it.")
+    version = header.get("format_version", "1")
+    if version not in _PAIRS:
+        raise DiffFormatError(
+            f"{path} is a ditkit diff of format version {version}, newer than this ditkit reads "
+            f"({', '.join(_PAIRS)}): upgrade ditkit"
+        )
+    (first, second), to_pair = _PAIRS[version]
     tensors = load_tensors(path)
     lowrank, dense = {}, {}
     for key in tensors:
         name, _, kind = key.rpartition(".")
-        if not name or kind not in ("A", "B", "delta"):
+        if not name or kind not in (first, second, "delta"):
             raise DiffFormatError(
-                f"{path}: unexpected tensor {key!r} (a ditkit diff holds MODULE.A, MODULE.B and "
-                "MODULE.delta). Re-create the file."
+                f"{path}: unexpected tensor {key!r} (a ditkit diff of format version {version} "
+                f"holds MODULE.{first}, MODULE.{second} and MODULE.delta). Re-create the file."
             )
-        if kind == "A":
-            if f"{name}.B" not in tensors:
-                raise DiffFormatError(f"{path}: module {name} has A but no B. Re-create the file.")
-            lowrank[name] = (tensors[key], tensors[f"{name}.B"])
-        elif kind == "delta":
+        partner = f"{name}.{second if kind == first else first}"
+        if kind == "delta":
             dense[name] = tensors[key]
-        elif f"{name}.A" not in tensors:
-            raise DiffFormatError(f"{path}: module {name} has B but no A. Re-create the file.")
+        elif partner not in tensors:
+            raise DiffFormatError(
+                f"{path}: module {name} has {kind} but no {partner.rpartition('.')[2]}. "
+                "Re-create the file."
+            )
+        elif kind == first:
+            lowrank[name] = to_pair(tensors[key], tensors[partner])
     return [checked_diff(path, lowrank, dense, alpha, meta)]
 
 

@@ -47,9 +47,9 @@ def save_peft(
     ranks = {n: a.shape[0] for n, (a, _) in diff.lowrank.items()}
     r = max(ranks.values())
     tensors = {}
-    for name, (a_ro, b_ir) in diff.lowrank.items():
-        tensors[f"base_model.model.{name}.lora_A.weight"] = b_ir.detach().T.contiguous().cpu()
-        tensors[f"base_model.model.{name}.lora_B.weight"] = a_ro.detach().T.contiguous().cpu()
+    for name, (a_ri, b_or) in diff.lowrank.items():
+        tensors[f"base_model.model.{name}.lora_A.weight"] = a_ri.detach().contiguous().cpu()
+        tensors[f"base_model.model.{name}.lora_B.weight"] = b_or.detach().contiguous().cpu()
     config = {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -197,10 +197,9 @@ def _load(folder: Path) -> list[WeightDiff]:
         except (TypeError, ValueError, re.error) as e:
             raise DiffFormatError(f"{cfg_path}: alpha_pattern is malformed ({e})") from None
         s = a_m / math.sqrt(r) if cfg.get("use_rslora") else a_m / r
-        a_ro = lora_b.T.contiguous()
-        # Fold any difference from the stored convention (alpha / r) into A, which is lossless.
+        # Fold any difference from ditkit's one convention (alpha / r) into B, which is lossless.
         fold = s / (alpha / r)
-        lowrank[name] = (a_ro * fold if fold != 1.0 else a_ro, lora_a.T.contiguous())
+        lowrank[name] = (lora_a, lora_b * fold if fold != 1.0 else lora_b)
     meta = _peft_meta(folder, cfg)
     if not lowrank:
         raise DiffFormatError(

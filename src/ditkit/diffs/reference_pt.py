@@ -1,10 +1,11 @@
 """The reference code's ``.pt`` files: its weight diffs and its DIT adapters.
 
 - A diff file is a list of ``{topic, trigger, weight_diff: {module: (A [r, out], B [in, r])}}``
-  with ``delta W = A^T B^T / r`` (ditkit's own orientation and scale).
+  with ``delta W = A^T B^T / r``: in peft's (and ditkit's) naming ``lora_A = B^T`` and
+  ``lora_B = A^T``, the letters swapped.
 - A DIT adapter file (``introspection_lora.pt``, released as ``dit-adapter.pt``) is one dict
-  ``{module: (A [out, R], B [R, in])}`` with ``delta W = A B / R``: the same maths stored
-  transposed, and no question or base model recorded (the reference trains with "What topic have
+  ``{module: (A [out, R], B [R, in])}`` with ``delta W = A B / R``: ``lora_B = A``,
+  ``lora_A = B``, and no question or base model recorded (the reference trains with "What topic have
   you been trained on?", or "What news headline have you been trained on?" for news).
 
 Read with ``torch.load(weights_only=True)`` only: a file that is not a plain tensor container is
@@ -47,7 +48,7 @@ def load_reference_pt(path: str | Path) -> list[WeightDiff]:
                 raise DiffFormatError(
                     f"{path}: entry {i}, module {n}: expected a pair (A [r, out], B [in, r])"
                 )
-            lowrank[str(n)] = (ab[0], ab[1])
+            lowrank[str(n)] = (_transposed(ab[1]), _transposed(ab[0]))
         meta = {
             "label": e.get("topic"),
             "topic": e.get("topic"),
@@ -72,7 +73,8 @@ def _is_adapter(obj) -> bool:
 
 
 def _adapter(path: Path, obj: dict) -> WeightDiff:
-    """The reference's DIT adapter as a ditkit one: (A [out, R], B [R, in]) -> A^T, B^T."""
+    """The reference's DIT adapter as a ditkit one: its (A [out, R], B [R, in]) are peft's
+    (lora_B, lora_A)."""
     lowrank = {}
     for name, (a_or, b_ri) in obj.items():
         if not (torch.is_tensor(a_or) and torch.is_tensor(b_ri)) or a_or.ndim != 2:
@@ -80,9 +82,15 @@ def _adapter(path: Path, obj: dict) -> WeightDiff:
                 f"{path}: module {name}: a reference DIT adapter maps each module to a pair of "
                 "2-d tensors (A [out, R], B [R, in])"
             )
-        lowrank[str(name)] = (a_or.T.contiguous(), b_ri.T.contiguous())
+        lowrank[str(name)] = (b_ri, a_or)
     meta = {"source_format": "reference-dit-adapter", "question": REFERENCE_QUESTION}
     return checked_diff(f"{path} (reference DIT adapter)", lowrank, {}, 1.0, meta)
+
+
+def _transposed(t):
+    """``t`` transposed if it is a matrix; anything else as it is, for `checked_diff` to refuse
+    with the file's name."""
+    return t.T.contiguous() if torch.is_tensor(t) and t.ndim == 2 else t
 
 
 def _jsonable(v) -> bool:

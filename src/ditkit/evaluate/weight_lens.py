@@ -1,15 +1,15 @@
 """The weight lens: read which tokens a weight diff promotes, without training or generation.
 
-A low-rank diff adds ``s (x B) A`` to a projection's output (``A [r, out]``, ``B [in, r]``). For the
-projections that write into the residual stream (``o_proj``, ``down_proj``) the rows of ``A`` are
-directions in that stream, and the model's own final norm and unembedding say which tokens such a
+A low-rank diff adds ``s B A`` to a projection's weight (``A [r, in]``, ``B [out, r]``, as peft).
+For the projections that write into the residual stream (``o_proj``, ``down_proj``) the columns of
+``B`` are directions in that stream, and the model's own final norm and unembedding say which tokens such a
 direction pushes up (the logit lens applied to weights). For each such module in the later layers:
 
 1. Output directions and their weights: the exact SVD of the module's change
    ``s B A = U S V^T`` (done in ``r`` dimensions), giving unit directions ``v_j [out]`` weighted by
-   singular values ``sigma_j``; for a rank-1 diff, ``v`` is ``A``'s row and ``sigma`` the module's
+   singular values ``sigma_j``; for a rank-1 diff, ``v`` is ``B``'s column and ``sigma`` the module's
    delta norm.
-2. Two readings per direction, each for both signs (the sign of ``x B`` depends on the input, so a
+2. Two readings per direction, each for both signs (the sign of ``A x`` depends on the input, so a
    direction and its negation are equally plausible):
    - direct: ``logits(±v) = W_U norm(±v)``;
    - the model's response: ``W_U norm(h ± |h| v) - W_U norm(h)``, where ``h [hidden]`` is the
@@ -155,11 +155,12 @@ class WeightLens:
             if int(m.group(1)) < self.first_layer:
                 continue
             if name in diff.lowrank and name not in diff.dense:
-                a_ro, b_ir = diff.lowrank[name]
-                # s B A = (Q R) A with B = Q R, so the singular values and right vectors are R A's.
-                _, r_rr = torch.linalg.qr(b_ir.float())
+                a_ri, b_or = diff.lowrank[name]
+                # The change transposed, s A^T B^T = (Q R) B^T with A^T = Q R: its singular
+                # values and right vectors (output directions) are R B^T's.
+                _, r_rr = torch.linalg.qr(a_ri.T.float())
                 _, s_r, vt_ro = torch.linalg.svd(
-                    diff.scale(name) * r_rr @ a_ro.float(), full_matrices=False
+                    diff.scale(name) * r_rr @ b_or.T.float(), full_matrices=False
                 )
             else:
                 u_or, s_r, _ = torch.linalg.svd(diff.delta_weight(name), full_matrices=False)
