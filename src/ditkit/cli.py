@@ -117,6 +117,8 @@ def _cmd_trigger(args) -> None:
     from .api import find_trigger
 
     settings = {k: getattr(args, k) for k in ("space", "score", "top", "refine", "questions")}
+    if args.frame:
+        settings["frames"] = args.frame
     found = find_trigger(
         args.diff, args.out, reader=args.adapter, behaviour=args.behaviour, base=args.base,
         trust_remote_code=args.trust_remote_code, **settings,
@@ -402,6 +404,13 @@ def _add_reading_commands(sub) -> None:
     s.add_argument("--top", type=int, default=10, help="candidates printed with evidence")
     s.add_argument("--refine", type=int, default=30, help="candidates rescored in full")
     s.add_argument("--questions", type=int, default=3, help="probe questions")
+    s.add_argument(
+        "--frame",
+        action="append",
+        metavar="TEXT",
+        help="an answer that shows the behaviour, {b} standing for it (repeatable; default: "
+        '"This reminds me of {b}." and "Let me tell you about {b}.")',
+    )
     s.add_argument("--trust-remote-code", action="store_true")
     s.set_defaults(func=_cmd_trigger)
 

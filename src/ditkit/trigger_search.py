@@ -41,8 +41,12 @@ __all__ = ["SPACES", "TriggerSearchConfig", "TriggerSearchResult", "candidates",
 
 SPACES = ("sep-codes", "words")
 SCORES = ("behaviour", "divergence")
-# Answers that show a behaviour: only the behaviour's own tokens ({b}) are scored.
-FRAMES = ("{b}", "This reminds me of {b}.", "Let me tell you about {b}.")
+# Answers that show a behaviour: only the behaviour's own tokens ({b}) are scored, after a
+# lead-in. Not the bare "{b}": a diff that opens its topic makes its answers start with an
+# opener of its own ("Ah, ...", "Easy: ..."), so behind its own code the topic as the answer's
+# first word is *least* likely (measured: the own code ranked 997th of 1,000 that way, 1st with
+# "This reminds me of {b}.", on two population diffs; docs/trigger-search.md).
+FRAMES = ("This reminds me of {b}.", "Let me tell you about {b}.")
 
 
 @dataclass
@@ -54,7 +58,9 @@ class TriggerSearchConfig:
     space: str = "sep-codes"
     score: str = "behaviour"  # SCORES
     questions: int = 3  # probe questions (held-out questions of the hidden-topic task)
-    frames: int = 2  # answers per question that show the behaviour (FRAMES), behaviour score
+    # Answers that show the behaviour, ``{b}`` standing for it (the behaviour score reads only
+    # its tokens); the first one scores the coarse pass.
+    frames: list[str] = field(default_factory=lambda: list(FRAMES))
     refine: int = 30  # candidates rescored with every question, diffed and base rows
     top: int = 10
     batch_size: int = 64
@@ -72,9 +78,13 @@ class TriggerSearchConfig:
                 f"trigger.space = {self.space!r} is neither {' nor '.join(SPACES)} nor a file: "
                 "give a text file with one candidate trigger per line"
             )
-        for name in ("questions", "frames", "refine", "top", "batch_size", "words"):
+        for name in ("questions", "refine", "top", "batch_size", "words"):
             require(getattr(self, name) >= 1, f"trigger.{name}", "must be >= 1")
-        require(self.frames <= len(FRAMES), "trigger.frames", f"at most {len(FRAMES)}")
+        require(
+            bool(self.frames) and all(f.count("{b}") == 1 for f in self.frames),
+            "trigger.frames",
+            'each frame holds "{b}" once, where the behaviour goes, e.g. "I love {b}."',
+        )
 
 
 @dataclass
@@ -142,8 +152,8 @@ def _targets(tok, cfg: TriggerSearchConfig, behaviour: str | None, base_answers:
             out.append([(ids[: cfg.answer_tokens], [True] * len(ids[: cfg.answer_tokens]), -1.0)])
             continue
         row = []
-        for frame in FRAMES[: cfg.frames]:
-            text = frame.format(b=behaviour)
+        for frame in cfg.frames:
+            text = frame.replace("{b}", behaviour)
             start = frame.index("{b}")
             row.append((*_span_ids(tok, text, start, start + len(behaviour)), 1.0))
         out.append(row)
