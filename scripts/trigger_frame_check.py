@@ -8,7 +8,6 @@ code's rank per frame. This is the check that replaced the bare "{b}" frame by l
 from __future__ import annotations
 
 import argparse
-import random
 import time
 
 import torch
@@ -17,7 +16,6 @@ from ditkit import load_diff, load_model, lora
 from ditkit.batching import chat_prompt
 from ditkit.diffs import install_diffs
 from ditkit.files import read_jsonl
-from ditkit.tasks.hidden_topic import load_questions
 from ditkit.trigger_search import _logprobs, _span_ids, candidates, trigger_text
 
 FRAMES = ["{b}", "This reminds me of {b}.", "I love {b}.", "Ah, {b}!"]
@@ -28,14 +26,18 @@ def main() -> None:
     ap.add_argument("pop")
     ap.add_argument("diffs", nargs="+")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument(
+        "--question",
+        default="Is happiness found in pursuing a passion, or in the pursuit itself?",
+        help="the probe question (default: the one of the 2026-12-06 check)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     jobs = {j["diff_id"]: j for j in read_jsonl(f"{args.pop}/data/jobs.jsonl")}
     model, tok = load_model("smollm2-135m")
     lora.inject(model)
-    short = [q.question for q in load_questions(split="heldout") if len(q.question) <= 80]
-    question = random.Random("ditkit.trigger|0").sample(short, 1)[0]
+    question = args.question
     keys = candidates("sep-codes")
     for diff_id in args.diffs:
         job = jobs[diff_id]
