@@ -88,6 +88,11 @@ def test_proportions_get_wilson_intervals_inside_unit_range():
     # Known value: 8 of 10 -> [0.490, 0.943] (Wilson 1927; e.g. Newcombe 1998, table I).
     lo, hi = wilson_ci(8, 10)
     assert abs(lo - 0.490) < 1e-3 and abs(hi - 0.943) < 1e-3
+    # scipy computes it, at the level whose z is the paper's 1.96: the closed form with z = 1.96.
+    z, p, n = 1.96, 0.8, 10
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert lo == pytest.approx((centre - half) / (1 + z * z / n), abs=1e-12)
+    assert hi == pytest.approx((centre + half) / (1 + z * z / n), abs=1e-12)
     assert summarize([0, 0, 0])["ci95"][0] == 0.0 and summarize([1, 1])["ci95"][1] == 1.0
     assert summarize([0.5, 1.0])["ci95_method"] == "normal"
     # A continuous score that is 0 on every row gets the (zero-width) normal interval, not Wilson.
