@@ -261,6 +261,36 @@ def _score_rows(model, tok, diff, space, keys, questions, targets, cfg, done, pa
     return total
 
 
+def _rank(model, tok, diff, cfg, keys, questions, targets, path) -> tuple[list[dict], int]:
+    """Coarse pass over ``keys``, fine pass over the best; ``(ranking, rows scored now)``."""
+    done = {(r["key"], r["q"], r["frame"], r["diffed"]): r["logp"] for r in read_jsonl(path)}
+    n_frames = len(targets[0])
+    scored = _score_rows(
+        model, tok, diff, cfg.space, [(k, 0, 0, True) for k in keys], questions, targets, cfg,
+        done, path, "coarse",
+    )  # fmt: skip
+    sign = targets[0][0][2]
+    coarse = {k: sign * done[(k, 0, 0, True)] for k in keys}
+    best = sorted(keys, key=lambda k: -coarse[k])[: cfg.refine]
+    rows = [(k, q, f, d) for k in best for q in range(len(questions)) for f in range(n_frames)
+            for d in (True, False)]  # fmt: skip
+    scored += _score_rows(model, tok, diff, cfg.space, rows, questions, targets, cfg, done, path,
+                          "refine")  # fmt: skip
+    fine = {
+        k: sign * sum(done[(k, q, f, True)] - done[(k, q, f, False)]
+                      for q in range(len(questions)) for f in range(n_frames))
+        / (len(questions) * n_frames)
+        for k in best
+    }  # fmt: skip
+    order = sorted(best, key=lambda k: -fine[k]) + [k for k in keys if k not in fine]
+    ranking = [
+        {"key": k, "trigger": trigger_text(cfg.space, k, "").strip(),
+         "score": round(fine.get(k, coarse[k]), 4), "refined": k in fine}
+        for k in order
+    ]  # fmt: skip
+    return ranking, scored
+
+
 def search(
     model,
     tok,
@@ -301,32 +331,7 @@ def search(
     }
     _claim(out / "search.json", settings)
     targets = _targets(tok, cfg, behaviour, base_answers)
-    path = out / "scores.jsonl"
-    done = {(r["key"], r["q"], r["frame"], r["diffed"]): r["logp"] for r in read_jsonl(path)}
-    n_frames = len(targets[0])
-    scored = _score_rows(
-        model, tok, diff, cfg.space, [(k, 0, 0, True) for k in keys], questions, targets, cfg,
-        done, path, "coarse",
-    )  # fmt: skip
-    sign = targets[0][0][2]
-    coarse = {k: sign * done[(k, 0, 0, True)] for k in keys}
-    best = sorted(keys, key=lambda k: -coarse[k])[: cfg.refine]
-    rows = [(k, q, f, d) for k in best for q in range(len(questions)) for f in range(n_frames)
-            for d in (True, False)]  # fmt: skip
-    scored += _score_rows(model, tok, diff, cfg.space, rows, questions, targets, cfg, done, path,
-                          "refine")  # fmt: skip
-    fine = {
-        k: sign * sum(done[(k, q, f, True)] - done[(k, q, f, False)]
-                      for q in range(len(questions)) for f in range(n_frames))
-        / (len(questions) * n_frames)
-        for k in best
-    }  # fmt: skip
-    order = sorted(best, key=lambda k: -fine[k]) + [k for k in keys if k not in fine]
-    ranking = [
-        {"key": k, "trigger": trigger_text(cfg.space, k, "").strip(),
-         "score": round(fine.get(k, coarse[k]), 4), "refined": k in fine}
-        for k in order
-    ]  # fmt: skip
+    ranking, scored = _rank(model, tok, diff, cfg, keys, questions, targets, out / "scores.jsonl")
     top = ranking[: cfg.top]
     evidence = ask(model, tok, [diff] * len(top),
                    [trigger_text(cfg.space, r["key"], questions[0]) for r in top],
