@@ -361,29 +361,8 @@ def _add_diff_commands(sub) -> None:
     s.set_defaults(func=_cmd_attack)
 
 
-def _add_reading_commands(sub) -> None:
-    """``audit`` and ``describe``: an auditor's commands."""
-    s = sub.add_parser(
-        "audit", help="audit many diffs, adapters and checkpoints: a flagged table (exit 1 if any)"
-    )
-    s.add_argument("paths", nargs="+", help="files and folders; folders are searched")
-    s.add_argument("--out", required=True, help="folder for audit.jsonl/csv/html (resumes)")
-    s.add_argument("--base", help="base model (default: the adapter's, else the embedded one)")
-    s.add_argument("--adapter", help="the DIT adapter folder (default: the one shipped for --base)")
-    s.add_argument("--question", help="default: the adapter's training question")
-    s.add_argument("--no-align", action="store_true", help="never undo weight symmetries")
-    s.add_argument("--max-new-tokens", type=int, default=20)
-    s.add_argument("--trust-remote-code", action="store_true")
-    s.add_argument(
-        "--find-triggers",
-        nargs="?",
-        const="sep-codes",
-        metavar="SPACE",
-        help="per diff, search what opens DIT's answer (sep-codes, words or a file of triggers; "
-        "minutes per diff, printed)",
-    )
-    s.set_defaults(func=_cmd_audit)
-
+def _add_trigger_command(sub) -> None:
+    """``trigger``: DIT names the behaviour, a search finds what opens it."""
     s = sub.add_parser(
         "trigger", help="find what opens a diff's behaviour: DIT names it, a search scores triggers"
     )
@@ -414,6 +393,30 @@ def _add_reading_commands(sub) -> None:
     s.add_argument("--trust-remote-code", action="store_true")
     s.set_defaults(func=_cmd_trigger)
 
+
+def _add_reading_commands(sub) -> None:
+    """``audit`` and ``describe``: an auditor's commands."""
+    s = sub.add_parser(
+        "audit", help="audit many diffs, adapters and checkpoints: a flagged table (exit 1 if any)"
+    )
+    s.add_argument("paths", nargs="+", help="files and folders; folders are searched")
+    s.add_argument("--out", required=True, help="folder for audit.jsonl/csv/html (resumes)")
+    s.add_argument("--base", help="base model (default: the adapter's, else the embedded one)")
+    s.add_argument("--adapter", help="the DIT adapter folder (default: the one shipped for --base)")
+    s.add_argument("--question", help="default: the adapter's training question")
+    s.add_argument("--no-align", action="store_true", help="never undo weight symmetries")
+    s.add_argument("--max-new-tokens", type=int, default=20)
+    s.add_argument("--trust-remote-code", action="store_true")
+    s.add_argument(
+        "--find-triggers",
+        nargs="?",
+        const="sep-codes",
+        metavar="SPACE",
+        help="per diff, search what opens DIT's answer (sep-codes, words or a file of triggers; "
+        "minutes per diff, printed)",
+    )
+    s.set_defaults(func=_cmd_audit)
+
     s = sub.add_parser("describe", help="ask a model with a diff and the DIT adapter applied")
     s.add_argument("--diff", required=True, help="a weight diff in any supported format")
     s.add_argument("--adapter", help="the DIT adapter folder (default: the one shipped for --base)")
@@ -441,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_diff_commands(sub)
 
     _add_reading_commands(sub)
+    _add_trigger_command(sub)
 
     s = sub.add_parser("run", help="run a preset or config: data, diffs, dit, eval, report")
     s.add_argument("config", help="preset name (quickstart, cpu-reference, ...) or a TOML file")

@@ -70,21 +70,25 @@ def generate_chat(
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             chats = [chat_messages(tokenizer, user_messages[i], system) for i in idx]
-            enc = tokenizer.apply_chat_template(
-                chats,
-                add_generation_prompt=True,
-                padding=True,
-                return_tensors="pt",
-                return_dict=True,
-                **(template_kwargs or {}),
-            )
-            enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-            with torch.no_grad():
-                out = model.generate(**enc, **gen_kwargs)
-            new_tokens = out[:, enc["input_ids"].shape[1] :]
-            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            texts = _generate_batch(model, tokenizer, chats, gen_kwargs, template_kwargs, device)
             for i, text in zip(idx, texts, strict=True):
                 replies[i] = text.strip()
     finally:
         tokenizer.padding_side = old_side
     return replies
+
+
+def _generate_batch(model, tokenizer, chats, gen_kwargs, template_kwargs, device) -> list[str]:
+    """The new text of one left-padded batch of chats."""
+    enc = tokenizer.apply_chat_template(
+        chats,
+        add_generation_prompt=True,
+        padding=True,
+        return_tensors="pt",
+        return_dict=True,
+        **(template_kwargs or {}),
+    )
+    enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        out = model.generate(**enc, **gen_kwargs)
+    return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)

@@ -200,13 +200,7 @@ def train_group(
     layers = lora.diff_layers(model)
     t, pad_id = len(jobs), tok.pad_token_id
     kl = kl if kl is not None else KLTargets(cfg.kl_topk)
-    b_by_layer = {name: [] for name in layers}  # B^T [r, out] per diff; A starts at zero
-    for job in jobs:
-        gen = torch.Generator().manual_seed(job.seed)
-        for name, layer in layers.items():
-            b_by_layer[name].append(lora.init_diff_b((cfg.rank, layer.out_features), gen, cfg.init))
-    params = lora.new_lowrank_banks(model, b_by_layer, cfg.rank, cfg.alpha)
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+    opt = torch.optim.Adam(_fresh_banks(model, layers, jobs, cfg), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(cfg, step))
     kinds = task.row_kinds
     weights = torch.tensor(row_weights(kinds, cfg.weights))
@@ -214,24 +208,11 @@ def train_group(
     if rows is None:
         rows = [task.rows(j, tok, data, cfg, system) for j in jobs]
     kl.fill(model, _kl_encs(kinds, rows), pad_id, cfg.micro_batch_rows)
-    k = cfg.rows_per_step
     history = {kind.name: [] for kind in kinds}
     bar = tqdm(range(cfg.steps), desc=f"{t} diffs", leave=False, disable=None)
     for step in bar:
         opt.zero_grad(set_to_none=True)
-        picks = [(j, rows[j][(step * k + i) % len(rows[j])]) for j in range(t) for i in range(k)]
-        diff_p = torch.tensor([j for j, _ in picks])
-        kind_p = torch.tensor([row[0] for _, row in picks])
-        w_p = weights[kind_p]
-        coef_p = w_p / torch.zeros(t).index_add(0, diff_p, w_p)[diff_p]
-        order = sorted(range(len(picks)), key=lambda i: len(picks[i][1][1].ids))
-        loss_p = torch.zeros(len(picks))
-        for c in range(0, len(order), cfg.micro_batch_rows):
-            sel = order[c : c + cfg.micro_batch_rows]
-            lora.set_row_index(model, diff_p[sel])
-            per_row = row_losses(model, [picks[i][1] for i in sel], pad_id, kl, losses)
-            (per_row * coef_p[sel].to(per_row.device)).sum().backward()
-            loss_p[sel] = per_row.detach().cpu()
+        kind_p, loss_p = _backward_step(model, rows, step, cfg, weights, kl, losses, pad_id)
         opt.step()
         sched.step()
         kill_point("diffs.step")
@@ -245,6 +226,38 @@ def train_group(
     out = _current_diffs(layers, t, cfg.alpha)
     lora.clear_diffs(model)
     return out, history
+
+
+def _fresh_banks(model, layers: dict, jobs: list, cfg: DiffConfig) -> list:
+    """Trainable banks of ``len(jobs)`` diffs, each started from its own seed alone: B from
+    ``cfg.init``, A at zero."""
+    b_by_layer = {name: [] for name in layers}  # B^T [r, out] per diff
+    for job in jobs:
+        gen = torch.Generator().manual_seed(job.seed)
+        for name, layer in layers.items():
+            b_by_layer[name].append(lora.init_diff_b((cfg.rank, layer.out_features), gen, cfg.init))
+    return lora.new_lowrank_banks(model, b_by_layer, cfg.rank, cfg.alpha)
+
+
+def _backward_step(model, rows, step, cfg, weights, kl, losses, pad_id):
+    """One step's gradients: ``rows_per_step`` rows of every diff, sorted by length into
+    micro-batches, each row weighted by its kind's weight over its diff's total. Returns the rows'
+    kinds and losses ``([picks], [picks])``."""
+    t, k = len(rows), cfg.rows_per_step
+    picks = [(j, rows[j][(step * k + i) % len(rows[j])]) for j in range(t) for i in range(k)]
+    diff_p = torch.tensor([j for j, _ in picks])
+    kind_p = torch.tensor([row[0] for _, row in picks])
+    w_p = weights[kind_p]
+    coef_p = w_p / torch.zeros(t).index_add(0, diff_p, w_p)[diff_p]
+    order = sorted(range(len(picks)), key=lambda i: len(picks[i][1][1].ids))
+    loss_p = torch.zeros(len(picks))
+    for c in range(0, len(order), cfg.micro_batch_rows):
+        sel = order[c : c + cfg.micro_batch_rows]
+        lora.set_row_index(model, diff_p[sel])
+        per_row = row_losses(model, [picks[i][1] for i in sel], pad_id, kl, losses)
+        (per_row * coef_p[sel].to(per_row.device)).sum().backward()
+        loss_p[sel] = per_row.detach().cpu()
+    return kind_p, loss_p
 
 
 def _current_diffs(layers: dict, t: int, alpha: float) -> list[WeightDiff]:
@@ -378,32 +391,17 @@ def train_diffs(
         kill_point("diffs.pass")
         start = time.time()
         kept: dict[int, list] = {s: [] for s in snapshots}
-        diffs, history = train_group(
-            model,
-            tok,
-            group,
-            data,
-            cfg,
-            system,
-            kl,
-            task=task,
-            rows=[rows[j.diff_id] for j in group],
-            snapshots=kept,
-        )
+        diffs, history = train_group(model, tok, group, data, cfg, system, kl, task=task,
+                                     rows=[rows[j.diff_id] for j in group], snapshots=kept)  # fmt: skip
         seconds = time.time() - start
         base = {**ident, "rank": cfg.rank, "lr": cfg.lr, "init": cfg.init, "system_prompt": system}
         for steps, step_diffs in sorted({**kept, cfg.steps: diffs}.items()):
             _save_pass(group, step_diffs, outs[steps], steps, history, cfg, seconds, task, base)
         note("pass", diffs=len(group), seconds=round(seconds, 1))
-        loss = diffs[0].meta["loss"][task.row_kinds[0].name]
-        log.info(
-            "trained %d diffs in %.0f s (%s loss %.3f -> %.3f)",
-            len(group),
-            seconds,
-            task.row_kinds[0].name,
-            loss.get("first", float("nan")),
-            loss.get("last", float("nan")),
-        )
+        name = task.row_kinds[0].name
+        loss = diffs[0].meta["loss"][name]
+        log.info("trained %d diffs in %.0f s (%s loss %.3f -> %.3f)", len(group), seconds, name,
+                 loss.get("first", float("nan")), loss.get("last", float("nan")))  # fmt: skip
     return [j.path(out_dir) for j in jobs]
 
 

@@ -234,6 +234,22 @@ def _report_memory(model, tok, params, diffs, cfg: DitConfig, system) -> None:
     memory.report("DIT training", estimate)
 
 
+def _adapter_meta(model, diffs, other_questions, cfg, system, n_train, n_val) -> dict:
+    """What an adapter records about its base model, recipe and training diffs."""
+    return {
+        **model_identity(model),
+        "kind": "dit-adapter",
+        "task": diffs[0].meta.get("task"),
+        "other_task_questions": other_questions,
+        **_recipe(cfg, system),
+        "n_train_diffs": n_train,
+        "n_val_diffs": n_val,
+        # Every label it learned from (training and validation diffs, in file order): what a
+        # test set must avoid, and what a nested-subset sweep can check.
+        "training_labels": [d.meta.get("label") for d in diffs],
+    }
+
+
 def train_dit(
     model,
     tok,
@@ -287,21 +303,9 @@ def train_dit(
             _save_checkpoint(ckpt, state, model, best, opt)
     model.eval()
     lora.clear_diffs(model)
-    meta = {
-        **model_identity(model),
-        "kind": "dit-adapter",
-        "task": diffs[0].meta.get("task"),
-        "other_task_questions": other_questions,
-        **_recipe(cfg, system),
-        "n_train_diffs": len(train),
-        "n_val_diffs": len(val),
-        # Every label it learned from (training and validation diffs, in file order): what a
-        # test set must avoid, and what a nested-subset sweep can check.
-        "training_labels": [d.meta.get("label") for d in diffs],
-        "history": state["history"],
-    }
+    meta = _adapter_meta(model, diffs, other_questions, cfg, system, len(train), len(val))
     pairs = {n: (best[f"{n}.lora_A"], best[f"{n}.lora_B"]) for n in layers}
-    adapter = WeightDiff(pairs, {}, cfg.alpha, meta)
+    adapter = WeightDiff(pairs, {}, cfg.alpha, {**meta, "history": state["history"]})
     if distributed.is_main():
         save_peft(adapter, out_dir / "adapter", extra={"train_seconds": time.time() - start})
     lora.remove(model)

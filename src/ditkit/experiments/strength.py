@@ -69,28 +69,16 @@ def strength_curve(
     log.info("diff strength: %d test diffs trained up to %d rows", len(jobs), budgets[-1])
     model, tok = run.model_and_tok
     task = run.task
-    train_diffs(
-        model,
-        tok,
-        [task.job(r) for r in jobs],
-        task.training_data(run),
-        dataclasses.replace(base.diffs, steps=steps[budgets[-1]]),
-        folders[budgets[-1]],
-        base.system_prompt,
-        task=task,
-        snapshots={steps[b]: folders[b] for b in budgets[:-1]},
-    )
+    longest = dataclasses.replace(base.diffs, steps=steps[budgets[-1]])
+    train_diffs(model, tok, [task.job(r) for r in jobs], task.training_data(run), longest,
+                folders[budgets[-1]], base.system_prompt, task=task,
+                snapshots={steps[b]: folders[b] for b in budgets[:-1]})  # fmt: skip
     methods = list(dict.fromkeys(["dit", *task.default_methods]))
     rows = []
     for b in budgets:
         norm = _mean_norm(folders[b], jobs)
         for scale in scales:
             out = folder / f"rows{b:05d}-x{scale:g}"
-            data_with_jobs(run_dir, out, jobs)
-            link = out / "diffs" / "test"
-            if not link.exists():
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to(folders[b].resolve(), target_is_directory=True)
             cfg = dataclasses.replace(
                 base,
                 name=f"{base.name}-rows{b}-x{scale:g}",
@@ -98,21 +86,26 @@ def strength_curve(
                 dit=dataclasses.replace(base.dit, adapter=adapter),
                 eval=dataclasses.replace(base.eval, methods=methods, diff_scale=scale),
             )
-            log.info("diff strength: %d rows, scale %g (%s)", b, scale, out)
-            run_pipeline(cfg, out, ["dit", "eval"])
-            scores = json.loads((out / "eval" / "scores.json").read_text())
-            rates = {m: v[metric] for m, v in scores.items() if metric in v}
+            rates = _read_point(run_dir, out, jobs, folders[b], cfg, metric)
             rows.append(
-                {
-                    "rows": b,
-                    "scale": scale,
-                    "norm": norm * scale,
-                    "metric": metric,
-                    "by_method": rates,
-                }
-            )
+                {"rows": b, "scale": scale, "norm": norm * scale, "metric": metric,
+                 "by_method": rates}
+            )  # fmt: skip
     _write_strength(folder, rows, base, metric, len(jobs), adapter)
     return rows
+
+
+def _read_point(run_dir, out, jobs, diffs_folder, cfg, metric) -> dict:
+    """One (budget, scale) point: a run directory over those diffs, read and scored."""
+    data_with_jobs(run_dir, out, jobs)
+    link = out / "diffs" / "test"
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(diffs_folder.resolve(), target_is_directory=True)
+    log.info("diff strength: %s (%s)", cfg.name, out)
+    run_pipeline(cfg, out, ["dit", "eval"])
+    scores = json.loads((out / "eval" / "scores.json").read_text())
+    return {m: v[metric] for m, v in scores.items() if metric in v}
 
 
 def _own_adapter(run_dir: Path, base: RunConfig) -> str:

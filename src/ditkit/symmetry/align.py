@@ -351,6 +351,19 @@ def _divide_columns(w: dict, factors: list, biased: set) -> dict:
     return out
 
 
+def _low_rank_targets(fitted, b, ranks, biased, bases, gate_fixed: bool) -> dict:
+    """Per module, the base plus the diff as its rank allows (``bases`` kept for the next round);
+    the gate only permuted (``gate_fixed``) is fitted against nothing but the base."""
+    t = {}
+    for n in b:
+        if n == "gate_proj" and gate_fixed:
+            t[n] = b[n]
+            continue
+        low, bases[n] = diff_target(fitted[n] - b[n], ranks[n], n in biased, bases[n])
+        t[n] = b[n] + low
+    return t
+
+
 @torch.no_grad()
 def _align_layer(
     lm: nn.Module, lb: nn.Module, sm: Shape, sb: Shape, rank, iters: int, tol: float, folded
@@ -365,13 +378,8 @@ def _align_layer(
     # A folded norm may carry the fine-tune's own change of it: one factor per column of its
     # readers, fitted with the rest (None: the norm was the base's, nothing to fit). A base whose
     # norms are exactly 1 hides a fold; trained models' norms are not 1.
-    factors = [
-        torch.ones(w["q_proj"].shape[1] - ("q_proj" in biased), dtype=torch.float64)
-        if id(norm) in folded
-        else None
-        for norm in norms
-    ]
-
+    width = w["q_proj"].shape[1] - ("q_proj" in biased)
+    factors = [torch.ones(width, dtype=torch.float64) if id(n) in folded else None for n in norms]
     fits_norms = any(f is not None for f in factors)
 
     def fit(t: dict) -> dict:  # the attacked weights with every fitted transform undone
@@ -399,15 +407,7 @@ def _align_layer(
     while (ranks or fits_norms) and it < iters and moved >= tol:
         # Fit again against the base plus the diff as its rank allows: the part of the diff
         # that looked like the transform is not low rank, so each round gives it back.
-        t = b
-        if ranks:
-            t = {}
-            for n in b:
-                if n == "gate_proj" and factors[1] is None:
-                    t[n] = b[n]  # only permuted: nothing is fitted against it
-                    continue
-                low, bases[n] = diff_target(fitted[n] - b[n], ranks[n], n in biased, bases[n])
-                t[n] = b[n] + low
+        t = _low_rank_targets(fitted, b, ranks, biased, bases, factors[1] is None) if ranks else b
         refit(fitted, t)
         new = fit(t)
         moved = max(float((new[n] - fitted[n]).abs().max()) for n in b)
