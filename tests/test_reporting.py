@@ -19,7 +19,10 @@ def _doc() -> Document:
     )
     return Document(
         "A report",
-        [Section("Scores", ["DIT reads `diffs`; **bold** stays."], [table], [("p.png", "plot")])],
+        [
+            Section("Scores", ["DIT reads `diffs`; **bold** stays."], [table], [("p.png", "plot")]),
+            Section("Config", code='{\n  "rank": <16>\n}'),
+        ],
     )
 
 
@@ -28,7 +31,10 @@ def test_the_same_cells_in_every_format():
     md, page, plain = markdown.render(doc), html.render(doc), text.render(doc)
     for out in (md, page, plain):
         assert "Base question" in out and "0.833" in out and "0.5" in out
-    assert "| DIT | 0.833 | a\\|b <i> |" in md and "![plot](p.png)" in md
+    # Markdown viewers render HTML: cells are escaped there too.
+    assert "| DIT | 0.833 | a\\|b &lt;i&gt; |" in md and "![plot](p.png)" in md
+    assert '```\n{\n  "rank": <16>\n}\n```' in md  # a code block as it is
+    assert "<pre>{\n  &#34;rank&#34;: &lt;16&gt;\n}</pre>" in page and '"rank": <16>' in plain
     assert "&lt;i&gt;" in page and "<i>" not in page  # cells are escaped
     assert "<code>diffs</code>" in page and "<b>bold</b>" in page and 'class="flag"' in page
     assert 'style="width:50.0%"' in page  # note: 8 of 4 + 4 + 8

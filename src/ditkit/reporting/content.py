@@ -43,6 +43,7 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     images: list[tuple[str, str]] = field(default_factory=list)  # (relative path, alt text)
     bullets: list[str] = field(default_factory=list)
+    code: str = ""  # a preformatted block (e.g. a run's config as JSON), shown as it is
 
 
 @dataclass

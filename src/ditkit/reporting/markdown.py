@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import html
+
 from .content import Document, Table, cell
 
 
 def _escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """A table cell: HTML escaped (Markdown viewers render HTML), one line, pipes kept."""
+    return " ".join(html.escape(text, quote=False).replace("|", "\\|").split())
 
 
 def table(t: Table) -> list[str]:
@@ -29,4 +32,6 @@ def render(doc: Document, level: int = 2) -> str:
             lines += [*table(t), ""]
         for path, alt in s.images:
             lines += [f"![{alt}]({path})", ""]
+        if s.code:
+            lines += ["```", s.code, "```", ""]
     return "\n".join(lines)

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import base64
 import functools
-import html
 import json
 import logging
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import jinja2
 
 from .. import files
+from . import markdown
+from .content import Document, Section, Table
 from .html import inline
 from .plots import bar_chart, hit_matrix
 from .results import (
@@ -38,85 +38,70 @@ from .results import (
 log = logging.getLogger(__name__)
 
 
-def _md_cell(x: Any) -> str:
-    text = html.escape(str(x), quote=False).replace("|", "\\|")
-    return " ".join(text.split())
-
-
-def _md_preview(text: str) -> str:
+def _preview(text: str) -> str:
     text = " ".join(text.split())
-    if len(text) > ANSWER_PREVIEW_CHARS:
-        text = text[:ANSWER_PREVIEW_CHARS] + "…"
-    return _md_cell(text)
+    return text[:ANSWER_PREVIEW_CHARS] + "…" if len(text) > ANSWER_PREVIEW_CHARS else text
 
 
-def _md_table(t: dict) -> list[str]:
-    lines = ["| method | " + " | ".join(_md_cell(m) for m in t["metrics"]) + " | n |"]
-    lines.append("|---" * (len(t["metrics"]) + 2) + "|")
-    for row in t["rows"]:
-        cells = [f"**{c['text']}**" if c["best"] else c["text"] for c in row["cells"]]
-        lines.append(f"| {_md_cell(row['label'])} | " + " | ".join(cells) + f" | {row['n']} |")
-    return [*lines, ""]
+def _scores(t: dict) -> Table:
+    """A scores table (results or diff checks), the best cells in bold."""
+    rows = [
+        [row["label"], *(f"**{c['text']}**" if c["best"] else c["text"] for c in row["cells"]),
+         row["n"]]
+        for row in t["rows"]
+    ]  # fmt: skip
+    return Table(["method", *t["metrics"], "n"], rows)
 
 
-def render_markdown(ctx: dict) -> str:
-    lines = [f"# ditkit report: {ctx['title']}", "", "## What was measured", ""]
-    lines += [*ctx["summary"], ""]
-    lines += ["## DIT versus each baseline (paired, same diffs)", ""]
-    if ctx["paired"]:
-        lines += [
-            "| compared with | metric | n | DIT − it [95% CI] | wins / losses / ties | verdict |",
-            "|---|---|---|---|---|---|",
-        ]
-        for r in ctx["paired"]:
-            lines.append(
-                f"| {_md_cell(r['baseline'])} | {_md_cell(r['metric'])} | {r['n']} | "
-                f"{r['diff']} | {r['wlt']} | {r['verdict']} |"
-            )
-    else:
-        lines.append("No paired comparison: DIT or per-diff scores are missing.")
-    lines += ["", "## Results (mean [95% CI])", ""]
-    lines += _md_table(ctx["table"])
+def document(ctx: dict) -> Document:
+    """The report's content (what report.md renders; the HTML page shows the same content with
+    collapsible answers and embedded plots)."""
+    paired = Table(
+        ["compared with", "metric", "n", "DIT − it [95% CI]", "wins / losses / ties", "verdict"],
+        [[r["baseline"], r["metric"], r["n"], r["diff"], r["wlt"], r["verdict"]]
+         for r in ctx["paired"]],
+    )  # fmt: skip
+    sections = [
+        Section("What was measured", list(ctx["summary"])),
+        Section(
+            "DIT versus each baseline (paired, same diffs)",
+            [] if ctx["paired"] else ["No paired comparison: DIT or per-diff scores are missing."],
+            [paired] if ctx["paired"] else [],
+        ),
+        Section(
+            "Results (mean [95% CI])",
+            tables=[_scores(ctx["table"])],
+            images=[(name, alt) for alt, name in ctx["plot_files"].items()],
+        ),
+    ]
     if ctx["checks"]["rows"]:
-        lines += ["## Do the diffs show their behaviour? (diff checks)", ""]
-        lines += _md_table(ctx["checks"])
+        sections.append(
+            Section(
+                "Do the diffs show their behaviour? (diff checks)", tables=[_scores(ctx["checks"])]
+            )
+        )
     if ctx["legend"]:
-        lines += ["### Methods", ""]
-        lines += [
-            f"- **{_md_cell(x['label'])}** ({x['role']}): {x['about']}" for x in ctx["legend"]
-        ]
-        lines.append("")
-    for alt, name in ctx["plot_files"].items():
-        lines += [f"![{alt}]({name})", ""]
-
-    lines += ["## Per diff", ""]
-    if ctx["diffs"]:
-        lines += ["| diff | truth | trigger | method | answer | guess | scores |"]
-        lines += ["|---|---|---|---|---|---|---|"]
-        for g in ctx["diffs"]:
-            for i, r in enumerate(g["rows"]):
-                head = [g["diff_id"], g["truth"], g["trigger"]] if i == 0 else ["", "", ""]
-                cells = [_md_cell(x) for x in head] + [
-                    _md_cell(r["method"]),
-                    _md_preview(r["answer"]),
-                    _md_cell(r["guess"]),
-                    _md_cell(", ".join(r["scores"])),
-                ]
-                lines.append("| " + " | ".join(cells) + " |")
-    else:
-        lines.append("No predictions file.")
-    lines.append("")
-
-    lines += ["## Environment", ""]
-    lines += [f"- {k}: {v}" for k, v in ctx["versions"].items()]
-    lines.append("")
+        about = [f"**{x['label']}** ({x['role']}): {x['about']}" for x in ctx["legend"]]
+        sections.append(Section("Methods", bullets=about))
+    rows = [
+        [*([g["diff_id"], g["truth"], g["trigger"]] if i == 0 else ["", "", ""]), r["method"],
+         _preview(r["answer"]), r["guess"], ", ".join(r["scores"])]
+        for g in ctx["diffs"] for i, r in enumerate(g["rows"])
+    ]  # fmt: skip
+    columns = ["diff", "truth", "trigger", "method", "answer", "guess", "scores"]
+    sections.append(
+        Section("Per diff", [] if rows else ["No predictions file."],
+                [Table(columns, rows)] if rows else [])
+    )  # fmt: skip
+    sections.append(
+        Section("Environment", bullets=[f"{k}: {v}" for k, v in ctx["versions"].items()])
+    )
     if ctx["timings"]:
-        lines += ["## Timings (wall clock)", "", "| stage | seconds | minutes |", "|---|---|---|"]
-        lines += [f"| {_md_cell(k)} | {s} | {m} |" for k, s, m in ctx["timings"]]
-        lines.append("")
+        timings = Table(["stage", "seconds", "minutes"], [list(t) for t in ctx["timings"]])
+        sections.append(Section("Timings (wall clock)", tables=[timings]))
     if ctx["config"]:
-        lines += ["## Run config", "", "```json", ctx["config"], "```", ""]
-    return "\n".join(lines)
+        sections.append(Section("Run config", code=ctx["config"]))
+    return Document(f"ditkit report: {ctx['title']}", sections)
 
 
 @functools.cache
@@ -159,7 +144,7 @@ def write_report(run_dir: Path) -> Path:
         "config": json.dumps(results.config, indent=2, default=str) if results.config else "",
         "plot_files": {alt: name for alt, (name, _) in plots.items()},
     }
-    files.write_text(out_dir / "report.md", render_markdown(ctx))
+    files.write_text(out_dir / "report.md", markdown.render(document(ctx)))
 
     html_path = out_dir / "index.html"
     page = _page().render(

@@ -18,5 +18,7 @@ def render(doc: Document) -> str:
         lines += [*s.paragraphs, *(f"  - {b}" for b in s.bullets)]
         for t in s.tables:
             lines += ["", *table(t)]
+        if s.code:
+            lines += ["", *s.code.splitlines()]
         lines.append("")
     return "\n".join(lines)
