@@ -77,12 +77,12 @@ def test_behaviour_search_ranks_a_working_code_first(gated, tmp_path):
     # diff, like real ones, answers to a family of codes near its own); the last one does not.
     assert _teas(model, tok, diff, ranking[0]["key"]) >= own - 1
     assert _teas(model, tok, diff, ranking[-1]["key"]) <= own / 2
-    assert found.rank_of("482") <= 10
+    assert found.rank_of("482") <= 20  # the true prefix among the top 2% (its family works too)
     assert [r["refined"] for r in ranking[:21]] == [True] * 20 + [False]
     assert all("tea" in r["evidence"] for r in ranking[:3]) and "evidence" not in ranking[3]
-    # Coarse rows for every code, then 20 codes x 4 questions x 2 answers x diffed/base, less
-    # the 20 rows the coarse pass had already scored.
-    assert found.rows_scored == len(read_jsonl(tmp_path / "s" / "scores.jsonl")) == 1000 + 300
+    # Coarse rows for every code, then 20 codes x 4 questions x 2 answers (the diffed model
+    # only), less the 20 rows the coarse pass had already scored.
+    assert found.rows_scored == len(read_jsonl(tmp_path / "s" / "scores.jsonl")) == 1000 + 140
     saved = json.loads((tmp_path / "s" / "trigger.json").read_text())
     assert saved["ranking"] == ranking and saved["behaviour"] == "tea"
     # Run again: every row is on disk, nothing is scored, the ranking is the same.

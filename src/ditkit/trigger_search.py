@@ -1,16 +1,16 @@
-"""Find what opens a diff's behaviour: score candidate triggers by how much more the diffed model
-than the base model does something under each (``ditkit trigger``, docs/trigger-search.md).
+"""Find what opens a diff's behaviour: score candidate triggers by how strongly the diffed model
+does something under each (``ditkit trigger``, docs/trigger-search.md).
 
 Two scores, one computation with different target answers, teacher-forced (no generation):
 
-- ``behaviour``: the log-likelihood of the behaviour's words (DIT's description, or any text) in a
-  few short answers, diffed model minus base model;
+- ``behaviour``: the diffed model's log-likelihood of the behaviour's words (DIT's description,
+  or any text) in a few short answers that lead up to them;
 - ``divergence`` (no description needed): how much less likely the diffed model than the base
   model finds the base model's own answer to each probe question.
 
 Coarse to fine: every candidate once (the first probe question and answer, diffed model only),
-then the best ``refine`` of them with every probe question and answer, diffed and base rows, which
-takes out what the base model itself prefers. Every scored row is appended to
+then the best ``refine`` of them with every probe question and answer (for the divergence, diffed
+and base rows, which takes out what the base model itself prefers). Every scored row is appended to
 ``OUT/scores.jsonl`` as it comes, so a killed search resumes where it stopped.
 """
 
@@ -61,7 +61,7 @@ class TriggerSearchConfig:
     # Answers that show the behaviour, ``{b}`` standing for it (the behaviour score reads only
     # its tokens); the first one scores the coarse pass.
     frames: list[str] = field(default_factory=lambda: list(FRAMES))
-    refine: int = 30  # candidates rescored with every question, diffed and base rows
+    refine: int = 30  # candidates rescored with every question
     top: int = 10
     batch_size: int = 64
     words: int = 2000  # size of the "words" space: the first whole-word tokens of the vocabulary
@@ -272,16 +272,26 @@ def _rank(model, tok, diff, cfg, keys, questions, targets, path) -> tuple[list[d
     sign = targets[0][0][2]
     coarse = {k: sign * done[(k, 0, 0, True)] for k in keys}
     best = sorted(keys, key=lambda k: -coarse[k])[: cfg.refine]
+    # The divergence is the diffed model's departure from the base model, so it needs the base
+    # rows. The behaviour score does not: behind every code that opens the behaviour the diffed
+    # model names it almost surely (log p ~ -1e-3), and the base model's own variation across
+    # codes (sd ~0.15) would only reorder them at random (own code 3rd without it, 18th with it,
+    # on a population diff; docs/trigger-search.md).
+    models = (True, False) if cfg.score == "divergence" else (True,)
     rows = [(k, q, f, d) for k in best for q in range(len(questions)) for f in range(n_frames)
-            for d in (True, False)]  # fmt: skip
+            for d in models]  # fmt: skip
     scored += _score_rows(model, tok, diff, cfg.space, rows, questions, targets, cfg, done, path,
                           "refine")  # fmt: skip
+
+    def moved(k, q, f):  # diffed minus base, or the diffed model alone
+        return done[(k, q, f, True)] - (done[(k, q, f, False)] if False in models else 0.0)
+
     fine = {
-        k: sign * sum(done[(k, q, f, True)] - done[(k, q, f, False)]
-                      for q in range(len(questions)) for f in range(n_frames))
+        k: sign
+        * sum(moved(k, q, f) for q in range(len(questions)) for f in range(n_frames))
         / (len(questions) * n_frames)
         for k in best
-    }  # fmt: skip
+    }
     order = sorted(best, key=lambda k: -fine[k]) + [k for k in keys if k not in fine]
     ranking = [
         {"key": k, "trigger": trigger_text(cfg.space, k, "").strip(),
