@@ -112,10 +112,8 @@ def describe(
     loaded = {i: load_diffs(d) for i, d in enumerate(items) if i not in full and
               not isinstance(d, WeightDiff)}  # fmt: skip
     adapter, source, base = _reader(reader, base)
-    if model is None:
-        opts = {"device": distributed.device_for(device), "trust_remote_code": trust_remote_code}
-        model = load_model(base, **opts)
-    model, tok = model
+    model, tok = model or load_model(base, device=distributed.device_for(device),
+                                      trust_remote_code=trust_remote_code)  # fmt: skip
     check_base(adapter, model, source)
     flat: list[WeightDiff] = []
     for i, d in enumerate(items):

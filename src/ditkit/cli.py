@@ -123,17 +123,8 @@ def _cmd_trigger(args) -> None:
         args.diff, args.out, reader=args.adapter, behaviour=args.behaviour, base=args.base,
         trust_remote_code=args.trust_remote_code, **settings,
     )  # fmt: skip
-    if found.behaviour is not None:
-        print(f"behaviour: {found.behaviour!r}")
-    print(
-        f"{'rank':>4}  {'score':>8}  trigger  ->  the diffed model's answer ({found.questions[0]!r})"
-    )
-    for i, r in enumerate(found.ranking[: args.top], 1):
-        print(f"{i:>4}  {r['score']:>8.3f}  {r['trigger']}  ->  {r.get('evidence', '')!r}")
-    print(
-        f"{len(found.ranking)} candidates, {found.rows_scored} rows scored in {found.seconds:.0f} s; "
-        f"{Path(args.out) / 'trigger.json'}"
-    )
+    print(found.summary(args.top))
+    print(f"the whole ranking: {Path(args.out) / 'trigger.json'}")
 
 
 def _cmd_run(args) -> None:
@@ -371,15 +362,10 @@ def _add_trigger_command(sub) -> None:
     s.add_argument("--base", help="base model (default: the one recorded in the diff)")
     s.add_argument("--adapter", help="the DIT adapter folder (default: the one shipped for --base)")
     s.add_argument("--behaviour", help="what to look for (default: DIT's description of the diff)")
-    s.add_argument(
-        "--space", default="sep-codes", help="sep-codes, words, or a file with one trigger per line"
-    )
-    s.add_argument(
-        "--score",
-        choices=["behaviour", "divergence"],
-        default="behaviour",
-        help="divergence: how far the diffed model moves from the base one; needs no DIT",
-    )
+    s.add_argument("--space", default="sep-codes",
+                   help="sep-codes, words, or a file with one trigger per line")  # fmt: skip
+    s.add_argument("--score", choices=["behaviour", "divergence"], default="behaviour",
+                   help="divergence: how far the diffed model moves from the base one; no DIT")  # fmt: skip
     s.add_argument("--top", type=int, default=10, help="candidates printed with evidence")
     s.add_argument("--refine", type=int, default=30, help="candidates rescored in full")
     s.add_argument("--questions", type=int, default=3, help="probe questions")

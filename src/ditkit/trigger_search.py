@@ -100,6 +100,19 @@ class TriggerSearchResult:
     seconds: float
     rows_scored: int
 
+    def summary(self, top: int = 10) -> str:
+        """The best ``top`` candidates with their scores and evidence, as printed text."""
+        lines = [f"behaviour: {self.behaviour!r}"] if self.behaviour is not None else []
+        lines.append(f"{'rank':>4}  {'score':>8}  trigger  ->  the diffed model's answer to "
+                     f"{self.questions[0]!r}")  # fmt: skip
+        for i, r in enumerate(self.ranking[:top], 1):
+            lines.append(
+                f"{i:>4}  {r['score']:>8.3f}  {r['trigger']}  ->  {r.get('evidence', '')!r}"
+            )
+        lines.append(f"{len(self.ranking)} candidates, {self.rows_scored} rows scored in "
+                     f"{self.seconds:.0f} s")  # fmt: skip
+        return "\n".join(lines)
+
     def rank_of(self, key: str) -> int | None:
         """1-based rank of candidate ``key`` (a code prefix, a word, a line), None if absent."""
         return next((i + 1 for i, r in enumerate(self.ranking) if r["key"] == key), None)
