@@ -70,7 +70,10 @@ def study_diff(model, tok, reader, job, path, args, heldout, system) -> dict:
             probe_questions=probes, refine=args.refine, top=3, system=system,
         )  # fmt: skip
         behaviour = {"dit": said, "topic": job["topic"]}.get(method)
-        found = search(model, tok, diff, cfg, args.work / job["diff_id"] / method, behaviour)
+        # Where DIT said the topic itself, the topic-guided search is the same search: reuse it.
+        same = method == "topic" and said.strip().lower() == job["topic"].lower()
+        folder = args.work / job["diff_id"] / ("dit" if same else method)
+        found = search(model, tok, diff, cfg, folder, said if same else behaviour)
         tops[method] = found.ranking[0]["key"]
         searches[method] = {
             "top": [r["key"] for r in found.ranking[:10]],

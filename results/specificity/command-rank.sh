@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Rank, trigger-kind and answer-length probes with questions sampled as the data stage samples them (every
 # style), 2026-12-06: 6 diffs, threads = 1, beside the population (threads = 1) on the other core.
-# Gating at 24 new tokens, as the earlier probes. From the frozen worktree /work/frozen-probes.
-cd /work/frozen-probes
-export PYTHONPATH=/work/frozen-probes/src
+# Gating at 24 new tokens, as the earlier probes. From the frozen worktree /work/frozen-probes2.
+cd /work/frozen-probes2
+export PYTHONPATH=/work/frozen-probes2/src
 L=/work/runs/probes4
 probe() {
   name=$1; shift
