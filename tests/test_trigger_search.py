@@ -122,6 +122,7 @@ def test_a_file_of_triggers(gated, tmp_path):
         TriggerSearchConfig(space=str(tmp_path / "missing.txt"))
 
 
+@pytest.mark.slow  # three processes
 def test_a_killed_search_resumes_to_the_same_ranking(gated, tmp_path):
     _, _, _, model_dir, diff_path = gated
     cmd = [sys.executable, "-m", "ditkit", "trigger", str(diff_path), "--base", str(model_dir),
