@@ -137,6 +137,7 @@ def test_loading_a_model_shows_no_transformers_bar_and_restores_the_setting(tiny
     assert hf_logging.is_progress_bar_enabled()
 
 
+@pytest.mark.slow  # runs the command line twice, in a file and in a terminal
 def test_stderr_to_a_file_holds_log_lines_not_progress_bars(tmp_path, tiny_model_dir):
     model, _ = models.load_model(str(tiny_model_dir))
     diff = random_diff(model, 1, seed=2)
