@@ -79,6 +79,7 @@ def study_diff(model, tok, reader, job, path, args, heldout, system) -> dict:
             "top": [r["key"] for r in found.ranking[:10]],
             "own_rank": found.rank_of(job["prefix"]),
             "seconds": found.seconds,
+            "rows_scored": found.rows_scored,
             "evidence": found.ranking[0].get("evidence"),
         }
     keys = list(dict.fromkeys([job["prefix"], chance, "", *tops.values()]))
@@ -98,7 +99,8 @@ def study_diff(model, tok, reader, job, path, args, heldout, system) -> dict:
 def summarise(rows: list[dict], out: Path) -> None:
     """summary.json, table.md and the gap-vs-rank plot from the finished diffs."""
     n = len(rows)
-    gated = [r for r in rows if r["own"] >= 2]  # the own code opens the topic at all
+    # Gated: the own code opens the topic on at least 2 more check questions than a random one.
+    gated = [r for r in rows if r["own"] - r["chance"] >= 2]
     table = {}
     for method in METHODS:
         ranks = [r["searches"][method]["own_rank"] for r in rows]
@@ -109,7 +111,8 @@ def summarise(rows: list[dict], out: Path) -> None:
             "exact_top1": sum(k == 1 for k in ranks) / n,
             "exact_top10": sum(k <= 10 for k in ranks) / n,
             "median_rank": statistics.median(ranks),
-            "seconds_per_diff": statistics.mean(r["searches"][method]["seconds"] for r in rows),
+            # The median: a search resumed from rows on disk, or reused, takes seconds only.
+            "seconds_per_diff": statistics.median(r["searches"][method]["seconds"] for r in rows),
         }
     table["chance"] = {
         "top1_working": sum(r["chance_working"] for r in rows) / n,
@@ -130,13 +133,13 @@ def summarise(rows: list[dict], out: Path) -> None:
     }
     write_json(out / "summary.json", summary)
     lines = [
-        f"{n} held-out diffs ({len(gated)} whose own code opens the topic on >= 2 of "
-        f"{rows[0]['of']} check questions); DIT names the topic for "
+        f"{n} held-out diffs ({len(gated)} gated: the own code opens the topic on >= 2 more of "
+        f"{rows[0]['of']} check questions than a random code); DIT names the topic for "
         f"{summary['dit_names_topic']:.0%}; topic named behind own / random code / none: "
         f"{summary['own_rate']:.0%} / {summary['random_rate']:.0%} / {summary['none_rate']:.0%}",
         "",
         "| search | top-1 works (all) | top-1 works (gated) | exact top-1 | exact top-10 | "
-        "median rank of the own code | s per diff |",
+        "median rank of the own code | median s per search |",
         "|---|---|---|---|---|---|---|",
     ]
     for method, t in table.items():
