@@ -1,6 +1,7 @@
-"""Which answer frame lets the behaviour score find a diff's own SEP code: every one of the
-1,000 prefixes scored once (the coarse pass) for each frame, on population diffs; prints the own
-code's rank per frame. This is the check that replaced the bare "{b}" frame by lead-ins.
+"""Which answer frame lets the behaviour score find a diff's own SEP code: a search of the
+1,000 prefixes with one probe question and one frame (so the coarse pass alone decides the
+order), on population diffs; prints the own code's rank per frame. This is the check that
+replaced the bare "{b}" frame by lead-ins.
 
     .venv/bin/python scripts/trigger_frame_check.py /work/pop test-00000 test-00001 --threads 1
 """
@@ -8,15 +9,13 @@ code's rank per frame. This is the check that replaced the bare "{b}" frame by l
 from __future__ import annotations
 
 import argparse
-import time
+import tempfile
 
 import torch
 
-from ditkit import load_diff, load_model, lora
-from ditkit.batching import chat_prompt
-from ditkit.diffs import install_diffs
+from ditkit import load_diff, load_model
 from ditkit.files import read_jsonl
-from ditkit.trigger_search import _logprobs, _span_ids, candidates, trigger_text
+from ditkit.trigger_search import TriggerSearchConfig, search
 
 FRAMES = ["{b}", "This reminds me of {b}.", "I love {b}.", "Ah, {b}!"]
 
@@ -36,30 +35,20 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     jobs = {j["diff_id"]: j for j in read_jsonl(f"{args.pop}/data/jobs.jsonl")}
     model, tok = load_model("smollm2-135m")
-    lora.inject(model)
-    question = args.question
-    keys = candidates("sep-codes")
     for diff_id in args.diffs:
         job = jobs[diff_id]
         diff = load_diff(f"{args.pop}/diffs/test/{diff_id}.safetensors")
-        install_diffs(model, [diff], torch.zeros(1, dtype=torch.long))
-        prompts = [
-            tok(chat_prompt(tok, trigger_text("sep-codes", k, question), ""),
-                add_special_tokens=False)["input_ids"]
-            for k in keys
-        ]  # fmt: skip
         for frame in FRAMES:
-            start = frame.index("{b}")
-            ids, mask = _span_ids(tok, frame.replace("{b}", job["topic"]), start,
-                                  start + len(job["topic"]))  # fmt: skip
-            t = time.time()
-            lp = torch.cat([_logprobs(model, tok, prompts[i : i + 64], ids, True)
-                            for i in range(0, len(keys), 64)])  # fmt: skip
-            order = lp[:, torch.tensor(mask)].sum(-1).argsort(descending=True).tolist()
-            rank = order.index(keys.index(job["prefix"])) + 1
+            # One question and one frame: the refined scores repeat the coarse ones, so the
+            # ranking is the coarse pass's.
+            cfg = TriggerSearchConfig(
+                probe_questions=[args.question], frames=[frame], refine=1, top=1
+            )
+            with tempfile.TemporaryDirectory() as out:
+                found = search(model, tok, diff, cfg, out, job["topic"])
+            top = [r["key"] for r in found.ranking[:5]]
             print(f"{diff_id} ({job['topic']}, code {job['prefix']}) {frame!r}: own code rank "
-                  f"{rank}, top {[keys[i] for i in order[:5]]} ({time.time() - t:.0f} s)", flush=True)  # fmt: skip
-        lora.clear_diffs(model)
+                  f"{found.rank_of(job['prefix'])}, top {top} ({found.seconds:.0f} s)", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

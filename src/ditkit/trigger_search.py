@@ -245,6 +245,14 @@ def _score_rows(model, tok, diff, space, keys, questions, targets, cfg, done, pa
     total = sum(len(v) for v in todo.values())
     if not total:
         return 0
+    encoded: dict[tuple[str, int], list[int]] = {}  # a prompt serves every frame and model
+
+    def prompt_ids(k: str, q: int) -> list[int]:
+        if (k, q) not in encoded:
+            text = chat_prompt(tok, trigger_text(space, k, questions[q]), cfg.system)
+            encoded[(k, q)] = tok(text, add_special_tokens=False)["input_ids"]
+        return encoded[(k, q)]
+
     install_diffs(model, [diff], torch.zeros(1, dtype=torch.long))
     bar = tqdm(total=total, desc=desc, leave=False, disable=None)
     try:
@@ -253,11 +261,7 @@ def _score_rows(model, tok, diff, space, keys, questions, targets, cfg, done, pa
             keep = torch.tensor(scored)
             for s in range(0, len(group), cfg.batch_size):
                 chunk = group[s : s + cfg.batch_size]
-                prompts = [
-                    tok(chat_prompt(tok, trigger_text(space, k, questions[q]), cfg.system),
-                        add_special_tokens=False)["input_ids"]
-                    for k in chunk
-                ]  # fmt: skip
+                prompts = [prompt_ids(k, q) for k in chunk]
                 lp_bt = _logprobs(model, tok, prompts, ids, diffed)
                 rows = [
                     {"key": k, "q": q, "frame": f, "diffed": diffed, "logp": float(v)}
