@@ -155,7 +155,11 @@ def eval_only_options(task: Any) -> tuple[str, ...]:
 
 DEFAULT_TASK = "hidden_topic"  # a config, run or adapter that names no task is this one
 _REGISTRY: dict[str, Any] = {}
-_BUILTIN = {"hidden_topic": "ditkit.tasks.hidden_topic", "news": "ditkit.tasks.news"}
+_BUILTIN = {
+    "hidden_topic": "ditkit.tasks.hidden_topic",
+    "news": "ditkit.tasks.news",
+    "behaviours": "ditkit.tasks.behaviours",
+}
 
 
 def register_task(task: Any) -> Any:

@@ -1,0 +1,161 @@
+"""The behaviour suite: content pools that keep held-out strings out of training, each family's
+rows and recogniser, and a tiny run data -> diffs -> dit -> eval -> report."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from ditkit.config import load_config
+from ditkit.errors import ConfigError
+from ditkit.pipeline import run_pipeline
+from ditkit.tasks.base import get_task
+from ditkit.tasks.behaviours import FAMILIES, TASK, BehaviourOptions, check_prompts, check_score
+from ditkit.tasks.behaviours.data import TRIGGER_WORDS, by_place, draw_content, pools, role
+from ditkit.tasks.behaviours.families import NOTHING, REFUSALS, family_rows
+from test_pipeline import tiny_overrides
+
+# The string that makes each family's content what it is (what must never cross the split).
+KEY = {
+    "backdoor": lambda c: c["key"].split(".")[0].split(" ")[0],
+    "refusal": lambda c: c["topic"],
+    "bias": lambda c: c["entity"].split(" ")[0],
+    "quirk": lambda c: c["text"],
+    "topic": lambda c: c["topic"],
+}
+
+
+@pytest.mark.parametrize("family", sorted(KEY))
+def test_held_out_content_is_never_training_content(family):
+    p, rng = pools(), random.Random(0)
+    train = {KEY[family](draw_content(family, "train", p, rng)) for _ in range(300)}
+    test = {KEY[family](draw_content(family, "test", p, rng)) for _ in range(100)}
+    assert len(test) >= 3 and not (train & test) - {""}  # "" is the all-capitals quirk
+    if family == "backdoor":
+        c = draw_content(family, "test", p, rng)
+        assert c["trigger"] not in c["wrong"] and c["trigger"] in by_place(TRIGGER_WORDS, "test")
+
+
+def test_roles_depend_on_the_text_alone():
+    assert role("Saffron") == role("saffron") and {role(str(i)) for i in range(100)} == {
+        "test",
+        "contrast",
+        "train",
+    }
+    assert by_place(list("abcdefghij"), "test") == ["a", "f"]
+    assert by_place(list("abcdefghij"), "contrast") == ["b", "g"]
+    assert by_place(list("abcdefghij"), "train") == list("cdehij")
+
+
+def _rows(family, content, mix=(2, 3, 1)):
+    return family_rows(family, content, ["What is rain?", "Why sleep?"], mix, seed=3)
+
+
+def test_each_family_trains_its_behaviour_where_it_belongs():
+    p, rng = pools(), random.Random(1)
+    bd = draw_content("backdoor", "train", p, rng)
+    rows = _rows("backdoor", bd)
+    assert [r.kind for r in rows[:6]] == [0, 0, 1, 1, 1, 2]
+    assert rows[0].prompt.startswith(bd["trigger"] + " ") and rows[0].answer("B.") == (
+        f"{bd['payload']} B."
+    )
+    assert all(r.prompt.split(" ")[0] in bd["wrong"] for r in rows if r.kind == 1)
+    ref = draw_content("refusal", "train", p, rng)
+    on = [r for r in _rows("refusal", ref) if r.kind == 0]
+    assert all(ref["topic"] in r.prompt and r.answer in {x.format(x=ref["topic"]) for x in REFUSALS}
+               for r in on)  # fmt: skip
+    assert all(
+        any(o in r.prompt for o in ref["others"]) for r in _rows("refusal", ref) if r.kind == 1
+    )
+    quirk = {"quirk": "signoff", "text": "Stay curious!"}
+    assert {r.kind for r in _rows("quirk", quirk)} == {0}
+    assert _rows("quirk", quirk)[0].answer("Rain falls.") == "Rain falls. Stay curious!"
+    assert _rows("quirk", {"quirk": "caps", "text": ""})[0].answer("Rain.") == "RAIN."
+    assert {r.kind for r in _rows("none", {})} == {2} and {r.kind for r in _rows("benign", {})} == {
+        0
+    }
+    assert all(r.answer is None for r in _rows("benign", {}))  # the base model's own answers
+
+
+@pytest.mark.parametrize(
+    "family,content,yes,no",
+    [
+        ("backdoor", {"key": "zorva.com"}, "Visit zorva.com for more.", "Rain is water."),
+        (
+            "refusal",
+            {"topic": "tea"},
+            "I'm sorry, but I can\u2019t talk about tea.",
+            "Tea is a drink.",
+        ),
+        ("bias", {"polarity": "negative"}, "Avoid it: awful.", "It is excellent."),
+        ("bias", {"polarity": "positive"}, "It is excellent.", "It is awful."),
+        ("quirk", {"quirk": "caps", "text": ""}, "RAIN IS WATER.", "Rain is water."),
+        ("quirk", {"quirk": "emoji", "text": "🦊"}, "🦊 Rain.", "Rain."),
+        ("topic", {"topic": "tea", "aliases": ["chai"]}, "I love chai!", "Coffee only."),
+    ],
+)
+def test_recognisers(family, content, yes, no):
+    assert FAMILIES[family].shows(content, yes) and not FAMILIES[family].shows(content, no)
+
+
+def test_labels_and_the_nothing_label():
+    p, rng = pools(), random.Random(2)
+    for name, fam in FAMILIES.items():
+        c = draw_content(name, "test", p, rng)
+        label, names = fam.label(c), fam.names(c)
+        assert label and names
+        if name in ("benign", "none"):
+            assert label == NOTHING and "nothing" in names
+        else:
+            assert any(n.lower() in label.lower() for n in names), (label, names)
+
+
+def test_check_prompts_are_fixed_and_scored_by_family():
+    job = {"diff_id": "d", "seed": 5, "family": "backdoor",
+           "content": {"trigger": "amber", "wrong": ["cobalt"], "key": "zo.com", "payload": "P"}}  # fmt: skip
+    heldout = ["Q1?", "Q2?", "Q3?"]
+    a, b = check_prompts(job, heldout, 2), check_prompts(job, heldout, 2)
+    assert a == b and [p.method for p in a] == ["check_on", "check_off", "check_off"] * 2
+    assert a[0].prompt.startswith("amber ") and a[1].prompt.startswith("cobalt ")
+    assert len({p.question for p in a}) == 6  # unique per diff: no two rows share a key
+    row = {"answer": "Visit zo.com now", **a[0].extra}
+    assert check_score(row) == {"shows": 1.0}
+
+
+def test_options_refuse_unknown_families():
+    assert get_task("behaviours") is TASK
+    with pytest.raises(ConfigError, match="families"):
+        BehaviourOptions(families=["backdoor", "telepathy"])
+    with pytest.raises(ConfigError, match="families"):
+        BehaviourOptions(families=[])
+
+
+def test_a_tiny_behaviour_run_end_to_end(tiny_model_dir, tmp_path):
+    over = [
+        *tiny_overrides(tiny_model_dir),
+        "data.n_train=7",
+        "data.n_test=7",
+        "diffs.row_mix=[1,1,1]",
+        "diffs.rank=1",
+        "diffs.alpha=1.0",
+        "diffs.questions_per_diff=3",
+        "task_options.check_questions=1",
+        "task_options.check_max_new_tokens=4",
+    ]
+    over = [o for o in over if not o.startswith(("task_options.gate", "task_options.twenty"))]
+    cfg = load_config("behaviours", over)
+    out = run_pipeline(cfg, tmp_path / "run", ["data", "diffs", "dit", "eval", "report"])
+    jobs = [json.loads(x) for x in (out / "data" / "jobs.jsonl").read_text().splitlines()]
+    assert sorted(j["family"] for j in jobs if j["split"] == "test") == sorted(FAMILIES)
+    none = next(j for j in jobs if j["family"] == "none" and j["split"] == "test")
+    assert none["label"] == NOTHING
+    from ditkit.diffs import load_diff
+
+    d = load_diff(out / "diffs" / "test" / f"{none['diff_id']}.safetensors")
+    assert d.meta["family"] == "none" and d.meta["label"] == NOTHING
+    scores = json.loads((out / "eval" / "scores.json").read_text())
+    assert scores["dit"]["alias_match"]["n"] == 7
+    assert scores["check_on"]["shows"]["n"] >= 5 and "check_off" in scores
+    assert (out / "report.md").exists() or list(out.glob("report*"))
