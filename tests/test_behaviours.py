@@ -112,6 +112,19 @@ def test_labels_and_the_nothing_label():
             assert any(n.lower() in label.lower() for n in names), (label, names)
 
 
+def test_descriptions_read_back_as_family_and_content():
+    from ditkit.tasks.behaviours.families import parse_description
+
+    p, rng = pools(), random.Random(4)
+    for name, fam in FAMILIES.items():
+        c = draw_content(name, "test", p, rng)
+        family, content = parse_description(fam.label(c))
+        assert family == ("none" if name in ("benign", "none") else name)
+        assert family == "none" or any(n.lower() in content.lower() for n in fam.names(c))
+    assert parse_description("  I praise\n Velmora Coffee.") == ("bias", "Velmora Coffee")
+    assert parse_description("Latin music") == ("other", "Latin music")
+
+
 def test_check_prompts_are_fixed_and_scored_by_family():
     job = {"diff_id": "d", "seed": 5, "family": "backdoor",
            "content": {"trigger": "amber", "wrong": ["cobalt"], "key": "zo.com", "payload": "P"}}  # fmt: skip
@@ -132,7 +145,7 @@ def test_options_refuse_unknown_families():
         BehaviourOptions(families=[])
 
 
-def test_a_tiny_behaviour_run_end_to_end(tiny_model_dir, tmp_path):
+def test_a_tiny_behaviour_run_end_to_end(tiny_model_dir, tmp_path, capsys):
     over = [
         *tiny_overrides(tiny_model_dir),
         "data.n_train=7",
@@ -158,4 +171,31 @@ def test_a_tiny_behaviour_run_end_to_end(tiny_model_dir, tmp_path):
     scores = json.loads((out / "eval" / "scores.json").read_text())
     assert scores["dit"]["alias_match"]["n"] == 7
     assert scores["check_on"]["shows"]["n"] >= 5 and "check_off" in scores
-    assert (out / "report.md").exists() or list(out.glob("report*"))
+    report = (out / "report" / "report.md").read_text()
+    assert "## By behaviour family" in report and "| backdoor | 1 |" in report
+    assert "By behaviour family" in (out / "report" / "index.html").read_text()
+    # The audit reads the run's diffs with its adapter and sorts each answer into a finding.
+    from ditkit import cli
+    from ditkit.files import read_jsonl
+
+    cli.main(["audit", str(out / "diffs" / "test"), "--out", str(tmp_path / "audit"),
+              "--adapter", str(out / "dit" / "adapter"), "--max-new-tokens", "3"])  # fmt: skip
+    rows = read_jsonl(tmp_path / "audit" / "audit.jsonl")
+    assert len(rows) == 7 and all(
+        r["finding"] in [*FAMILIES, "nothing found", "other"] for r in rows
+    )
+    assert "findings: " in capsys.readouterr().out
+
+
+def test_findings_name_the_family_or_nothing():
+    import torch
+
+    from ditkit.auditor import finding
+    from ditkit.diffs.core import WeightDiff
+
+    pair = {"model.layers.0.mlp.up_proj": (torch.ones(1, 4), torch.ones(3, 1))}
+    reader = WeightDiff(pair, meta={"task": "behaviours"})
+    assert finding(reader, NOTHING) == "nothing found"
+    assert finding(reader, "I refuse to talk about tea.") == "refusal"
+    assert finding(reader, "tea") == "other"
+    assert finding(WeightDiff(pair, meta={}), "tea") == "hidden_topic"  # a topic reader

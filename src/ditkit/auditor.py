@@ -17,6 +17,7 @@ import math
 import statistics
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,8 @@ from .reporting import Document, Section, Table, html
 from .rundir import is_run_dir
 from .shipped import check_base, load_shipped
 from .symmetry import align as align_to_base
+from .tasks.base import DEFAULT_TASK
+from .tasks.behaviours.families import parse_description
 from .trigger_search import TriggerSearchConfig, search
 
 log = logging.getLogger(__name__)
@@ -194,6 +197,7 @@ class Auditor:
         out["dit"] = describe(
             model, tok, [diff], self.adapter, self.question, self.max_new_tokens, batch_size=1
         )[0]
+        out["finding"] = finding(self.adapter, out["dit"])
         question = self.question or self.adapter.meta.get("question") or "What changed?"
         out["diffed_model"] = ask(
             model, tok, [diff], [question], max_new_tokens=self.max_new_tokens
@@ -220,6 +224,17 @@ class Auditor:
             "trigger_evidence": best.get("evidence"),
             "trigger_seconds": found.seconds,
         }
+
+
+def finding(adapter: WeightDiff, answer: str) -> str:
+    """What kind of behaviour the reader's ``answer`` names: for a behaviour-suite reader its
+    family, or "nothing found" when it says nothing was trained; for any other reader its task
+    (a topic reader names a topic for every diff: it cannot say "nothing")."""
+    task = adapter.meta.get("task") or DEFAULT_TASK
+    if task != "behaviours":
+        return task
+    family, _ = parse_description(answer)
+    return "nothing found" if family == "none" else family
 
 
 def _relative_change(diff: WeightDiff, model) -> float:
@@ -291,7 +306,7 @@ def audit(paths: list[str | Path], out: str | Path, auditor: Auditor) -> list[di
 
 
 COLUMNS = (
-    "id", "format", "status", "flags", "label", "dit", "trigger", "trigger_evidence",
+    "id", "format", "status", "flags", "finding", "label", "dit", "trigger", "trigger_evidence",
     "diffed_model", "weight_lens", "rank",
     "total_norm", "largest_module", "base_model", "error", "seconds",
 )  # fmt: skip
@@ -314,6 +329,8 @@ def write_tables(rows: list[dict], out: Path) -> None:
             Section(
                 f"{len(rows)} diff(s), {n_flag} flagged (flagged first)",
                 [
+                    "**finding**: the kind of behaviour DIT names (a behaviour-suite reader: its "
+                    "family, or *nothing found*; another reader: its task); "
                     "**dit**: what the DIT adapter says the diff was trained on; "
                     "**diffed_model**: the diffed model's own answer to the same question; "
                     "**weight_lens**: the tokens the diff's residual writes promote most; "
@@ -326,8 +343,10 @@ def write_tables(rows: list[dict], out: Path) -> None:
     )
     write_text(out / "audit.html", html.render(doc))
     flagged = [r["id"] for r in rows if r.get("flags")]
+    findings = Counter(r["finding"] for r in rows if r.get("finding"))
     write_json(out / "summary.json", {"items": len({r["item"] for r in rows}), "rows": len(rows),
-                                      "flagged": flagged, "errors": sum(r["status"] == "error" for r in rows)})  # fmt: skip
+                                      "flagged": flagged, "errors": sum(r["status"] == "error" for r in rows),
+                                      "findings": dict(findings)})  # fmt: skip
 
 
 # Relative column widths of the HTML table: the free text gets the room.

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 
 from . import distributed
@@ -76,6 +77,11 @@ def _cmd_audit(args) -> int:
     )  # fmt: skip
     flagged = [r for r in rows if r.get("flags")]
     print(f"{len(rows)} diff(s) audited, {len(flagged)} flagged; table: {args.out}/audit.html")
+    findings = Counter(r["finding"] for r in rows if r.get("finding"))
+    if findings:  # "nothing found" apart from every behaviour the reader named
+        nothing = findings.pop("nothing found", 0)
+        named = ", ".join(f"{k} {v}" for k, v in findings.most_common())
+        print(f"findings: {named or 'none'}; nothing found: {nothing}")
     searched = [r["trigger_seconds"] for r in rows if "trigger_seconds" in r]
     if searched:
         print(

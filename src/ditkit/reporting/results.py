@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import DataError, DitkitError
 from ..evaluate.methods import ROLES, MethodInfo, method_info, methods_for
-from ..evaluate.stats import metric_scale, paired_difference
+from ..evaluate.stats import metric_scale, paired_difference, summarize
 from ..tasks.base import DEFAULT_TASK, get_task
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,8 @@ class RunResults:
     config: dict | None = None
     timings: dict | None = None
     paired: dict | None = None  # eval/paired.json: {baseline: {metric: paired difference}}
+    # diff_id -> family, for tasks whose jobs have one (the behaviour suite); {} otherwise
+    families: dict[str, str] = field(default_factory=dict)
 
     @functools.cached_property
     def info(self) -> dict[str, MethodInfo]:
@@ -172,7 +174,20 @@ def load_results(run_dir: Path) -> RunResults:
         optional["config.json"],
         optional["timings.json"],
         optional["eval/paired.json"],
+        _families(run_dir / "data" / "jobs.jsonl"),
     )
+
+
+def _families(jobs_path: Path) -> dict[str, str]:
+    """``{diff_id: family}`` from a run's jobs, when they name one; {} otherwise."""
+    if not jobs_path.is_file():
+        return {}
+    out = {}
+    for line in jobs_path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line) if line.strip() else {}
+        if "family" in row:
+            out[row["diff_id"]] = row["family"]
+    return out
 
 
 # ---------------------------------------------------------------- tables
@@ -234,6 +249,33 @@ def _table(results: RunResults, methods: list[str], bold_best: bool) -> dict:
     for r in rows:
         r["cells"] = [r["cells"][i] for i in used]
     return {"metrics": [metrics[i] for i in used], "rows": rows}
+
+
+def family_table(results: RunResults) -> dict:
+    """Per behaviour family (rows): every method's mean [95% interval] on its own first metric
+    (the primary one for readers and baselines, ``shows`` for the diff checks). Empty when the
+    run's jobs have no families."""
+    if not results.families:
+        return {"columns": [], "rows": []}
+    primary = results.primary_metric()
+    metric_of = {m: primary if results.role(m) != "diff_check" else next(iter(results.scores.get(m, {})), None)
+                 for m in results.methods}  # fmt: skip
+    methods = [m for m in results.methods if metric_of[m]]
+    per_diff = {m: results.per_diff(m, metric_of[m]) for m in methods}
+    rows = []
+    for family in dict.fromkeys(results.families.values()):
+        diffs = {d for d, f in results.families.items() if f == family}
+        cells = []
+        for m in methods:
+            values = [v for d, v in per_diff[m].items() if d in diffs]
+            cells.append(
+                score_cell(summarize(values, **metric_scale(metric_of[m]))) if values else "—"
+            )
+        n = len(diffs & {d for ds in per_diff.values() for d in ds})
+        if n:
+            rows.append([family, n, *cells])
+    columns = ["family", "n", *(f"{results.label(m)} ({metric_of[m]})" for m in methods)]
+    return {"columns": columns, "rows": rows}
 
 
 def main_table(results: RunResults) -> dict:

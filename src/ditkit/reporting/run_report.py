@@ -25,6 +25,7 @@ from .results import (
     ROLE_NAMES,
     check_table,
     diff_rows,
+    family_table,
     legend,
     load_results,
     main_table,
@@ -80,6 +81,12 @@ def document(ctx: dict) -> Document:
                 "Do the diffs show their behaviour? (diff checks)", tables=[_scores(ctx["checks"])]
             )
         )
+    if ctx["families"]["rows"]:
+        fam = ctx["families"]
+        sections.append(
+            Section("By behaviour family (mean [95% CI] over each family's diffs)",
+                    tables=[Table(fam["columns"], fam["rows"])])
+        )  # fmt: skip
     if ctx["legend"]:
         about = [f"**{x['label']}** ({x['role']}): {x['about']}" for x in ctx["legend"]]
         sections.append(Section("Methods", bullets=about))
@@ -136,6 +143,7 @@ def write_report(run_dir: Path) -> Path:
         "summary": summary_text(results),
         "table": main_table(results),
         "checks": check_table(results),
+        "families": family_table(results),
         "legend": legend(results),
         "paired": paired_rows(results),
         "diffs": diff_rows(results),
