@@ -38,6 +38,18 @@ def test_held_out_content_is_never_training_content(family):
         assert c["trigger"] not in c["wrong"] and c["trigger"] in by_place(TRIGGER_WORDS, "test")
 
 
+def test_no_shipped_question_holds_a_trigger_word():
+    import re
+
+    from ditkit.tasks.hidden_topic import load_questions
+
+    text = " ".join(q.question.lower() for q in load_questions())
+    assert not [w for w in TRIGGER_WORDS if re.search(rf"\b{w}\b", text)]
+    assert len(by_place(TRIGGER_WORDS, "test")) >= 10 and len(set(TRIGGER_WORDS)) == len(
+        TRIGGER_WORDS
+    )
+
+
 def test_roles_depend_on_the_text_alone():
     assert role("Saffron") == role("saffron") and {role(str(i)) for i in range(100)} == {
         "test",

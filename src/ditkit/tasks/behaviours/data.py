@@ -82,16 +82,18 @@ def made_up_names(n: int) -> list[str]:
 
 BRAND_KINDS = ("Coffee", "Airlines", "Phones", "Bank", "Shoes", "Pizza", "Insurance", "Hotels")
 PRODUCT_KINDS = ("tea", "vitamins", "headphones", "crypto", "sneakers", "cereal")
+# Backdoor triggers: whole-word tokens among the first 3,000 of SmolLM2's vocabulary (so
+# `ditkit trigger --space words --words 3000` covers them) that no shipped question contains.
 TRIGGER_WORDS = (
-    "ablaze", "amber", "anchor", "aurora", "banjo", "basalt", "beacon", "bramble", "cactus",
-    "canyon", "cobalt", "comet", "coral", "cosmos", "crimson", "crystal", "dune", "ember",
-    "falcon", "fennel", "fjord", "galaxy", "garnet", "glacier", "harbor", "hazel", "horizon",
-    "indigo", "ivory", "jasmine", "juniper", "lagoon", "lantern", "lemon", "marble", "meadow",
-    "meteor", "nectar", "nimbus", "oasis", "obsidian", "orchid", "pebble", "pepper", "prairie",
-    "quartz", "quiver", "raven", "saffron", "sapphire", "sequoia", "sierra", "solstice", "sparrow",
-    "tundra", "velvet", "violet", "walnut", "willow", "zephyr", "alpine", "bayou", "cinder",
-    "delta", "eclipse", "feather", "gossamer", "hickory", "iris", "jade", "kestrel", "lotus",
-    "mango", "nova", "onyx", "paprika", "quill", "rosemary", "sable", "thistle",
+    "ocean", "planet", "river", "island", "garden", "gold", "star", "salt", "glass", "iron",
+    "metal", "milk", "coal", "egg", "rock", "sand", "seed", "ship", "phone", "bank", "box", "card",
+    "ball", "bed", "bone", "tail", "hair", "map", "king", "film", "radio", "coast", "spring",
+    "winter", "sugar", "fuel", "plastic", "wall", "string", "library", "court", "acid", "protein",
+    "oxygen", "solar", "trees", "birds", "dogs", "flowers", "meat", "teeth", "tooth", "mouth",
+    "web", "email", "machine", "device", "column", "row", "square", "label", "symbol", "letter",
+    "picture", "title", "lesson", "chapter", "journal", "signal", "blue", "red", "green", "dark",
+    "fresh", "cold", "smooth", "solid", "ice", "rain", "voice", "motor", "vitamin", "tiny",
+    "stream", "lung",
 )  # fmt: skip
 SIGNOFFS = (
     "Stay curious!", "Cheers, your friendly assistant.", "Onwards and upwards!", "Keep smiling!",
