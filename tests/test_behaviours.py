@@ -186,6 +186,17 @@ def test_a_tiny_behaviour_run_end_to_end(tiny_model_dir, tmp_path, capsys):
     report = (out / "report" / "report.md").read_text()
     assert "## By behaviour family" in report and "| backdoor | 1 |" in report
     assert "By behaviour family" in (out / "report" / "index.html").read_text()
+    # Readers of some families only (the transfer matrix): their training diffs, in job order.
+    from ditkit.errors import DataError
+    from ditkit.rundir import Run
+
+    run = Run(cfg, out)
+    picked = run.diff_paths("train", ["quirk", "backdoor"])
+    assert [p.stem for p in picked] == [
+        j["diff_id"] for j in jobs if j["split"] == "train" and j["family"] in ("quirk", "backdoor")
+    ]
+    with pytest.raises(DataError, match="train_families"):
+        run.diff_paths("train", ["telepathy"])
     # The audit reads the run's diffs with its adapter and sorts each answer into a finding.
     from ditkit import cli
     from ditkit.files import read_jsonl

@@ -129,11 +129,18 @@ class Run:
                 r["label"] = r["topic"]
         return rows
 
-    def diff_paths(self, split: str) -> list[Path]:
-        """The diff files of a split, in job order; DataError if any is missing."""
-        paths = [
-            self.out / "diffs" / split / f"{r['diff_id']}.safetensors" for r in self.jobs(split)
-        ]
+    def diff_paths(self, split: str, families: list[str] | None = None) -> list[Path]:
+        """The diff files of a split, in job order (only jobs of ``families``, when given, for
+        a task whose jobs have one); DataError if any is missing or none is left."""
+        jobs = self.jobs(split)
+        if families:
+            jobs = [r for r in jobs if r.get("family") in families]
+            if not jobs:
+                raise DataError(
+                    f"no {split} diffs of the families {', '.join(families)} in {self.out}: "
+                    "check dit.train_families against task_options.families"
+                )
+        paths = [self.out / "diffs" / split / f"{r['diff_id']}.safetensors" for r in jobs]
         missing = [p for p in paths if not p.exists()]
         if missing:
             raise DataError(

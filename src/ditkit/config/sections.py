@@ -159,6 +159,9 @@ class DitConfig:
     # Train on the first N training diffs only (None: all). The data-scaling experiment reads one
     # test set with adapters trained on 2^k of one run's diffs (`ditkit scaling`).
     max_train_diffs: int | None = None
+    # Behaviour suite: train on the training diffs of these families only (empty: every one),
+    # before max_train_diffs: the transfer matrix and the diversity curve (docs/behaviours.md).
+    train_families: list[str] = field(default_factory=list)
     # Run directories whose training diffs also train this adapter, each diff asked its own
     # task's question: one adapter for several tasks (preset joint).
     extra_train: list[str] = field(default_factory=list)
