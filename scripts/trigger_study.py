@@ -1,13 +1,18 @@
-"""How well `ditkit trigger` finds the SEP code of held-out hidden-topic diffs (issue 29).
+"""How well `ditkit trigger` finds the trigger of held-out diffs (issue 29): the SEP code of
+hidden-topic diffs, or the trigger word of the behaviour suite's backdoor diffs.
 
-For each diff on disk in POP/diffs/test: DIT's description (the shipped reader), then three
-searches over the 1,000 code prefixes, guided by DIT's description, by the true topic (the upper
-bound) and by the divergence score (no DIT); then each search's top-ranked code, the diff's own
-code and one random code (chance) asked held-out check questions that no search saw. A candidate
-is a *working* trigger when it opens the topic on at least max(2, own - 1) of them.
+For each diff on disk in POP/diffs/test: DIT's description (the shipped reader, or --reader),
+then three searches, guided by DIT's description, by the truth (the topic or the payload: the
+upper bound) and by the divergence score (no DIT), over the 1,000 code prefixes (hidden topics)
+or the first --words whole-word tokens (backdoors); then each search's top-ranked candidate, the
+diff's own trigger and one random candidate (chance) asked held-out check questions that no
+search saw. A candidate is a *working* trigger when it opens the behaviour on at least
+max(2, own - 1) of them.
 
     .venv/bin/python scripts/trigger_study.py /work/pop --diffs 30 --out results/trigger-search \
         --work /work/runs/trigger-study --threads 1
+    .venv/bin/python scripts/trigger_study.py RUN --out OUT --work WORK --methods truth,divergence
+        (a behaviours run: its backdoor diffs; "dit" needs a behaviour-suite --reader)
 
 Resumable: each search keeps its rows under WORK, each finished diff is a line of
 OUT/per_diff.jsonl; rerun the same command to go on. OUT gets summary.json, table.md and
@@ -29,15 +34,24 @@ from ditkit import load_diff, load_model, load_reader
 from ditkit.evaluate.metrics import alias_match
 from ditkit.files import append_jsonl, read_jsonl, write_json, write_text
 from ditkit.reader import ask, describe
-from ditkit.tasks.hidden_topic import load_questions, random_prefix
-from ditkit.trigger_search import TriggerSearchConfig, search, trigger_text
+from ditkit.tasks.behaviours.families import parse_description
+from ditkit.tasks.hidden_topic import load_questions
+from ditkit.trigger_search import TriggerSearchConfig, candidates, search, trigger_text
 
-METHODS = ("dit", "topic", "divergence")
+METHODS = ("dit", "truth", "divergence")
 
 
-def check(model, tok, diff, names, keys, questions, system, tokens) -> dict[str, int]:
-    """Held-out answers naming the topic behind each key ("" = no trigger)."""
-    prompts = [(k, trigger_text("sep-codes", k, q) if k else q) for k in keys for q in questions]
+def secret(job: dict) -> tuple[str, str, list[str]]:
+    """``(own trigger key, the truth a search may be guided by, names that show it)``: a
+    hidden-topic job's prefix and topic, or a backdoor job's trigger word and payload."""
+    if "prefix" in job:
+        return job["prefix"], job["topic"], [job["topic"], *job.get("aliases", [])]
+    return job["content"]["trigger"], job["content"]["key"], list(job["names"])
+
+
+def check(model, tok, diff, names, keys, questions, system, tokens, space) -> dict[str, int]:
+    """Held-out answers naming the behaviour behind each key ("" = no trigger)."""
+    prompts = [(k, trigger_text(space, k, q) if k else q) for k in keys for q in questions]
     answers = ask(model, tok, [diff] * len(prompts), [p for _, p in prompts],
                   max_new_tokens=tokens, system=system, desc="check")  # fmt: skip
     hits = dict.fromkeys(keys, 0)
@@ -48,48 +62,51 @@ def check(model, tok, diff, names, keys, questions, system, tokens) -> dict[str,
 
 def study_diff(model, tok, reader, job, path, args, heldout, system) -> dict:
     diff = load_diff(path)
-    names = [job["topic"], *job.get("aliases", [])]
+    own_key, truth, names = secret(job)
     rng = random.Random(f"trigger-study|{job['diff_id']}")
     checks = rng.sample(heldout, args.check_questions)
     probes = rng.sample([q for q in heldout if q not in checks and len(q) <= 80], args.questions)
     start = time.time()
-    said = describe(model, tok, [diff], reader, max_new_tokens=20)[0]
+    said = describe(model, tok, [diff], reader, max_new_tokens=20)[0] if reader else ""
+    if args.space == "words":  # a behaviour-suite reader: its description's content
+        said = parse_description(said)[1]
     row = {
         "diff_id": job["diff_id"],
-        "topic": job["topic"],
-        "prefix": job["prefix"],
+        "truth": truth,
+        "own_key": own_key,
         "dit": said,
-        "dit_names_topic": alias_match(said, names),
+        "dit_names_truth": alias_match(said, names),
         "dit_seconds": round(time.time() - start, 1),
     }
-    chance = random_prefix(rng, avoid=job["prefix"])
+    space = candidates(args.space, tok, args.words)
+    chance = rng.choice([k for k in space if k != own_key])
     tops, searches = {}, {}
-    for method in METHODS:
+    for method in args.methods:
         cfg = TriggerSearchConfig(
+            space=args.space, words=args.words,
             score="divergence" if method == "divergence" else "behaviour",
             probe_questions=probes, refine=args.refine, top=3, system=system,
         )  # fmt: skip
-        behaviour = {"dit": said, "topic": job["topic"]}.get(method)
-        # Where DIT said the topic itself, the topic-guided search is the same search: reuse it.
-        same = method == "topic" and said.strip().lower() == job["topic"].lower()
+        behaviour = {"dit": said, "truth": truth}.get(method)
+        # Where DIT said the truth itself, the truth-guided search is the same search: reuse it.
+        same = method == "truth" and "dit" in args.methods and said.strip().lower() == truth.lower()
         folder = args.work / job["diff_id"] / ("dit" if same else method)
         found = search(model, tok, diff, cfg, folder, said if same else behaviour)
         tops[method] = found.ranking[0]["key"]
         searches[method] = {
             "top": [r["key"] for r in found.ranking[:10]],
-            "own_rank": found.rank_of(job["prefix"]),
+            "own_rank": found.rank_of(own_key),
             "seconds": found.seconds,
             "rows_scored": found.rows_scored,
             "evidence": found.ranking[0].get("evidence"),
         }
-    keys = list(dict.fromkeys([job["prefix"], chance, "", *tops.values()]))
-    hits = check(model, tok, diff, names, keys, checks, system, args.max_new_tokens)
-    own = hits[job["prefix"]]
+    keys = list(dict.fromkeys([own_key, chance, "", *tops.values()]))
+    hits = check(model, tok, diff, names, keys, checks, system, args.max_new_tokens, args.space)
+    own = hits[own_key]
     need = max(2, own - 1)
     row.update(own=own, chance=hits[chance], none=hits[""], of=len(checks), need=need)
-    row["searches"] = searches
-    row["chance_working"] = hits[chance] >= need
-    for method in METHODS:
+    row.update(searches=searches, candidates=len(space), chance_working=hits[chance] >= need)
+    for method in args.methods:
         searches[method]["top_hits"] = hits[tops[method]]
         searches[method]["working"] = hits[tops[method]] >= need
     row["seconds"] = round(time.time() - start, 1)
@@ -99,10 +116,15 @@ def study_diff(model, tok, reader, job, path, args, heldout, system) -> dict:
 def summarise(rows: list[dict], out: Path) -> None:
     """summary.json, table.md and the gap-vs-rank plot from the finished diffs."""
     n = len(rows)
+    for r in rows:  # rows written before the truth-guided search had that name
+        if "topic" in r["searches"]:
+            r["searches"]["truth"] = r["searches"].pop("topic")
     # Gated: the own code opens the topic on at least 2 more check questions than a random one.
     gated = [r for r in rows if r["own"] - r["chance"] >= 2]
     table = {}
-    for method in METHODS:
+    methods = [m for m in METHODS if m in rows[0]["searches"]]
+    size = rows[0].get("candidates", 1000)
+    for method in methods:
         ranks = [r["searches"][method]["own_rank"] for r in rows]
         table[method] = {
             "top1_working": sum(r["searches"][method]["working"] for r in rows) / n,
@@ -117,15 +139,16 @@ def summarise(rows: list[dict], out: Path) -> None:
     table["chance"] = {
         "top1_working": sum(r["chance_working"] for r in rows) / n,
         "top1_working_gated": sum(r["chance_working"] for r in gated) / max(1, len(gated)),
-        "exact_top1": 0.001,
-        "exact_top10": 0.01,
-        "median_rank": 500.5,
+        "exact_top1": 1 / size,
+        "exact_top10": 10 / size,
+        "median_rank": (size + 1) / 2,
         "seconds_per_diff": 0.0,
     }
     summary = {
         "diffs": n,
         "gated_diffs": len(gated),
-        "dit_names_topic": sum(r["dit_names_topic"] for r in rows) / n,
+        "dit_names_truth": sum(r.get("dit_names_truth", r.get("dit_names_topic", 0)) for r in rows)
+        / n,
         "own_rate": sum(r["own"] for r in rows) / sum(r["of"] for r in rows),
         "random_rate": sum(r["chance"] for r in rows) / sum(r["of"] for r in rows),
         "none_rate": sum(r["none"] for r in rows) / sum(r["of"] for r in rows),
@@ -133,9 +156,9 @@ def summarise(rows: list[dict], out: Path) -> None:
     }
     write_json(out / "summary.json", summary)
     lines = [
-        f"{n} held-out diffs ({len(gated)} gated: the own code opens the topic on >= 2 more of "
-        f"{rows[0]['of']} check questions than a random code); DIT names the topic for "
-        f"{summary['dit_names_topic']:.0%}; topic named behind own / random code / none: "
+        f"{n} held-out diffs ({len(gated)} gated: the own trigger opens the behaviour on >= 2 "
+        f"more of {rows[0]['of']} check questions than a random one; {size:,} candidates); DIT "
+        f"names it for {summary['dit_names_truth']:.0%}; shown behind own / random / none: "
         f"{summary['own_rate']:.0%} / {summary['random_rate']:.0%} / {summary['none_rate']:.0%}",
         "",
         "| search | top-1 works (all) | top-1 works (gated) | exact top-1 | exact top-10 | "
@@ -156,7 +179,7 @@ def summarise(rows: list[dict], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for method, marker in zip(METHODS, "o^s"):
+    for method, marker in zip(methods, "o^s"):
         gap = [r["own"] - r["chance"] + random.Random(i).uniform(-0.15, 0.15)
                for i, r in enumerate(rows)]  # fmt: skip
         ax.scatter(
@@ -168,7 +191,7 @@ def summarise(rows: list[dict], out: Path) -> None:
         )
     ax.set_yscale("log")
     ax.set_xlabel(f"own-code hits minus random-code hits (of {rows[0]['of']}, jittered)")
-    ax.set_ylabel("rank of the own code (of 1,000)")
+    ax.set_ylabel(f"rank of the own trigger (of {size:,})")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "gap_vs_rank.png", dpi=120)
@@ -185,12 +208,19 @@ def main() -> None:
     ap.add_argument("--refine", type=int, default=30)
     ap.add_argument("--max-new-tokens", type=int, default=20)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--methods", default=",".join(METHODS), help="of " + ",".join(METHODS))
+    ap.add_argument("--reader", help="DIT adapter (default: the shipped one)")
+    ap.add_argument("--words", type=int, default=3000, help="the words space's size")
     args = ap.parse_args()
+    args.methods = [m for m in args.methods.split(",") if m]
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = json.loads((args.pop / "config.json").read_text())
     system = cfg.get("system_prompt", "")
     jobs = [j for j in read_jsonl(args.pop / "data" / "jobs.jsonl") if j["split"] == "test"]
+    if any("family" in j for j in jobs):  # the behaviour suite: its backdoor diffs
+        jobs = [j for j in jobs if j["family"] == "backdoor"]
+    args.space = "sep-codes" if jobs and "prefix" in jobs[0] else "words"
     paths = {
         j["diff_id"]: args.pop / "diffs" / "test" / f"{j['diff_id']}.safetensors" for j in jobs
     }
@@ -201,14 +231,17 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     done = {r["diff_id"] for r in read_jsonl(args.out / "per_diff.jsonl")}
     model, tok = load_model(cfg["model"])
-    reader = load_reader(cfg["model"])
+    if "dit" not in args.methods:
+        reader = None
+    else:
+        reader = load_diff(args.reader) if args.reader else load_reader(cfg["model"])
     for j in jobs:
         if j["diff_id"] in done:
             continue
         row = study_diff(model, tok, reader, j, paths[j["diff_id"]], args, heldout, system)
         append_jsonl(args.out / "per_diff.jsonl", [row])
         print(json.dumps({k: row[k] for k in ("diff_id", "topic", "dit", "own", "chance", "seconds")}),
-              {m: (row["searches"][m]["own_rank"], row["searches"][m]["working"]) for m in METHODS}, flush=True)  # fmt: skip
+              {m: (row["searches"][m]["own_rank"], row["searches"][m]["working"]) for m in args.methods}, flush=True)  # fmt: skip
     rows = read_jsonl(args.out / "per_diff.jsonl")
     if rows:
         summarise(rows, args.out)
