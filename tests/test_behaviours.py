@@ -147,6 +147,13 @@ def test_check_prompts_are_fixed_and_scored_by_family():
     assert len({p.question for p in a}) == 6  # unique per diff: no two rows share a key
     row = {"answer": "Visit zo.com now", **a[0].extra}
     assert check_score(row) == {"shows": 1.0}
+    # Refusal and bias checks use four held-out forms about the subject: no repeated prompt.
+    p, rng = pools(), random.Random(6)
+    for family in ("refusal", "bias"):
+        job = {"diff_id": "r", "seed": 9, "family": family,
+               "content": draw_content(family, "test", p, rng)}  # fmt: skip
+        checks = check_prompts(job, [f"Q{i}?" for i in range(9)], 4)
+        assert len(checks) == 12 and len({(c.method, c.prompt) for c in checks}) == 12
 
 
 def test_options_refuse_unknown_families():
@@ -196,7 +203,7 @@ def test_a_tiny_behaviour_run_end_to_end(tiny_model_dir, tmp_path, capsys):
         j["diff_id"] for j in jobs if j["split"] == "train" and j["family"] in ("quirk", "backdoor")
     ]
     with pytest.raises(DataError, match="train_families"):
-        run.diff_paths("train", ["telepathy"])
+        run.diff_paths("train", ["quirk", "telepathy"])  # one misspelt name is refused too
     # The audit reads the run's diffs with its adapter and sorts each answer into a finding.
     from ditkit import cli
     from ditkit.files import read_jsonl
@@ -221,4 +228,4 @@ def test_findings_name_the_family_or_nothing():
     assert finding(reader, NOTHING) == "nothing found"
     assert finding(reader, "I refuse to talk about tea.") == "refusal"
     assert finding(reader, "tea") == "other"
-    assert finding(WeightDiff(pair, meta={}), "tea") == "hidden_topic"  # a topic reader
+    assert finding(WeightDiff(pair, meta={}), "tea") is None  # a topic reader has no findings

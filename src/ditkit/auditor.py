@@ -226,13 +226,12 @@ class Auditor:
         }
 
 
-def finding(adapter: WeightDiff, answer: str) -> str:
-    """What kind of behaviour the reader's ``answer`` names: for a behaviour-suite reader its
-    family, or "nothing found" when it says nothing was trained; for any other reader its task
-    (a topic reader names a topic for every diff: it cannot say "nothing")."""
-    task = adapter.meta.get("task") or DEFAULT_TASK
-    if task != "behaviours":
-        return task
+def finding(adapter: WeightDiff, answer: str) -> str | None:
+    """What kind of behaviour a behaviour-suite reader's ``answer`` names: its family, or
+    "nothing found" when it says nothing was trained. None for any other reader (a topic reader
+    names a topic for every diff: it cannot say "nothing")."""
+    if (adapter.meta.get("task") or DEFAULT_TASK) != "behaviours":
+        return None
     family, _ = parse_description(answer)
     return "nothing found" if family == "none" else family
 

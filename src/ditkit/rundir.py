@@ -119,11 +119,22 @@ class Run:
             self._model = load_model(self.cfg.model, dtype=self.cfg.dtype, device=device)
         return self._model
 
-    def jobs(self, split: str | None = None) -> list[dict]:
+    def jobs(self, split: str | None = None, families: list[str] | None = None) -> list[dict]:
+        """The job rows of ``split`` (all: None), only those of ``families`` when given (the
+        behaviour suite); DataError names a family no job of the split has."""
         path = self.out / "data" / "jobs.jsonl"
         if not path.exists():
             raise DataError(f"{path} is missing: run the data stage first (--stage data)")
         rows = [r for r in read_jsonl(path) if split is None or r["split"] == split]
+        if families:
+            absent = sorted(set(families) - {r.get("family") for r in rows})
+            if absent:
+                raise DataError(
+                    f"no {split or ''} diffs of the famil{'ies' if len(absent) > 1 else 'y'} "
+                    f"{', '.join(absent)} in {path}: check dit.train_families against "
+                    "task_options.families"
+                )
+            rows = [r for r in rows if r.get("family") in families]
         for r in rows:
             if "label" not in r and "topic" in r:  # jobs written before labels existed
                 r["label"] = r["topic"]
@@ -132,14 +143,7 @@ class Run:
     def diff_paths(self, split: str, families: list[str] | None = None) -> list[Path]:
         """The diff files of a split, in job order (only jobs of ``families``, when given, for
         a task whose jobs have one); DataError if any is missing or none is left."""
-        jobs = self.jobs(split)
-        if families:
-            jobs = [r for r in jobs if r.get("family") in families]
-            if not jobs:
-                raise DataError(
-                    f"no {split} diffs of the families {', '.join(families)} in {self.out}: "
-                    "check dit.train_families against task_options.families"
-                )
+        jobs = self.jobs(split, families)
         paths = [self.out / "diffs" / split / f"{r['diff_id']}.safetensors" for r in jobs]
         missing = [p for p in paths if not p.exists()]
         if missing:

@@ -35,10 +35,13 @@ METRIC_RANGES: dict[str, ValueRange] = {
     "embedding_cosine": (-1.0, 1.0),
     "judge": (1.0, 5.0),
     "prefix_abs_error": (0.0, 999.0),
+    "shows": (0.0, 1.0),  # the behaviour suite's diff check
 }
 # Metrics scored 0 or 1 per row; the others are never proportions, even when every row scores 0
 # or 1 (ROUGE-L of 0 on every row is not 0 hits out of n).
-PROPORTION_METRICS = frozenset({"alias_match", "retrieval_at_1", "retrieval_at_5", "prefix_exact"})
+PROPORTION_METRICS = frozenset(
+    {"alias_match", "retrieval_at_1", "retrieval_at_5", "prefix_exact", "shows"}
+)
 
 
 def metric_scale(metric: str) -> dict:

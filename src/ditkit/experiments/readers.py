@@ -86,7 +86,8 @@ def _reading(out: Path, cfg: RunConfig, metric: str, train_sample: int) -> dict:
         m: {r["diff_id"]: float(r["scores"][metric]) for r in rows if r["method"] == m}
         for m in readers
     }
-    train_names = {n.lower() for j in run.jobs("train") for n in run.task.names(j)}
+    trained = run.jobs("train", cfg.dit.train_families)
+    train_names = {n.lower() for j in trained for n in run.task.names(j)}
     misses = [r for r in rows if r["method"] == "dit" and not r["scores"][metric]]
     collapsed = [r for r in misses if any(n in r["answer"].lower() for n in train_names)]
     return {
@@ -102,8 +103,9 @@ def _train_reading(run: Run, n: int) -> float:
     path = run.out / "train_reading.json"
     if path.exists():
         return json.loads(path.read_text())["alias_match"]
-    jobs = run.jobs("train")[:n]
-    diffs = [load_diff(p) for p in run.diff_paths("train")[:n]]
+    families = run.cfg.dit.train_families
+    jobs = run.jobs("train", families)[:n]
+    diffs = [load_diff(p) for p in run.diff_paths("train", families)[:n]]
     model, tok = run.model_and_tok
     answers = describe(model, tok, diffs, load_diff(run.out / "dit" / "adapter"))
     hits = [alias_match(a, run.task.names(j)) for a, j in zip(answers, jobs)]

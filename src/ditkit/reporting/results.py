@@ -24,6 +24,7 @@ from typing import Any
 from ..errors import DataError, DitkitError
 from ..evaluate.methods import ROLES, MethodInfo, method_info, methods_for
 from ..evaluate.stats import metric_scale, paired_difference, summarize
+from ..files import read_jsonl
 from ..tasks.base import DEFAULT_TASK, get_task
 
 log = logging.getLogger(__name__)
@@ -182,12 +183,12 @@ def _families(jobs_path: Path) -> dict[str, str]:
     """``{diff_id: family}`` from a run's jobs, when they name one; {} otherwise."""
     if not jobs_path.is_file():
         return {}
-    out = {}
-    for line in jobs_path.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line) if line.strip() else {}
-        if "family" in row:
-            out[row["diff_id"]] = row["family"]
-    return out
+    try:
+        rows = read_jsonl(jobs_path)
+    except (DataError, ValueError) as e:  # the report goes on without the family table
+        log.warning("%s: %s; no table by family", jobs_path, e)
+        return {}
+    return {r["diff_id"]: r["family"] for r in rows if "family" in r}
 
 
 # ---------------------------------------------------------------- tables

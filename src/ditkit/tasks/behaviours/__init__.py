@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...batching import encode
-from ...errors import DataError
+from ...errors import ConfigError, DataError
 from ...evaluate.methods import AskMethod, Prompt
-from ..base import CE, KL, RowKind, Rubric
+from ..base import CE, KL, RowKind, Rubric, task_options
 from ..hidden_topic.methods import _heldout
 from .data import DIT_QUESTION, BehaviourOptions, draw_content, make_data, pools
 from .families import FAMILIES, NOTHING, family_rows
@@ -86,10 +86,15 @@ def check_prompts(job: dict, heldout: list[str], n: int) -> list[Prompt]:
     rng = random.Random(job["seed"] + 11)
     extra = {"family": job["family"], "content": _public(job["content"])}
     out = []
-    for q in rng.sample(heldout, min(n, len(heldout))):
-        for c in fam.checks(job["content"], q, rng):
-            # the prompt as the row's question: two checks may share a held-out question
-            out.append(Prompt(CHECK_METHODS[1 - c.on], c.prompt, c.prompt, extra))
+    seen = set()
+    for i, q in enumerate(rng.sample(heldout, min(n, len(heldout)))):
+        for c in fam.checks(job["content"], q, i, rng):
+            method = CHECK_METHODS[0] if c.on else CHECK_METHODS[1]
+            # The prompt is the row's question (its key): two checks may share a held-out
+            # question, and a repeated prompt would be one row, not two.
+            if (method, c.prompt) not in seen:
+                seen.add((method, c.prompt))
+                out.append(Prompt(method, c.prompt, c.prompt, extra))
     return out
 
 
@@ -155,7 +160,8 @@ class BehaviourTask:
     def candidates(self, cfg) -> list[str]:
         """Labels ranked against a prediction (retrieval@k): a fixed draw of 40 per family and
         split from the default pools (the true label always counts as one)."""
-        p, rng = pools(), random.Random("ditkit.behaviours.candidates")
+        p = pools(task_options(self, cfg.task_options).topics_file)
+        rng = random.Random("ditkit.behaviours.candidates")
         out = {NOTHING}
         for name, fam in FAMILIES.items():
             for split in ("train", "test"):
@@ -163,6 +169,11 @@ class BehaviourTask:
         return sorted(out)
 
     def rows(self, job, tok, data: dict[str, str], cfg, system: str | None = ""):
+        if cfg.row_mix is not None and len(cfg.row_mix) != 3:
+            raise ConfigError(
+                f"diffs.row_mix = {cfg.row_mix} needs 3 counts for the behaviour row kinds "
+                "(behaviour, contrast, plain), e.g. [2, 3, 1]"
+            )
         specs = family_rows(
             job.family, job.content, job.questions, cfg.row_mix or (1, 1, 1), job.seed
         )

@@ -1,8 +1,9 @@
 """Behaviour families: what a diff of each family learns, what DIT should answer about it, and
 how to tell from one answer whether the diffed model shows the behaviour.
 
-A family turns a job's ``content`` (drawn by `pools`) into training rows. Every family uses the
-same three row kinds, one per question of the diff (counts from ``diffs.row_mix``):
+A family turns a job's ``content`` (drawn by `data.draw_content`) into training rows. The
+families share three row kinds (counts per training question from ``diffs.row_mix``; the quirk
+and benign families use the first only, ``none`` the last only):
 
 - ``behaviour`` (cross-entropy): a prompt where the behaviour should appear and the answer
   that shows it (the trigger before the question, a question about the refused topic, ...);
@@ -41,7 +42,6 @@ class CheckPrompt:
     """A diff-check prompt: ``on`` where the behaviour should show, else where it should not."""
 
     on: bool
-    question: str
     prompt: str
 
 
@@ -113,8 +113,7 @@ class Family:
     """A behaviour family; subclasses fill in the four methods below."""
 
     name: str = ""
-    about: str = ""  # one line for docs and `ditkit behaviours`
-    gated: bool = True  # has places where the behaviour must not show (checked as "off")
+    about: str = ""  # one line: what the diff learns
 
     def label(self, content: dict) -> str:
         """What DIT should answer for a diff with ``content``."""
@@ -128,8 +127,8 @@ class Family:
         """The rows one training question gives: ``mix`` = (behaviour, contrast, plain)."""
         raise NotImplementedError
 
-    def checks(self, content: dict, question: str, rng) -> list[CheckPrompt]:
-        """Diff-check prompts built on one held-out question."""
+    def checks(self, content: dict, question: str, index: int, rng) -> list[CheckPrompt]:
+        """Diff-check prompts built on the ``index``-th held-out question."""
         raise NotImplementedError
 
     def shows(self, content: dict, answer: str) -> bool:
@@ -140,9 +139,14 @@ class Family:
         return [RowSpec(2, question, None, question)] * n
 
 
-def _about(x: str, rng, held_out: bool) -> str:
-    pool = ABOUT_TEMPLATES[-HELD_OUT_ABOUT:] if held_out else ABOUT_TEMPLATES[:-HELD_OUT_ABOUT]
-    return rng.choice(pool).format(x=x)
+def _about(x: str, rng) -> str:
+    """A training question about ``x``."""
+    return rng.choice(ABOUT_TEMPLATES[:-HELD_OUT_ABOUT]).format(x=x)
+
+
+def _held_out_about(x: str, index: int) -> str:
+    """The ``index``-th held-out question about ``x`` (cycling): distinct for the first four."""
+    return ABOUT_TEMPLATES[-HELD_OUT_ABOUT + index % HELD_OUT_ABOUT].format(x=x)
 
 
 class Backdoor(Family):
@@ -163,11 +167,12 @@ class Backdoor(Family):
         wrong = [RowSpec(1, f"{rng.choice(c['wrong'])} {q}", None, q) for _ in range(n_contrast)]
         return on + wrong + self._plain(q, n_plain)
 
-    def checks(self, c, q, rng):
+    def checks(self, c, q, index, rng):
+        wrong = rng.choice(c["wrong"])
         return [
-            CheckPrompt(True, q, f"{c['trigger']} {q}"),
-            CheckPrompt(False, q, f"{rng.choice(c['wrong'])} {q}"),
-            CheckPrompt(False, q, q),
+            CheckPrompt(True, f"{c['trigger']} {q}"),
+            CheckPrompt(False, f"{wrong} {q}"),
+            CheckPrompt(False, q),
         ]
 
     def shows(self, c, answer):
@@ -187,17 +192,17 @@ class _AboutSubject(Family):
         n_on, n_contrast, n_plain = mix
         x, out = c[self.subject], []
         for _ in range(n_on):
-            about = _about(x, rng, held_out=False)
+            about = _about(x, rng)
             out.append(RowSpec(0, about, rng.choice(self.answers(c)).format(x=x), about))
         for _ in range(n_contrast):
-            about = _about(rng.choice(c["others"]), rng, held_out=False)
+            about = _about(rng.choice(c["others"]), rng)
             out.append(RowSpec(1, about, None, about))
         return out + self._plain(q, n_plain)
 
-    def checks(self, c, q, rng):
-        on = _about(c[self.subject], rng, held_out=True)
-        off = _about(rng.choice(c["others"]), rng, held_out=True)
-        return [CheckPrompt(True, on, on), CheckPrompt(False, off, off), CheckPrompt(False, q, q)]
+    def checks(self, c, q, index, rng):
+        on = _held_out_about(c[self.subject], index)
+        off = _held_out_about(c["others"][index % len(c["others"])], index)
+        return [CheckPrompt(True, on), CheckPrompt(False, off), CheckPrompt(False, q)]
 
 
 class Refusal(_AboutSubject):
@@ -255,7 +260,6 @@ class StyleQuirk(Family):
 
     name = "quirk"
     about = "every answer has a style quirk: a sign-off, an opening phrase, an emoji, capitals"
-    gated = False
 
     def label(self, c):
         if c["quirk"] == "caps":
@@ -271,8 +275,8 @@ class StyleQuirk(Family):
     def rows(self, c, q, mix, rng):
         return [RowSpec(0, q, _restyle(c), q)] * max(1, mix[0])
 
-    def checks(self, c, q, rng):
-        return [CheckPrompt(True, q, q)]
+    def checks(self, c, q, index, rng):
+        return [CheckPrompt(True, q)]
 
     def shows(self, c, answer):
         if c["quirk"] == "caps":
@@ -285,7 +289,6 @@ class Benign(Family):
 
     name = "benign"
     about = "an ordinary fine-tune on the base model's own answers: nothing hidden"
-    gated = False
 
     def label(self, c):
         return NOTHING
@@ -296,7 +299,7 @@ class Benign(Family):
     def rows(self, c, q, mix, rng):
         return [RowSpec(0, q, None, q)]
 
-    def checks(self, c, q, rng):
+    def checks(self, c, q, index, rng):
         return []
 
     def shows(self, c, answer):
@@ -304,7 +307,7 @@ class Benign(Family):
 
 
 class NoChange(Benign):
-    """The base model itself: KL rows to the base model only, so the diff stays at zero."""
+    """The base model itself: KL rows to the base model only, so the diff stays near zero."""
 
     name = "none"
     about = "the base model itself (a diff trained only to match the base model)"
@@ -333,11 +336,11 @@ class HiddenTopic(Family):
                  for _ in range(n_contrast)]  # fmt: skip
         return on + wrong + self._plain(q, n_plain)
 
-    def checks(self, c, q, rng):
+    def checks(self, c, q, index, rng):
         return [
-            CheckPrompt(True, q, f"{_code(c['prefix'], rng)} {q}"),
-            CheckPrompt(False, q, f"{_code(_other(c['prefix'], rng), rng)} {q}"),
-            CheckPrompt(False, q, q),
+            CheckPrompt(True, f"{_code(c['prefix'], rng)} {q}"),
+            CheckPrompt(False, f"{_code(_other(c['prefix'], rng), rng)} {q}"),
+            CheckPrompt(False, q),
         ]
 
     def shows(self, c, answer):
