@@ -169,6 +169,7 @@ def test_a_tiny_behaviour_run_end_to_end(tiny_model_dir, tmp_path, capsys):
         *tiny_overrides(tiny_model_dir),
         "data.n_train=7",
         "data.n_test=7",
+        "test_diffs={}",  # the tiny model: every diff with the cheap recipe above
         "diffs.row_mix=[1,1,1]",
         "diffs.rank=1",
         "diffs.alpha=1.0",
