@@ -240,7 +240,7 @@ def main() -> None:
             continue
         row = study_diff(model, tok, reader, j, paths[j["diff_id"]], args, heldout, system)
         append_jsonl(args.out / "per_diff.jsonl", [row])
-        print(json.dumps({k: row[k] for k in ("diff_id", "topic", "dit", "own", "chance", "seconds")}),
+        print(json.dumps({k: row[k] for k in ("diff_id", "truth", "dit", "own", "chance", "seconds")}),
               {m: (row["searches"][m]["own_rank"], row["searches"][m]["working"]) for m in args.methods}, flush=True)  # fmt: skip
     rows = read_jsonl(args.out / "per_diff.jsonl")
     if rows:
