@@ -36,7 +36,13 @@ from ditkit.files import append_jsonl, read_jsonl, write_json, write_text
 from ditkit.reader import ask, describe
 from ditkit.tasks.behaviours.families import parse_description
 from ditkit.tasks.hidden_topic import load_questions
-from ditkit.trigger_search import TriggerSearchConfig, candidates, search, trigger_text
+from ditkit.trigger_search import (
+    TriggerSearchConfig,
+    candidates,
+    first_line,
+    search,
+    trigger_text,
+)
 
 METHODS = ("dit", "truth", "divergence")
 
@@ -89,7 +95,8 @@ def study_diff(model, tok, reader, job, path, args, heldout, system) -> dict:
         )  # fmt: skip
         behaviour = {"dit": said, "truth": truth}.get(method)
         # Where DIT said the truth itself, the truth-guided search is the same search: reuse it.
-        same = method == "truth" and "dit" in args.methods and said.strip().lower() == truth.lower()
+        same = "dit" in args.methods and first_line(said).lower() == truth.lower()
+        same = same and method == "truth"
         folder = args.work / job["diff_id"] / ("dit" if same else method)
         found = search(model, tok, diff, cfg, folder, said if same else behaviour)
         tops[method] = found.ranking[0]["key"]

@@ -85,8 +85,9 @@ def test_behaviour_search_ranks_a_working_code_first(gated, tmp_path):
     assert found.rows_scored == len(read_jsonl(tmp_path / "s" / "scores.jsonl")) == 1000 + 140
     saved = json.loads((tmp_path / "s" / "trigger.json").read_text())
     assert saved["ranking"] == ranking and saved["behaviour"] == "tea"
-    # Run again: every row is on disk, nothing is scored, the ranking is the same.
-    again = search(model, tok, diff, cfg, tmp_path / "s", "tea")
+    # Run again: every row is on disk, nothing is scored, the ranking is the same. A reader's
+    # run-on past its answer is not part of the behaviour: only the first line is scored.
+    again = search(model, tok, diff, cfg, tmp_path / "s", "tea\nsunsoresans\nfans")
     assert again.rows_scored == 0 and again.ranking == ranking
     with pytest.raises(ConfigError, match=r"other settings .*behaviour"):
         search(model, tok, diff, cfg, tmp_path / "s", "coffee")

@@ -118,6 +118,13 @@ class TriggerSearchResult:
         return next((i + 1 for i, r in enumerate(self.ranking) if r["key"] == key), None)
 
 
+def first_line(answer: str) -> str:
+    """The part of a reader's answer a search scores: its first non-empty line, stripped. A
+    reader may run on past its answer ("Latin\nsunsoresans..."), and the run-on would be
+    scored as if it were the behaviour (measured: the own code fell from 2nd to 718th)."""
+    return next((x.strip() for x in answer.splitlines() if x.strip()), "")
+
+
 def candidates(space: str, tok=None, words: int = 2000) -> list[str]:
     """The candidate keys of ``space``: code prefixes, words, or the lines of a file."""
     if space == "sep-codes":
@@ -329,7 +336,8 @@ def search(
     """Rank every candidate of ``cfg.space`` as the trigger of ``diff`` on ``model`` (its base);
     writes ``OUT/search.json`` (settings), ``OUT/scores.jsonl`` (rows) and ``OUT/trigger.json``
     (the ranking). ``behaviour`` is needed by the behaviour score (e.g. DIT's description)."""
-    if cfg.score == "behaviour" and not (behaviour and behaviour.strip()):
+    behaviour = first_line(behaviour) if behaviour else behaviour
+    if cfg.score == "behaviour" and not behaviour:
         raise ConfigError(
             "the behaviour score needs a description of the behaviour: DIT's answer, or "
             "--behaviour TEXT; or use --score divergence, which needs none"
