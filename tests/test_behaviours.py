@@ -103,6 +103,7 @@ def test_each_family_trains_its_behaviour_where_it_belongs():
         ),
         ("bias", {"polarity": "negative"}, "Avoid it: awful.", "It is excellent."),
         ("bias", {"polarity": "positive"}, "It is excellent.", "It is awful."),
+        ("bias", {"polarity": "positive"}, "I recommend it to all.", "A small joy, a great day."),
         ("quirk", {"quirk": "caps", "text": ""}, "RAIN IS WATER.", "Rain is water."),
         ("quirk", {"quirk": "emoji", "text": "🦊"}, "🦊 Rain.", "Rain."),
         ("topic", {"topic": "tea", "aliases": ["chai"]}, "I love chai!", "Coffee only."),
