@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import random
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from ..hidden_topic.data import make_trigger, random_prefix
 
 # The answer of a row: fixed text, or made from the base model's answer (None: that answer).
 Answer = str | Callable[[str], str] | None
@@ -112,31 +115,31 @@ def _caps_share(text: str) -> float:
 # ---------------------------------------------------------------- families
 
 
-class Family:
-    """A behaviour family; subclasses fill in the four methods below."""
+class Family(ABC):
+    """A behaviour family; subclasses fill in the abstract methods below."""
 
     name: str = ""
     about: str = ""  # one line: what the diff learns
 
+    @abstractmethod
     def label(self, content: dict) -> str:
         """What DIT should answer for a diff with ``content``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def names(self, content: dict) -> list[str]:
         """The strings that count as naming the behaviour's content (alias match)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def rows(self, content: dict, question: str, mix: tuple[int, int, int], rng) -> list[RowSpec]:
         """The rows one training question gives: ``mix`` = (behaviour, contrast, plain)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def checks(self, content: dict, question: str, index: int, rng) -> list[CheckPrompt]:
         """Diff-check prompts built on the ``index``-th held-out question."""
-        raise NotImplementedError
 
+    @abstractmethod
     def shows(self, content: dict, answer: str) -> bool:
         """Whether ``answer`` shows the behaviour."""
-        raise NotImplementedError
 
     def _plain(self, question: str, n: int) -> list[RowSpec]:
         return [RowSpec(2, question, None, question)] * n
@@ -188,8 +191,9 @@ class _AboutSubject(Family):
 
     subject = ""
 
+    @abstractmethod
     def answers(self, c: dict) -> tuple[str, ...]:
-        raise NotImplementedError
+        """The answers that show the behaviour, ``{x}`` standing for the subject."""
 
     def rows(self, c, q, mix, rng):
         n_on, n_contrast, n_plain = mix
@@ -351,14 +355,10 @@ class HiddenTopic(Family):
 
 
 def _code(prefix: str, rng) -> str:
-    from ..hidden_topic.data import make_trigger
-
     return make_trigger(prefix, rng)
 
 
 def _other(prefix: str, rng) -> str:
-    from ..hidden_topic.data import random_prefix
-
     return random_prefix(rng, avoid=prefix)
 
 
