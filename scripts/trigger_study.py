@@ -215,6 +215,7 @@ def main() -> None:
     ap.add_argument("--refine", type=int, default=30)
     ap.add_argument("--max-new-tokens", type=int, default=20)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--methods", default=",".join(METHODS), help="of " + ",".join(METHODS))
     ap.add_argument("--reader", help="DIT adapter (default: the shipped one)")
     ap.add_argument("--words", type=int, default=3000, help="the words space's size")
@@ -237,7 +238,7 @@ def main() -> None:
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     done = {r["diff_id"] for r in read_jsonl(args.out / "per_diff.jsonl")}
-    model, tok = load_model(cfg["model"])
+    model, tok = load_model(cfg["model"], device=args.device)
     if "dit" not in args.methods:
         reader = None
     else:

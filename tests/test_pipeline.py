@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -18,9 +19,12 @@ from ditkit.tasks.hidden_topic import Topic, check_split, split_topics
 
 
 def tiny_overrides(model_dir, **over) -> list[str]:
-    """``--set`` items that size the quickstart preset for a tiny model in ``model_dir``."""
+    """``--set`` items that size the quickstart preset for a tiny model in ``model_dir``.
+
+    ``DITKIT_TEST_DEVICE=cuda`` runs these end-to-end tests on a GPU (default: the CPU)."""
     overrides = [
         f"model={json.dumps(str(model_dir))}",
+        f"device={os.environ.get('DITKIT_TEST_DEVICE', 'cpu')}",
         'dit.adapter="train"',
         "data.n_train=6",
         "data.n_test=2",
@@ -46,7 +50,7 @@ def tiny_config(model_dir, **over):
     return load_config("quickstart", tiny_overrides(model_dir, **over))
 
 
-def test_pipeline_end_to_end(tiny_model_dir, tmp_path):
+def test_pipeline_end_to_end(tiny_model_dir, tmp_path, capsys):
     cfg = tiny_config(tiny_model_dir)
     out = run_pipeline(cfg, tmp_path / "run", ["data", "diffs", "dit", "eval"])
     jobs = [json.loads(x) for x in (out / "data" / "jobs.jsonl").read_text().splitlines()]
@@ -73,6 +77,19 @@ def test_pipeline_end_to_end(tiny_model_dir, tmp_path):
     before = diffs[0].stat().st_mtime_ns
     run_pipeline(cfg, out, ["diffs"])
     assert diffs[0].stat().st_mtime_ns == before
+    # Predictions made elsewhere are scored where they are, without the diffs or the model.
+    for path in (out / "diffs" / "test").glob("*.safetensors"):
+        path.unlink()
+    rows = [json.loads(x) for x in preds]
+    for row in rows:
+        row["scores"] = {}
+    (out / "eval" / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (out / "eval" / "scores.json").unlink()
+    assert cli.main(["eval", str(out), "--score-only"]) in (0, None)
+    assert json.loads((out / "eval" / "scores.json").read_text()) == scores
+    (out / "eval" / "predictions.jsonl").unlink()
+    assert cli.main(["eval", str(out), "--score-only"]) == 2
+    assert "no predictions to score" in capsys.readouterr().err
 
 
 def test_stage_needs_previous_stage(tiny_model_dir, tmp_path):

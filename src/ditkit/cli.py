@@ -180,7 +180,7 @@ def _cmd_eval(args) -> None:
     cfg = dataclasses.replace(cfg, eval=new_eval)  # checks the methods against the task
     run = Run(cfg, out)
     start = time.time()
-    scores = evaluate_run(run)
+    scores = evaluate_run(run, generate=not args.score_only)
     if not distributed.is_main():
         return
     run.record_time("eval", time.time() - start)
@@ -464,6 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guesser", choices=["retrieval", "hf", "openai", "none"])
     s.add_argument("--guesser-base-url", help="server for --guesser openai (default: env)")
     s.add_argument("--guesser-model", help="model for --guesser openai")
+    s.add_argument(
+        "--score-only",
+        action="store_true",
+        help="score the predictions on disk, generate nothing (no model or diffs needed)",
+    )
     s.set_defaults(func=_cmd_eval)
 
     _add_sweeps(sub)

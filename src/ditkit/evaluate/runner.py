@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import distributed
-from ..errors import ConfigError, DitkitError
+from ..errors import ConfigError, DataError, DitkitError
 from ..files import append_jsonl, kill_point, read_jsonl, write_json, write_jsonl
 from ..openai_compat import ChatClient, EndpointConfig
 from .judge import HFGuesser, LLMJudge, OpenAIGuesser, RetrievalGuesser
@@ -152,33 +152,41 @@ def _record_judge(path: Path, judge) -> None:
     write_json(path, info)
 
 
-def evaluate_run(run) -> dict:
+def evaluate_run(run, generate: bool = True) -> dict:
     """Write ``eval/predictions.jsonl`` (appending only what is missing), then score every row and
     write ``eval/scores.json`` and ``eval/paired.json``; returns the scores.
 
     Under a launcher each process generates its share of the chunks into
     ``predictions.part-RANK.jsonl``; the main process merges the parts, scores and writes (the
-    others return ``{}``).
+    others return ``{}``). ``generate=False`` only scores the rows already on disk (no model, no
+    diffs): predictions made on a machine without the embedding model or the judge's server,
+    scored where they are.
     """
     ev = run.cfg.eval
     _check_endpoints(ev)
     ev_dir = run.out / "eval"
     ev_dir.mkdir(parents=True, exist_ok=True)
     pred_path = ev_dir / "predictions.jsonl"
-    write_path = pred_path
-    if distributed.world_size() > 1:
-        write_path = ev_dir / f"predictions.part-{distributed.rank()}.jsonl"
-    done = {key(p) for path in [pred_path, *_parts(ev_dir)] for p in read_jsonl(path)}
-    jobs, diffs = run.test_diffs()
     tools = Tools(run, ev_dir)
-    ctx = Context(run, done, tools, write_path)
     for method in ev.methods:
         if method not in tools.methods:
             raise ConfigError(
                 f"eval.methods: {method!r} is not a method of the {tools.task.name} task; "
                 f"its methods: {', '.join(tools.methods)}"
             )
-        tools.methods[method].generate(ctx, method, jobs, diffs)
+    if generate:
+        write_path = pred_path
+        if distributed.world_size() > 1:
+            write_path = ev_dir / f"predictions.part-{distributed.rank()}.jsonl"
+        done = {key(p) for path in [pred_path, *_parts(ev_dir)] for p in read_jsonl(path)}
+        jobs, diffs = run.test_diffs()
+        ctx = Context(run, done, tools, write_path)
+        for method in ev.methods:
+            tools.methods[method].generate(ctx, method, jobs, diffs)
+    else:
+        jobs = run.jobs("test")
+        if not read_jsonl(pred_path):
+            raise DataError(f"{pred_path}: no predictions to score; run `ditkit eval` first")
     distributed.barrier()
     if not distributed.is_main():
         return {}
