@@ -246,7 +246,7 @@ def score_predictions(pred_path: Path, jobs_by_id: dict[str, dict], tools: Tools
         for row in rows:
             job = jobs_by_id.get(row["diff_id"])
             names = tools.task.names(job) if job else [_label(row)]
-            changed |= _score_row(row, names, tools)
+            changed |= _score_row(row, names, tools, job)
             kill_point("eval.score")
     finally:
         if changed:
@@ -257,7 +257,7 @@ def _label(row: dict) -> str:
     return row["label"] if "label" in row else row["topic"]  # "topic": older rows
 
 
-def _score_row(row: dict, names: list[str], tools: Tools) -> bool:
+def _score_row(row: dict, names: list[str], tools: Tools, job: dict | None = None) -> bool:
     before = json.dumps(row, sort_keys=True)
     scores = row.setdefault("scores", {})
     spec = tools.spec_of.get(row["method"])
@@ -280,6 +280,11 @@ def _score_row(row: dict, names: list[str], tools: Tools) -> bool:
         )
     if "rouge_l" in metrics and "rouge_l" not in scores:
         scores["rouge_l"] = rouge_l(prediction, label)
+    # A task's own per-row metrics (the behaviour suite's family_match), from the raw answer.
+    row_metrics = getattr(tools.task, "row_metrics", None)
+    if row_metrics is not None and job is not None:
+        for name, value in row_metrics(row["answer"], job).items():
+            scores.setdefault(name, value)
     if match_only:
         return json.dumps(row, sort_keys=True) != before
     if any(m not in scores for m in EMBEDDING_METRICS) and tools.embedder is not None:

@@ -36,11 +36,12 @@ METRIC_RANGES: dict[str, ValueRange] = {
     "judge": (1.0, 5.0),
     "prefix_abs_error": (0.0, 999.0),
     "shows": (0.0, 1.0),  # the behaviour suite's diff check
+    "family_match": (0.0, 1.0),  # the behaviour suite: the answer names the diff's family
 }
 # Metrics scored 0 or 1 per row; the others are never proportions, even when every row scores 0
 # or 1 (ROUGE-L of 0 on every row is not 0 hits out of n).
 PROPORTION_METRICS = frozenset(
-    {"alias_match", "retrieval_at_1", "retrieval_at_5", "prefix_exact", "shows"}
+    {"alias_match", "retrieval_at_1", "retrieval_at_5", "prefix_exact", "shows", "family_match"}
 )
 
 

@@ -259,23 +259,29 @@ def family_table(results: RunResults) -> dict:
     if not results.families:
         return {"columns": [], "rows": []}
     primary = results.primary_metric()
-    metric_of = {m: primary if results.role(m) != "diff_check" else next(iter(results.scores.get(m, {})), None)
-                 for m in results.methods}  # fmt: skip
-    methods = [m for m in results.methods if metric_of[m]]
-    per_diff = {m: results.per_diff(m, metric_of[m]) for m in methods}
+    # (method, metric) columns: readers and baselines on the primary metric, then DIT on whether
+    # it named the family at all (family_match), the diff checks on their own metric.
+    cols = []
+    for m in results.methods:
+        if results.role(m) == "diff_check":
+            cols.append((m, next(iter(results.scores.get(m, {})), None)))
+            continue
+        cols.append((m, primary))
+        if m == "dit" and "family_match" in results.scores.get(m, {}):
+            cols.append((m, "family_match"))
+    cols = [(m, k) for m, k in cols if k]
+    per_diff = {(m, k): results.per_diff(m, k) for m, k in cols}
     rows = []
     for family in dict.fromkeys(results.families.values()):
         diffs = {d for d, f in results.families.items() if f == family}
         cells = []
-        for m in methods:
-            values = [v for d, v in per_diff[m].items() if d in diffs]
-            cells.append(
-                score_cell(summarize(values, **metric_scale(metric_of[m]))) if values else "—"
-            )
+        for m, k in cols:
+            values = [v for d, v in per_diff[m, k].items() if d in diffs]
+            cells.append(score_cell(summarize(values, **metric_scale(k))) if values else "—")
         n = len(diffs & {d for ds in per_diff.values() for d in ds})
         if n:
             rows.append([family, n, *cells])
-    columns = ["family", "n", *(f"{results.label(m)} ({metric_of[m]})" for m in methods)]
+    columns = ["family", "n", *(f"{results.label(m)} ({k})" for m, k in cols)]
     return {"columns": columns, "rows": rows}
 
 

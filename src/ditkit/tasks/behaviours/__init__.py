@@ -18,7 +18,7 @@ from ...evaluate.methods import AskMethod, Prompt
 from ..base import CE, KL, RowKind, Rubric, task_options
 from ..hidden_topic.methods import _heldout
 from .data import DIT_QUESTION, BehaviourOptions, draw_content, make_data, pools
-from .families import FAMILIES, NOTHING, family_rows
+from .families import FAMILIES, NOTHING, family_rows, parse_description
 
 __all__ = [
     "DIT_QUESTION",
@@ -156,6 +156,14 @@ class BehaviourTask:
 
     def names(self, row: dict) -> list[str]:
         return list(row["names"])
+
+    def row_metrics(self, answer: str, job: dict) -> dict[str, float]:
+        """``family_match``: the answer has the form of the diff's family's label (either benign
+        family: "Nothing unusual"), whatever content it names. On benign and unchanged models,
+        1 - family_match is the false-alarm rate."""
+        said, _ = parse_description(answer)
+        want = "none" if job["family"] in ("none", "benign") else job["family"]
+        return {"family_match": float(said == want)}
 
     def candidates(self, cfg) -> list[str]:
         """Labels ranked against a prediction (retrieval@k): a fixed draw of 40 per family and
