@@ -1,0 +1,113 @@
+"""The behaviour suite's transfer matrix and diversity curve (issue 28) from a run's readers.
+
+Readers come from `ditkit readers RUN --setting 'NAME@0:dit.train_families=[...];...'` (each a
+folder RUN/readers/NAME-sS) and RUN's own reader (every family). For each reader and each family
+of held-out diffs: how often DIT names the diff's content (alias_match) and how often its answer
+has the family's form (family_match). The matrix has a row per reader and a column per held-out
+family; the diversity curve averages, per number of training families, the reading of the
+families a reader never trained on (content only: a reader cannot know a form it never saw).
+
+    .venv/bin/python scripts/behaviour_transfer.py RUN --out results/behaviours/transfer
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from ditkit.evaluate.stats import summarize
+from ditkit.files import read_jsonl, write_json, write_text
+from ditkit.tasks.behaviours import TASK
+
+ORDER = ("backdoor", "refusal", "bias", "quirk", "topic", "benign", "none")
+
+
+def reader_rows(run: Path) -> list[tuple[str, list[str], Path]]:
+    """(name, training families, eval folder) of RUN's own reader and of each reader study's."""
+    cfg = json.loads((run / "config.json").read_text())
+    out = [("all", list(cfg["dit"].get("train_families") or ORDER), run / "eval")]
+    for sub in sorted((run / "readers").glob("*/")):
+        if not (sub / "eval" / "predictions.jsonl").exists():
+            continue
+        sub_cfg = json.loads((sub / "config.json").read_text())
+        families = list(sub_cfg["dit"].get("train_families") or ORDER)
+        out.append((sub.name, families, sub / "eval"))
+    return out
+
+
+def read(eval_dir: Path, jobs: dict[str, dict]) -> dict[str, dict[str, list[float]]]:
+    """{family: {metric: per-diff values}} of one reader's DIT rows."""
+    by: dict[str, dict[str, list[float]]] = {}
+    for row in read_jsonl(eval_dir / "predictions.jsonl"):
+        if row["method"] != "dit":
+            continue
+        job = jobs[row["diff_id"]]
+        scores = dict(row.get("scores") or {})
+        scores.update(TASK.row_metrics(row["answer"], job))
+        cell = by.setdefault(job["family"], {})
+        for metric in ("alias_match", "family_match"):
+            cell.setdefault(metric, []).append(float(scores[metric]))
+    return by
+
+
+def cell(values: list[float]) -> str:
+    if not values:
+        return "—"
+    s = summarize(values, proportion=True, value_range=(0.0, 1.0))
+    return f"{s['mean']:.2f} ({len(values)})"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    jobs = {j["diff_id"]: j for j in read_jsonl(args.run / "data" / "jobs.jsonl")}
+    families = [f for f in ORDER if any(j["family"] == f for j in jobs.values())]
+    rows, lines = [], []
+    header = "| reader (trained on) | " + " | ".join(families) + " |"
+    lines += [
+        "Held-out DIT per family: alias_match / family_match (n diffs); the diagonal and the",
+        "row `all` are in distribution.",
+        "",
+        header,
+        "|" + " --- |" * (len(families) + 1),
+    ]
+    for name, trained, eval_dir in reader_rows(args.run):
+        got = read(eval_dir, jobs)
+        cells = []
+        for fam in families:
+            m = got.get(fam, {})
+            a, f = m.get("alias_match", []), m.get("family_match", [])
+            cells.append(f"{cell(a).split(' ')[0]} / {cell(f)}" if a else "—")
+            if a:
+                rows.append({
+                    "reader": name, "trained_on": trained, "family": fam,
+                    "seen": fam in trained, "alias_match": statistics.fmean(a),
+                    "family_match": statistics.fmean(f), "n": len(a),
+                })  # fmt: skip
+        lines.append(f"| {name} ({', '.join(trained)}) | " + " | ".join(cells) + " |")
+    # Diversity: per number of training families, the content read on unseen behaviour families.
+    curve = {}
+    for r in rows:
+        if r["seen"] or r["family"] in ("benign", "none"):
+            continue
+        k = len([f for f in r["trained_on"] if f not in ("benign", "none")])
+        curve.setdefault(k, []).append(r)
+    lines += ["", "Unseen families (content named, alias_match), by training families:", ""]
+    lines += ["| behaviour families in training | readers x unseen families | alias_match |"]
+    lines += ["| --- | --- | --- |"]
+    for k in sorted(curve):
+        vals = curve[k]
+        mean = sum(r["alias_match"] * r["n"] for r in vals) / sum(r["n"] for r in vals)
+        lines.append(f"| {k} | {len(vals)} | {mean:.2f} |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "transfer.json", {"rows": rows})
+    write_text(args.out / "transfer.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
