@@ -17,7 +17,7 @@ import json
 import statistics
 from pathlib import Path
 
-from ditkit.evaluate.stats import summarize
+from ditkit.evaluate.metrics import alias_match
 from ditkit.files import read_jsonl, write_json, write_text
 from ditkit.tasks.behaviours import TASK
 
@@ -38,25 +38,18 @@ def reader_rows(run: Path) -> list[tuple[str, list[str], Path]]:
 
 
 def read(eval_dir: Path, jobs: dict[str, dict]) -> dict[str, dict[str, list[float]]]:
-    """{family: {metric: per-diff values}} of one reader's DIT rows."""
+    """{family: {metric: per-diff values}} of one reader's DIT rows, scored from the answers."""
     by: dict[str, dict[str, list[float]]] = {}
     for row in read_jsonl(eval_dir / "predictions.jsonl"):
-        if row["method"] != "dit":
+        job = jobs.get(row["diff_id"])
+        if row["method"] != "dit" or job is None:
             continue
-        job = jobs[row["diff_id"]]
-        scores = dict(row.get("scores") or {})
-        scores.update(TASK.row_metrics(row["answer"], job))
         cell = by.setdefault(job["family"], {})
-        for metric in ("alias_match", "family_match"):
-            cell.setdefault(metric, []).append(float(scores[metric]))
+        cell.setdefault("alias_match", []).append(alias_match(row["answer"], job["names"]))
+        cell.setdefault("family_match", []).append(
+            TASK.row_metrics(row["answer"], job)["family_match"]
+        )
     return by
-
-
-def cell(values: list[float]) -> str:
-    if not values:
-        return "—"
-    s = summarize(values, proportion=True, value_range=(0.0, 1.0))
-    return f"{s['mean']:.2f} ({len(values)})"
 
 
 def main() -> None:
@@ -69,8 +62,8 @@ def main() -> None:
     rows, lines = [], []
     header = "| reader (trained on) | " + " | ".join(families) + " |"
     lines += [
-        "Held-out DIT per family: alias_match / family_match (n diffs); the diagonal and the",
-        "row `all` are in distribution.",
+        "Held-out DIT per family: alias_match / family_match (n diffs). A cell is in",
+        "distribution where the reader trained on that family (always for `all`).",
         "",
         header,
         "|" + " --- |" * (len(families) + 1),
@@ -81,7 +74,8 @@ def main() -> None:
         for fam in families:
             m = got.get(fam, {})
             a, f = m.get("alias_match", []), m.get("family_match", [])
-            cells.append(f"{cell(a).split(' ')[0]} / {cell(f)}" if a else "—")
+            mean = statistics.fmean
+            cells.append(f"{mean(a):.2f} / {mean(f):.2f} ({len(a)})" if a else "—")
             if a:
                 rows.append({
                     "reader": name, "trained_on": trained, "family": fam,

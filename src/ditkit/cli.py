@@ -183,7 +183,7 @@ def _cmd_eval(args) -> None:
     scores = evaluate_run(run, generate=not args.score_only)
     if not distributed.is_main():
         return
-    run.record_time("eval", time.time() - start)
+    run.record_time("score" if args.score_only else "eval", time.time() - start)
     run.record_artifacts("eval")
     from .reporting.run_report import text_summary
 

@@ -185,12 +185,12 @@ def evaluate_run(run, generate: bool = True) -> dict:
             tools.methods[method].generate(ctx, method, jobs, diffs)
     else:
         jobs = run.jobs("test")
-        if not read_jsonl(pred_path):
-            raise DataError(f"{pred_path}: no predictions to score; run `ditkit eval` first")
     distributed.barrier()
     if not distributed.is_main():
         return {}
     merge_parts(ev_dir, ev.methods, tools.family)
+    if not generate and not read_jsonl(pred_path):
+        raise DataError(f"{pred_path}: no predictions to score; run `ditkit eval` first")
     score_predictions(pred_path, {j["diff_id"]: j for j in jobs}, tools)
     write_paired(ev_dir, [row for row, info in tools.info.items() if info.role == "diff_check"])
     return write_scores(ev_dir)
@@ -280,11 +280,14 @@ def _score_row(row: dict, names: list[str], tools: Tools, job: dict | None = Non
         )
     if "rouge_l" in metrics and "rouge_l" not in scores:
         scores["rouge_l"] = rouge_l(prediction, label)
-    # A task's own per-row metrics (the behaviour suite's family_match), from the raw answer.
+    # A task's own per-row metrics (the behaviour suite's family_match): the better of the raw
+    # answer and the guess, as for alias_match.
     row_metrics = getattr(tools.task, "row_metrics", None)
     if row_metrics is not None and job is not None:
-        for name, value in row_metrics(row["answer"], job).items():
-            scores.setdefault(name, value)
+        texts = [row["answer"], *([guess] if guess is not None else [])]
+        for name in getattr(tools.task, "row_metric_names", ()):
+            if name not in scores:
+                scores[name] = max(row_metrics(t, job)[name] for t in texts)
     if match_only:
         return json.dumps(row, sort_keys=True) != before
     if any(m not in scores for m in EMBEDDING_METRICS) and tools.embedder is not None:

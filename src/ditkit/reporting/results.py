@@ -91,6 +91,14 @@ class RunResults:
         """Methods that name the label (everything but the diff checks)."""
         return [m for m in self.methods if self.role(m) != "diff_check"]
 
+    def task_row_metrics(self) -> tuple[str, ...]:
+        """The run's task's own per-row metrics (``row_metric_names``), if it has any."""
+        try:
+            task = get_task((self.config or {}).get("task") or DEFAULT_TASK)
+        except DitkitError:
+            return ()
+        return tuple(getattr(task, "row_metric_names", ()))
+
     def primary_metric(self) -> str | None:
         """The task's first text metric (alias_match, rouge_l), else the first metric found."""
 
@@ -259,16 +267,17 @@ def family_table(results: RunResults) -> dict:
     if not results.families:
         return {"columns": [], "rows": []}
     primary = results.primary_metric()
-    # (method, metric) columns: readers and baselines on the primary metric, then DIT on whether
-    # it named the family at all (family_match), the diff checks on their own metric.
+    # (method, metric) columns: readers and baselines on the primary metric, DIT also on the
+    # task's own row metrics (family_match), the diff checks on their own metric.
+    extra = results.task_row_metrics()
     cols = []
     for m in results.methods:
         if results.role(m) == "diff_check":
             cols.append((m, next(iter(results.scores.get(m, {})), None)))
             continue
         cols.append((m, primary))
-        if m == "dit" and "family_match" in results.scores.get(m, {}):
-            cols.append((m, "family_match"))
+        if m == "dit":
+            cols += [(m, k) for k in extra if k in results.scores.get(m, {})]
     cols = [(m, k) for m, k in cols if k]
     per_diff = {(m, k): results.per_diff(m, k) for m, k in cols}
     rows = []

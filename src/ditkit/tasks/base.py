@@ -95,9 +95,11 @@ class Task(TrainingTask, Protocol):
     - ``methods``: the task's own evaluation methods by name (`evaluate.methods`), on top of
       ``dit``, ``base_question`` and ``weight_lens``; ``default_methods`` is what a run
       evaluates when ``eval.methods`` is not set.
-    - ``row_metrics(answer, job_row)`` (optional): the task's own per-prediction metrics, a
-      ``{name: value}`` dict scored beside ``text_metrics`` (the behaviour suite's
-      ``family_match``); give each a range in `evaluate.stats.METRIC_RANGES`.
+    - ``row_metrics(answer, job)`` and ``row_metric_names`` (optional): the task's own
+      per-prediction metrics, a ``{name: value}`` dict scored beside ``text_metrics`` on the
+      answer and the guess (the better counts; the behaviour suite's ``family_match``), and
+      shown for DIT in the report's per-family table; give each a range in
+      `evaluate.stats.METRIC_RANGES`.
     - ``options_class`` (optional): a dataclass of the task's own config keys, set under
       ``[task_options]``; a field with ``metadata={"stage": "eval"}`` is read only at evaluation,
       so it may change between reruns of a run directory. `task_options` builds it.

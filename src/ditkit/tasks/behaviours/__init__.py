@@ -112,6 +112,7 @@ class BehaviourTask:
     dit_question = DIT_QUESTION
     judge_rubric = RUBRIC
     text_metrics = ("alias_match",)
+    row_metric_names = ("family_match",)  # `row_metrics`; ranges in evaluate.stats
     default_methods = ("dit", "base_question", "behaviour_check")
 
     @functools.cached_property
