@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Issues 27-29 on one CUDA GPU in one sitting: the behaviour suite (preset `behaviours`: 280 + 70
-# diffs, its joint reader, DIT vs the base question and the diff checks) and the hidden-topic
-# population (preset `population`: 100 specific held-out + 600 cheap training diffs, a reader on
-# all 600, every baseline) run side by side (a 135M model leaves most of the GPU idle), then
-# trigger searches on both. Diff weights stay under WORK; everything else (configs, jobs,
-# adapters, predictions, scores, logs) is packed into OUT every 30 s, so a time limit keeps what
-# finished. Predictions are scored without the embedding model here (eval.guesser = none);
-# `ditkit eval RUN --score-only --guesser retrieval` re-scores them on a machine that has it.
+# Issues 27-29 on one CUDA GPU in one sitting. Side by side (a 135M model leaves most of the GPU
+# idle), each chain in order of priority:
+#   behaviours: preset `behaviours` (280 + 70 diffs, the joint reader, DIT, the base question, the
+#     diff checks); readers for the transfer matrix and the diversity curve; the trigger search
+#     on the first 10 backdoor diffs.
+#   population: preset `population` (100 specific held-out + 600 cheap training diffs, a reader on
+#     all 600, every baseline); the shipped reader on the same held-out diffs; the data-scaling
+#     readers (37-300 diffs); the trigger search on the first 30 held-out diffs.
+# Diff weights stay under WORK; everything else (configs, jobs, adapters, predictions, scores,
+# logs) is packed into OUT every 30 s, so a time limit keeps what finished. Predictions are made
+# without the embedding model (eval.guesser = none); `ditkit eval RUN --score-only --guesser
+# retrieval` scores them on a machine that has it.
 #
 #   OUT=/tmp/gpu-out WORK=/tmp/gpu-work LIMIT=540 bash scripts/gpu_experiments.sh
-# (trigger searches: the first 10 backdoor and the first 30 hidden-topic held-out diffs)
-#   SMOKE=1 ... bash scripts/gpu_experiments.sh     # a few diffs of each, to test the script
-#   GPU_TESTS=1 ...                                  # also the tiny end-to-end tests on DEVICE
+#   SMOKE=1 DEVICE=cpu THREADS=1 ...     # a few diffs of each, to test the script on a CPU
+#   GPU_TESTS=1 ...                      # also the tiny end-to-end tests on DEVICE
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT=${OUT:-$repo/gpu-out}
@@ -67,17 +70,41 @@ rm -f "$WORK/.stop"
 (while [[ ! -e $WORK/.stop ]]; do sleep 30; [[ -e $WORK/.stop ]] || pack_all; done) &
 packer=$!
 
+# Transfer matrix and diversity curve (docs/behaviours.md): one reader per behaviour family (all
+# its training diffs), then 2, 4 and 5 families at the same total as one family's.
+fam() { echo "$1@0:dit.train_families=$2${3:+;dit.max_train_diffs=$3}"; }
 run_beh() {
-  "$PY" -m ditkit run behaviours --out "$WORK/beh" "${common[@]}" "${beh[@]}" \
-    && "$PY" scripts/trigger_study.py "$WORK/beh" --out "$WORK/trig-beh/out" \
+  "$PY" -m ditkit run behaviours --out "$WORK/beh" "${common[@]}" "${beh[@]}" || return
+  local per=$(( $(grep -c '"split": "train"' "$WORK/beh/data/jobs.jsonl") / 7 ))
+  "$PY" -m ditkit readers "$WORK/beh" --train-sample 10 \
+    --setting "$(fam backdoor '["backdoor"]')" --setting "$(fam refusal '["refusal"]')" \
+    --setting "$(fam bias '["bias"]')" --setting "$(fam quirk '["quirk"]')" \
+    --setting "$(fam topic '["topic"]')" \
+    --setting "$(fam bd-ref '["backdoor","refusal"]' $per)" \
+    --setting "$(fam bias-quirk '["bias","quirk"]' $per)" \
+    --setting "$(fam topic-ref '["topic","refusal"]' $per)" \
+    --setting "$(fam no-topic '["backdoor","refusal","bias","quirk"]' $per)" \
+    --setting "$(fam no-bd '["refusal","bias","quirk","topic"]' $per)" \
+    --setting "$(fam five '["backdoor","refusal","bias","quirk","topic"]' $per)"
+  "$PY" scripts/behaviour_transfer.py "$WORK/beh" --out "$WORK/beh/transfer"
+  "$PY" scripts/trigger_study.py "$WORK/beh" --out "$WORK/trig-beh/out" \
          --work "$WORK/trig-beh/work" --device "$DEVICE" --methods dit,truth,divergence \
          --reader "$WORK/beh/dit/adapter" --diffs 10 --threads "$THREADS"
 }
-run_pop() {  # then the shipped reader on the same held-out diffs (its own run folder, linked diffs)
+# Then the shipped reader on the same held-out diffs (its own run folder, linked diffs), the
+# data-scaling readers (scripts/reader_scaling.sh; the 600-diff one is the run's own), the trigger
+# search.
+run_pop() {
   "$PY" -m ditkit run population --out "$WORK/pop" "${common[@]}" "${pop[@]}" || return
   mkdir -p "$WORK/pop-shipped" && ln -sfn "$WORK/pop/diffs" "$WORK/pop-shipped/diffs"
   "$PY" -m ditkit run population --out "$WORK/pop-shipped" "${common[@]}" "${pop[@]}" \
     --set dit.adapter=shipped --set 'eval.methods=["dit","dit_vote"]' --stage data --stage dit --stage eval
+  local read='eval.methods=["dit","dit_vote"];eval.vote_scales=[1.0,1.25,1.5]'
+  "$PY" -m ditkit readers "$WORK/pop" --train-sample 30 \
+    --setting "n37@0,1,2:dit.max_train_diffs=37;dit.epochs=24;$read" \
+    --setting "n75@0,1,2:dit.max_train_diffs=75;dit.epochs=16;$read" \
+    --setting "n150@0,1,2:dit.max_train_diffs=150;dit.epochs=12;$read" \
+    --setting "n300@0,1:dit.max_train_diffs=300;dit.epochs=8;$read"
   "$PY" scripts/trigger_study.py "$WORK/pop" --out "$WORK/trig-pop/out" \
          --work "$WORK/trig-pop/work" --device "$DEVICE" --methods dit,divergence \
          --reader "$WORK/pop/dit/adapter" --diffs 30 --threads "$THREADS"
@@ -93,7 +120,7 @@ if [[ -n "${GPU_TESTS:-}" ]]; then  # the tiny end-to-end tests, on this device
     tests/test_behaviours.py::test_a_tiny_behaviour_run_end_to_end >"$LOGS/tests.log" 2>&1 &
   tests=$!
 fi
-timeout "$left" bash -c "$(declare -f run_beh); $(declare -p PY WORK DEVICE THREADS common beh); run_beh" \
+timeout "$left" bash -c "$(declare -f fam run_beh); $(declare -p PY WORK DEVICE THREADS common beh); run_beh" \
   >"$LOGS/beh.log" 2>&1 &
 b=$!
 timeout "$left" bash -c "$(declare -f run_pop); $(declare -p PY WORK DEVICE THREADS common pop); run_pop" \
