@@ -79,6 +79,16 @@ def test_pipeline_end_to_end(tiny_model_dir, tmp_path, capsys):
     before = diffs[0].stat().st_mtime_ns
     run_pipeline(cfg, out, ["diffs"])
     assert diffs[0].stat().st_mtime_ns == before
+    # A reader on the first N training diffs needs only those on disk.
+    from ditkit.rundir import Run
+
+    last = sorted((out / "diffs" / "train").glob("*.safetensors"))[-1]
+    last.rename(last.with_suffix(".moved"))
+    run = Run(cfg, out)
+    assert len(run.diff_paths("train", limit=5)) == 5
+    with pytest.raises(DataError, match="1 train diffs missing"):
+        run.diff_paths("train")
+    last.with_suffix(".moved").rename(last)
     # Predictions made elsewhere are scored where they are, without the diffs or the model.
     for path in (out / "diffs" / "test").glob("*.safetensors"):
         path.unlink()

@@ -70,7 +70,7 @@ def stage_dit(run: Run) -> None:
                 shutil.copytree(folder, tmp, dirs_exist_ok=True)
             log.info("using the DIT adapter %s", folder)
         return
-    paths = run.diff_paths("train", run.cfg.dit.train_families)[: run.cfg.dit.max_train_diffs]
+    paths = run.diff_paths("train", run.cfg.dit.train_families, run.cfg.dit.max_train_diffs)
     for extra in run.cfg.dit.extra_train:
         found = sorted((Path(extra) / "diffs" / "train").glob("*.safetensors"))
         if not found:

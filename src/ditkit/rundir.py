@@ -140,10 +140,13 @@ class Run:
                 r["label"] = r["topic"]
         return rows
 
-    def diff_paths(self, split: str, families: list[str] | None = None) -> list[Path]:
+    def diff_paths(
+        self, split: str, families: list[str] | None = None, limit: int | None = None
+    ) -> list[Path]:
         """The diff files of a split, in job order (only jobs of ``families``, when given, for
-        a task whose jobs have one); DataError if any is missing or none is left."""
-        jobs = self.jobs(split, families)
+        a task whose jobs have one; the first ``limit``, when given); DataError if any is
+        missing. A reader on the first N diffs can train while later ones are still built."""
+        jobs = self.jobs(split, families)[:limit]
         paths = [self.out / "diffs" / split / f"{r['diff_id']}.safetensors" for r in jobs]
         missing = [p for p in paths if not p.exists()]
         if missing:

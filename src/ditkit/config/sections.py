@@ -156,8 +156,9 @@ class DitConfig:
     # "trigger_prefix" with question "What does the secret SEP code start with?" (preset
     # trigger-inversion).
     target: str = "label"
-    # Train on the first N training diffs only (None: all). The data-scaling experiment reads one
-    # test set with adapters trained on 2^k of one run's diffs (`ditkit scaling`).
+    # Train on the first N training diffs only (None: all); only those need be on disk, so a
+    # reader can train while a population's later diffs are still being built. The data-scaling
+    # experiment reads one test set with adapters trained on 2^k of one run's diffs.
     max_train_diffs: int | None = None
     # Behaviour suite: train on the training diffs of these families only (empty: every one),
     # before max_train_diffs: the transfer matrix and the diversity curve (docs/behaviours.md).

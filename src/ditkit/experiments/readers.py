@@ -105,7 +105,7 @@ def _train_reading(run: Run, n: int) -> float:
         return json.loads(path.read_text())["alias_match"]
     families = run.cfg.dit.train_families
     jobs = run.jobs("train", families)[:n]
-    diffs = [load_diff(p) for p in run.diff_paths("train", families)[:n]]
+    diffs = [load_diff(p) for p in run.diff_paths("train", families, n)]
     model, tok = run.model_and_tok
     answers = describe(model, tok, diffs, load_diff(run.out / "dit" / "adapter"))
     hits = [alias_match(a, run.task.names(j)) for a, j in zip(answers, jobs)]
