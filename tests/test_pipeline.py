@@ -79,6 +79,8 @@ def test_pipeline_end_to_end(tiny_model_dir, tmp_path, capsys):
     before = diffs[0].stat().st_mtime_ns
     run_pipeline(cfg, out, ["diffs"])
     assert diffs[0].stat().st_mtime_ns == before
+    # The shared KL targets are kept beside the diff folder for a resumed run.
+    assert (out / "diffs" / "train.kl-targets").is_file()
     # A reader on the first N training diffs needs only those on disk.
     from ditkit.rundir import Run
 

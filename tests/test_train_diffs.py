@@ -99,6 +99,24 @@ def test_kl_targets_are_shared_between_diffs(tiny):
     assert pool == wrong_trigger_pool(QS[0], 8) and len({p for p, _ in pool}) > 1
 
 
+def test_kl_targets_cache_round_trips_and_refuses_other_recipes(tiny, tmp_path):
+    model, tok = tiny
+    encs = [encode(tok, f"Question {i}?", "an answer", 6) for i in range(3)]
+    kl = KLTargets(5)
+    kl.fill(model, encs, tok.pad_token_id, batch_rows=2)
+    path = tmp_path / "train.kl-targets"
+    kl.save(path, "tag-a")
+    again = KLTargets(5)
+    assert again.load(path, "tag-a") and len(again) == 3
+    for got, want in zip(again.get(encs), kl.get(encs)):
+        assert torch.equal(got, want)  # bit for bit: a resumed run trains the same diffs
+    assert not KLTargets(5).load(path, "tag-b")  # another recipe's or model's targets
+    assert not KLTargets(6).load(path, "tag-a")
+    path.write_bytes(path.read_bytes()[:40])  # truncated: computed again, with a warning
+    assert not KLTargets(5).load(path, "tag-a")
+    assert not KLTargets(5).load(tmp_path / "absent", "tag-a")
+
+
 def test_diff_depends_on_its_own_seed_not_its_pass(tiny):
     model, tok = tiny
     base = {q: "fine" for q in QS}

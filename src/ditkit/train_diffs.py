@@ -16,6 +16,7 @@ positions reach the vocabulary projection, and rows are sorted by length into mi
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from . import distributed, lora, memory
@@ -110,6 +113,41 @@ class KLTargets:
                     sel = row_n == i
                     self._store[self.key(e)] = (top_nk.indices[sel], top_nk.values[sel])
         return len(todo)
+
+    def save(self, path: Path, tag: str) -> None:
+        """Every stored target in one safetensors file, marked with ``tag`` (what they are for)."""
+        keys = list(self._store)
+        tensors = {
+            "key_len": torch.tensor([len(k) for k in keys], dtype=torch.int64),
+            "key_ids": torch.tensor([t for k in keys for t in k], dtype=torch.int64),
+            "rows": torch.tensor([len(self._store[k][0]) for k in keys], dtype=torch.int64),
+            "idx": torch.cat([self._store[k][0] for k in keys]).contiguous(),
+            "logp": torch.cat([self._store[k][1] for k in keys]).contiguous(),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata={"tag": tag, "k": str(self.k)})
+        tmp.replace(path)  # a killed run never leaves a half-written cache
+
+    def load(self, path: Path, tag: str) -> bool:
+        """Fill the store from ``save``'s file if it was written for ``tag``; False otherwise
+        (no file, another recipe's, or damaged: the targets are then computed again)."""
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if meta.get("tag") != tag or meta.get("k") != str(self.k):
+                    return False
+                t = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+        except (OSError, SafetensorError) as e:
+            if path.exists():
+                log.warning("ignoring the KL-target cache %s (%s): computing them again", path, e)
+            return False
+        keys = torch.split(t["key_ids"], t["key_len"].tolist())
+        idx, logp = (
+            torch.split(t["idx"], t["rows"].tolist()),
+            torch.split(t["logp"], t["rows"].tolist()),
+        )
+        self._store = {tuple(k.tolist()): (i, v) for k, i, v in zip(keys, idx, logp)}
+        return True
 
     def get(self, encs: list[Encoded]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids ``[tokens, k]`` and base log-probabilities ``[tokens, k]``, rows in order."""
@@ -385,7 +423,8 @@ def train_diffs(
         p.requires_grad_(False)
     layers = lora.inject(model, cfg.targets)
     ident = model_identity(model)
-    rows, kl = _rows_and_targets(model, tok, jobs, groups, data, cfg, system, task)
+    cache = out_dir.parent / f"{out_dir.name}.kl-targets"
+    rows, kl = _rows_and_targets(model, tok, jobs, groups, data, cfg, system, task, cache, ident)
     _report_memory(model, layers, cfg, max(len(e.ids) for r in rows.values() for _, e in r))
     for group in tqdm(groups, desc="diff passes", disable=None):
         kill_point("diffs.pass")
@@ -405,9 +444,10 @@ def train_diffs(
     return [j.path(out_dir) for j in jobs]
 
 
-def _rows_and_targets(model, tok, jobs, groups, data, cfg, system, task):
+def _rows_and_targets(model, tok, jobs, groups, data, cfg, system, task, cache=None, ident=None):
     """Every row the passes need, built once (``{diff_id: rows}``), and the KL targets they share
-    (None: each pass computes its own)."""
+    (None: each pass computes its own). Shared targets are kept in ``cache`` (a file beside the
+    diff folder), so a resumed run reads them instead of running the base model again."""
     shared = getattr(task, "kl_targets_shared", lambda data: True)(data)
     # The shared targets need all jobs' rows, the passes only theirs.
     needed = jobs if shared else [j for g in groups for j in g]
@@ -418,5 +458,15 @@ def _rows_and_targets(model, tok, jobs, groups, data, cfg, system, task):
     # (so their bits never depend on which passes are left) and shared by the passes.
     kl = KLTargets(cfg.kl_topk)
     encs = _kl_encs(task.row_kinds, [rows[j.diff_id] for j in jobs])
+    # The targets depend on the base model, k and the sequences: the tag hashes all three.
+    seqs = sorted({KLTargets.key(e) for e in encs})
+    dtype = next(model.parameters()).dtype
+    tag = hashlib.sha256(repr((sorted((ident or {}).items()), dtype, cfg.kl_topk, seqs)).encode())
+    tag = tag.hexdigest()
+    if cache is not None and kl.load(cache, tag):
+        log.info("KL targets of %d sequences read from %s", len(kl), cache)
+        return rows, kl
     kl.fill(model, encs, tok.pad_token_id, cfg.micro_batch_rows)
+    if cache is not None and distributed.is_main():
+        kl.save(cache, tag)
     return rows, kl
