@@ -458,6 +458,8 @@ def _rows_and_targets(model, tok, jobs, groups, data, cfg, system, task, cache=N
     # (so their bits never depend on which passes are left) and shared by the passes.
     kl = KLTargets(cfg.kl_topk)
     encs = _kl_encs(task.row_kinds, [rows[j.diff_id] for j in jobs])
+    if not encs:  # a task without KL rows (news headlines): nothing to compute or keep
+        return rows, kl
     # The targets depend on the base model, k and the sequences: the tag hashes all three.
     seqs = sorted({KLTargets.key(e) for e in encs})
     dtype = next(model.parameters()).dtype

@@ -347,8 +347,12 @@ def summary_text(results: RunResults) -> list[str]:
     data, dit = cfg.get("data") or {}, cfg.get("dit") or {}
     n_test = len({p["diff_id"] for p in results.predictions}) or data.get("n_test")
     adapter = dit.get("adapter", "train")
+    n_train, first = data.get("n_train", "?"), dit.get("max_train_diffs")
+    families = dit.get("train_families") or []
     trained = {
-        "train": f"trained on this run's {data.get('n_train', '?')} training diffs",
+        "train": (f"trained on the first {first} of" if first else "trained on")
+        + f" this run's {n_train} training diffs"
+        + (f" of the families {', '.join(families)}" if families else ""),
         "shipped": "shipped with ditkit (trained on other topics)",
     }.get(adapter, f"from {adapter}")
     out = [
