@@ -74,14 +74,16 @@ def main() -> None:
         for fam in families:
             m = got.get(fam, {})
             a, f = m.get("alias_match", []), m.get("family_match", [])
-            mean = statistics.fmean
-            cells.append(f"{mean(a):.2f} / {mean(f):.2f} ({len(a)})" if a else "—")
-            if a:
-                rows.append({
-                    "reader": name, "trained_on": trained, "family": fam,
-                    "seen": fam in trained, "alias_match": statistics.fmean(a),
-                    "family_match": statistics.fmean(f), "n": len(a),
-                })  # fmt: skip
+            if not a:
+                cells.append("—")
+                continue
+            row = {
+                "reader": name, "trained_on": trained, "family": fam, "seen": fam in trained,
+                "alias_match": statistics.fmean(a), "family_match": statistics.fmean(f),
+                "n": len(a),
+            }  # fmt: skip
+            rows.append(row)
+            cells.append(f"{row['alias_match']:.2f} / {row['family_match']:.2f} ({len(a)})")
         lines.append(f"| {name} ({', '.join(trained)}) | " + " | ".join(cells) + " |")
     # Diversity: per number of training families, the content read on unseen behaviour families.
     curve = {}

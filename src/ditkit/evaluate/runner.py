@@ -285,9 +285,9 @@ def _score_row(row: dict, names: list[str], tools: Tools, job: dict | None = Non
     row_metrics = getattr(tools.task, "row_metrics", None)
     if row_metrics is not None and job is not None:
         texts = [row["answer"], *([guess] if guess is not None else [])]
+        got = [row_metrics(t, job) for t in texts]
         for name in getattr(tools.task, "row_metric_names", ()):
-            if name not in scores:
-                scores[name] = max(row_metrics(t, job)[name] for t in texts)
+            scores.setdefault(name, max(g[name] for g in got))
     if match_only:
         return json.dumps(row, sort_keys=True) != before
     if any(m not in scores for m in EMBEDDING_METRICS) and tools.embedder is not None:

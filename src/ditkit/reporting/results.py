@@ -91,21 +91,21 @@ class RunResults:
         """Methods that name the label (everything but the diff checks)."""
         return [m for m in self.methods if self.role(m) != "diff_check"]
 
+    @functools.cached_property
+    def task(self):
+        """The run's task, or None when this ditkit does not know it."""
+        try:
+            return get_task((self.config or {}).get("task") or DEFAULT_TASK)
+        except DitkitError:
+            return None
+
     def task_row_metrics(self) -> tuple[str, ...]:
         """The run's task's own per-row metrics (``row_metric_names``), if it has any."""
-        try:
-            task = get_task((self.config or {}).get("task") or DEFAULT_TASK)
-        except DitkitError:
-            return ()
-        return tuple(getattr(task, "row_metric_names", ()))
+        return tuple(getattr(self.task, "row_metric_names", ()))
 
     def primary_metric(self) -> str | None:
         """The task's first text metric (alias_match, rouge_l), else the first metric found."""
-
-        try:
-            preferred = list(get_task((self.config or {}).get("task") or DEFAULT_TASK).text_metrics)
-        except DitkitError:
-            preferred = []
+        preferred = list(getattr(self.task, "text_metrics", ()))
         for m in [*preferred, *self.metrics]:
             if m in self.metrics:
                 return m
