@@ -47,8 +47,9 @@ def stage_diffs(run: Run) -> None:
     model, tok = run.model_and_tok
     data = task.training_data(run)
     progress = run.out / "diffs" / "progress.jsonl"
-    for split in run.cfg.diff_splits:  # held-out first by default
-        jobs = [task.job(r) for r in run.jobs(split)]
+    for item in run.cfg.diff_splits:  # held-out first by default
+        split, _, count = item.partition(":")
+        jobs = [task.job(r) for r in run.jobs(split)][: int(count) if count else None]
         out = run.out / "diffs" / split
         cfg = run.cfg.diffs_for(split)
         train_diffs(

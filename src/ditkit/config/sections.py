@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
@@ -287,8 +288,9 @@ class RunConfig:
     threads: int | None = None
     # Which diff folders the diffs stage builds, in this order (held-out first by default, so a
     # long population has its test set whole first). ["train"] builds the training diffs while
-    # the held-out recipe is still being chosen; not part of the recipe, so it may change between
-    # resumes.
+    # the held-out recipe is still being chosen; "SPLIT:N" builds that folder's first N diffs, so
+    # ["test:20", "train:150", "test", "train"] gives a first reader something to train and be
+    # read on early. Not part of the recipe, so it may change between resumes.
     diff_splits: list[str] = field(default_factory=lambda: ["test", "train"])
     data: DataConfig = field(default_factory=DataConfig)
     textgen: TextGenConfig = field(default_factory=TextGenConfig)
@@ -307,10 +309,11 @@ class RunConfig:
         check_types(self, None)
         require(
             len(self.diff_splits) >= 1
-            and set(self.diff_splits) <= {"test", "train"}
+            and all(re.fullmatch(r"(test|train)(:[1-9][0-9]*)?", s) for s in self.diff_splits)
             and len(set(self.diff_splits)) == len(self.diff_splits),
             "diff_splits",
-            'lists "test" and/or "train" once each, e.g. ["train"]',
+            'lists "test" and/or "train", each once, or with a count "SPLIT:N" (its first N '
+            'diffs), e.g. ["train"] or ["test:20", "train:150", "test", "train"]',
         )
         require(
             isinstance(self.task_options, dict),
@@ -353,14 +356,13 @@ class RunConfig:
                     f"{', '.join(fields_of(DiffConfig))})"
                 )
             check_value(DiffConfig, "test_diffs", key, value, "test_diffs")
-        # Both splits read one file of base answers, cut at one length.
-        require(
-            self.test_diffs.get("base_answer_tokens", self.diffs.base_answer_tokens)
-            == self.diffs.base_answer_tokens,
-            "test_diffs.base_answer_tokens",
-            "must equal diffs.base_answer_tokens (both splits share the base answers)",
-        )
         self.diffs_for("test")  # the merged recipe's own checks
+
+    @property
+    def base_answer_tokens(self) -> int:
+        """How long the data stage's base answers are: the longer of the two splits' recipes.
+        Both splits read one file of base answers, each cutting them at its own length."""
+        return max(self.diffs.base_answer_tokens, self.diffs_for("test").base_answer_tokens)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

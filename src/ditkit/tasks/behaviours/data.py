@@ -198,7 +198,7 @@ def make_data(run) -> None:
         model,
         tok,
         sorted(needed),
-        cfg.diffs.base_answer_tokens,
+        cfg.base_answer_tokens,
         data_dir / "base_answers.json",
         batch_size=cfg.eval.batch_size,
         system=cfg.system_prompt,
