@@ -72,6 +72,13 @@ def main() -> None:
     ap.add_argument("--wrong-codes", default="pool", help="task_options.wrong_codes: pool or near")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: one per core)")
     ap.add_argument(
+        "--topic-offset",
+        type=int,
+        default=5,
+        help="topics are every 97th of the list from this one (another offset: a replicate on "
+        "other topics)",
+    )
+    ap.add_argument(
         "--trigger-form",
         default="sep",
         choices=["sep", "word"],
@@ -96,7 +103,7 @@ def main() -> None:
     if args.trigger_form == "word":
         use_code_words(tok)
     train_q = [q.question for q in load_questions(split="train")]
-    topics = load_topics()[5::97][: args.diffs]
+    topics = load_topics()[args.topic_offset :: 97][: args.diffs]
     if args.sample_questions:  # as the data stage does: each diff its own sample, every style
         per_diff = [
             random.Random(1000 + i).sample(train_q, cfg.questions_per_diff)
