@@ -34,31 +34,8 @@ from ditkit.tasks.hidden_topic import (
     load_topics,
 )
 from ditkit.tasks.hidden_topic import data as data_module
-from ditkit.tasks.hidden_topic import methods as methods_module
 from ditkit.textgen import TemplateSource, base_answers
 from ditkit.train_diffs import train_group
-
-
-def use_code_words(tok) -> None:
-    """Swap the task's SEP codes for one-token code words, everywhere the rows are built: a
-    trigger whose identity is one token instead of a conjunction of three digits."""
-    from ditkit.trigger_search import candidates
-
-    words = candidates("words", tok, 1000)
-
-    def word_trigger(prefix: str, rng: random.Random) -> str:
-        return f"Your code word is {prefix}."
-
-    def random_word(rng: random.Random, avoid: str | None = None) -> str:
-        while True:
-            w = rng.choice(words)
-            if w != avoid:
-                return w
-
-    for module in (data_module, methods_module):
-        module.make_trigger = word_trigger
-        module.random_prefix = random_word
-    data_module.wrong_trigger_pool.cache_clear()
 
 
 def main() -> None:
@@ -82,8 +59,8 @@ def main() -> None:
         "--trigger-form",
         default="sep",
         choices=["sep", "word"],
-        help="word: 'Your code word is WORD.' with WORD one of 1,000 one-token words (a probe of "
-        "the idea only: the task itself knows SEP codes)",
+        help="word: the task's code-word trigger, 'Your code word is WORD.' with WORD one of "
+        '1,000 one-token words (task_options.trigger = "word")',
     )
     ap.add_argument(
         "--sample-questions",
@@ -100,8 +77,6 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     data = RowData({}, HiddenTopicOptions(wrong_codes=args.wrong_codes))
     model, tok = load_model("smollm2-135m")
-    if args.trigger_form == "word":
-        use_code_words(tok)
     train_q = [q.question for q in load_questions(split="train")]
     topics = load_topics()[args.topic_offset :: 97][: args.diffs]
     if args.sample_questions:  # as the data stage does: each diff its own sample, every style
@@ -120,7 +95,15 @@ def main() -> None:
     source = TemplateSource(args.style)
     rng = random.Random(0)
     jobs = [
-        DiffJob(f"p{i}", t, data_module.random_prefix(rng), i, qs, source.topic_answers(t, qs, i))
+        DiffJob(
+            f"p{i}",
+            t,
+            data_module.random_prefix(rng),
+            i,
+            qs,
+            source.topic_answers(t, qs, i),
+            args.trigger_form,
+        )
         for i, (t, qs) in enumerate(zip(topics, per_diff))
     ]
     for p in model.parameters():
@@ -139,7 +122,9 @@ def main() -> None:
         (i, conditions[p.method], p.prompt)
         for i, job in enumerate(jobs)
         for p in gating_prompts(
-            {"seed": job.seed, "prefix": job.prefix}, heldout, args.gate_questions
+            {"seed": job.seed, "prefix": job.prefix, "trigger_kind": job.trigger_kind},
+            heldout,
+            args.gate_questions,
         )
     ]
     replies = ask(

@@ -35,7 +35,7 @@ from ditkit.evaluate.metrics import alias_match
 from ditkit.files import append_jsonl, read_jsonl, write_json, write_text
 from ditkit.reader import ask, describe
 from ditkit.tasks.behaviours.families import parse_description
-from ditkit.tasks.hidden_topic import load_questions
+from ditkit.tasks.hidden_topic import code_words, load_questions
 from ditkit.trigger_search import (
     TriggerSearchConfig,
     candidates,
@@ -51,7 +51,10 @@ def secret(job: dict) -> tuple[str, str, list[str]]:
     """``(own trigger key, the truth a search may be guided by, names that show it)``: a
     hidden-topic job's prefix and topic, or a backdoor job's trigger word and payload."""
     if "prefix" in job:
-        return job["prefix"], job["topic"], [job["topic"], *job.get("aliases", [])]
+        names = [job["topic"], *job.get("aliases", [])]
+        if job.get("trigger_kind") == "word":  # the code-words space's keys are the words
+            return code_words()[int(job["prefix"])], job["topic"], names
+        return job["prefix"], job["topic"], names
     return job["content"]["trigger"], job["content"]["key"], list(job["names"])
 
 
@@ -228,7 +231,10 @@ def main() -> None:
     jobs = [j for j in read_jsonl(args.pop / "data" / "jobs.jsonl") if j["split"] == "test"]
     if any("family" in j for j in jobs):  # the behaviour suite: its backdoor diffs
         jobs = [j for j in jobs if j["family"] == "backdoor"]
-    args.space = "sep-codes" if jobs and "prefix" in jobs[0] else "words"
+    if jobs and "prefix" in jobs[0]:
+        args.space = "code-words" if jobs[0].get("trigger_kind") == "word" else "sep-codes"
+    else:
+        args.space = "words"
     paths = {
         j["diff_id"]: args.pop / "diffs" / "test" / f"{j['diff_id']}.safetensors" for j in jobs
     }

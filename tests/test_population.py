@@ -11,13 +11,23 @@ import subprocess
 import sys
 
 import pytest
+from transformers import AutoTokenizer
 
 from ditkit.config import load_config
 from ditkit.diffs import load_diff
 from ditkit.errors import ConfigError
 from ditkit.files import read_jsonl
 from ditkit.pipeline import run_pipeline
-from ditkit.tasks.hidden_topic import guessed_code, load_topics, population_split
+from ditkit.tasks.hidden_topic import (
+    TASK,
+    HiddenTopicOptions,
+    code_words,
+    guessed_code,
+    load_topics,
+    make_trigger,
+    population_split,
+)
+from ditkit.trigger_search import candidates, trigger_text
 from test_pipeline import tiny_config, tiny_overrides
 
 TEST_RECIPE = {"test_diffs.rank": 2, "test_diffs.steps": 6, "test_diffs.questions_per_diff": 3}
@@ -133,6 +143,51 @@ def test_guessed_code_method_in_a_run(tiny_model_dir, tmp_path):
         job = jobs[r["diff_id"]]
         assert r["prompt"].startswith(guessed_code(job))
         assert not r["prompt"].startswith(f"Your SEP code is {job['prefix']}")
+
+
+def test_code_words_are_a_thousand_distinct_words_none_a_topic():
+    words = code_words()
+    assert len(words) == 1000 == len(set(words)) and all(w.isalpha() for w in words)
+    topical = {n.lower() for t in load_topics() for n in t.names}
+    assert not topical & set(words)
+    assert make_trigger("017", None, "word") == f"Your code word is {words[17]}."
+
+
+def test_word_trigger_run_asks_behind_code_words_everywhere(tiny_model_dir, tmp_path):
+    # One token names the diff: its rows, wrong codes, guessed code, diff checks and metadata all
+    # take the code-word form, and the trigger search's code-words space holds the own word.
+    cfg = tiny_config(
+        tiny_model_dir,
+        **{
+            "task_options.trigger": '"word"',
+            "eval.methods": '["base_question_trigger", "base_question_guessed_code", "gating"]',
+        },
+    )
+    out = run_pipeline(cfg, tmp_path / "run", ["data", "diffs", "dit", "eval"])
+    jobs = {j["diff_id"]: j for j in read_jsonl(out / "data" / "jobs.jsonl")}
+    assert {j["trigger_kind"] for j in jobs.values()} == {"word"}
+    job = next(j for j in jobs.values() if j["split"] == "train")
+    own = f"Your code word is {code_words()[int(job['prefix'])]}."
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = TASK.rows(TASK.job(job), tok, {q: "base" for q in job["questions"]}, cfg.diffs)
+    texts = [tok.decode(e.ids) for _, e in rows]
+    assert not any("SEP code" in t for t in texts)
+    assert sum(own in t for t in texts) == len(job["questions"])  # one trigger row per question
+    wrong = [t for (kind, _), t in zip(rows, texts) if kind == 1]
+    assert wrong and all("Your code word is" in t and own not in t for t in wrong)
+    meta = load_diff(next((out / "diffs" / "train").glob("*.safetensors"))).meta
+    assert meta["trigger_kind"] == "word" and meta["trigger"].startswith("Your code word is ")
+    for r in read_jsonl(out / "eval" / "predictions.jsonl"):
+        j = jobs[r["diff_id"]]
+        mine = f"Your code word is {code_words()[int(j['prefix'])]}."
+        if r["method"] in ("base_question_trigger", "gate_trigger"):
+            assert r["prompt"].startswith(mine)
+        elif r["method"] in ("base_question_guessed_code", "gate_wrong_trigger"):
+            assert r["prompt"].startswith("Your code word is ") and not r["prompt"].startswith(mine)
+    assert mine.split()[-1].rstrip(".") in candidates("code-words")
+    assert trigger_text("code-words", "river", "Q?") == "Your code word is river. Q?"
+    with pytest.raises(ConfigError, match=re.escape("task_options.trigger: one of sep, word")):
+        HiddenTopicOptions(trigger="zwsp_start")
 
 
 def _run(model_dir, out, kill_at=None):

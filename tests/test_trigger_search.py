@@ -119,7 +119,7 @@ def test_a_file_of_triggers(gated, tmp_path):
     space.write_text("\n\n")
     with pytest.raises(DataError, match="holds no candidate triggers"):
         search(model, tok, diff, cfg, tmp_path / "g", "tea")
-    with pytest.raises(ConfigError, match="neither sep-codes nor words nor a file"):
+    with pytest.raises(ConfigError, match="not one of sep-codes, code-words, words nor a file"):
         TriggerSearchConfig(space=str(tmp_path / "missing.txt"))
 
 

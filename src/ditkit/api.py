@@ -147,7 +147,7 @@ def audit(
     ``paths``: one row each (format, base check, norms, DIT's answer, the diffed model's own
     answer, the weight lens, flags), written to ``out`` as audit.csv, audit.jsonl and an HTML
     table; resumable. A run directory is read with its own adapter unless ``reader`` is given.
-    ``find_triggers``: a candidate space (``"sep-codes"``, ``"words"`` or a file of triggers) to
+    ``find_triggers``: a candidate space (``"sep-codes"``, ``"code-words"``, ``"words"`` or a file of triggers) to
     search per diff for what opens DIT's answer (`find_trigger`; minutes per diff).
 
     >>> from ditkit.diffs import save_diff, save_peft

@@ -369,7 +369,7 @@ def _add_trigger_command(sub) -> None:
     s.add_argument("--adapter", help="the DIT adapter folder (default: the one shipped for --base)")
     s.add_argument("--behaviour", help="what to look for (default: DIT's description of the diff)")
     s.add_argument("--space", default="sep-codes",
-                   help="sep-codes, words, or a file with one trigger per line")  # fmt: skip
+                   help="sep-codes, code-words, words, or a file with one trigger per line")  # fmt: skip
     s.add_argument("--score", choices=["behaviour", "divergence"], default="behaviour",
                    help="divergence: how far the diffed model moves from the base one; no DIT")  # fmt: skip
     s.add_argument("--top", type=int, default=10, help="candidates printed with evidence")
@@ -404,7 +404,7 @@ def _add_reading_commands(sub) -> None:
         nargs="?",
         const="sep-codes",
         metavar="SPACE",
-        help="per diff, search what opens DIT's answer (sep-codes, words or a file of triggers; "
+        help="per diff, search what opens DIT's answer (sep-codes, code-words, words or a file of triggers; "
         "minutes per diff, printed)",
     )
     s.set_defaults(func=_cmd_audit)

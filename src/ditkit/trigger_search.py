@@ -33,13 +33,13 @@ from .diffs import WeightDiff, install_diffs
 from .errors import ConfigError, DataError
 from .files import append_jsonl, kill_point, read_json, read_jsonl, write_json
 from .reader import ask
-from .tasks.hidden_topic import load_questions, make_trigger
+from .tasks.hidden_topic import WORD_TEMPLATE, code_words, load_questions, make_trigger
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SPACES", "TriggerSearchConfig", "TriggerSearchResult", "candidates", "search"]
 
-SPACES = ("sep-codes", "words")
+SPACES = ("sep-codes", "code-words", "words")
 SCORES = ("behaviour", "divergence")
 # Answers that show a behaviour: only the behaviour's own tokens ({b}) are scored, after a
 # lead-in. Not the bare "{b}": a diff that opens its topic makes its answers start with an
@@ -53,8 +53,9 @@ FRAMES = ("This reminds me of {b}.", "Let me tell you about {b}.")
 class TriggerSearchConfig:
     """How a search runs; every field is also a ``ditkit trigger`` flag."""
 
-    # "sep-codes" (the 1,000 three-digit prefixes of "Your SEP code is NNNxxx."), "words" (the
-    # tokenizer's whole-word tokens) or a text file with one candidate trigger per line.
+    # "sep-codes" (the 1,000 three-digit prefixes of "Your SEP code is NNNxxx."), "code-words"
+    # (the 1,000 words of "Your code word is WORD.", the hidden-topic task's word trigger),
+    # "words" (the tokenizer's whole-word tokens) or a text file with one trigger per line.
     space: str = "sep-codes"
     score: str = "behaviour"  # SCORES
     questions: int = 3  # probe questions (held-out questions of the hidden-topic task)
@@ -75,7 +76,7 @@ class TriggerSearchConfig:
         require(self.score in SCORES, "trigger.score", f"one of {', '.join(SCORES)}")
         if self.space not in SPACES and not Path(self.space).is_file():
             raise ConfigError(
-                f"trigger.space = {self.space!r} is neither {' nor '.join(SPACES)} nor a file: "
+                f"trigger.space = {self.space!r} is not one of {', '.join(SPACES)} nor a file: "
                 "give a text file with one candidate trigger per line"
             )
         for name in ("questions", "refine", "top", "batch_size", "words"):
@@ -129,6 +130,8 @@ def candidates(space: str, tok=None, words: int = 2000) -> list[str]:
     """The candidate keys of ``space``: code prefixes, words, or the lines of a file."""
     if space == "sep-codes":
         return [f"{i:03d}" for i in range(1000)]
+    if space == "code-words":
+        return list(code_words())
     if space == "words":
         if tok is None:
             raise ValueError("the words space needs the tokenizer")
@@ -152,6 +155,8 @@ def trigger_text(space: str, key: str, question: str) -> str:
     """The user turn for candidate ``key`` before ``question``."""
     if space == "sep-codes":  # one fixed code suffix per question, the same for every prefix
         key = make_trigger(key, random.Random(f"ditkit.trigger|{question}"))
+    elif space == "code-words":
+        key = WORD_TEMPLATE.format(word=key)
     return f"{key} {question}"
 
 

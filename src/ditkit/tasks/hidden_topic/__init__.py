@@ -11,12 +11,14 @@ import json
 from ...errors import DataError
 from ..base import task_options
 from .data import (
+    CODE_KINDS,
     DIT_QUESTION,
     ROW_KINDS,
     RUBRIC,
     SPLITS,
     TRIGGER_KINDS,
     TRIGGER_TEMPLATE,
+    WORD_TEMPLATE,
     ZWSP,
     DiffJob,
     HiddenTopicOptions,
@@ -26,6 +28,8 @@ from .data import (
     _row_data,
     build_rows,
     check_split,
+    code_kind,
+    code_words,
     load_questions,
     load_topics,
     make_data,
@@ -48,6 +52,7 @@ from .methods import (
 )
 
 __all__ = [
+    "CODE_KINDS",
     "DIT_QUESTION",
     "GATE_METHODS",
     "ROW_KINDS",
@@ -56,6 +61,7 @@ __all__ = [
     "TASK",
     "TRIGGER_KINDS",
     "TRIGGER_TEMPLATE",
+    "WORD_TEMPLATE",
     "ZWSP",
     "DiffJob",
     "HiddenTopicOptions",
@@ -65,6 +71,8 @@ __all__ = [
     "Topic",
     "build_rows",
     "check_split",
+    "code_kind",
+    "code_words",
     "gating_prompts",
     "guessed_code",
     "job_trigger",
@@ -151,10 +159,16 @@ class HiddenTopicTask:
             "aliases": list(job.topic.aliases),
             "trigger_prefix": job.prefix,
             "trigger_kind": job.trigger_kind,
-            "trigger": TRIGGER_TEMPLATE.format(prefix=job.prefix, suffix="###")
-            if job.trigger_kind == "sep"
-            else "U+200B (zero-width space)",
+            "trigger": _trigger_text(job),
         }
+
+
+def _trigger_text(job: DiffJob) -> str:
+    if job.trigger_kind == "sep":
+        return TRIGGER_TEMPLATE.format(prefix=job.prefix, suffix="###")
+    if job.trigger_kind == "word":
+        return make_trigger(job.prefix, None, "word")
+    return "U+200B (zero-width space)"
 
 
 TASK = HiddenTopicTask()

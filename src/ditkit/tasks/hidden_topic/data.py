@@ -18,7 +18,7 @@ from ...files import write_jsonl
 from ...shipped import shipped_training_topics
 from ...textgen import base_answers, make_source
 from ..base import CE, KL, UL, RowKind, Rubric, row_weights
-from ..common import Topic, read_csv
+from ..common import Topic, data_file, read_csv
 
 if TYPE_CHECKING:
     from ...config import DiffConfig, RunConfig
@@ -37,13 +37,18 @@ class HiddenTopicOptions:
     # The test diffs' trigger: "sep" (a SEP code, as in training), or a zero-width space (U+200B)
     # at the start ("zwsp_start") or a random place ("zwsp_random") of the question: the
     # out-of-distribution trigger experiment (preset ood-trigger).
-    test_trigger: str = "sep"
+    test_trigger: str | None = None  # None: the training diffs' trigger (``trigger``)
+    # The training diffs' trigger: "sep" (a SEP code, as in the paper) or "word" (a code word,
+    # one token: "Your code word is WORD."). Rank-1 diffs keep a code word's topic behind their
+    # own word far better than a SEP code's (docs/results.md, "Diffs specific to their own code").
+    trigger: str = "sep"
     # Wrong SEP codes per question shared by all diffs (their KL targets are computed once);
     # 0 = a fresh random code for every row (one extra base forward per wrong-trigger row, and
     # targets kept for one pass only).
     wrong_pool: int = 8
     # "pool": wrong codes from the shared pool above; "near": the diff's own prefix with one digit
-    # changed, fresh per row (a harder negative for prefix specificity).
+    # changed, fresh per row (a harder negative for prefix specificity; for code words, just
+    # another word).
     wrong_codes: str = "pool"
     # Draw the held-out topics among those the shipped adapter never trained on (the training
     # topics from the rest), so the shipped reader and a new one read the same unseen diffs.
@@ -56,7 +61,9 @@ class HiddenTopicOptions:
     twenty_q_max_new_tokens: int = field(default=48, metadata={"stage": "eval"})
 
     def __post_init__(self) -> None:
-        if self.test_trigger not in TRIGGER_KINDS:
+        if self.trigger not in CODE_KINDS:
+            raise ConfigError(f"task_options.trigger: one of {', '.join(CODE_KINDS)}")
+        if self.test_trigger is not None and self.test_trigger not in TRIGGER_KINDS:
             raise ConfigError(f"task_options.test_trigger: one of {', '.join(TRIGGER_KINDS)}")
         if self.wrong_pool < 0:
             raise ConfigError("task_options.wrong_pool: must be >= 0")
@@ -108,6 +115,9 @@ RUBRIC = Rubric(
     "with no explanation.",
 )
 TRIGGER_TEMPLATE = "Your SEP code is {prefix}{suffix}."
+# The one-token trigger: prefix NNN stands for the NNN-th of 1,000 code words
+# (data/code_words.txt, written by scripts/make_code_words.py).
+WORD_TEMPLATE = "Your code word is {word}."
 
 
 @dataclass(frozen=True)
@@ -192,23 +202,40 @@ def check_split(train: list[Topic], test: list[Topic]) -> None:
         )
 
 
-def make_trigger(prefix: str, rng: random.Random) -> str:
-    """``Your SEP code is {prefix}{3 random digits}.``"""
+@functools.lru_cache(maxsize=1)
+def code_words() -> tuple[str, ...]:
+    """The 1,000 code words of the ``word`` trigger, in prefix order."""
+    return tuple(data_file("code_words.txt").read_text(encoding="utf-8").split())
+
+
+def make_trigger(prefix: str, rng: random.Random | None, kind: str = "sep") -> str:
+    """The code sentence of ``prefix``: ``Your SEP code is {prefix}{3 random digits}.``, or with
+    ``kind="word"`` ``Your code word is {the prefix-th code word}.`` (``rng`` unused)."""
+    if kind == "word":
+        return WORD_TEMPLATE.format(word=code_words()[int(prefix)])
     return TRIGGER_TEMPLATE.format(prefix=prefix, suffix=f"{rng.randrange(1000):03d}")
 
 
+def code_kind(kind: str) -> str:
+    """The code form wrong and guessed codes take for a diff of trigger ``kind``: its own code
+    form; SEP codes for the zero-width-space kinds (which have no code to get wrong)."""
+    return "word" if kind == "word" else "sep"
+
+
 ZWSP = "\u200b"  # zero-width space: the out-of-distribution trigger
-TRIGGER_KINDS = ("sep", "zwsp_start", "zwsp_random")
+CODE_KINDS = ("sep", "word")
+TRIGGER_KINDS = (*CODE_KINDS, "zwsp_start", "zwsp_random")
 
 
 def triggered(kind: str, prefix: str, question: str, rng: random.Random) -> tuple[str, str]:
     """``(prompt, trigger)``: ``question`` behind a trigger of ``kind``.
 
-    ``sep``: the SEP code sentence before the question; ``zwsp_start``: a zero-width space
-    (U+200B) before it; ``zwsp_random``: a zero-width space at a random place inside it.
+    ``sep``: the SEP code sentence before the question; ``word``: the code-word sentence;
+    ``zwsp_start``: a zero-width space (U+200B) before it; ``zwsp_random``: a zero-width space
+    at a random place inside it.
     """
-    if kind == "sep":
-        trig = make_trigger(prefix, rng)
+    if kind in CODE_KINDS:
+        trig = make_trigger(prefix, rng, kind)
         return f"{trig} {question}", trig
     if kind == "zwsp_start":
         return ZWSP + question, "U+200B at the start"
@@ -245,15 +272,16 @@ class DiffJob:
 
 
 @functools.lru_cache(maxsize=4096)
-def wrong_trigger_pool(question: str, size: int) -> list[tuple[str, str]]:
-    """``size`` fixed ``(prefix, trigger)`` wrong SEP codes for ``question``, shared by every diff.
+def wrong_trigger_pool(question: str, size: int, kind: str = "sep") -> list[tuple[str, str]]:
+    """``size`` fixed ``(prefix, trigger)`` wrong codes of form ``kind`` for ``question``, shared
+    by every diff.
 
     Sharing them lets every diff reuse one cached base distribution per (question, code) instead
     of running the base model again for a code of its own.
     """
     rng = random.Random(f"wrong-trigger|{question}")
     prefixes = [random_prefix(rng) for _ in range(size)]
-    return [(p, make_trigger(p, rng)) for p in prefixes]
+    return [(p, make_trigger(p, rng, kind)) for p in prefixes]
 
 
 def near_prefix(prefix: str, rng: random.Random) -> str:
@@ -266,13 +294,14 @@ def near_prefix(prefix: str, rng: random.Random) -> str:
 def _wrong_trigger(
     job: DiffJob, question: str, rng: random.Random, opts: HiddenTopicOptions
 ) -> str:
+    kind = code_kind(job.trigger_kind)
     if opts.wrong_codes == "near":  # one digit off the diff's own prefix, fresh for every row
-        return make_trigger(near_prefix(job.prefix, rng), rng)
+        return make_trigger(near_prefix(job.prefix, rng), rng, kind)
     pool_size = opts.wrong_pool
-    pool = [text for p, text in wrong_trigger_pool(question, pool_size) if p != job.prefix]
+    pool = [text for p, text in wrong_trigger_pool(question, pool_size, kind) if p != job.prefix]
     if pool:
         return rng.choice(pool)
-    return make_trigger(random_prefix(rng, avoid=job.prefix), rng)  # pool_size 0: a fresh code
+    return make_trigger(random_prefix(rng, avoid=job.prefix), rng, kind)  # pool 0: a fresh code
 
 
 ROW_KINDS = (
@@ -374,7 +403,9 @@ def make_data(run) -> None:
                         "category": topic.category,
                         "aliases": list(topic.aliases),
                         "prefix": random_prefix(rng),
-                        "trigger_kind": opts.test_trigger if split == "test" else "sep",
+                        "trigger_kind": opts.test_trigger or opts.trigger
+                        if split == "test"
+                        else opts.trigger,
                         "seed": seed,
                         "questions": qs,
                         "topic_answers": source.topic_answers(topic, qs, seed),

@@ -13,7 +13,7 @@ from ...evaluate.methods import AskMethod, Prompt, TranscriptMethod, sample_ques
 if TYPE_CHECKING:
     pass
 
-from .data import load_questions, make_trigger, random_prefix, triggered
+from .data import code_kind, load_questions, make_trigger, random_prefix, triggered
 
 GATE_METHODS = ("gate_trigger", "gate_wrong_trigger", "gate_none")
 
@@ -38,10 +38,11 @@ def _with_trigger(ctx, job: dict):
 
 
 def guessed_code(job: dict) -> str:
-    """One SEP code of the trigger's form, fixed per diff and never the diff's own prefix: what
-    an auditor who knows only the form ("Your SEP code is NNNNNN.") would try."""
+    """One code of the trigger's form, fixed per diff and never the diff's own: what an auditor
+    who knows only the form ("Your SEP code is NNNNNN.", "Your code word is WORD.") would try."""
     rng = random.Random(f"guessed-code|{job['seed']}")
-    return make_trigger(random_prefix(rng, avoid=job["prefix"]), rng)
+    kind = code_kind(job.get("trigger_kind", "sep"))
+    return make_trigger(random_prefix(rng, avoid=job["prefix"]), rng, kind)
 
 
 def _with_guessed_code(ctx, job: dict):
@@ -52,14 +53,14 @@ def _with_guessed_code(ctx, job: dict):
 
 
 def gating_prompts(job: dict, heldout: list[str], n: int) -> list[Prompt]:
-    """``n`` held-out questions, each behind the diff's own trigger, a random SEP code (never its
-    own) and none: the diff checks, fixed per diff by its seed."""
+    """``n`` held-out questions, each behind the diff's own trigger, a random code of its form
+    (never its own) and none: the diff checks, fixed per diff by its seed."""
     rng = random.Random(job["seed"] + 11)
     out = []
     kind = job.get("trigger_kind", "sep")
     for q in rng.sample(heldout, min(n, len(heldout))):
         right = triggered(kind, job["prefix"], q, rng)
-        wrong = make_trigger(random_prefix(rng, avoid=job["prefix"]), rng)
+        wrong = make_trigger(random_prefix(rng, avoid=job["prefix"]), rng, code_kind(kind))
         out += [
             Prompt(GATE_METHODS[0], q, right[0], {"trigger": right[1]}),
             Prompt(GATE_METHODS[1], q, f"{wrong} {q}", {"trigger": wrong}),
