@@ -1,6 +1,7 @@
 """The diff checks of a run's (or a population's) diffs that are on disk: each diff asked
-held-out questions behind its own code (SEP code or code word), a random one and none, as the evaluation's gating
-method asks them; how often the answer names the topic (alias match), with Wilson intervals.
+held-out questions behind its own code (SEP code or code word), a random one of the same form and
+none, as the evaluation's gating method asks them; how often the answer names the topic (alias
+match), with Wilson intervals.
 
     .venv/bin/python scripts/check_gating.py /work/pop --split test --questions 4 [--threads 1]
 
