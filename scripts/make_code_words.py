@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ditkit.models import load_model
 from ditkit.tasks.hidden_topic import load_topics
+from ditkit.trigger_search import candidates
 
 OUT = Path(__file__).resolve().parents[1] / "src" / "ditkit" / "data" / "code_words.txt"
 
@@ -32,17 +33,11 @@ def main() -> None:
     for t in load_topics():
         for name in (t.topic, *t.aliases):
             topical |= set(re.findall(r"[a-z]+", name.lower()))
-    words: list[str] = []
-    for i in range(len(tok)):
-        text = tok.decode([i])
-        word = text[1:]
-        if not (text.startswith(" ") and word.isalpha() and word.islower() and len(word) >= 4):
-            continue
-        if word not in real or word in stop or word in topical or word in words:
-            continue
-        words.append(word)
-        if len(words) == 1000:
-            break
+    skip = stop | topical
+    # Every whole-word token in id order; vocabulary entries are distinct, so no word repeats.
+    every = candidates("words", tok, len(tok))
+    ok = [w for w in every if len(w) >= 4 and w.islower() and w in real and w not in skip]
+    words = ok[:1000]
     OUT.write_text("\n".join(words) + "\n", encoding="utf-8")
     print(f"{len(words)} code words -> {OUT}")
 

@@ -34,8 +34,8 @@ class HiddenTopicOptions:
 
     topics_file: str | None = None  # CSV topic,category,aliases; None = shipped
     questions_file: str | None = None  # CSV question,style,split; None = shipped
-    # The test diffs' trigger: "sep" (a SEP code, as in training), or a zero-width space (U+200B)
-    # at the start ("zwsp_start") or a random place ("zwsp_random") of the question: the
+    # The test diffs' trigger: a code form ("sep", "word"), or a zero-width space (U+200B) at the
+    # start ("zwsp_start") or a random place ("zwsp_random") of the question: the
     # out-of-distribution trigger experiment (preset ood-trigger).
     test_trigger: str | None = None  # None: the training diffs' trigger (``trigger``)
     # The training diffs' trigger: "sep" (a SEP code, as in the paper) or "word" (a code word,
@@ -388,6 +388,7 @@ def make_data(run) -> None:
     else:
         source = make_source(cfg.textgen, cache_dir=data_dir / "cache", model=model, tokenizer=tok)
         rows = []
+        kinds = {"train": opts.trigger, "test": opts.test_trigger or opts.trigger}
         for split, group in (("train", train_t), ("test", test_t)):
             for i, topic in enumerate(tqdm(group, desc=f"{split} answers", disable=None)):
                 seed = cfg.data.seed * 100_003 + len(rows)
@@ -403,9 +404,7 @@ def make_data(run) -> None:
                         "category": topic.category,
                         "aliases": list(topic.aliases),
                         "prefix": random_prefix(rng),
-                        "trigger_kind": opts.test_trigger or opts.trigger
-                        if split == "test"
-                        else opts.trigger,
+                        "trigger_kind": kinds[split],
                         "seed": seed,
                         "questions": qs,
                         "topic_answers": source.topic_answers(topic, qs, seed),
