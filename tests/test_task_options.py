@@ -53,7 +53,9 @@ def test_an_old_set_key_moves_and_a_new_one_is_checked_against_the_task(caplog):
         ConfigError, match=re.escape("task_options.gate_questions = 'x' is not an integer")
     ):
         resolve_task(load_config("quickstart", ['task_options.gate_questions="x"']))
-    with pytest.raises(ConfigError, match="test_trigger: one of sep, word, zwsp_start, zwsp_random"):
+    with pytest.raises(
+        ConfigError, match="test_trigger: one of sep, word, zwsp_start, zwsp_random"
+    ):
         resolve_task(load_config("quickstart", ['task_options.test_trigger="later"']))
     with pytest.raises(ConfigError, match="task_options = 3 is not a table"):
         load_config("quickstart", ["task_options=3", "task_options.x=1"])
