@@ -38,8 +38,8 @@ from ditkit.tasks.behaviours.families import parse_description
 from ditkit.tasks.hidden_topic import code_words, load_questions
 from ditkit.trigger_search import (
     TriggerSearchConfig,
+    behaviour_content,
     candidates,
-    first_line,
     search,
     trigger_text,
 )
@@ -98,7 +98,7 @@ def study_diff(model, tok, reader, job, path, args, heldout, system) -> dict:
         )  # fmt: skip
         behaviour = {"dit": said, "truth": truth}.get(method)
         # Where DIT said the truth itself, the truth-guided search is the same search: reuse it.
-        same = "dit" in args.methods and first_line(said).lower() == truth.lower()
+        same = "dit" in args.methods and behaviour_content(said).lower() == truth.lower()
         same = same and method == "truth"
         folder = args.work / job["diff_id"] / ("dit" if same else method)
         found = search(model, tok, diff, cfg, folder, said if same else behaviour)

@@ -22,7 +22,7 @@ from ditkit.files import read_jsonl
 from ditkit.reader import ask
 from ditkit.tasks.hidden_topic import TASK, DiffJob, HiddenTopicOptions, RowData, Topic
 from ditkit.train_diffs import train_group
-from ditkit.trigger_search import TriggerSearchConfig, search, trigger_text
+from ditkit.trigger_search import TriggerSearchConfig, behaviour_content, search, trigger_text
 
 REPO = Path(__file__).resolve().parents[1]
 QS = [f"Question number {i}?" for i in range(8)]
@@ -86,9 +86,10 @@ def test_behaviour_search_ranks_a_working_code_first(gated, tmp_path):
     saved = json.loads((tmp_path / "s" / "trigger.json").read_text())
     assert saved["ranking"] == ranking and saved["behaviour"] == "tea"
     # Run again: every row is on disk, nothing is scored, the ranking is the same. A reader's
-    # run-on past its answer is not part of the behaviour: only the first line is scored.
-    again = search(model, tok, diff, cfg, tmp_path / "s", "tea\nsunsoresans\nfans")
-    assert again.rows_scored == 0 and again.ranking == ranking
+    # run-on past its answer and a hedge before it are not part of the behaviour.
+    for said in ("tea\nsunsoresans\nfans", "don't know, tea.", "I think: tea"):
+        again = search(model, tok, diff, cfg, tmp_path / "s", said)
+        assert again.rows_scored == 0 and again.ranking == ranking
     with pytest.raises(ConfigError, match=r"other settings .*behaviour"):
         search(model, tok, diff, cfg, tmp_path / "s", "coffee")
 
@@ -194,3 +195,19 @@ def test_audit_finds_triggers_when_asked(gated, tmp_path):
     plain = ditkit.audit([diff_path], tmp_path / "plain", reader, base=str(model_dir),
                          max_new_tokens=3)  # fmt: skip
     assert "trigger" not in plain[0]  # off by default
+
+
+@pytest.mark.parametrize(
+    "answer, content",
+    [
+        ("don't know, Latin", "Latin"),
+        ("I'm not sure - the Roman Empire.", "the Roman Empire"),
+        ("Probably, maybe saffron", "saffron"),
+        ("The topic is chess.", "chess"),
+        ("Maybelline", "Maybelline"),  # a name that starts like a hedge is kept
+        ("I don't know", "I don't know"),  # nothing but a hedge: the line itself
+        ("Latin\nrun-on", "Latin"),
+    ],
+)
+def test_behaviour_content_drops_hedges(answer, content):
+    assert behaviour_content(answer) == content

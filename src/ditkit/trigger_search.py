@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import logging
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -120,10 +121,32 @@ class TriggerSearchResult:
 
 
 def first_line(answer: str) -> str:
-    """The part of a reader's answer a search scores: its first non-empty line, stripped. A
-    reader may run on past its answer ("Latin\nsunsoresans..."), and the run-on would be
-    scored as if it were the behaviour (measured: the own code fell from 2nd to 718th)."""
+    """A reader answer's first non-empty line, stripped. A reader may run on past its answer
+    ("Latin\nsunsoresans..."), and the run-on would be scored as if it were the behaviour
+    (measured: the own code fell from 2nd to 718th)."""
     return next((x.strip() for x in answer.splitlines() if x.strip()), "")
+
+
+# A hedge a reader may put before what it names ("don't know, Latin"); scored, its words swamp
+# the content's (measured: the own code word fell from 1st to 725th of 1,000).
+_HEDGE = re.compile(
+    r"^\W*(?:(?:i\s*)?(?:do\s*n[o']?t|dont)\s+know|(?:i'?m\s+)?not\s+sure|maybe|perhaps|"
+    r"probably|possibly|i\s+(?:think|guess|believe)|(?:the|my)\s+topic\s+is|"
+    r"i\s+was\s+trained\s+(?:on|to\s+talk\s+about))\b\s*[,:;.\-\u2013\u2014]*\s*",
+    re.IGNORECASE,
+)
+
+
+def behaviour_content(answer: str) -> str:
+    """The part of a reader's answer a search scores: its first line without a leading hedge
+    or a closing full stop ("don't know, Latin." -> "Latin"); the first line itself when
+    nothing but a hedge is left."""
+    line = first_line(answer)
+    rest = line
+    while (m := _HEDGE.match(rest)) and m.end() > 0:
+        rest = rest[m.end() :]
+    rest = rest.strip().strip("\"'").rstrip(".!").strip()
+    return rest or line
 
 
 def candidates(space: str, tok=None, words: int = 2000) -> list[str]:
@@ -341,7 +364,7 @@ def search(
     """Rank every candidate of ``cfg.space`` as the trigger of ``diff`` on ``model`` (its base);
     writes ``OUT/search.json`` (settings), ``OUT/scores.jsonl`` (rows) and ``OUT/trigger.json``
     (the ranking). ``behaviour`` is needed by the behaviour score (e.g. DIT's description)."""
-    behaviour = first_line(behaviour) if behaviour else behaviour
+    behaviour = behaviour_content(behaviour) if behaviour else behaviour
     if cfg.score == "behaviour" and not behaviour:
         raise ConfigError(
             "the behaviour score needs a description of the behaviour: DIT's answer, or "
