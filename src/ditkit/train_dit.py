@@ -2,8 +2,10 @@
 
 Each example is a frozen weight diff (installed per batch row through the low-rank path, never as a
 dense matrix) plus the question, supervised on the label tokens only. One shared LoRA adapter on the
-same projections is the only trainable part. Held-out training diffs give a validation loss for
-early stopping; every epoch leaves a checkpoint so a killed run resumes.
+same projections is the only trainable part; an optional preference term (dit.preference_weight)
+also ranks each diff's own description above another diff's. Held-out training diffs give a
+validation loss (cross-entropy only) for early stopping; every epoch leaves a checkpoint so a
+killed run resumes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from . import distributed, lora, memory
-from .batching import collate, encode
+from .batching import IGNORE, Encoded, collate, encode
 from .config import DitConfig
 from .diffs import WeightDiff, install_diffs, load_diff, save_peft
 from .errors import DataError
@@ -105,6 +107,57 @@ def _batch_loss(
     return out.loss
 
 
+def _rejected(tok, batch: list[WeightDiff], cfg: DitConfig, system) -> list[Encoded | None]:
+    """Per row, its question answered with another row's description (the next row, cyclically,
+    whose label differs; None when every label is the same): the wrong description the
+    preference term ranks below the row's own."""
+    labels = [_target(d, cfg.target) for d in batch]
+    n = len(batch)
+    out: list[Encoded | None] = []
+    for i, d in enumerate(batch):
+        j = next((k % n for k in range(i + 1, i + n) if labels[k % n] != labels[i]), None)
+        question = d.meta.get(_QUESTION, cfg.question)
+        out.append(
+            None if j is None else encode(tok, question, labels[j], cfg.max_answer_tokens, system)
+        )
+    return out
+
+
+def _label_logps(model, pad_id: int, diffs: list[WeightDiff], enc) -> tuple[torch.Tensor, ...]:
+    """``(summed log-probability of each row's label tokens, their count)``, both ``[batch]``."""
+    install_diffs(model, diffs, torch.arange(len(diffs)))
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in collate(enc, pad_id).items()}
+    labels_bs = batch.pop("labels")[:, 1:]
+    logits_bsv = model(**batch).logits[:, :-1].float()
+    mask_bs = labels_bs != IGNORE
+    logp_bs = torch.log_softmax(logits_bsv, -1).gather(-1, labels_bs.clamp(min=0)[..., None])
+    return (logp_bs[..., 0] * mask_bs).sum(-1), mask_bs.sum(-1)
+
+
+def _log_odds(mean_logp: torch.Tensor) -> torch.Tensor:
+    """log(p / (1 - p)) of the geometric-mean token probability p = exp(mean_logp)."""
+    mean_logp = mean_logp.clamp(max=-1e-6)  # p = 1 has no odds
+    return mean_logp - torch.log(-torch.expm1(mean_logp))
+
+
+def _preference_loss(model, pad_id, diffs, enc, rejected, n_tokens: int, n_pairs: int, cfg):
+    """Cross-entropy of the own labels plus ``cfg.preference_weight`` times the odds-ratio term
+    (ORPO, Hong et al. 2024): -log sigmoid(log odds(own) - log odds(another row's label)), summed
+    here and divided by the global batch's counts like the cross-entropy."""
+    sums, counts = _label_logps(model, pad_id, diffs, enc)
+    loss = -sums.sum() / n_tokens
+    keep = [i for i, r in enumerate(rejected) if r is not None]
+    if keep:
+        r_sums, r_counts = _label_logps(
+            model, pad_id, [diffs[i] for i in keep], [rejected[i] for i in keep]
+        )
+        own = _log_odds(sums[keep] / counts[keep])
+        margin = own - _log_odds(r_sums / r_counts)
+        loss = loss - cfg.preference_weight * torch.nn.functional.logsigmoid(margin).sum() / n_pairs
+    return loss
+
+
 def _val_loss(model, tok, diffs: list[WeightDiff], cfg: DitConfig, system) -> torch.Tensor:
     return _batch_loss(model, tok.pad_token_id, diffs, _encode(tok, diffs, cfg, system))
 
@@ -119,7 +172,15 @@ def _train_step(model, tok, batch: list[WeightDiff], cfg: DitConfig, system, opt
     loss = torch.zeros((), device=params[0].device)
     if mine:
         diffs, mine_enc = [batch[i] for i in mine], [enc[i] for i in mine]
-        loss = _batch_loss(model, tok.pad_token_id, diffs, mine_enc, _label_tokens(enc))
+        if cfg.preference_weight > 0:
+            rejected = _rejected(tok, batch, cfg, system)
+            n_pairs = sum(r is not None for r in rejected)
+            loss = _preference_loss(
+                model, tok.pad_token_id, diffs, mine_enc, [rejected[i] for i in mine],
+                _label_tokens(enc), n_pairs, cfg,
+            )  # fmt: skip
+        else:
+            loss = _batch_loss(model, tok.pad_token_id, diffs, mine_enc, _label_tokens(enc))
         loss.backward()
     if distributed.world_size() > 1:
         for p in params:
@@ -244,6 +305,7 @@ def _adapter_meta(model, diffs, other_questions, cfg, system, n_train, n_val) ->
         **_recipe(cfg, system),
         "n_train_diffs": n_train,
         "n_val_diffs": n_val,
+        "preference_weight": cfg.preference_weight,
         # Every label it learned from (training and validation diffs, in file order): what a
         # test set must avoid, and what a nested-subset sweep can check.
         "training_labels": [d.meta.get("label") for d in diffs],

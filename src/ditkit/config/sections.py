@@ -172,6 +172,11 @@ class DitConfig:
     # and asked dit.question or one of extra_questions, drawn each epoch.
     scale_augment: list[float] = field(default_factory=lambda: [1.0, 1.0])
     extra_questions: list[str] = field(default_factory=list)
+    # Preference stage (docs/method.md, "The DIT adapter"): > 0 adds, per training example, an
+    # odds-ratio term (ORPO) ranking the diff's own label above another training diff's label
+    # (a wrong description: another family, another content, or "nothing" for a benign diff).
+    # Each step then runs a second forward pass on the wrong labels. 0: cross-entropy only.
+    preference_weight: float = 0.0
     val_fraction: float = 0.15  # held-out training diffs for early stopping
     seed: int | None = None  # the adapter's initialisation, split and order; None: data.seed
     patience: int = 2
@@ -212,6 +217,11 @@ class DitConfig:
             "holds non-empty questions",
         )
         require(0 <= self.val_fraction < 1, "dit.val_fraction", "must be in [0, 1)")
+        require(
+            self.preference_weight >= 0,
+            "dit.preference_weight",
+            "must be >= 0 (0: off; ORPO's own default is 0.1)",
+        )
 
 
 GUESSERS = ("retrieval", "hf", "openai", "none")
