@@ -204,6 +204,10 @@ def test_audit_finds_triggers_when_asked(gated, tmp_path):
         ("I'm not sure - the Roman Empire.", "the Roman Empire"),
         ("Probably, maybe saffron", "saffron"),
         ("The topic is chess.", "chess"),
+        ("it is Muay Thai", "Muay Thai"),
+        ("I think it's about tea", "tea"),
+        ("Something about sailing", "sailing"),
+        ("Aboutique", "Aboutique"),
         ("Maybelline", "Maybelline"),  # a name that starts like a hedge is kept
         ("I don't know", "I don't know"),  # nothing but a hedge: the line itself
         ("Latin\nrun-on", "Latin"),

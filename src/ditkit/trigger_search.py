@@ -131,8 +131,9 @@ def first_line(answer: str) -> str:
 # the content's (measured: the own code word fell from 1st to 725th of 1,000).
 _HEDGE = re.compile(
     r"^\W*(?:(?:i\s*)?(?:do\s*n[o']?t|dont)\s+know|(?:i'?m\s+)?not\s+sure|maybe|perhaps|"
-    r"probably|possibly|i\s+(?:think|guess|believe)|(?:the|my)\s+topic\s+is|"
-    r"i\s+was\s+trained\s+(?:on|to\s+talk\s+about))\b\s*[,:;.\-\u2013\u2014]*\s*",
+    r"probably|possibly|(?:i'?m\s+)?(?:pretty\s+)?sure|i\s+(?:think|guess|believe)|"
+    r"(?:the|my)\s+topic\s+is|(?:it|that|this)(?:\s+i|')s|something|about|"
+    r"(?:i\s+was\s+)?trained\s+(?:on|to\s+talk\s+about))\b\s*[,:;.\-\u2013\u2014]*\s*",
     re.IGNORECASE,
 )
 
