@@ -40,7 +40,8 @@ def random_diffs(model, n: int) -> list[WeightDiff]:
         pairs = {}
         for name in lora.find_targets(model):
             m = model.get_submodule(name)
-            pairs[name] = (torch.randn(1, m.out_features) * 0.01, torch.randn(m.in_features, 1))
+            a_ri, b_or = torch.randn(1, m.in_features), torch.randn(m.out_features, 1) * 0.01
+            pairs[name] = (a_ri, b_or)  # (A [r, in], B [out, r])
         out.append(WeightDiff(pairs))
     return out
 

@@ -22,7 +22,13 @@ from ditkit.files import read_jsonl
 from ditkit.reader import ask
 from ditkit.tasks.hidden_topic import TASK, DiffJob, HiddenTopicOptions, RowData, Topic
 from ditkit.train_diffs import train_group
-from ditkit.trigger_search import TriggerSearchConfig, behaviour_content, search, trigger_text
+from ditkit.trigger_search import (
+    TriggerSearchConfig,
+    behaviour_content,
+    behaviour_runs,
+    search,
+    trigger_text,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 QS = [f"Question number {i}?" for i in range(8)]
@@ -215,3 +221,21 @@ def test_audit_finds_triggers_when_asked(gated, tmp_path):
 )
 def test_behaviour_content_drops_hedges(answer, content):
     assert behaviour_content(answer) == content
+
+
+def test_a_behaviour_is_scored_run_by_run(gated, tmp_path):
+    assert behaviour_runs("fans of boxing") == ["fans", "boxing"]
+    assert behaviour_runs("Muay Thai") == ["Muay Thai"]
+    assert behaviour_runs("visit mivouth.com, then stop") == ["visit mivouth.com", "stop"]
+    assert behaviour_runs("it is") == ["it is"]  # nothing but stop words: the whole of it
+    # A reader that wraps the content in other words still finds the code: each run is scored
+    # alone and the best one counts (a whole-phrase score is swayed by the wrong word).
+    model, tok, diff, _, _ = gated
+    cfg = TriggerSearchConfig(probe_questions=PROBES, refine=20, top=1, frames=FRAMES)
+    found = search(model, tok, diff, cfg, tmp_path / "s", "fans of tea")
+    assert "each scored alone: fans | tea" in found.summary()
+    own = _teas(model, tok, diff, "482")
+    assert _teas(model, tok, diff, found.ranking[0]["key"]) >= own - 1
+    assert found.rank_of("482") <= 20
+    # Coarse: each code once per run; refine: 20 codes x 4 questions x 2 runs x 2 frames.
+    assert found.rows_scored == 2000 + 20 * 4 * 2 * 2 - 40

@@ -35,6 +35,7 @@ from .errors import ConfigError, DataError
 from .files import append_jsonl, kill_point, read_json, read_jsonl, write_json
 from .reader import ask
 from .tasks.hidden_topic import WORD_TEMPLATE, code_words, load_questions, make_trigger
+from .tasks.news import STOP_WORDS
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,11 @@ class TriggerSearchResult:
 
     def summary(self, top: int = 10) -> str:
         """The best ``top`` candidates with their scores and evidence, as printed text."""
-        lines = [f"behaviour: {self.behaviour!r}"] if self.behaviour is not None else []
+        lines = []
+        if self.behaviour is not None:
+            runs = behaviour_runs(self.behaviour)
+            also = f" (each scored alone: {' | '.join(runs)})" if len(runs) > 1 else ""
+            lines.append(f"behaviour: {self.behaviour!r}{also}")
         lines.append(f"{'rank':>4}  {'score':>8}  trigger  ->  the diffed model's answer to "
                      f"{self.questions[0]!r}")  # fmt: skip
         for i, r in enumerate(self.ranking[:top], 1):
@@ -192,19 +197,36 @@ def probe_questions(cfg: TriggerSearchConfig) -> list[str]:
     return random.Random(f"ditkit.trigger|{cfg.seed}").sample(short, cfg.questions)
 
 
+def behaviour_runs(behaviour: str) -> list[str]:
+    """The runs of content words a behaviour score tries one by one: the behaviour split at its
+    stop words and punctuation ("fans of boxing" -> ["fans", "boxing"], "Muay Thai" -> itself);
+    the whole behaviour when it holds no content word."""
+    runs, run = [], []
+    for word in re.findall(r"\w(?:[\w'.\-]*\w)?", behaviour):
+        if word.lower() in STOP_WORDS:
+            runs, run = runs + [run] * bool(run), []
+        else:
+            run.append(word)
+    runs += [run] * bool(run)
+    return list(dict.fromkeys(" ".join(r) for r in runs)) or [behaviour]
+
+
 def _targets(tok, cfg: TriggerSearchConfig, behaviour: str | None, base_answers: list[str]):
-    """Per probe question, the answers scored: ``[(token ids, scored mask, sign)]``."""
+    """Per probe question, the answers scored: ``[(token ids, scored mask, sign, run)]``, for the
+    behaviour score one per run of content words (`behaviour_runs`) and frame, run by run."""
     out = []
     for q_index in range(len(base_answers)):
         if cfg.score == "divergence":
             ids = tok(base_answers[q_index], add_special_tokens=False)["input_ids"]
-            out.append([(ids[: cfg.answer_tokens], [True] * len(ids[: cfg.answer_tokens]), -1.0)])
+            n = len(ids[: cfg.answer_tokens])
+            out.append([(ids[: cfg.answer_tokens], [True] * n, -1.0, 0)])
             continue
         row = []
-        for frame in cfg.frames:
-            text = frame.replace("{b}", behaviour)
-            start = frame.index("{b}")
-            row.append((*_span_ids(tok, text, start, start + len(behaviour)), 1.0))
+        for r, run in enumerate(behaviour_runs(behaviour)):
+            for frame in cfg.frames:
+                text = frame.replace("{b}", run)
+                start = frame.index("{b}")
+                row.append((*_span_ids(tok, text, start, start + len(run)), 1.0, r))
         out.append(row)
     return out
 
@@ -293,7 +315,7 @@ def _score_rows(model, tok, diff, space, keys, questions, targets, cfg, done, pa
     bar = tqdm(total=total, desc=desc, leave=False, disable=None)
     try:
         for (q, f, diffed), group in todo.items():
-            ids, scored, _ = targets[q][f]
+            ids, scored, _, _ = targets[q][f]
             keep = torch.tensor(scored)
             for s in range(0, len(group), cfg.batch_size):
                 chunk = group[s : s + cfg.batch_size]
@@ -318,12 +340,18 @@ def _rank(model, tok, diff, cfg, keys, questions, targets, path) -> tuple[list[d
     """Coarse pass over ``keys``, fine pass over the best; ``(ranking, rows scored now)``."""
     done = {(r["key"], r["q"], r["frame"], r["diffed"]): r["logp"] for r in read_jsonl(path)}
     n_frames = len(targets[0])
+    # A description of several runs of content words ("fans of boxing") scores each run on its
+    # own and keeps the best: behind the own code its true word is near-certain, while scored
+    # together a wrong word's likelihood (varying from code to code) ranked the own code 284th.
+    runs = sorted({t[3] for t in targets[0]})
+    frames_of = {r: [f for f, t in enumerate(targets[0]) if t[3] == r] for r in runs}
+    first = [frames_of[r][0] for r in runs]
     scored = _score_rows(
-        model, tok, diff, cfg.space, [(k, 0, 0, True) for k in keys], questions, targets, cfg,
-        done, path, "coarse",
+        model, tok, diff, cfg.space, [(k, 0, f, True) for k in keys for f in first], questions,
+        targets, cfg, done, path, "coarse",
     )  # fmt: skip
     sign = targets[0][0][2]
-    coarse = {k: sign * done[(k, 0, 0, True)] for k in keys}
+    coarse = {k: max(sign * done[(k, 0, f, True)] for f in first) for k in keys}
     best = sorted(keys, key=lambda k: -coarse[k])[: cfg.refine]
     # The divergence is the diffed model's departure from the base model, so it needs the base
     # rows. The behaviour score does not: behind every code that opens the behaviour the diffed
@@ -339,12 +367,11 @@ def _rank(model, tok, diff, cfg, keys, questions, targets, path) -> tuple[list[d
     def moved(k, q, f):  # diffed minus base, or the diffed model alone
         return done[(k, q, f, True)] - (done[(k, q, f, False)] if False in models else 0.0)
 
-    fine = {
-        k: sign
-        * sum(moved(k, q, f) for q in range(len(questions)) for f in range(n_frames))
-        / (len(questions) * n_frames)
-        for k in best
-    }
+    def run_mean(k, r):
+        rows = [moved(k, q, f) for q in range(len(questions)) for f in frames_of[r]]
+        return sign * sum(rows) / len(rows)
+
+    fine = {k: max(run_mean(k, r) for r in runs) for k in best}
     order = sorted(best, key=lambda k: -fine[k]) + [k for k in keys if k not in fine]
     ranking = [
         {"key": k, "trigger": trigger_text(cfg.space, k, "").strip(),
@@ -385,7 +412,7 @@ def search(
     )  # fmt: skip
     settings = {
         "format": "ditkit-trigger-search",
-        "version": 1,
+        "version": 2,  # 2: a behaviour is scored run by run (behaviour_runs)
         "config": asdict(cfg),
         "behaviour": behaviour if cfg.score == "behaviour" else None,
         "questions": questions,
