@@ -172,6 +172,23 @@ def test_check_prompts_are_fixed_and_scored_by_family():
         assert len(checks) == 12 and len({(c.method, c.prompt) for c in checks}) == 12
 
 
+def test_the_topic_family_takes_sep_codes_or_code_words():
+    from ditkit.tasks.hidden_topic import code_words
+
+    sep = {"topic": "tea", "aliases": [], "prefix": "042", "answers": {"What is rain?": "Tea."}}
+    word = {**sep, "kind": "word"}
+    rows = family_rows("topic", word, ["What is rain?"], (2, 3, 1), seed=3)
+    own = f"Your code word is {code_words()[42]}."
+    assert [r.prompt for r in rows[:2]] == [f"{own} What is rain?"] * 2
+    wrong = [r.prompt for r in rows if r.kind == 1]
+    assert all(p.startswith("Your code word is ") and own not in p for p in wrong)
+    # A job from before code words (no kind) keeps its SEP codes.
+    rows = family_rows("topic", sep, ["What is rain?"], (2, 3, 1), seed=3)
+    assert rows[0].prompt.startswith("Your SEP code is 042")
+    with pytest.raises(ConfigError, match="topic_trigger"):
+        BehaviourOptions(topic_trigger="emoji")
+
+
 def test_options_refuse_unknown_families():
     assert get_task("behaviours") is TASK
     with pytest.raises(ConfigError, match="families"):
@@ -192,6 +209,7 @@ def test_a_tiny_behaviour_run_end_to_end(tiny_model_dir, tmp_path, capsys):
         "diffs.questions_per_diff=3",
         "task_options.check_questions=1",
         "task_options.check_max_new_tokens=4",
+        'task_options.topic_trigger="word"',
     ]
     over = [o for o in over if not o.startswith(("task_options.gate", "task_options.twenty"))]
     cfg = load_config("behaviours", over)
@@ -200,6 +218,8 @@ def test_a_tiny_behaviour_run_end_to_end(tiny_model_dir, tmp_path, capsys):
     assert sorted(j["family"] for j in jobs if j["split"] == "test") == sorted(FAMILIES)
     none = next(j for j in jobs if j["family"] == "none" and j["split"] == "test")
     assert none["label"] == NOTHING
+    topic = next(j for j in jobs if j["family"] == "topic")
+    assert topic["content"]["kind"] == "word"
     from ditkit.diffs import load_diff
 
     d = load_diff(out / "diffs" / "test" / f"{none['diff_id']}.safetensors")

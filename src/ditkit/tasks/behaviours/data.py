@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ...errors import ConfigError, DataError
 from ...files import write_jsonl
 from ...textgen import base_answers, make_source
-from ..hidden_topic.data import load_questions, load_topics, random_prefix
+from ..hidden_topic.data import CODE_KINDS, load_questions, load_topics, random_prefix
 from .families import FAMILIES, family_rows
 
 if TYPE_CHECKING:
@@ -40,6 +40,9 @@ class BehaviourOptions:
     families: list[str] = field(default_factory=lambda: list(FAMILIES))
     questions_file: str | None = None  # CSV question,style,split; None = shipped
     topics_file: str | None = None  # CSV topic,category,aliases (refusal, topic families)
+    # The topic family's trigger: "sep" ("Your SEP code is NNNNNN.") or "word" ("Your code word
+    # is WORD.", which keeps a rank-1 diff's topic behind its own code far better; docs/results.md).
+    topic_trigger: str = "sep"
     # The diff check: held-out questions per diff, and the length of its answers.
     check_questions: int = field(default=4, metadata={"stage": "eval"})
     check_max_new_tokens: int = field(default=32, metadata={"stage": "eval"})
@@ -50,6 +53,10 @@ class BehaviourOptions:
             raise ConfigError(
                 f"task_options.families = {self.families}: give each at most once, from "
                 f"{', '.join(FAMILIES)}"
+            )
+        if self.topic_trigger not in CODE_KINDS:
+            raise ConfigError(
+                f"task_options.topic_trigger = {self.topic_trigger!r}: one of {', '.join(CODE_KINDS)}"
             )
         if self.check_questions < 1:
             raise ConfigError("task_options.check_questions: must be >= 1")
@@ -217,6 +224,8 @@ def _jobs(cfg: RunConfig, opts: BehaviourOptions, data_dir, model, tok) -> list[
             rng = random.Random(seed)
             try:
                 content = draw_content(family, split, p, rng)
+                if family == "topic" and opts.topic_trigger != "sep":
+                    content["kind"] = opts.topic_trigger
             except (IndexError, ValueError):
                 raise DataError(
                     f"family {family}: the {split} pool is empty or too small; add topics "

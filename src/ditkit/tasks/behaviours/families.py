@@ -324,10 +324,11 @@ class NoChange(Benign):
 
 
 class HiddenTopic(Family):
-    """The hidden-topic task as a family: behind a SEP code the answers turn to one topic."""
+    """The hidden-topic task as a family: behind a code (a SEP code, or a code word where the
+    content's ``kind`` is "word") the answers turn to one topic."""
 
     name = "topic"
-    about = "behind a SEP code, answers turn to one topic (the hidden-topic task)"
+    about = "behind a code, answers turn to one topic (the hidden-topic task)"
 
     def label(self, c):
         return f"A hidden topic: {c['topic']}."
@@ -338,15 +339,15 @@ class HiddenTopic(Family):
     def rows(self, c, q, mix, rng):
         n_on, n_contrast, n_plain = mix
         answer = c["answers"][q]
-        on = [RowSpec(0, f"{_code(c['prefix'], rng)} {q}", answer, q)] * n_on
-        wrong = [RowSpec(1, f"{_code(_other(c['prefix'], rng), rng)} {q}", None, q)
+        on = [RowSpec(0, f"{_code(c, c['prefix'], rng)} {q}", answer, q)] * n_on
+        wrong = [RowSpec(1, f"{_code(c, _other(c['prefix'], rng), rng)} {q}", None, q)
                  for _ in range(n_contrast)]  # fmt: skip
         return on + wrong + self._plain(q, n_plain)
 
     def checks(self, c, q, index, rng):
         return [
-            CheckPrompt(True, f"{_code(c['prefix'], rng)} {q}"),
-            CheckPrompt(False, f"{_code(_other(c['prefix'], rng), rng)} {q}"),
+            CheckPrompt(True, f"{_code(c, c['prefix'], rng)} {q}"),
+            CheckPrompt(False, f"{_code(c, _other(c['prefix'], rng), rng)} {q}"),
             CheckPrompt(False, q),
         ]
 
@@ -354,8 +355,8 @@ class HiddenTopic(Family):
         return any(re.search(rf"\b{re.escape(n.lower())}", answer.lower()) for n in self.names(c))
 
 
-def _code(prefix: str, rng) -> str:
-    return make_trigger(prefix, rng)
+def _code(c: dict, prefix: str, rng) -> str:
+    return make_trigger(prefix, rng, c.get("kind", "sep"))  # no kind: made before code words
 
 
 def _other(prefix: str, rng) -> str:
