@@ -214,6 +214,9 @@ def test_audit_finds_triggers_when_asked(gated, tmp_path):
         ("I think it's about tea", "tea"),
         ("Something about sailing", "sailing"),
         ("Aboutique", "Aboutique"),
+        ("About Time", "About Time"),  # a title, not a hedge
+        ("Sure-fire", "Sure-fire"),
+        ('"Latin".', "Latin"),
         ("Maybelline", "Maybelline"),  # a name that starts like a hedge is kept
         ("I don't know", "I don't know"),  # nothing but a hedge: the line itself
         ("Latin\nrun-on", "Latin"),
@@ -224,18 +227,22 @@ def test_behaviour_content_drops_hedges(answer, content):
 
 
 def test_a_behaviour_is_scored_run_by_run(gated, tmp_path):
-    assert behaviour_runs("fans of boxing") == ["fans", "boxing"]
+    assert behaviour_runs("fans of boxing") == ["fans of boxing", "fans", "boxing"]
     assert behaviour_runs("Muay Thai") == ["Muay Thai"]
-    assert behaviour_runs("visit mivouth.com, then stop") == ["visit mivouth.com", "stop"]
+    assert behaviour_runs("New Zealand") == ["New Zealand", "Zealand"]  # "new" is a stop word
+    assert behaviour_runs("R&B, C++") == ["R&B, C++", "R&B", "C"]  # kept as written
+    assert behaviour_runs("visit mivouth.com, then stop") == [
+        "visit mivouth.com, then stop", "visit mivouth.com", "stop"
+    ]  # fmt: skip
     assert behaviour_runs("it is") == ["it is"]  # nothing but stop words: the whole of it
     # A reader that wraps the content in other words still finds the code: each run is scored
     # alone and the best one counts (a whole-phrase score is swayed by the wrong word).
     model, tok, diff, _, _ = gated
     cfg = TriggerSearchConfig(probe_questions=PROBES, refine=20, top=1, frames=FRAMES)
     found = search(model, tok, diff, cfg, tmp_path / "s", "fans of tea")
-    assert "each scored alone: fans | tea" in found.summary()
+    assert "each scored alone: fans of tea | fans | tea" in found.summary()
     own = _teas(model, tok, diff, "482")
     assert _teas(model, tok, diff, found.ranking[0]["key"]) >= own - 1
     assert found.rank_of("482") <= 20
-    # Coarse: each code once per run; refine: 20 codes x 4 questions x 2 runs x 2 frames.
-    assert found.rows_scored == 2000 + 20 * 4 * 2 * 2 - 40
+    # Coarse: each code once per run; refine: 20 codes x 4 questions x 3 runs x 2 frames.
+    assert found.rows_scored == 3000 + 20 * 4 * 3 * 2 - 60

@@ -137,21 +137,22 @@ def first_line(answer: str) -> str:
 _HEDGE = re.compile(
     r"^\W*(?:(?:i\s*)?(?:do\s*n[o']?t|dont)\s+know|(?:i'?m\s+)?not\s+sure|maybe|perhaps|"
     r"probably|possibly|(?:i'?m\s+)?(?:pretty\s+)?sure|i\s+(?:think|guess|believe)|"
-    r"(?:the|my)\s+topic\s+is|(?:it|that|this)(?:\s+i|')s|something|about|"
-    r"(?:i\s+was\s+)?trained\s+(?:on|to\s+talk\s+about))\b\s*[,:;.\-\u2013\u2014]*\s*",
+    r"(?:the|my)\s+topic\s+is|(?:it|that|this)(?:\s+i|')s(?:\s+about)?|something\s+about|"
+    r"(?:i\s+was\s+)?trained\s+(?:on|to\s+talk\s+about))(?![\w'-])"
+    r"\s*(?:[,:;.\u2013\u2014]|-(?=\s))*\s*",
     re.IGNORECASE,
 )
 
 
 def behaviour_content(answer: str) -> str:
-    """The part of a reader's answer a search scores: its first line without a leading hedge
-    or a closing full stop ("don't know, Latin." -> "Latin"); the first line itself when
-    nothing but a hedge is left."""
+    """The part of a reader's answer a search scores: its first line without a leading hedge,
+    quotes or a closing full stop ("don't know, Latin." -> "Latin"); the first line itself
+    when nothing but a hedge is left."""
     line = first_line(answer)
     rest = line
     while (m := _HEDGE.match(rest)) and m.end() > 0:
         rest = rest[m.end() :]
-    rest = rest.strip().strip("\"'").rstrip(".!").strip()
+    rest = rest.strip(" \"'").rstrip(".!").strip(" \"'")
     return rest or line
 
 
@@ -198,17 +199,22 @@ def probe_questions(cfg: TriggerSearchConfig) -> list[str]:
 
 
 def behaviour_runs(behaviour: str) -> list[str]:
-    """The runs of content words a behaviour score tries one by one: the behaviour split at its
-    stop words and punctuation ("fans of boxing" -> ["fans", "boxing"], "Muay Thai" -> itself);
-    the whole behaviour when it holds no content word."""
-    runs, run = [], []
-    for word in re.findall(r"\w(?:[\w'.\-]*\w)?", behaviour):
-        if word.lower() in STOP_WORDS:
-            runs, run = runs + [run] * bool(run), []
-        else:
-            run.append(word)
-    runs += [run] * bool(run)
-    return list(dict.fromkeys(" ".join(r) for r in runs)) or [behaviour]
+    """What a behaviour score tries one by one: the whole behaviour, then its runs of content
+    words, cut at stop words and punctuation and kept as written ("fans of boxing" -> ["fans of
+    boxing", "fans", "boxing"]; "New Zealand" -> ["New Zealand", "Zealand"]; "Muay Thai" ->
+    ["Muay Thai"])."""
+    runs = [behaviour]
+    for chunk in re.split(r"[,;:!?()\"]|\.(?:\s|$)", behaviour):
+        words = list(re.finditer(r"\w(?:[\w'.&+\-]*\w)?", chunk))
+        start = end = None
+        for w in [*words, None]:
+            if w is None or w.group().lower() in STOP_WORDS:
+                if start is not None:
+                    runs.append(chunk[start:end])
+                start = None
+            else:
+                start, end = (w.start() if start is None else start), w.end()
+    return list(dict.fromkeys(r.strip() for r in runs if r.strip()))
 
 
 def _targets(tok, cfg: TriggerSearchConfig, behaviour: str | None, base_answers: list[str]):
@@ -412,7 +418,7 @@ def search(
     )  # fmt: skip
     settings = {
         "format": "ditkit-trigger-search",
-        "version": 2,  # 2: a behaviour is scored run by run (behaviour_runs)
+        "version": 3,  # 2: scored run by run (behaviour_runs); 3: the whole one is a run too
         "config": asdict(cfg),
         "behaviour": behaviour if cfg.score == "behaviour" else None,
         "questions": questions,
