@@ -128,8 +128,11 @@ def _label_logps(model, pad_id: int, diffs: list[WeightDiff], enc) -> tuple[torc
     install_diffs(model, diffs, torch.arange(len(diffs)))
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in collate(enc, pad_id).items()}
-    labels_bs = batch.pop("labels")[:, 1:]
-    logits_bsv = model(**batch).logits[:, :-1].float()
+    # Logits from the earliest answer position on only: the prompt's would be discarded.
+    start = min(e.n_prompt for e in enc) - 1
+    labels_bs = batch.pop("labels")[:, start + 1 :]
+    keep = batch["input_ids"].shape[1] - start
+    logits_bsv = model(**batch, logits_to_keep=keep).logits[:, :-1].float()
     mask_bs = labels_bs != IGNORE
     logp_bs = torch.log_softmax(logits_bsv, -1).gather(-1, labels_bs.clamp(min=0)[..., None])
     return (logp_bs[..., 0] * mask_bs).sum(-1), mask_bs.sum(-1)
