@@ -19,6 +19,7 @@ from ditkit.errors import ConfigError
 from ditkit.train_dit import (
     _batch_loss,
     _label_logps,
+    _log_odds,
     _preference_loss,
     _rejected,
     train_dit,
@@ -90,8 +91,7 @@ def _margin(model, tok, diffs, cfg) -> float:
     with torch.no_grad():
         s, n = _label_logps(model, tok.pad_token_id, diffs, enc)
         rs, rn = _label_logps(model, tok.pad_token_id, diffs, rejected)
-    odds = lambda m: m - torch.log(-torch.expm1(m))  # noqa: E731
-    return float((odds(s / n) - odds(rs / rn)).mean())
+    return float((_log_odds(s / n) - _log_odds(rs / rn)).mean())
 
 
 def test_training_with_the_preference_term_separates_own_and_wrong_labels(tmp_path):
