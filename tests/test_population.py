@@ -231,3 +231,23 @@ def test_population_killed_and_resumed_equals_an_uninterrupted_one(tiny_model_di
         ("train", 2),
         ("train", 4),
     ]
+
+
+def test_eval_reads_the_first_held_out_diffs_then_appends_the_rest(tiny_model_dir, tmp_path):
+    over = {"diff_splits": '["train", "test:1"]', "eval.methods": '["dit"]'}
+    cfg = tiny_config(tiny_model_dir, **over, **{"eval.max_test_diffs": 1})
+    out = run_pipeline(cfg, tmp_path / "pop", ["data", "diffs", "dit", "eval"])
+    rows = read_jsonl(out / "eval" / "predictions.jsonl")
+    assert {r["diff_id"] for r in rows} == {"test-00000"}
+    scores = json.loads((out / "eval" / "scores.json").read_text())
+    assert scores["dit"]["alias_match"]["n"] == len(rows)
+    # The rest of the held-out set, read later: only its rows are generated.
+    cfg = tiny_config(tiny_model_dir, **{"eval.methods": '["dit"]'})
+    run_pipeline(cfg, out, ["diffs", "eval"])
+    later = read_jsonl(out / "eval" / "predictions.jsonl")
+    assert later[: len(rows)] == rows
+    assert {r["diff_id"] for r in later} == {"test-00000", "test-00001"}
+    # A smaller limit again scores only the first diff; the other's rows stay on disk.
+    run_pipeline(tiny_config(tiny_model_dir, **over, **{"eval.max_test_diffs": 1}), out, ["eval"])
+    scores = json.loads((out / "eval" / "scores.json").read_text())
+    assert scores["dit"]["alias_match"]["n"] == len(rows) < len(later)

@@ -156,12 +156,14 @@ class Run:
         return paths
 
     def test_diffs(self):
-        """Test diffs with their job rows, for evaluation (times ``eval.diff_scale``)."""
+        """Test diffs with their job rows, for evaluation (times ``eval.diff_scale``; the first
+        ``eval.max_test_diffs`` when set)."""
 
-        diffs = [load_diff(p) for p in self.diff_paths("test")]
+        limit = self.cfg.eval.max_test_diffs
+        diffs = [load_diff(p) for p in self.diff_paths("test", limit=limit)]
         if self.cfg.eval.diff_scale != 1.0:
             diffs = [d.scaled(self.cfg.eval.diff_scale) for d in diffs]
-        return self.jobs("test"), diffs
+        return self.jobs("test")[:limit], diffs
 
     def record_time(self, stage: str, seconds: float) -> None:
         path = self.out / "timings.json"

@@ -245,6 +245,9 @@ class EvalConfig:
     # Every test diff multiplied by this at read time (the diff-strength experiment,
     # `ditkit strength`); 1 reads the diffs as trained.
     diff_scale: float = 1.0
+    # Read only the first N held-out diffs (None: all): a population still building its held-out
+    # set can be read now; a larger N later generates only the rows still missing.
+    max_test_diffs: int | None = None
     # Method dit_vote: DIT asked once per (scale, question) pair, the most common answer wins
     # (ties: the earliest pair). No questions: dit.question alone.
     vote_scales: list[float] = field(default_factory=lambda: [1.0])
@@ -259,6 +262,11 @@ class EvalConfig:
         require(self.judge in JUDGES, "eval.judge", f"one of {', '.join(JUDGES)}")
         require(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
         require(self.diff_scale > 0, "eval.diff_scale", "must be > 0 (1 = the diffs as trained)")
+        require(
+            self.max_test_diffs is None or self.max_test_diffs >= 1,
+            "eval.max_test_diffs",
+            "must be >= 1 (or unset: every held-out diff)",
+        )
         require(
             bool(self.vote_scales) and min(self.vote_scales) > 0,
             "eval.vote_scales",

@@ -184,7 +184,7 @@ def evaluate_run(run, generate: bool = True) -> dict:
         for method in ev.methods:
             tools.methods[method].generate(ctx, method, jobs, diffs)
     else:
-        jobs = run.jobs("test")
+        jobs = run.jobs("test")[: ev.max_test_diffs]
     distributed.barrier()
     if not distributed.is_main():
         return {}
@@ -192,8 +192,10 @@ def evaluate_run(run, generate: bool = True) -> dict:
     if not generate and not read_jsonl(pred_path):
         raise DataError(f"{pred_path}: no predictions to score; run `ditkit eval` first")
     score_predictions(pred_path, {j["diff_id"]: j for j in jobs}, tools)
-    write_paired(ev_dir, [row for row, info in tools.info.items() if info.role == "diff_check"])
-    return write_scores(ev_dir)
+    ids = {j["diff_id"] for j in jobs}  # rows of diffs past eval.max_test_diffs stay, unscored
+    skip = [row for row, info in tools.info.items() if info.role == "diff_check"]
+    write_paired(ev_dir, skip, ids)
+    return write_scores(ev_dir, ids)
 
 
 def _parts(ev_dir: Path) -> list[Path]:
@@ -314,10 +316,11 @@ def _per_diff(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
     }
 
 
-def write_paired(ev_dir: Path, skip: Sequence[str] = ()) -> dict:
+def write_paired(ev_dir: Path, skip: Sequence[str] = (), ids: set[str] | None = None) -> dict:
     """``{method: {metric: paired_difference(dit, method)}}`` on the diffs both scored, for every
-    method but DIT and those in ``skip`` (rows that test the diffs themselves)."""
-    per = _per_diff(read_jsonl(ev_dir / "predictions.jsonl"))
+    method but DIT and those in ``skip`` (rows that test the diffs themselves); only diffs in
+    ``ids`` when given."""
+    per = _per_diff(_rows_of(ev_dir, ids))
     dit = per.get("dit", {})
     paired: dict[str, dict] = {}
     for method, mets in per.items():
@@ -341,10 +344,16 @@ def summarize_metric(metric: str, values: list[float]) -> dict:
     return summarize(values, **metric_scale(metric))
 
 
-def write_scores(ev_dir: Path) -> dict:
-    """Aggregate predictions into ``{method: {metric: {mean, ci95, ci95_method, n, ...}}}``."""
+def _rows_of(ev_dir: Path, ids: set[str] | None) -> list[dict]:
+    rows = read_jsonl(ev_dir / "predictions.jsonl")
+    return rows if ids is None else [r for r in rows if r["diff_id"] in ids]
+
+
+def write_scores(ev_dir: Path, ids: set[str] | None = None) -> dict:
+    """Aggregate predictions into ``{method: {metric: {mean, ci95, ci95_method, n, ...}}}``
+    (only diffs in ``ids`` when given)."""
     by: dict[str, dict[str, list[float]]] = {}
-    for p in read_jsonl(ev_dir / "predictions.jsonl"):
+    for p in _rows_of(ev_dir, ids):
         for metric, value in p["scores"].items():
             if value is not None:
                 by.setdefault(p["method"], {}).setdefault(metric, []).append(float(value))

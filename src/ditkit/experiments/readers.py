@@ -80,7 +80,8 @@ def _reading(out: Path, cfg: RunConfig, metric: str, train_sample: int) -> dict:
     """Per-diff held-out scores of each reader method, the training-diff reading and the
     held-out misses that name a training label."""
     run = Run(cfg, out)
-    rows = read_jsonl(out / "eval" / "predictions.jsonl")
+    ids = {j["diff_id"] for j in run.jobs("test")[: cfg.eval.max_test_diffs]}
+    rows = [r for r in read_jsonl(out / "eval" / "predictions.jsonl") if r["diff_id"] in ids]
     readers = [m for m in ("dit", "dit_vote") if any(r["method"] == m for r in rows)]
     held = {
         m: {r["diff_id"]: float(r["scores"][metric]) for r in rows if r["method"] == m}
