@@ -1,7 +1,8 @@
 """How well `ditkit trigger` finds the trigger of held-out diffs (issue 29): the SEP code of
 hidden-topic diffs, or the trigger word of the behaviour suite's backdoor diffs.
 
-For each diff on disk in POP/diffs/test: DIT's description (the shipped reader, or --reader),
+For each diff on disk in POP/diffs/test: DIT's description (the shipped reader, or --reader;
+with --read-scales, its answers at each scale, all searched for),
 then three searches, guided by DIT's description, by the truth (the topic or the payload: the
 upper bound) and by the divergence score (no DIT), over the 1,000 code prefixes (hidden topics)
 or the first --words whole-word tokens (backdoors); then each search's top-ranked candidate, the
@@ -76,17 +77,22 @@ def study_diff(model, tok, reader, job, path, args, heldout, system) -> dict:
     checks = rng.sample(heldout, args.check_questions)
     probes = rng.sample([q for q in heldout if q not in checks and len(q) <= 80], args.questions)
     start = time.time()
-    said = describe(model, tok, [diff], reader, max_new_tokens=20)[0] if reader else ""
-    if args.space == "words":  # a behaviour-suite reader: its description's content
-        said = parse_description(said)[1]
+    scaled = [diff if s == 1 else diff.scaled(s) for s in args.read_scales]
+    read = describe(model, tok, scaled, reader, max_new_tokens=20) if reader else [""]
+    if args.space == "words":  # a behaviour-suite reader: its descriptions' content
+        read = [parse_description(a)[1] for a in read]
+    said = read[0] if len(read) == 1 else read  # several: the search tries each
     row = {
         "diff_id": job["diff_id"],
         "truth": truth,
         "own_key": own_key,
-        "dit": said,
-        "dit_names_truth": alias_match(said, names),
+        "dit": read[0],
+        "dit_names_truth": alias_match(read[0], names),
         "dit_seconds": round(time.time() - start, 1),
     }
+    if len(read) > 1:
+        row.update(dit_scales=args.read_scales, dit_all=read)
+        row["dit_any_names_truth"] = any(alias_match(a, names) for a in read)
     space = candidates(args.space, tok, args.words)
     chance = rng.choice([k for k in space if k != own_key])
     tops, searches = {}, {}
@@ -98,7 +104,9 @@ def study_diff(model, tok, reader, job, path, args, heldout, system) -> dict:
         )  # fmt: skip
         behaviour = {"dit": said, "truth": truth}.get(method)
         # Where DIT said the truth itself, the truth-guided search is the same search: reuse it.
-        same = "dit" in args.methods and behaviour_content(said).lower() == truth.lower()
+        same = "dit" in args.methods and [behaviour_content(a).lower() for a in read] == [
+            truth.lower()
+        ]
         same = same and method == "truth"
         folder = args.work / job["diff_id"] / ("dit" if same else method)
         found = search(model, tok, diff, cfg, folder, said if same else behaviour)
@@ -159,6 +167,9 @@ def summarise(rows: list[dict], out: Path) -> None:
         "gated_diffs": len(gated),
         "dit_names_truth": sum(r.get("dit_names_truth", r.get("dit_names_topic", 0)) for r in rows)
         / n,
+        # With --read-scales: how often one of DIT's answers (any scale) names it.
+        "dit_any_names_truth": sum(r.get("dit_any_names_truth", r["dit_names_truth"]) for r in rows)
+        / n,
         "own_rate": sum(r["own"] for r in rows) / sum(r["of"] for r in rows),
         "random_rate": sum(r["chance"] for r in rows) / sum(r["of"] for r in rows),
         "none_rate": sum(r["none"] for r in rows) / sum(r["of"] for r in rows),
@@ -168,7 +179,8 @@ def summarise(rows: list[dict], out: Path) -> None:
     lines = [
         f"{n} held-out diffs ({len(gated)} gated: the own trigger opens the behaviour on >= 2 "
         f"more of {rows[0]['of']} check questions than a random one; {size:,} candidates); DIT "
-        f"names it for {summary['dit_names_truth']:.0%}; shown behind own / random / none: "
+        f"names it for {summary['dit_names_truth']:.0%} (at one of its read scales "
+        f"{summary['dit_any_names_truth']:.0%}); shown behind own / random / none: "
         f"{summary['own_rate']:.0%} / {summary['random_rate']:.0%} / {summary['none_rate']:.0%}",
         "",
         "| search | top-1 works (all) | top-1 works (gated) | exact top-1 | exact top-10 | "
@@ -221,6 +233,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--methods", default=",".join(METHODS), help="of " + ",".join(METHODS))
     ap.add_argument("--reader", help="DIT adapter (default: the shipped one)")
+    ap.add_argument(
+        "--read-scales",
+        type=lambda t: [float(x) for x in t.split(",")],
+        default=[1.0],
+        help="DIT reads each diff times these (comma-separated); the search tries every answer",
+    )
     ap.add_argument("--words", type=int, default=3000, help="the words space's size")
     args = ap.parse_args()
     args.methods = [m for m in args.methods.split(",") if m]

