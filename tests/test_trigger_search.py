@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from conftest import tiny_llama, tiny_tokenizer
-from test_lora import random_diff
 from ditkit import lora
 from ditkit.config import DiffConfig
 from ditkit.diffs import save_diff
@@ -31,6 +30,7 @@ from ditkit.trigger_search import (
     search_runs,
     trigger_text,
 )
+from test_lora import random_diff
 
 REPO = Path(__file__).resolve().parents[1]
 QS = [f"Question number {i}?" for i in range(8)]
