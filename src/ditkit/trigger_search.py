@@ -434,7 +434,9 @@ def search(
     )  # fmt: skip
     settings = {
         "format": "ditkit-trigger-search",
-        "version": 3,  # 2: scored run by run (behaviour_runs); 3: the whole one is a run too
+        # Behaviour score: 2 scored run by run (behaviour_runs), 3 the whole one is a run too.
+        # The divergence score has not changed since 2: its folders stay valid.
+        "version": 3 if cfg.score == "behaviour" else 2,
         "config": asdict(cfg),
         "behaviour": behaviour if cfg.score == "behaviour" else None,
         "questions": questions,
