@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -290,3 +291,38 @@ def test_find_trigger_reads_the_diff_at_each_scale(gated, tmp_path):
     with pytest.raises(ConfigError, match="read_scales"):
         find_trigger(diff, tmp_path / "t", reader=reader, model=(model, tok), read_scales=[0.0],
                      space=str(space))  # fmt: skip
+
+
+def test_combined_score_checks_the_description(gated, tmp_path):
+    model, tok, diff, _, _ = gated
+    # A 2-layer random model never says a word almost surely: "tea" scores about -3 behind its
+    # codes (a real diff's topic about -0.001), so the bar for a confirmed description is lower.
+    cfg = TriggerSearchConfig(
+        score="combined", confirm=-5.0, probe_questions=PROBES, refine=20, top=3, frames=FRAMES
+    )
+    own = _teas(model, tok, diff, "482")
+    # A right description is confirmed (the diff says it almost surely behind its codes); codes
+    # that tie on it are ordered by how far they move the model from the base one.
+    found = search(model, tok, diff, cfg, tmp_path / "tea", "tea")
+    assert found.confirmed is True and found.score == "combined"
+    assert _teas(model, tok, diff, found.ranking[0]["key"]) >= own - 1
+    assert "divergence" not in found.ranking[0]  # no tie within 0.05 on this diff
+    # Codes that tie on it are ordered by how far they move the model from the base one; the
+    # behaviour search on disk is reused (its folder does not depend on the tie).
+    behaviour = json.loads((tmp_path / "tea" / "behaviour" / "trigger.json").read_text())
+    best = behaviour["ranking"][0]["score"]
+    tied = [r["key"] for r in behaviour["ranking"] if r["refined"] and r["score"] >= best - 1.0]
+    wide = search(model, tok, diff, replace(cfg, tie=1.0), tmp_path / "tea", "tea")
+    assert len(tied) > 1 and {r["key"] for r in wide.ranking[: len(tied)]} == set(tied)
+    scores = [r["divergence"] for r in wide.ranking[: len(tied)]]
+    assert scores == sorted(scores, reverse=True)
+    rows = len(tied) + len(tied) * len(PROBES) * 2 - len(tied)  # coarse, then both models
+    assert wide.rows_scored == rows
+    assert [r["key"] for r in wide.ranking[len(tied) :]] == [
+        r["key"] for r in behaviour["ranking"] if r["key"] not in tied
+    ]
+    # A description the diff never says is not confirmed: the divergence ranking is used.
+    wrong = search(model, tok, diff, cfg, tmp_path / "zebra", "zebra")
+    divergence = json.loads((tmp_path / "zebra" / "divergence" / "trigger.json").read_text())
+    assert wrong.confirmed is False and wrong.ranking == divergence["ranking"]
+    assert "ranked by the divergence score instead" in wrong.summary()

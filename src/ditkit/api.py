@@ -239,7 +239,7 @@ def find_trigger(
     base = base or loaded.meta.get("base_model") or DEFAULT_MODEL
     if model is None:
         model = load_model(base, trust_remote_code=trust_remote_code)
-    if cfg.score == "behaviour" and behaviour is None:
+    if cfg.score in ("behaviour", "combined") and behaviour is None:
         if not read_scales or min(read_scales) <= 0:
             raise ConfigError(
                 f"read_scales = {list(read_scales)}: give multipliers > 0, e.g. [1.0]"

@@ -376,8 +376,10 @@ def _add_trigger_command(sub) -> None:
                    "answer is searched for, e.g. 1,1.25,1.5")  # fmt: skip
     s.add_argument("--space", default="sep-codes",
                    help="sep-codes, code-words, words, or a file with one trigger per line")  # fmt: skip
-    s.add_argument("--score", choices=["behaviour", "divergence"], default="behaviour",
-                   help="divergence: how far the diffed model moves from the base one; no DIT")  # fmt: skip
+    s.add_argument("--score", choices=["behaviour", "divergence", "combined"], default="behaviour",
+                   help="divergence: how far the diffed model moves from the base one, no DIT; "
+                   "combined: the behaviour score, with the divergence where no candidate "
+                   "confirms the description or several tie")  # fmt: skip
     s.add_argument("--top", type=int, default=10, help="candidates printed with evidence")
     s.add_argument("--refine", type=int, default=30, help="candidates rescored in full")
     s.add_argument("--questions", type=int, default=3, help="probe questions")

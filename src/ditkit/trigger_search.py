@@ -7,7 +7,11 @@ Two scores, one computation with different target answers, teacher-forced (no ge
   or any text; several descriptions, e.g. DIT read at several scales, are tried one by one and
   the best kept) in a few short answers that lead up to them;
 - ``divergence`` (no description needed): how much less likely the diffed model than the base
-  model finds the base model's own answer to each probe question.
+  model finds the base model's own answer to each probe question;
+- ``combined``: the behaviour score, checked. When no candidate makes the diffed model say the
+  description (its best score under ``confirm``) the description is taken as wrong and the
+  divergence ranking is used; when several candidates say it about equally surely (within
+  ``tie`` of the best: a diff that answers to a family of triggers), the divergence orders them.
 
 Coarse to fine: every candidate once (the first probe question and answer, diffed model only),
 then the best ``refine`` of them with every probe question and answer (for the divergence, diffed
@@ -22,7 +26,7 @@ import logging
 import random
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -43,7 +47,9 @@ log = logging.getLogger(__name__)
 __all__ = ["SPACES", "TriggerSearchConfig", "TriggerSearchResult", "candidates", "search"]
 
 SPACES = ("sep-codes", "code-words", "words")
-SCORES = ("behaviour", "divergence")
+SCORES = ("behaviour", "divergence", "combined")
+# Settings of the combined score alone; a behaviour or divergence search does not record them.
+COMBINED_ONLY = ("confirm", "tie")
 # Answers that show a behaviour: only the behaviour's own tokens ({b}) are scored, after a
 # lead-in. Not the bare "{b}": a diff that opens its topic makes its answers start with an
 # opener of its own ("Ah, ...", "Easy: ..."), so behind its own code the topic as the answer's
@@ -73,6 +79,11 @@ class TriggerSearchConfig:
     seed: int = 0  # which probe questions
     system: str | None = ""  # the system turn the diff was trained with
     probe_questions: list[str] = field(default_factory=list)  # given: used instead
+    # The combined score. Behind a trigger that opens it, the diffed model says the behaviour's
+    # words almost surely (score about -0.001); a description DIT got wrong scored -10 to -13 at
+    # its best candidate on the population's diffs, a right one -0.004 or above.
+    confirm: float = -2.0  # a best behaviour score below this: the description is not confirmed
+    tie: float = 0.05  # candidates this close to the best are ordered by the divergence
 
     def __post_init__(self) -> None:
         check_types(self, "trigger")
@@ -84,6 +95,7 @@ class TriggerSearchConfig:
             )
         for name in ("questions", "refine", "top", "batch_size", "words"):
             require(getattr(self, name) >= 1, f"trigger.{name}", "must be >= 1")
+        require(self.tie >= 0, "trigger.tie", "must be >= 0 (0: only exact ties)")
         require(
             bool(self.frames) and all(f.count("{b}") == 1 for f in self.frames),
             "trigger.frames",
@@ -103,6 +115,8 @@ class TriggerSearchResult:
     questions: list[str]
     seconds: float
     rows_scored: int
+    # The combined score: did the best candidate make the diffed model say the description?
+    confirmed: bool | None = None
 
     def summary(self, top: int = 10) -> str:
         """The best ``top`` candidates with their scores and evidence, as printed text."""
@@ -118,6 +132,9 @@ class TriggerSearchResult:
             lines.append(
                 f"{i:>4}  {r['score']:>8.3f}  {r['trigger']}  ->  {r.get('evidence', '')!r}"
             )
+        if self.confirmed is False:
+            lines.append("no candidate makes the diffed model say the description (DIT may have "
+                         "misread it): ranked by the divergence score instead")  # fmt: skip
         lines.append(f"{len(self.ranking)} candidates, {self.rows_scored} rows scored in "
                      f"{self.seconds:.0f} s")  # fmt: skip
         return "\n".join(lines)
@@ -412,7 +429,15 @@ def search(
     """Rank every candidate of ``cfg.space`` as the trigger of ``diff`` on ``model`` (its base);
     writes ``OUT/search.json`` (settings), ``OUT/scores.jsonl`` (rows) and ``OUT/trigger.json``
     (the ranking). ``behaviour`` is needed by the behaviour score: DIT's description, or several
-    (each candidate keeps its best), e.g. DIT's answers at several read-time scales."""
+    (each candidate keeps its best), e.g. DIT's answers at several read-time scales. The
+    combined score writes its two searches to ``OUT/behaviour`` and ``OUT/divergence``."""
+    if cfg.score == "combined":
+        return _combined(model, tok, diff, cfg, Path(out), behaviour)
+    return _search(model, tok, diff, cfg, Path(out), behaviour)
+
+
+def _search(model, tok, diff, cfg, out: Path, behaviour, only: list[str] | None = None):
+    """One behaviour or divergence search; ``only``: these candidates of the space alone."""
     found = descriptions(behaviour)
     behaviour = found[0] if len(found) == 1 else found or None
     if cfg.score == "behaviour" and not behaviour:
@@ -425,6 +450,8 @@ def search(
     out.mkdir(parents=True, exist_ok=True)
     diff.check_fits(model, "the diff")
     keys = candidates(cfg.space, tok, cfg.words)
+    if only is not None:
+        keys = [k for k in keys if k in set(only)]
     questions = probe_questions(cfg)
     lora.inject(model, {n.rsplit(".", 1)[-1] for n in diff.modules} or lora.DEFAULT_TARGETS)
     base_answers = (
@@ -437,7 +464,7 @@ def search(
         # Behaviour score: 2 scored run by run (behaviour_runs), 3 the whole one is a run too.
         # The divergence score has not changed since 2: its folders stay valid.
         "version": 3 if cfg.score == "behaviour" else 2,
-        "config": asdict(cfg),
+        "config": {k: v for k, v in asdict(cfg).items() if k not in COMBINED_ONLY},
         "behaviour": behaviour if cfg.score == "behaviour" else None,
         "questions": questions,
         "base_answers": base_answers,
@@ -461,6 +488,37 @@ def search(
         seconds=round(time.time() - start, 1),
         rows_scored=scored,
     )
+    write_json(out / "trigger.json", asdict(result))
+    return result
+
+
+def _combined(model, tok, diff, cfg, out: Path, behaviour) -> TriggerSearchResult:
+    """The behaviour search, checked by the divergence where it cannot decide: all of it when
+    no candidate confirms the description, the tied best candidates when several do."""
+    start = time.time()
+    found = _search(model, tok, diff, replace(cfg, score="behaviour"), out / "behaviour", behaviour)
+    best, scored = found.ranking[0]["score"], found.rows_scored
+    divergence = replace(cfg, score="divergence")
+    if best < cfg.confirm:
+        other = _search(model, tok, diff, divergence, out / "divergence", None)
+        ranking, scored = other.ranking, scored + other.rows_scored
+    else:
+        tied = [r["key"] for r in found.ranking if r["refined"] and r["score"] >= best - cfg.tie]
+        ranking = found.ranking
+        if len(tied) > 1:
+            other = _search(model, tok, diff, replace(divergence, refine=len(tied)),
+                            out / "ties", None, only=tied)  # fmt: skip
+            behaviour_of = {r["key"]: r for r in found.ranking}
+            ranking = [
+                {**behaviour_of[r["key"]], "divergence": r["score"],
+                 **({"evidence": r["evidence"]} if "evidence" in r else {})}
+                for r in other.ranking
+            ] + [r for r in found.ranking if r["key"] not in set(tied)]  # fmt: skip
+            scored += other.rows_scored
+    result = TriggerSearchResult(
+        behaviour=found.behaviour, score="combined", ranking=ranking, questions=found.questions,
+        seconds=round(time.time() - start, 1), rows_scored=scored, confirmed=best >= cfg.confirm,
+    )  # fmt: skip
     write_json(out / "trigger.json", asdict(result))
     return result
 
