@@ -3,8 +3,9 @@ hidden-topic diffs, or the trigger word of the behaviour suite's backdoor diffs.
 
 For each diff on disk in POP/diffs/test: DIT's description (the shipped reader, or --reader;
 with --read-scales, its answers at each scale, all searched for),
-then three searches, guided by DIT's description, by the truth (the topic or the payload: the
-upper bound) and by the divergence score (no DIT), over the 1,000 code prefixes (hidden topics)
+then the searches: guided by DIT's description, by the truth (the topic or the payload: the
+upper bound), by the divergence score (no DIT), and combined (DIT's description, checked by the
+divergence: its two searches are the first and third, reused), over the 1,000 code prefixes (hidden topics)
 or the first --words whole-word tokens (backdoors); then each search's top-ranked candidate, the
 diff's own trigger and one random candidate (chance) asked held-out check questions that no
 search saw. A candidate is a *working* trigger when it opens the behaviour on at least
@@ -45,7 +46,7 @@ from ditkit.trigger_search import (
     trigger_text,
 )
 
-METHODS = ("dit", "truth", "divergence")
+METHODS = ("dit", "truth", "divergence", "combined")
 
 
 def secret(job: dict) -> tuple[str, str, list[str]]:
@@ -97,18 +98,25 @@ def study_diff(model, tok, reader, job, path, args, heldout, system) -> dict:
     chance = rng.choice([k for k in space if k != own_key])
     tops, searches = {}, {}
     for method in args.methods:
+        score = {"divergence": "divergence", "combined": "combined"}.get(method, "behaviour")
         cfg = TriggerSearchConfig(
-            space=args.space, words=args.words,
-            score="divergence" if method == "divergence" else "behaviour",
+            space=args.space, words=args.words, score=score,
             probe_questions=probes, refine=args.refine, top=3, system=system,
         )  # fmt: skip
-        behaviour = {"dit": said, "truth": truth}.get(method)
+        behaviour = {"dit": said, "truth": truth, "combined": said}.get(method)
         # Where DIT said the truth itself, the truth-guided search is the same search: reuse it.
         same = "dit" in args.methods and [behaviour_content(a).lower() for a in read] == [
             truth.lower()
         ]
         same = same and method == "truth"
         folder = args.work / job["diff_id"] / ("dit" if same else method)
+        if method == "combined":  # its two searches are the DIT-guided and divergence ones
+            for part, other in (("behaviour", "dit"), ("divergence", "divergence")):
+                link = folder / part
+                if not link.exists():
+                    (folder.parent / other).mkdir(parents=True, exist_ok=True)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    link.symlink_to(Path("..") / other, target_is_directory=True)
         found = search(model, tok, diff, cfg, folder, said if same else behaviour)
         tops[method] = found.ranking[0]["key"]
         searches[method] = {
@@ -118,6 +126,8 @@ def study_diff(model, tok, reader, job, path, args, heldout, system) -> dict:
             "rows_scored": found.rows_scored,
             "evidence": found.ranking[0].get("evidence"),
         }
+        if found.confirmed is not None:
+            searches[method]["confirmed"] = found.confirmed
     keys = list(dict.fromkeys([own_key, chance, "", *tops.values()]))
     hits = check(model, tok, diff, names, keys, checks, system, args.max_new_tokens, args.space)
     own = hits[own_key]
@@ -201,7 +211,7 @@ def summarise(rows: list[dict], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for method, marker in zip(methods, "o^s"):
+    for method, marker in zip(methods, "o^sD"):
         gap = [r["own"] - r["chance"] + random.Random(i).uniform(-0.15, 0.15)
                for i, r in enumerate(rows)]  # fmt: skip
         ax.scatter(
