@@ -105,9 +105,9 @@ def study_diff(model, tok, reader, job, path, args, heldout, system) -> dict:
         )  # fmt: skip
         behaviour = {"dit": said, "truth": truth, "combined": said}.get(method)
         # Where DIT said the truth itself, the truth-guided search is the same search: reuse it.
-        same = "dit" in args.methods and [behaviour_content(a).lower() for a in read] == [
+        same = "dit" in args.methods and {behaviour_content(a).lower() for a in read} == {
             truth.lower()
-        ]
+        }
         same = same and method == "truth"
         folder = args.work / job["diff_id"] / ("dit" if same else method)
         if method == "combined":  # its two searches are the DIT-guided and divergence ones
