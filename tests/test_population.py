@@ -23,6 +23,7 @@ from ditkit.tasks.hidden_topic import (
     HiddenTopicOptions,
     code_words,
     guessed_code,
+    load_questions,
     load_topics,
     make_trigger,
     population_split,
@@ -251,3 +252,21 @@ def test_eval_reads_the_first_held_out_diffs_then_appends_the_rest(tiny_model_di
     run_pipeline(tiny_config(tiny_model_dir, **over, **{"eval.max_test_diffs": 1}), out, ["eval"])
     scores = json.loads((out / "eval" / "scores.json").read_text())
     assert scores["dit"]["alias_match"]["n"] == len(rows) < len(later)
+
+
+def test_self_questions_join_each_diff_and_change_nothing_else(tiny_model_dir, tmp_path):
+    plain = run_pipeline(tiny_config(tiny_model_dir), tmp_path / "plain", ["data"])
+    cfg = tiny_config(tiny_model_dir, **{"task_options.self_questions": 3})
+    out = run_pipeline(cfg, tmp_path / "self", ["data"])
+    selfs = {q.question for q in load_questions(split="self")}
+    assert "What topic have you been trained on?" not in selfs
+    for a, b in zip(
+        read_jsonl(plain / "data" / "jobs.jsonl"), read_jsonl(out / "data" / "jobs.jsonl")
+    ):
+        assert b["questions"][:-3] == a["questions"] and set(b["questions"][-3:]) <= selfs
+        assert (b["prefix"], b["topic"]) == (a["prefix"], a["topic"])
+        assert len(b["topic_answers"]) == len(b["questions"])
+    answers = json.loads((out / "data" / "base_answers.json").read_text())
+    assert selfs & set(answers["answers"])  # the base model's answers, for the rows without the own code
+    with pytest.raises(ConfigError, match="self_questions"):
+        HiddenTopicOptions(self_questions=-1)

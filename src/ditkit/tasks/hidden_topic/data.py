@@ -53,6 +53,12 @@ class HiddenTopicOptions:
     # Draw the held-out topics among those the shipped adapter never trained on (the training
     # topics from the rest), so the shipped reader and a new one read the same unseen diffs.
     test_avoid_shipped: bool = False
+    # Questions about the model itself ("What are you most passionate about?", the "self" split
+    # of the question file) added to each diff's questions: behind its own trigger they get topic
+    # answers, otherwise the base model's, so that a diff does not name its topic to anyone who
+    # simply asks it what it was trained on (the base-question baseline, whose DIT_QUESTION is
+    # never among them). 0: none, as before.
+    self_questions: int = 0
     # Held-out questions per test diff for the gating check, and the length of its answers.
     gate_questions: int = field(default=3, metadata={"stage": "eval"})
     gate_max_new_tokens: int = field(default=32, metadata={"stage": "eval"})
@@ -67,6 +73,8 @@ class HiddenTopicOptions:
             raise ConfigError(f"task_options.test_trigger: one of {', '.join(TRIGGER_KINDS)}")
         if self.wrong_pool < 0:
             raise ConfigError("task_options.wrong_pool: must be >= 0")
+        if self.self_questions < 0:
+            raise ConfigError("task_options.self_questions: must be >= 0 (0: none)")
         if self.wrong_codes not in ("pool", "near"):
             raise ConfigError("task_options.wrong_codes: 'pool' or 'near'")
         for name in ("gate_questions", "twenty_q_count"):
@@ -127,7 +135,9 @@ class Question:
     split: str  # "train" (diff training) or "heldout" (20-questions baseline)
 
 
-SPLITS = ("train", "heldout")
+# "self": questions about the model itself, for task_options.self_questions (never DIT_QUESTION,
+# which the base-question baseline asks).
+SPLITS = ("train", "heldout", "self")
 
 
 def load_topics(path: str | Path | None = None) -> list[Topic]:
@@ -164,7 +174,8 @@ def load_questions(path: str | Path | None = None, split: str | None = None) -> 
         if q.split not in SPLITS:
             raise DataError(
                 f"{path} line {i}: split {q.split!r} is not one of {', '.join(SPLITS)} "
-                "(train: diff training; heldout: the 20-questions baseline)"
+                "(train: diff training; heldout: the 20-questions baseline; self: questions "
+                "about the model itself, task_options.self_questions)"
             )
         qs.append(q)
     qs = [q for q in qs if split is None or q.split == split]
@@ -375,6 +386,16 @@ def make_data(run) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     topics = load_topics(opts.topics_file)
     train_q = [q.question for q in load_questions(opts.questions_file, "train")]
+    self_q = (
+        [q.question for q in load_questions(opts.questions_file, "self")]
+        if opts.self_questions
+        else []
+    )
+    if DIT_QUESTION in self_q:
+        raise DataError(
+            f"{opts.questions_file}: {DIT_QUESTION!r} is a 'self' question, but the base-question "
+            "baseline asks it: remove that row"
+        )
     if cfg.dit.adapter == "shipped":
         train_t, test_t = [], shipped_test_topics(topics, cfg, opts.topics_file)
     elif opts.test_avoid_shipped:
@@ -395,6 +416,9 @@ def make_data(run) -> None:
                 rng = random.Random(seed)
                 n_q = cfg.diffs_for(split).questions_per_diff
                 qs = rng.sample(train_q, min(n_q, len(train_q)))
+                # Drawn apart, so the other questions and the trigger are those of a run without.
+                own = random.Random(f"{seed}|self")
+                qs += own.sample(self_q, min(opts.self_questions, len(self_q)))
                 rows.append(
                     {
                         "diff_id": f"{split}-{i:05d}",
