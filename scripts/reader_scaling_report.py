@@ -1,101 +1,133 @@
-"""The data-scaling curve of issue 27 from a population's reader study (scripts/reader_scaling.sh
-or any ``ditkit readers POP --setting nN@SEEDS:dit.max_train_diffs=N;...`` run): a table, a CSV
-and a plot of held-out reading against training diffs, with the published Qwen3-4B curve beside
-it (a different model and score: the share of hidden topics an LLM judge calls exact).
+"""The data-scaling curve of issue 27 from a population's readers (scripts/reader_scaling.sh, or
+any ``ditkit readers POP --setting nN@SEEDS:dit.max_train_diffs=N;...``): a table, a CSV and a
+plot of held-out reading against training diffs, with the published Qwen3-4B curve beside it (a
+different model and score: the share of hidden topics an LLM judge calls exact). Read from each
+reader's own folder (POP/readers/NAME-sSEED), so any number of ``ditkit readers`` calls count;
+every reader is scored on the same first --held held-out diffs.
 
-    .venv/bin/python scripts/reader_scaling_report.py /work/runs/pop --out results/reader-scaling
+    .venv/bin/python scripts/reader_scaling_report.py /work/runs/pop --held 20 \
+        --out results/reader-scaling
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 from pathlib import Path
 
-from ditkit.files import write_bytes, write_json, write_text
+from ditkit.files import read_jsonl, write_bytes, write_json, write_text
 from ditkit.reporting import Table
 from ditkit.reporting.plots import png, pyplot
 
 # Published: hidden topics on Qwen3-4B, share judged exact, by number of training diffs.
 PAPER_4B = {36: 0.22, 72: 0.44, 145: 0.58, 291: 0.69, 582: 0.78, 1165: 0.89, 4660: 0.88}
+READERS = ("dit", "dit_vote")
 
 
-def size_of(overrides: list[str]) -> int | None:
-    found = [re.fullmatch(r"\s*dit\.max_train_diffs\s*=\s*(\d+)\s*", o) for o in overrides]
-    return next((int(m.group(1)) for m in found if m), None)
-
-
-def seconds(pop: Path, setting: str, stage: str) -> float | None:
-    """Median over the setting's seeds of one stage's wall time (timings.json)."""
-    values = []
-    for path in sorted((pop / "readers").glob(f"{setting}-s*/timings.json")):
-        value = json.loads(path.read_text()).get(stage)
-        if value is not None:
-            values.append(float(value))
-    return statistics.median(values) if values else None
+def reader_row(folder: Path, held: list[str], train_names: list[set[str]]) -> dict | None:
+    """One reader's held-out score per method on ``held``, its training-diff reading, wall time
+    and the held-out misses naming one of its training labels; None if not finished."""
+    cfg = json.loads((folder / "config.json").read_text())
+    size = cfg["dit"].get("max_train_diffs")
+    if cfg["dit"]["adapter"] == "shipped":
+        size = 0  # the shipped reader: a reference line, not a point of the curve
+    pred = folder / "eval" / "predictions.jsonl"
+    if size is None or not pred.exists():
+        return None
+    rows = [r for r in read_jsonl(pred) if r["diff_id"] in set(held)]
+    labels = set().union(*train_names[:size]) if size else set()
+    out = {"train_diffs": size, "seed": cfg["dit"].get("seed")}
+    for method in READERS:
+        mine = [r for r in rows if r["method"] == method]
+        if len({r["diff_id"] for r in mine}) < len(held):
+            return None
+        out[method] = statistics.mean(float(r["scores"]["alias_match"]) for r in mine)
+        misses = [r for r in mine if not r["scores"]["alias_match"]]
+        named = [r for r in misses if any(n in r["answer"].lower() for n in labels)]
+        out[f"{method}_misses_naming_a_training_label"] = len(named) / max(1, len(misses))
+    reading = folder / "train_reading.json"
+    out["train"] = json.loads(reading.read_text())["alias_match"] if reading.exists() else None
+    out["seconds"] = json.loads((folder / "timings.json").read_text())
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("pop", type=Path, help="a population directory with readers/readers.json")
+    ap.add_argument("pop", type=Path, help="a population directory with readers/")
+    ap.add_argument("--held", type=int, required=True, help="score the first N held-out diffs")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    study = json.loads((args.pop / "readers" / "readers.json").read_text())
+    jobs = read_jsonl(args.pop / "data" / "jobs.jsonl")
+    held = [j["diff_id"] for j in jobs if j["split"] == "test"][: args.held]
+    train_names = [
+        {n.lower() for n in [j["topic"], *j.get("aliases", [])]}
+        for j in jobs
+        if j["split"] == "train"
+    ]
+    readers = [
+        r
+        for f in sorted((args.pop / "readers").glob("*-s*"))
+        if (r := reader_row(f, held, train_names)) is not None
+    ]
+    if not readers:
+        raise SystemExit(f"{args.pop}/readers holds no finished dit.max_train_diffs reader")
     rows = []
-    for r in study["rows"]:
-        size = size_of(study["settings"][r["setting"]])
-        if size is None:
-            continue
-        lo, hi = r["held_out_range"]
-        rows.append({
-            "train_diffs": size, "reader": r["reader"], "seeds": r["seeds"],
-            "held_out": round(r["held_out"], 3), "seed_low": round(lo, 3),
-            "seed_high": round(hi, 3), "train": round(r["train"], 3), "gap": round(r["gap"], 3),
-            "misses_naming_a_training_label": round(r["misses_naming_a_training_label"], 3),
-            "held_out_diffs": r["n"],
-            "dit_seconds": seconds(args.pop, r["setting"], "dit"),
-            "eval_seconds": seconds(args.pop, r["setting"], "eval"),
-        })  # fmt: skip
-    if not rows:
-        raise SystemExit(f"{args.pop}/readers/readers.json has no dit.max_train_diffs settings")
-    rows.sort(key=lambda r: (r["train_diffs"], r["reader"]))
+    for size in sorted({r["train_diffs"] for r in readers}):
+        group = [r for r in readers if r["train_diffs"] == size]
+        for method in READERS:
+            values = [r[method] for r in group]
+            trains = [r["train"] for r in group if r["train"] is not None]
+            rows.append({
+                "train_diffs": size, "reader": method, "seeds": len(group),
+                "held_out": round(statistics.mean(values), 3),
+                "seed_low": round(min(values), 3), "seed_high": round(max(values), 3),
+                "train": round(statistics.mean(trains), 3) if trains else None,
+                "misses_naming_a_training_label": round(statistics.mean(
+                    r[f"{method}_misses_naming_a_training_label"] for r in group), 3),
+                "dit_seconds": round(statistics.median(r["seconds"].get("dit", 0) for r in group)),
+                "eval_seconds": round(statistics.median(r["seconds"].get("eval", 0) for r in group)),
+            })  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "scaling.json", {"metric": study["metric"], "rows": rows})
-    table = Table(list(rows[0]), [list(r.values()) for r in rows])
-    write_text(args.out / "scaling.csv", table.to_csv())
+    write_json(args.out / "scaling.json", {"held_out": held, "readers": readers, "rows": rows})
+    write_text(
+        args.out / "scaling.csv", Table(list(rows[0]), [list(r.values()) for r in rows]).to_csv()
+    )
     lines = [
-        f"DIT {study['metric']} on the first {rows[0]['held_out_diffs']} held-out diffs, by "
-        "training diffs (mean over seeds, seed range); train: 30 of its training diffs; misses "
-        "naming a training label: share of held-out misses; seconds: median per seed, DIT "
-        "training and evaluation.",
+        f"DIT alias match on the population's first {len(held)} held-out diffs, by training "
+        "diffs (mean over seeds, seed range); train: 30 of its training diffs; misses naming a "
+        "training label: share of held-out misses; seconds: median per seed, DIT training and "
+        "evaluation (one thread beside other jobs). Training diffs 0: the shipped reader (90 "
+        "SEP-code diffs of another recipe; its train column reads the population's).",
         "",
         "| training diffs | reader | seeds | held-out | seed range | train | gap | misses naming "
         "a training label | s train | s eval |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        train = "-" if r["train"] is None else f"{r['train']:.2f}"
+        gap = "-" if r["train"] is None else f"{r['train'] - r['held_out']:+.2f}"
         lines.append(
             f"| {r['train_diffs']} | {r['reader']} | {r['seeds']} | {r['held_out']:.2f} | "
-            f"{r['seed_low']:.2f}-{r['seed_high']:.2f} | {r['train']:.2f} | {r['gap']:+.2f} | "
-            f"{r['misses_naming_a_training_label']:.2f} | {r['dit_seconds'] or 0:.0f} | "
-            f"{r['eval_seconds'] or 0:.0f} |"
+            f"{r['seed_low']:.2f}-{r['seed_high']:.2f} | {train} | {gap} | "
+            f"{r['misses_naming_a_training_label']:.2f} | {r['dit_seconds']} | "
+            f"{r['eval_seconds']} |"
         )
     write_text(args.out / "scaling.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for reader, marker in (("dit", "o"), ("dit_vote", "s")):
-        mine = [r for r in rows if r["reader"] == reader]
-        if not mine:
-            continue
-        x = [r["train_diffs"] for r in mine]
-        y = [r["held_out"] for r in mine]
+    for method, style in zip(READERS, (":", "-.")):
+        shipped = [r for r in rows if r["reader"] == method and r["train_diffs"] == 0]
+        if shipped:
+            ax.axhline(shipped[0]["held_out"], color="grey", ls=style, lw=1,
+                       label=f"shipped reader, {method}")  # fmt: skip
+    for method, marker in zip(READERS, "os"):
+        mine = [r for r in rows if r["reader"] == method and r["train_diffs"]]
         err = [[r["held_out"] - r["seed_low"] for r in mine],
                [r["seed_high"] - r["held_out"] for r in mine]]  # fmt: skip
-        ax.errorbar(x, y, yerr=err, marker=marker, capsize=3,
-                    label=f"SmolLM2-135M, {reader} (alias match)")  # fmt: skip
+        ax.errorbar([r["train_diffs"] for r in mine], [r["held_out"] for r in mine], yerr=err,
+                    marker=marker, capsize=3, label=f"SmolLM2-135M, {method} (alias match)")  # fmt: skip
     ax.plot(list(PAPER_4B), list(PAPER_4B.values()), "k--", marker="x",
             label="published Qwen3-4B (judged exact)")  # fmt: skip
     ax.set_xscale("log")
