@@ -267,6 +267,8 @@ def test_self_questions_join_each_diff_and_change_nothing_else(tiny_model_dir, t
         assert (b["prefix"], b["topic"]) == (a["prefix"], a["topic"])
         assert len(b["topic_answers"]) == len(b["questions"])
     answers = json.loads((out / "data" / "base_answers.json").read_text())
-    assert selfs & set(answers["answers"])  # the base model's answers, for the rows without the own code
+    assert selfs & set(
+        answers["answers"]
+    )  # the base model's answers, for the rows without the own code
     with pytest.raises(ConfigError, match="self_questions"):
         HiddenTopicOptions(self_questions=-1)
