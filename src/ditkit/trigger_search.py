@@ -451,7 +451,8 @@ def _search(model, tok, diff, cfg, out: Path, behaviour, only: list[str] | None 
     diff.check_fits(model, "the diff")
     keys = candidates(cfg.space, tok, cfg.words)
     if only is not None:
-        keys = [k for k in keys if k in set(only)]
+        wanted = set(only)
+        keys = [k for k in keys if k in wanted]
     questions = probe_questions(cfg)
     lora.inject(model, {n.rsplit(".", 1)[-1] for n in diff.modules} or lora.DEFAULT_TARGETS)
     base_answers = (
@@ -504,6 +505,7 @@ def _combined(model, tok, diff, cfg, out: Path, behaviour) -> TriggerSearchResul
         ranking, scored = other.ranking, scored + other.rows_scored
     else:
         tied = [r["key"] for r in found.ranking if r["refined"] and r["score"] >= best - cfg.tie]
+        tied_set = set(tied)
         ranking = found.ranking
         if len(tied) > 1:
             other = _search(model, tok, diff, replace(divergence, refine=len(tied)),
@@ -513,7 +515,7 @@ def _combined(model, tok, diff, cfg, out: Path, behaviour) -> TriggerSearchResul
                 {**behaviour_of[r["key"]], "divergence": r["score"],
                  **({"evidence": r["evidence"]} if "evidence" in r else {})}
                 for r in other.ranking
-            ] + [r for r in found.ranking if r["key"] not in set(tied)]  # fmt: skip
+            ] + [r for r in found.ranking if r["key"] not in tied_set]  # fmt: skip
             scored += other.rows_scored
     result = TriggerSearchResult(
         behaviour=found.behaviour, score="combined", ranking=ranking, questions=found.questions,
