@@ -40,7 +40,8 @@ def reader_row(folder: Path, held: list[str], train_names: list[set[str]]) -> di
     out = {"train_diffs": size, "seed": cfg["dit"].get("seed")}
     for method in READERS:
         mine = [r for r in rows if r["method"] == method]
-        if len({r["diff_id"] for r in mine}) < len(held):
+        scored = {r["diff_id"] for r in mine if "alias_match" in (r.get("scores") or {})}
+        if len(scored) < len(held) or len(mine) > len(scored):  # not read, or not scored yet
             return None
         out[method] = statistics.mean(float(r["scores"]["alias_match"]) for r in mine)
         misses = [r for r in mine if not r["scores"]["alias_match"]]
