@@ -16,17 +16,19 @@ import torch
 
 from conftest import tiny_llama, tiny_tokenizer
 from ditkit import lora
+from ditkit.api import find_trigger
 from ditkit.config import DiffConfig
 from ditkit.diffs import save_diff
 from ditkit.errors import ConfigError, DataError
 from ditkit.files import read_jsonl
-from ditkit.reader import ask
+from ditkit.reader import ask, describe
 from ditkit.tasks.hidden_topic import TASK, DiffJob, HiddenTopicOptions, RowData, Topic
 from ditkit.train_diffs import train_group
 from ditkit.trigger_search import (
     TriggerSearchConfig,
     behaviour_content,
     behaviour_runs,
+    descriptions,
     search,
     search_runs,
     trigger_text,
@@ -274,10 +276,6 @@ def test_several_descriptions_are_each_tried(gated, tmp_path):
 
 
 def test_find_trigger_reads_the_diff_at_each_scale(gated, tmp_path):
-    from ditkit.api import find_trigger
-    from ditkit.reader import describe
-    from ditkit.trigger_search import descriptions
-
     model, tok, diff, _, _ = gated
     reader = random_diff(model, 2, seed=3, scale=0.5)
     space = tmp_path / "triggers.txt"
