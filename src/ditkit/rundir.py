@@ -155,6 +155,10 @@ class Run:
             )
         return paths
 
+    def test_jobs(self) -> list[dict]:
+        """The held-out jobs evaluation reads: the first ``eval.max_test_diffs`` when set."""
+        return self.jobs("test")[: self.cfg.eval.max_test_diffs]
+
     def test_diffs(self):
         """Test diffs with their job rows, for evaluation (times ``eval.diff_scale``; the first
         ``eval.max_test_diffs`` when set)."""
@@ -163,7 +167,7 @@ class Run:
         diffs = [load_diff(p) for p in self.diff_paths("test", limit=limit)]
         if self.cfg.eval.diff_scale != 1.0:
             diffs = [d.scaled(self.cfg.eval.diff_scale) for d in diffs]
-        return self.jobs("test")[:limit], diffs
+        return self.test_jobs(), diffs
 
     def record_time(self, stage: str, seconds: float) -> None:
         path = self.out / "timings.json"

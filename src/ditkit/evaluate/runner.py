@@ -184,7 +184,7 @@ def evaluate_run(run, generate: bool = True) -> dict:
         for method in ev.methods:
             tools.methods[method].generate(ctx, method, jobs, diffs)
     else:
-        jobs = run.jobs("test")[: ev.max_test_diffs]
+        jobs = run.test_jobs()
     distributed.barrier()
     if not distributed.is_main():
         return {}

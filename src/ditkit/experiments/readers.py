@@ -80,7 +80,7 @@ def _reading(out: Path, cfg: RunConfig, metric: str, train_sample: int) -> dict:
     """Per-diff held-out scores of each reader method, the training-diff reading and the
     held-out misses that name a training label."""
     run = Run(cfg, out)
-    ids = {j["diff_id"] for j in run.jobs("test")[: cfg.eval.max_test_diffs]}
+    ids = {j["diff_id"] for j in run.test_jobs()}
     rows = [r for r in read_jsonl(out / "eval" / "predictions.jsonl") if r["diff_id"] in ids]
     readers = [m for m in ("dit", "dit_vote") if any(r["method"] == m for r in rows)]
     held = {
