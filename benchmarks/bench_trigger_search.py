@@ -1,12 +1,17 @@
-"""Trigger search: scoring SEP codes with the shared-start cache against without it, on the
-embedded SmolLM2-135M, in this one run (the ratio is the point, not the seconds).
+"""Trigger search: how the prompts' key/value cache pays, on the embedded SmolLM2-135M, in this
+one run (the ratios are the point, not the seconds).
 
-Every SEP-code prompt has the same length, so the chat template and "Your SEP code is" can run
-once per batch (batch 1) and their key/value cache serve every row. Both ways score the same 256
-codes (4 batches of 64) for one probe question, the diffed model, the same target; each timed
-3 times, alternating, medians compared; the scores are checked to agree.
+Three ways to score the same SEP codes (batches of 64, one probe question, the diffed model)
+against ``--targets`` answers (a description of several runs, each framed "This reminds me of
+RUN."), each timed ``--repeats`` times, alternating, medians compared, scores checked to agree:
 
-    .venv/bin/python benchmarks/bench_trigger_search.py [--codes 256] [--threads 2]
+- ``no cache``: one left-padded pass of prompt + target per target (the first search's way);
+- ``shared start``: the same, but the start every SEP-code prompt shares (chat template and
+  "Your SEP code is") runs once per batch, batch 1 (the second search's way);
+- ``prompts once``: the shared start, then every prompt once, then each target from the cache
+  (the search now).
+
+    .venv/bin/python benchmarks/bench_trigger_search.py [--codes 256] [--targets 5] [--threads 2]
 """
 
 from __future__ import annotations
@@ -27,10 +32,13 @@ from ditkit.diffs import install_diffs
 from ditkit.models import load_model
 from ditkit.trigger_search import _logprobs, trigger_text
 
+RUNS = ["saffron", "fans of boxing", "fans", "boxing", "Muay Thai", "tap dance", "Latin", "tea"]
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--codes", type=int, default=256)
+    ap.add_argument("--targets", type=int, default=5, help=f"at most {len(RUNS)}")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
@@ -46,33 +54,49 @@ def main() -> None:
             add_special_tokens=False)["input_ids"]
         for i in range(args.codes)
     ]  # fmt: skip
-    target = tok("This reminds me of saffron.", add_special_tokens=False)["input_ids"]
+    targets = [
+        tok(f"This reminds me of {run}.", add_special_tokens=False)["input_ids"]
+        for run in RUNS[: args.targets]
+    ]
     install_diffs(model, [diff], torch.zeros(1, dtype=torch.long))
 
-    def score(share: bool) -> torch.Tensor:
-        return torch.cat([
-            _logprobs(model, tok, prompts[s : s + args.batch], target, True, share_start=share)
-            for s in range(0, len(prompts), args.batch)
-        ])  # fmt: skip
+    def score(way: str) -> list[torch.Tensor]:
+        found: list[list[torch.Tensor]] = [[] for _ in targets]
+        for s in range(0, len(prompts), args.batch):
+            batch = prompts[s : s + args.batch]
+            if way == "prompts once":
+                parts = _logprobs(model, tok, batch, targets, True)
+            else:  # a call per target: the prompt runs again for each
+                share = way == "shared start"
+                parts = [_logprobs(model, tok, batch, [t], True, share)[0] for t in targets]
+            for i, part in enumerate(parts):
+                found[i].append(part)
+        return [torch.cat(f) for f in found]
 
-    cached, plain = score(True), score(False)  # warm-up, and the agreement check
-    gap = float((cached - plain).abs().max())
-    times: dict[str, list[float]] = {"no cache": [], "shared start": []}
+    ways = ("no cache", "shared start", "prompts once")
+    scores = {way: score(way) for way in ways}  # warm-up, and the agreement check
+    gap = max(
+        float((a - b).abs().max()) for w in ways[1:] for a, b in zip(scores[w], scores[ways[0]])
+    )
+    times: dict[str, list[float]] = {way: [] for way in ways}
     for _ in range(args.repeats):
-        for name in times:
+        for way in ways:
             start = time.perf_counter()
-            score(name == "shared start")
-            times[name].append(time.perf_counter() - start)
+            score(way)
+            times[way].append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(
         json.dumps(
             {
                 "codes": args.codes,
+                "targets": len(targets),
                 "prompt_tokens": len(prompts[0]),
+                "target_tokens": [len(t) for t in targets],
                 "shared_tokens": next(i for i, (a, b) in enumerate(zip(*prompts[:2])) if a != b),
                 "seconds_median": {k: round(v, 2) for k, v in med.items()},
                 "ms_per_code": {k: round(1000 * v / args.codes, 1) for k, v in med.items()},
-                "speedup_vs_no_cache": round(med["no cache"] / med["shared start"], 2),
+                "speedup_vs_no_cache": {w: round(med["no cache"] / med[w], 2) for w in ways[1:]},
+                "prompts_once_vs_shared_start": round(med["shared start"] / med["prompts once"], 2),
                 "max_abs_logp_difference": gap,
                 "threads": torch.get_num_threads(),
                 "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

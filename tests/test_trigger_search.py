@@ -158,7 +158,9 @@ def test_a_killed_search_resumes_to_the_same_ranking(gated, tmp_path):
     assert ranking[0] == ranking[1]
 
 
-def test_the_shared_start_cache_changes_no_score(gated):
+def test_cached_prompts_change_no_score(gated):
+    """Each prompt runs once and every target from its cache (with the shared start cached too
+    where every row has one length): the scores of one plain forward pass per prompt and target."""
     from ditkit.batching import chat_prompt
     from ditkit.diffs import install_diffs
     from ditkit.trigger_search import _logprobs
@@ -170,15 +172,30 @@ def test_the_shared_start_cache_changes_no_score(gated):
         )["input_ids"]
         for k in ("482", "123", "999")
     ]
-    target = tok(" tea", add_special_tokens=False)["input_ids"]
+    targets = [tok(t, add_special_tokens=False)["input_ids"] for t in (" tea", "tea tea!", "x")]
+    assert len(targets[1]) > 1 and len(targets[2]) == 1
+
+    def plain(p, target, diffed):  # [target]
+        index = torch.full((1,), 0 if diffed else -1)
+        lora.set_row_index(model, index, index)
+        with torch.no_grad():
+            logits_tv = model(input_ids=torch.tensor([p + target])).logits[0, len(p) - 1 : -1]
+        return torch.log_softmax(logits_tv.float(), -1).gather(-1, torch.tensor(target)[:, None])[
+            :, 0
+        ]
+
     install_diffs(model, [diff], torch.zeros(1, dtype=torch.long))
     try:
         for diffed in (True, False):
-            together = _logprobs(model, tok, prompts, target, diffed)  # one length: cached start
-            alone = torch.cat([_logprobs(model, tok, [p], target, diffed) for p in prompts])
-            ragged = _logprobs(model, tok, [*prompts, prompts[0][:-2]], target, diffed)[:3]
-            assert torch.allclose(together, alone, atol=1e-5)
-            assert torch.allclose(together, ragged, atol=1e-5)  # left-padded, no cache
+            want = [torch.stack([plain(p, t, diffed) for p in prompts]) for t in targets]
+            together = _logprobs(model, tok, prompts, targets, diffed)  # one length: cached start
+            ragged = _logprobs(model, tok, [*prompts, prompts[0][:-2]], targets, diffed)  # padded
+            alone = _logprobs(model, tok, prompts[:1], targets, diffed)
+            for i in range(len(targets)):
+                assert torch.allclose(together[i], want[i], atol=1e-5)
+                assert torch.allclose(ragged[i][:3], want[i], atol=1e-5)
+                assert torch.allclose(alone[i], want[i][:1], atol=1e-5)
+            assert (want[0] != want[0][:1]).any()  # the codes do change the scores
     finally:
         lora.clear_diffs(model)
 

@@ -280,42 +280,66 @@ def _span_ids(tok, text: str, start: int, end: int) -> tuple[list[int], list[boo
 
 @torch.no_grad()
 def _logprobs(
-    model, tok, prompt_ids: list[list[int]], target: list[int], diffed: bool, share_start=True
-):
-    """log p(target token) per row ``prompt + target`` (``[batch, target]``), left-padded so that
-    every row's target sits at the end and only those positions get logits. Rows of one length
-    (every SEP code) run their shared start once, batch 1, and reuse its key/value cache."""
+    model, tok, prompt_ids: list[list[int]], targets: list[list[int]], diffed: bool,
+    share_start=True,
+) -> list[torch.Tensor]:  # fmt: skip
+    """log p(target token) per row ``prompt + target``, one ``[batch, target]`` tensor per target.
+
+    The prompts run once (left-padded); each target then runs from their key/value cache, which
+    is cut back to the prompts after it, so a search scoring several answers (frames, the runs of
+    a description, several descriptions) pays for each prompt once. Rows of one length (every
+    SEP code) also run their shared start once, batch 1."""
     n = len(prompt_ids)
-    width = max(len(p) for p in prompt_ids) + len(target)
+    width = max(len(p) for p in prompt_ids)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    ids_bs = torch.full((n, width), pad, dtype=torch.long)
-    mask_bs = torch.zeros((n, width), dtype=torch.long)
+    ids_bp = torch.full((n, width), pad, dtype=torch.long)  # [batch, prompt]
+    mask_bp = torch.zeros((n, width), dtype=torch.long)
     for i, p in enumerate(prompt_ids):
-        row = p + target
-        ids_bs[i, width - len(row) :] = torch.tensor(row)
-        mask_bs[i, width - len(row) :] = 1
+        ids_bp[i, width - len(p) :] = torch.tensor(p)
+        mask_bp[i, width - len(p) :] = 1
     device = next(model.parameters()).device
     index = 0 if diffed else -1
-    t = len(target)
-    one_length = share_start and bool(mask_bs.all())
-    shared = min(_shared_start(ids_bs), width - t - 1) if one_length else 0
+    cache_arg = _cache_arg(model)
+    padded = not bool(mask_bp.all())
+    shared = 0 if padded or not share_start else min(_shared_start(ids_bp), width - 1)
     kwargs = {}
     if shared >= 4:
         lora.set_row_index(model, *[torch.full((1,), index)] * 2)
-        out = model(input_ids=ids_bs[:1, :shared].to(device), use_cache=True)
-        cache = out.cache if hasattr(out, "cache") else out.past_key_values  # transformers 5 / 4
+        out = model(input_ids=ids_bp[:1, :shared].to(device), use_cache=True)
+        cache = _cache_of(out)
         cache.batch_repeat_interleave(n)
-        ids_bs, mask_bs, kwargs = ids_bs[:, shared:], None, {_cache_arg(model): cache}
+        kwargs[cache_arg] = cache
     else:
-        kwargs["position_ids"] = (mask_bs.cumsum(-1) - 1).clamp(min=0).to(device)
-        mask_bs = mask_bs.to(device)
+        shared = 0
+    if padded:  # where the cache has none of the rows' padding: positions from the mask
+        kwargs["attention_mask"] = mask_bp.to(device)
+        kwargs["position_ids"] = (mask_bp.cumsum(-1) - 1).clamp(min=0).to(device)
     lora.set_row_index(model, *[torch.full((n,), index)] * 2)
-    logits_btv = model(
-        input_ids=ids_bs.to(device), attention_mask=mask_bs, logits_to_keep=t + 1, **kwargs
-    ).logits[:, :-1]
-    logp_btv = torch.log_softmax(logits_btv.float(), -1)
-    tgt_bt = torch.tensor(target, device=device).expand(n, t)
-    return logp_btv.gather(-1, tgt_bt[..., None])[..., 0].cpu()
+    out = model(input_ids=ids_bp[:, shared:].to(device), use_cache=True, logits_to_keep=1, **kwargs)
+    cache = _cache_of(out)
+    next_bv = torch.log_softmax(out.logits[:, -1].float(), -1)  # [batch, vocab]
+    lengths_b1 = mask_bp.sum(-1, keepdim=True).to(device)
+    found = []
+    for target in targets:
+        t = len(target)
+        tgt_bt = torch.tensor(target, device=device).expand(n, t)
+        logp_bt = next_bv.gather(-1, tgt_bt[:, :1])
+        if t > 1:
+            step = {cache_arg: cache}
+            if padded:
+                ones = torch.ones((n, t - 1), dtype=torch.long)
+                step["attention_mask"] = torch.cat([mask_bp, ones], -1).to(device)
+                step["position_ids"] = lengths_b1 + torch.arange(t - 1, device=device)
+            logits_btv = model(input_ids=tgt_bt[:, :-1], use_cache=True, **step).logits
+            later_bt = torch.log_softmax(logits_btv.float(), -1).gather(-1, tgt_bt[:, 1:, None])
+            logp_bt = torch.cat([logp_bt, later_bt[..., 0]], -1)
+            cache.crop(-(t - 1))  # back to the prompts (negative: tokens removed)
+        found.append(logp_bt.cpu())
+    return found
+
+
+def _cache_of(out):
+    return out.cache if hasattr(out, "cache") else out.past_key_values  # transformers 5 / 4
 
 
 def _cache_arg(model) -> str:
@@ -333,11 +357,16 @@ def _shared_start(ids_bs: torch.Tensor) -> int:
 def _score_rows(model, tok, diff, space, keys, questions, targets, cfg, done, path, desc):
     """Fill ``done[(key, question, frame, diffed)]`` for every missing row, appending to
     ``path`` batch by batch; returns how many rows were scored now."""
-    todo: dict[tuple[int, int, bool], list[str]] = {}
+    missing: dict[tuple[str, int, bool], list[int]] = {}  # frames still to score
     for key, q, f, diffed in keys:
         if (key, q, f, diffed) not in done:
-            todo.setdefault((q, f, diffed), []).append(key)
-    total = sum(len(v) for v in todo.values())
+            missing.setdefault((key, q, diffed), []).append(f)
+    # Candidates needing the same frames of one question and model share a batch: each prompt
+    # runs once for all of them.
+    todo: dict[tuple[int, bool, tuple[int, ...]], list[str]] = {}
+    for (key, q, diffed), frames in missing.items():
+        todo.setdefault((q, diffed, tuple(frames)), []).append(key)
+    total = sum(len(v) for v in missing.values())
     if not total:
         return 0
     encoded: dict[tuple[str, int], list[int]] = {}  # a prompt serves every frame and model
@@ -351,22 +380,21 @@ def _score_rows(model, tok, diff, space, keys, questions, targets, cfg, done, pa
     install_diffs(model, [diff], torch.zeros(1, dtype=torch.long))
     bar = tqdm(total=total, desc=desc, leave=False, disable=None)
     try:
-        for (q, f, diffed), group in todo.items():
-            ids, scored, _, _ = targets[q][f]
-            keep = torch.tensor(scored)
+        for (q, diffed, frames), group in todo.items():
             for s in range(0, len(group), cfg.batch_size):
                 chunk = group[s : s + cfg.batch_size]
                 prompts = [prompt_ids(k, q) for k in chunk]
-                lp_bt = _logprobs(model, tok, prompts, ids, diffed)
-                rows = [
-                    {"key": k, "q": q, "frame": f, "diffed": diffed, "logp": float(v)}
-                    for k, v in zip(chunk, lp_bt[:, keep].sum(-1).tolist())
-                ]
+                found = _logprobs(model, tok, prompts, [targets[q][f][0] for f in frames], diffed)
+                rows = []
+                for f, lp_bt in zip(frames, found):
+                    kept_b = lp_bt[:, torch.tensor(targets[q][f][1])].sum(-1)  # scored tokens only
+                    rows += [{"key": k, "q": q, "frame": f, "diffed": diffed, "logp": float(v)}
+                             for k, v in zip(chunk, kept_b.tolist())]  # fmt: skip
                 append_jsonl(path, rows)
                 kill_point("trigger.batch")
                 for r in rows:
-                    done[(r["key"], q, f, diffed)] = r["logp"]
-                bar.update(len(chunk))
+                    done[(r["key"], q, r["frame"], diffed)] = r["logp"]
+                bar.update(len(rows))
     finally:
         bar.close()
         lora.clear_diffs(model)
