@@ -3,7 +3,10 @@ any ``ditkit readers POP --setting nN@SEEDS:dit.max_train_diffs=N;...``): a tabl
 plot of held-out reading against training diffs, with the published Qwen3-4B curve beside it (a
 different model and score: the share of hidden topics an LLM judge calls exact). Read from each
 reader's own folder (POP/readers/NAME-sSEED), so any number of ``ditkit readers`` calls count;
-every reader is scored on the same first --held held-out diffs.
+every reader is scored on the same first --held held-out diffs. The methods that need no
+reader (base question, guessed code, twenty questions, weight lens, the oracles), found in any
+reader folder's evaluation (e.g. the shipped reader's, run with every method), are scored on the
+same diffs, and each reader size is paired against them (per-diff DIT means over seeds).
 
     .venv/bin/python scripts/reader_scaling_report.py /work/runs/pop --held 20 \
         --out results/reader-scaling
@@ -16,6 +19,7 @@ import json
 import statistics
 from pathlib import Path
 
+from ditkit.evaluate.stats import paired_difference
 from ditkit.files import read_jsonl, write_bytes, write_json, write_text
 from ditkit.reporting import Table
 from ditkit.reporting.plots import png, pyplot
@@ -23,6 +27,29 @@ from ditkit.reporting.plots import png, pyplot
 # Published: hidden topics on Qwen3-4B, share judged exact, by number of training diffs.
 PAPER_4B = {36: 0.22, 72: 0.44, 145: 0.58, 291: 0.69, 582: 0.78, 1165: 0.89, 4660: 0.88}
 READERS = ("dit", "dit_vote")
+NOT_BASELINES = (*READERS, "gate_trigger", "gate_wrong_trigger", "gate_none")  # diff checks
+
+
+def per_diff(folder: Path, held: list[str]) -> dict[str, dict[str, float]]:
+    """``{method: {diff_id: alias_match}}`` of a reader folder's scored predictions on ``held``
+    (the first prediction of each pair; diff checks have several and are left out)."""
+    pred = folder / "eval" / "predictions.jsonl"
+    found: dict[str, dict[str, float]] = {}
+    for r in read_jsonl(pred) if pred.exists() else []:
+        score = (r.get("scores") or {}).get("alias_match")
+        if r["diff_id"] in held and score is not None and r["method"] not in NOT_BASELINES[2:]:
+            found.setdefault(r["method"], {}).setdefault(r["diff_id"], float(score))
+    return found
+
+
+def baselines(folders: list[Path], held: list[str]) -> dict[str, dict[str, float]]:
+    """Every method that needs no reader, scored on all of ``held`` in some folder."""
+    found: dict[str, dict[str, float]] = {}
+    for folder in folders:
+        for method, scores in per_diff(folder, held).items():
+            if method not in READERS and len(scores) == len(held):
+                found.setdefault(method, scores)
+    return found
 
 
 def reader_row(folder: Path, held: list[str], train_names: list[set[str]]) -> dict | None:
@@ -37,13 +64,14 @@ def reader_row(folder: Path, held: list[str], train_names: list[set[str]]) -> di
         return None
     rows = [r for r in read_jsonl(pred) if r["diff_id"] in set(held)]
     labels = set().union(*train_names[:size]) if size else set()
-    out = {"train_diffs": size, "seed": cfg["dit"].get("seed")}
+    out = {"train_diffs": size, "seed": cfg["dit"].get("seed"), "per_diff": {}}
     for method in READERS:
         mine = [r for r in rows if r["method"] == method]
         scored = {r["diff_id"] for r in mine if "alias_match" in (r.get("scores") or {})}
         if len(scored) < len(held) or len(mine) > len(scored):  # not read, or not scored yet
             return None
         out[method] = statistics.mean(float(r["scores"]["alias_match"]) for r in mine)
+        out["per_diff"][method] = {r["diff_id"]: float(r["scores"]["alias_match"]) for r in mine}
         misses = [r for r in mine if not r["scores"]["alias_match"]]
         named = [r for r in misses if any(n in r["answer"].lower() for n in labels)]
         out[f"{method}_misses_naming_a_training_label"] = len(named) / max(1, len(misses))
@@ -66,11 +94,9 @@ def main() -> None:
         for j in jobs
         if j["split"] == "train"
     ]
-    readers = [
-        r
-        for f in sorted((args.pop / "readers").glob("*-s*"))
-        if (r := reader_row(f, held, train_names)) is not None
-    ]
+    folders = sorted((args.pop / "readers").glob("*-s*"))
+    readers = [r for f in folders if (r := reader_row(f, held, train_names)) is not None]
+    others = baselines(folders, held)
     if not readers:
         raise SystemExit(f"{args.pop}/readers holds no finished dit.max_train_diffs reader")
     rows = []
@@ -78,6 +104,11 @@ def main() -> None:
         group = [r for r in readers if r["train_diffs"] == size]
         for method in READERS:
             values = [r[method] for r in group]
+            mean_of = {d: statistics.mean(r["per_diff"][method][d] for r in group) for d in held}
+            paired = {
+                other: paired_difference([mean_of[d] for d in held], [scores[d] for d in held])
+                for other, scores in others.items()
+            }
             trains = [r["train"] for r in group if r["train"] is not None]
             rows.append({
                 "train_diffs": size, "reader": method, "seeds": len(group),
@@ -88,11 +119,16 @@ def main() -> None:
                     r[f"{method}_misses_naming_a_training_label"] for r in group), 3),
                 "dit_seconds": round(statistics.median(r["seconds"].get("dit", 0) for r in group)),
                 "eval_seconds": round(statistics.median(r["seconds"].get("eval", 0) for r in group)),
+                "paired": paired,
             })  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "scaling.json", {"held_out": held, "readers": readers, "rows": rows})
+    base_means = {m: statistics.mean(v.values()) for m, v in others.items()}
+    write_json(args.out / "scaling.json", {
+        "held_out": held, "readers": readers, "rows": rows, "baselines": base_means,
+    })  # fmt: skip
+    flat = [{k: v for k, v in r.items() if k != "paired"} for r in rows]
     write_text(
-        args.out / "scaling.csv", Table(list(rows[0]), [list(r.values()) for r in rows]).to_csv()
+        args.out / "scaling.csv", Table(list(flat[0]), [list(r.values()) for r in flat]).to_csv()
     )
     lines = [
         f"DIT alias match on the population's first {len(held)} held-out diffs, by training "
@@ -114,6 +150,28 @@ def main() -> None:
             f"{r['misses_naming_a_training_label']:.2f} | {r['dit_seconds']} | "
             f"{r['eval_seconds']} |"
         )
+    if others:
+        names = sorted(others, key=lambda m: -base_means[m])
+        lines += [
+            "",
+            f"Methods without a reader on the same {len(held)} diffs (oracles know the trigger), "
+            "and each reader size paired against them: mean over seeds minus the method, per "
+            "diff (95% interval; wins / losses).",
+            "",
+            "| method | alias match | " + " | ".join(
+                f"{r['reader']} n{r['train_diffs']} minus it" for r in rows if r["train_diffs"]
+            ) + " |",
+            "|---|---|" + "---|" * sum(1 for r in rows if r["train_diffs"]),
+        ]  # fmt: skip
+        for m in names:
+            cells = []
+            for r in rows:
+                if r["train_diffs"]:
+                    p = r["paired"][m]
+                    lo, hi = p["ci95"]
+                    cells.append(f"{p['mean_diff']:+.2f} [{lo:+.2f}, {hi:+.2f}] "
+                                 f"{p['wins']}/{p['losses']}")  # fmt: skip
+            lines.append(f"| {m} | {base_means[m]:.2f} | " + " | ".join(cells) + " |")
     write_text(args.out / "scaling.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     plt = pyplot()
@@ -129,6 +187,11 @@ def main() -> None:
                [r["seed_high"] - r["held_out"] for r in mine]]  # fmt: skip
         ax.errorbar([r["train_diffs"] for r in mine], [r["held_out"] for r in mine], yerr=err,
                     marker=marker, capsize=3, label=f"SmolLM2-135M, {method} (alias match)")  # fmt: skip
+    for method, colour in (("base_question", "tab:red"),
+                           ("base_question_guessed_code", "tab:purple")):  # fmt: skip
+        if method in base_means:
+            ax.axhline(base_means[method], color=colour, ls="--", lw=1,
+                       label=method.replace("_", " ") + " (no reader)")  # fmt: skip
     ax.plot(list(PAPER_4B), list(PAPER_4B.values()), "k--", marker="x",
             label="published Qwen3-4B (judged exact)")  # fmt: skip
     ax.set_xscale("log")
