@@ -311,7 +311,7 @@ def _logprobs(
         kwargs[cache_arg] = cache
     else:
         shared = 0
-    if padded:  # where the cache has none of the rows' padding: positions from the mask
+    if padded:  # rows of several lengths, left-padded: positions count real tokens only
         kwargs["attention_mask"] = mask_bp.to(device)
         kwargs["position_ids"] = (mask_bp.cumsum(-1) - 1).clamp(min=0).to(device)
     lora.set_row_index(model, *[torch.full((n,), index)] * 2)
