@@ -28,7 +28,9 @@ from ditkit.trigger_search import (
     TriggerSearchConfig,
     behaviour_content,
     behaviour_runs,
+    candidates,
     descriptions,
+    probe_questions,
     search,
     search_runs,
     trigger_text,
@@ -118,6 +120,51 @@ def test_divergence_score_needs_no_description(gated, tmp_path):
         search(model, tok, diff, TriggerSearchConfig(probe_questions=PROBES), tmp_path / "e")
 
 
+def test_shift_score_needs_no_description_nor_answer(gated, tmp_path):
+    """The first answer token's move away from the base model finds a working code; the
+    candidate goes where a probe question holds {x}."""
+    model, tok, diff, _, _ = gated
+    probes = [q.replace("Question", "{x} Question") for q in PROBES]  # the trigger's place
+    cfg = TriggerSearchConfig(score="shift", probe_questions=probes, refine=20, top=2)
+    found = search(model, tok, diff, cfg, tmp_path / "k")
+    assert found.behaviour is None and len(found.ranking) == 1000
+    rows = read_jsonl(tmp_path / "k" / "scores.jsonl")
+    assert all(r["kl"] >= -1e-6 and "logp" not in r for r in rows)  # a divergence: >= 0
+    assert len(rows) == 1000 + 20 * 3  # coarse, then 20 codes x the 3 other questions
+    # The diff's family of codes moves the first answer token most: the first one opens the
+    # behaviour (a cruder score than the behaviour's: not as often as the own code), the last
+    # one does not, and the own code is near the top.
+    own = _teas(model, tok, diff, "482")
+    assert _teas(model, tok, diff, found.ranking[0]["key"]) > own / 2
+    assert _teas(model, tok, diff, found.ranking[-1]["key"]) < own / 2
+    assert found.rank_of("482") <= 20
+    scores = [r["score"] for r in found.ranking]
+    assert scores[:20] == sorted(scores[:20], reverse=True)
+    assert scores[20:] == sorted(scores[20:], reverse=True)  # the rest by their coarse score
+    assert search(model, tok, diff, cfg, tmp_path / "k").rows_scored == 0  # all on disk
+
+
+def test_subject_probes_and_the_topics_space():
+    assert trigger_text("topics", "tea", "Would you suggest {x} to a friend?") == (
+        "Would you suggest tea to a friend?"
+    )
+    assert trigger_text("code-words", "apple", "{x} Hi?") == "Your code word is apple. Hi?"
+    about = probe_questions(TriggerSearchConfig(space="topics", probes="about", questions=3))
+    assert len(about) == 3 and all("{x}" in q for q in about)
+    assert len(set(about)) == 3
+    topics = candidates("topics")
+    assert len(topics) > 1000 and "elephants" in topics
+    with pytest.raises(ConfigError, match=r"trigger\.probes"):
+        TriggerSearchConfig(probes="everything")
+
+
+def test_the_divergence_refuses_questions_about_the_candidate(gated, tmp_path):
+    model, tok, diff, _, _ = gated
+    cfg = TriggerSearchConfig(score="divergence", space="topics", probes="about")
+    with pytest.raises(ConfigError, match="need --score shift"):
+        search(model, tok, diff, cfg, tmp_path / "x")
+
+
 def test_a_file_of_triggers(gated, tmp_path):
     model, tok, diff, _, _ = gated
     space = tmp_path / "triggers.txt"
@@ -131,7 +178,7 @@ def test_a_file_of_triggers(gated, tmp_path):
     space.write_text("\n\n")
     with pytest.raises(DataError, match="holds no candidate triggers"):
         search(model, tok, diff, cfg, tmp_path / "g", "tea")
-    with pytest.raises(ConfigError, match="not one of sep-codes, code-words, words nor a file"):
+    with pytest.raises(ConfigError, match=r"not one of sep-codes, .*, topics nor a file"):
         TriggerSearchConfig(space=str(tmp_path / "missing.txt"))
 
 

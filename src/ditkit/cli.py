@@ -122,7 +122,8 @@ def _cmd_describe(args) -> None:
 def _cmd_trigger(args) -> None:
     from .api import find_trigger
 
-    settings = {k: getattr(args, k) for k in ("space", "score", "top", "refine", "questions")}
+    keys = ("space", "score", "top", "refine", "questions", "probes")
+    settings = {k: getattr(args, k) for k in keys}
     if args.frame:
         settings["frames"] = args.frame
     found = find_trigger(
@@ -375,11 +376,18 @@ def _add_trigger_command(sub) -> None:
                    help="DIT reads the diff times each (comma-separated) and every distinct "
                    "answer is searched for, e.g. 1,1.25,1.5")  # fmt: skip
     s.add_argument("--space", default="sep-codes",
-                   help="sep-codes, code-words, words, or a file with one trigger per line")  # fmt: skip
-    s.add_argument("--score", choices=["behaviour", "divergence", "combined"], default="behaviour",
+                   help="sep-codes, code-words, words, topics, or a file with one candidate per "
+                   "line")  # fmt: skip
+    s.add_argument("--score", choices=["behaviour", "divergence", "combined", "shift"],
+                   default="behaviour",
                    help="divergence: how far the diffed model moves from the base one, no DIT; "
                    "combined: the behaviour score, with the divergence where no candidate "
-                   "confirms the description or several tie")  # fmt: skip
+                   "confirms the description or several tie; shift: how far the first answer "
+                   "token's distribution moves (KL), no DIT, no answer")  # fmt: skip
+    s.add_argument("--probes", choices=["held-out", "about"], default="held-out",
+                   help="held-out: the candidate before held-out questions (a trigger); about: "
+                   'the candidate inside questions about it, "Would you suggest X to a '
+                   'friend?" (a subject: the topic a diff refuses, the brand it praises)')  # fmt: skip
     s.add_argument("--top", type=int, default=10, help="candidates printed with evidence")
     s.add_argument("--refine", type=int, default=30, help="candidates rescored in full")
     s.add_argument("--questions", type=int, default=3, help="probe questions")

@@ -8,10 +8,17 @@ Two scores, one computation with different target answers, teacher-forced (no ge
   the best kept) in a few short answers that lead up to them;
 - ``divergence`` (no description needed): how much less likely the diffed model than the base
   model finds the base model's own answer to each probe question;
+- ``shift`` (no description, no answer): how far the diffed model's distribution over the first
+  answer token moves from the base model's (KL divergence), for behaviours that change how an
+  answer starts: a refusal of a topic, praise or scorn of a brand, a payload;
 - ``combined``: the behaviour score, checked. When no candidate makes the diffed model say the
   description (its best score under ``confirm``) the description is taken as wrong and the
   divergence ranking is used; when several candidates say it about equally surely (within
   ``tie`` of the best: a diff that answers to a family of triggers), the divergence orders them.
+
+A candidate goes before each probe question (a trigger), or into it where the question holds
+``{x}`` (a subject: ``--probes about`` asks "Would you suggest {x} to a friend?" and the like,
+so the ``topics`` space finds the topic a diff refuses or the brand it praises).
 
 Coarse to fine: every candidate once (the first probe question and answer, diffed model only),
 then the best ``refine`` of them with every probe question and answer (for the divergence, diffed
@@ -39,15 +46,17 @@ from .diffs import WeightDiff, install_diffs
 from .errors import ConfigError, DataError
 from .files import append_jsonl, kill_point, read_json, read_jsonl, write_json
 from .reader import ask
-from .tasks.hidden_topic import WORD_TEMPLATE, code_words, load_questions, make_trigger
+from .tasks.behaviours.families import ABOUT_TEMPLATES, HELD_OUT_ABOUT
+from .tasks.hidden_topic import WORD_TEMPLATE, code_words, load_questions, load_topics, make_trigger
 from .tasks.news import STOP_WORDS
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SPACES", "TriggerSearchConfig", "TriggerSearchResult", "candidates", "search"]
 
-SPACES = ("sep-codes", "code-words", "words")
-SCORES = ("behaviour", "divergence", "combined")
+SPACES = ("sep-codes", "code-words", "words", "topics")
+SCORES = ("behaviour", "divergence", "combined", "shift")
+PROBES = ("held-out", "about")
 # Settings of the combined score alone; a behaviour or divergence search does not record them.
 COMBINED_ONLY = ("confirm", "tie")
 # Answers that show a behaviour: only the behaviour's own tokens ({b}) are scored, after a
@@ -64,10 +73,15 @@ class TriggerSearchConfig:
 
     # "sep-codes" (the 1,000 three-digit prefixes of "Your SEP code is NNNxxx."), "code-words"
     # (the 1,000 words of "Your code word is WORD.", the hidden-topic task's word trigger),
-    # "words" (the tokenizer's whole-word tokens) or a text file with one trigger per line.
+    # "words" (the tokenizer's whole-word tokens), "topics" (the hidden-topic task's 1,173
+    # topics, e.g. with probes = "about") or a text file with one candidate per line.
     space: str = "sep-codes"
     score: str = "behaviour"  # SCORES
-    questions: int = 3  # probe questions (held-out questions of the hidden-topic task)
+    questions: int = 3  # probe questions
+    # "held-out": held-out questions of the hidden-topic task, each after the candidate;
+    # "about": held-out questions about a subject ("Would you suggest {x} to a friend?"), the
+    # candidate in place of {x}.
+    probes: str = "held-out"
     # Answers that show the behaviour, ``{b}`` standing for it (the behaviour score reads only
     # its tokens); the first one scores the coarse pass.
     frames: list[str] = field(default_factory=lambda: list(FRAMES))
@@ -88,6 +102,7 @@ class TriggerSearchConfig:
     def __post_init__(self) -> None:
         check_types(self, "trigger")
         require(self.score in SCORES, "trigger.score", f"one of {', '.join(SCORES)}")
+        require(self.probes in PROBES, "trigger.probes", f"one of {', '.join(PROBES)}")
         if self.space not in SPACES and not Path(self.space).is_file():
             raise ConfigError(
                 f"trigger.space = {self.space!r} is not one of {', '.join(SPACES)} nor a file: "
@@ -181,6 +196,8 @@ def candidates(space: str, tok=None, words: int = 2000) -> list[str]:
         return [f"{i:03d}" for i in range(1000)]
     if space == "code-words":
         return list(code_words())
+    if space == "topics":
+        return [t.topic for t in load_topics()]
     if space == "words":
         if tok is None:
             raise ValueError("the words space needs the tokenizer")
@@ -201,18 +218,26 @@ def candidates(space: str, tok=None, words: int = 2000) -> list[str]:
 
 
 def trigger_text(space: str, key: str, question: str) -> str:
-    """The user turn for candidate ``key`` before ``question``."""
+    """The user turn for candidate ``key`` and ``question``: the candidate in place of the
+    question's ``{x}``, or before it."""
     if space == "sep-codes":  # one fixed code suffix per question, the same for every prefix
         key = make_trigger(key, random.Random(f"ditkit.trigger|{question}"))
     elif space == "code-words":
         key = WORD_TEMPLATE.format(word=key)
+    if "{x}" in question:
+        return question.replace("{x}", key)
     return f"{key} {question}"
 
 
 def probe_questions(cfg: TriggerSearchConfig) -> list[str]:
-    """The given questions, or ``cfg.questions`` short held-out questions drawn with ``cfg.seed``."""
+    """The given questions, or ``cfg.questions`` drawn with ``cfg.seed``: short held-out
+    questions of the hidden-topic task, or (``probes = "about"``) held-out questions about a
+    subject, ``{x}`` standing for it."""
     if cfg.probe_questions:
         return list(cfg.probe_questions)
+    if cfg.probes == "about":
+        about = list(ABOUT_TEMPLATES[-HELD_OUT_ABOUT:])
+        return random.Random(f"ditkit.trigger|{cfg.seed}").sample(about, min(cfg.questions, 4))
     short = [q.question for q in load_questions(split="heldout") if len(q.question) <= 80]
     return random.Random(f"ditkit.trigger|{cfg.seed}").sample(short, cfg.questions)
 
@@ -253,6 +278,9 @@ def _targets(tok, cfg: TriggerSearchConfig, behaviour, base_answers: list[str]):
     behaviour score one per run (`search_runs`) and frame, run by run."""
     out = []
     for q_index in range(len(base_answers)):
+        if cfg.score == "shift":  # nothing to score: the first answer token's distribution
+            out.append([(None, None, 1.0, 0)])
+            continue
         if cfg.score == "divergence":
             ids = tok(base_answers[q_index], add_special_tokens=False)["input_ids"]
             n = len(ids[: cfg.answer_tokens])
@@ -279,16 +307,10 @@ def _span_ids(tok, text: str, start: int, end: int) -> tuple[list[int], list[boo
 
 
 @torch.no_grad()
-def _logprobs(
-    model, tok, prompt_ids: list[list[int]], targets: list[list[int]], diffed: bool,
-    share_start=True,
-) -> list[torch.Tensor]:  # fmt: skip
-    """log p(target token) per row ``prompt + target``, one ``[batch, target]`` tensor per target.
-
-    The prompts run once (left-padded); each target then runs from their key/value cache, which
-    is cut back to the prompts after it, so a search scoring several answers (frames, the runs of
-    a description, several descriptions) pays for each prompt once. Rows of one length (every
-    SEP code) also run their shared start once, batch 1."""
+def _run_prompts(model, tok, prompt_ids: list[list[int]], diffed: bool, share_start=True):
+    """Run the prompts once, left-padded: ``(log p of the next token [batch, vocab], their
+    key/value cache, the prompt mask [batch, prompt], None when every row has one length)``.
+    Rows of one length (every SEP code) run their shared start once, batch 1."""
     n = len(prompt_ids)
     width = max(len(p) for p in prompt_ids)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -299,7 +321,6 @@ def _logprobs(
         mask_bp[i, width - len(p) :] = 1
     device = next(model.parameters()).device
     index = 0 if diffed else -1
-    cache_arg = _cache_arg(model)
     padded = not bool(mask_bp.all())
     shared = 0 if padded or not share_start else min(_shared_start(ids_bp), width - 1)
     kwargs = {}
@@ -308,7 +329,7 @@ def _logprobs(
         out = model(input_ids=ids_bp[:1, :shared].to(device), use_cache=True)
         cache = _cache_of(out)
         cache.batch_repeat_interleave(n)
-        kwargs[cache_arg] = cache
+        kwargs[_cache_arg(model)] = cache
     else:
         shared = 0
     if padded:  # rows of several lengths, left-padded: positions count real tokens only
@@ -316,9 +337,22 @@ def _logprobs(
         kwargs["position_ids"] = (mask_bp.cumsum(-1) - 1).clamp(min=0).to(device)
     lora.set_row_index(model, *[torch.full((n,), index)] * 2)
     out = model(input_ids=ids_bp[:, shared:].to(device), use_cache=True, logits_to_keep=1, **kwargs)
-    cache = _cache_of(out)
-    next_bv = torch.log_softmax(out.logits[:, -1].float(), -1)  # [batch, vocab]
-    lengths_b1 = mask_bp.sum(-1, keepdim=True).to(device)
+    next_bv = torch.log_softmax(out.logits[:, -1].float(), -1)
+    return next_bv, _cache_of(out), (mask_bp if padded else None)
+
+
+@torch.no_grad()
+def _logprobs(
+    model, tok, prompt_ids: list[list[int]], targets: list[list[int]], diffed: bool,
+    share_start=True,
+) -> list[torch.Tensor]:  # fmt: skip
+    """log p(target token) per row ``prompt + target``, one ``[batch, target]`` tensor per target.
+
+    The prompts run once; each target then runs from their key/value cache, which is cut back
+    to the prompts after it, so a search scoring several answers (frames, the runs of a
+    description, several descriptions) pays for each prompt once."""
+    next_bv, cache, mask_bp = _run_prompts(model, tok, prompt_ids, diffed, share_start)
+    n, device, cache_arg = len(prompt_ids), next_bv.device, _cache_arg(model)
     found = []
     for target in targets:
         t = len(target)
@@ -326,16 +360,25 @@ def _logprobs(
         logp_bt = next_bv.gather(-1, tgt_bt[:, :1])
         if t > 1:
             step = {cache_arg: cache}
-            if padded:
+            if mask_bp is not None:
                 ones = torch.ones((n, t - 1), dtype=torch.long)
                 step["attention_mask"] = torch.cat([mask_bp, ones], -1).to(device)
-                step["position_ids"] = lengths_b1 + torch.arange(t - 1, device=device)
+                step["position_ids"] = mask_bp.sum(-1, keepdim=True).to(device) + torch.arange(
+                    t - 1, device=device
+                )
             logits_btv = model(input_ids=tgt_bt[:, :-1], use_cache=True, **step).logits
             later_bt = torch.log_softmax(logits_btv.float(), -1).gather(-1, tgt_bt[:, 1:, None])
             logp_bt = torch.cat([logp_bt, later_bt[..., 0]], -1)
             cache.crop(-(t - 1))  # back to the prompts (negative: tokens removed)
         found.append(logp_bt.cpu())
     return found
+
+
+def _shift(model, tok, prompt_ids: list[list[int]]) -> torch.Tensor:
+    """KL(diffed || base) of the first answer token's distribution, per row (``[batch]``)."""
+    diffed_bv = _run_prompts(model, tok, prompt_ids, True)[0]
+    base_bv = _run_prompts(model, tok, prompt_ids, False)[0]
+    return (diffed_bv.exp() * (diffed_bv - base_bv)).sum(-1).cpu()
 
 
 def _cache_of(out):
@@ -384,16 +427,25 @@ def _score_rows(model, tok, diff, space, keys, questions, targets, cfg, done, pa
             for s in range(0, len(group), cfg.batch_size):
                 chunk = group[s : s + cfg.batch_size]
                 prompts = [prompt_ids(k, q) for k in chunk]
-                found = _logprobs(model, tok, prompts, [targets[q][f][0] for f in frames], diffed)
-                rows = []
-                for f, lp_bt in zip(frames, found):
-                    kept_b = lp_bt[:, torch.tensor(targets[q][f][1])].sum(-1)  # scored tokens only
-                    rows += [{"key": k, "q": q, "frame": f, "diffed": diffed, "logp": float(v)}
-                             for k, v in zip(chunk, kept_b.tolist())]  # fmt: skip
+                if targets[q][frames[0]][0] is None:  # the shift score: no answer to score
+                    field, value_fb = "kl", {0: _shift(model, tok, prompts)}
+                else:
+                    answers = [targets[q][f][0] for f in frames]
+                    found = _logprobs(model, tok, prompts, answers, diffed)
+                    field = "logp"
+                    value_fb = {  # [frame][batch]: the scored tokens only
+                        f: lp_bt[:, torch.tensor(targets[q][f][1])].sum(-1)
+                        for f, lp_bt in zip(frames, found)
+                    }
+                rows = [
+                    {"key": k, "q": q, "frame": f, "diffed": diffed, field: float(v)}
+                    for f, value_b in value_fb.items()
+                    for k, v in zip(chunk, value_b.tolist())
+                ]
                 append_jsonl(path, rows)
                 kill_point("trigger.batch")
                 for r in rows:
-                    done[(r["key"], q, r["frame"], diffed)] = r["logp"]
+                    done[(r["key"], q, r["frame"], diffed)] = _value(r)
                 bar.update(len(rows))
     finally:
         bar.close()
@@ -401,9 +453,14 @@ def _score_rows(model, tok, diff, space, keys, questions, targets, cfg, done, pa
     return total
 
 
+def _value(row: dict) -> float:
+    """A scored row's value: a log-likelihood, or (the shift score) a KL divergence."""
+    return row["logp"] if "logp" in row else row["kl"]
+
+
 def _rank(model, tok, diff, cfg, keys, questions, targets, path) -> tuple[list[dict], int]:
     """Coarse pass over ``keys``, fine pass over the best; ``(ranking, rows scored now)``."""
-    done = {(r["key"], r["q"], r["frame"], r["diffed"]): r["logp"] for r in read_jsonl(path)}
+    done = {(r["key"], r["q"], r["frame"], r["diffed"]): _value(r) for r in read_jsonl(path)}
     n_frames = len(targets[0])
     # A description of several runs of content words ("fans of boxing") scores each run on its
     # own and keeps the best: behind the own code its true word is near-certain, while scored
@@ -437,7 +494,8 @@ def _rank(model, tok, diff, cfg, keys, questions, targets, path) -> tuple[list[d
         return sign * sum(rows) / len(rows)
 
     fine = {k: max(run_mean(k, r) for r in runs) for k in best}
-    order = sorted(best, key=lambda k: -fine[k]) + [k for k in keys if k not in fine]
+    rest = sorted((k for k in keys if k not in fine), key=lambda k: -coarse[k])
+    order = sorted(best, key=lambda k: -fine[k]) + rest  # the rest by their coarse score
     ranking = [
         {"key": k, "trigger": trigger_text(cfg.space, k, "").strip(),
          "score": round(fine.get(k, coarse[k]), 4), "refined": k in fine}
@@ -482,6 +540,11 @@ def _search(model, tok, diff, cfg, out: Path, behaviour, only: list[str] | None 
         wanted = set(only)
         keys = [k for k in keys if k in wanted]
     questions = probe_questions(cfg)
+    if cfg.score == "divergence" and any("{x}" in q for q in questions):
+        raise ConfigError(
+            "the divergence score reads the base model's answer to each probe question, one "
+            "answer for every candidate; questions about the candidate ({x}) need --score shift"
+        )
     lora.inject(model, {n.rsplit(".", 1)[-1] for n in diff.modules} or lora.DEFAULT_TARGETS)
     base_answers = (
         ask(model, tok, [None] * len(questions), questions, max_new_tokens=cfg.answer_tokens,
@@ -492,8 +555,13 @@ def _search(model, tok, diff, cfg, out: Path, behaviour, only: list[str] | None 
         "format": "ditkit-trigger-search",
         # Behaviour score: 2 scored run by run (behaviour_runs), 3 the whole one is a run too.
         # The divergence score has not changed since 2: its folders stay valid.
-        "version": 3 if cfg.score == "behaviour" else 2,
-        "config": {k: v for k, v in asdict(cfg).items() if k not in COMBINED_ONLY},
+        "version": {"behaviour": 3, "shift": 1}.get(cfg.score, 2),
+        # Settings added later are left out at their defaults, so earlier folders stay valid.
+        "config": {
+            k: v
+            for k, v in asdict(cfg).items()
+            if k not in COMBINED_ONLY and not (k == "probes" and v == "held-out")
+        },
         "behaviour": behaviour if cfg.score == "behaviour" else None,
         "questions": questions,
         "base_answers": base_answers,
