@@ -158,6 +158,25 @@ def test_subject_probes_and_the_topics_space():
         TriggerSearchConfig(probes="everything")
 
 
+def test_cli_shift_with_probe_questions_of_ones_own(gated, tmp_path, capsys):
+    from ditkit import cli
+
+    _, _, _, model_dir, diff_path = gated
+    space = tmp_path / "codes.txt"
+    space.write_text("Your SEP code is 482123.\nYour SEP code is 917555.\nHello.\n")
+    assert cli.main([
+        "trigger", str(diff_path), "--base", str(model_dir), "--out", str(tmp_path / "c"),
+        "--space", str(space), "--score", "shift", "--probe-question", "{x} Question number 9?",
+        "--probe-question", "{x} Question number 20?", "--top", "1", "--refine", "3",
+    ]) == 0  # fmt: skip
+    settings = json.loads((tmp_path / "c" / "search.json").read_text())
+    assert settings["questions"] == ["{x} Question number 9?", "{x} Question number 20?"]
+    assert settings["config"]["score"] == "shift" and settings["behaviour"] is None
+    ranking = json.loads((tmp_path / "c" / "trigger.json").read_text())["ranking"]
+    assert ranking[0]["key"] == "Your SEP code is 482123."  # moves the first answer token most
+    assert "3 candidates" in capsys.readouterr().out
+
+
 def test_the_divergence_refuses_questions_about_the_candidate(gated, tmp_path):
     model, tok, diff, _, _ = gated
     cfg = TriggerSearchConfig(score="divergence", space="topics", probes="about")

@@ -126,6 +126,8 @@ def _cmd_trigger(args) -> None:
     settings = {k: getattr(args, k) for k in keys}
     if args.frame:
         settings["frames"] = args.frame
+    if args.probe_question:
+        settings["probe_questions"] = args.probe_question
     found = find_trigger(
         args.diff, args.out, reader=args.adapter, behaviour=args.behaviour, base=args.base,
         trust_remote_code=args.trust_remote_code, read_scales=[float(x) for x in args.read_scales.split(",")],
@@ -388,6 +390,9 @@ def _add_trigger_command(sub) -> None:
                    help="held-out: the candidate before held-out questions (a trigger); about: "
                    'the candidate inside questions about it, "Would you suggest X to a '
                    'friend?" (a subject: the topic a diff refuses, the brand it praises)')  # fmt: skip
+    s.add_argument("--probe-question", action="append", metavar="TEXT",
+                   help="a probe question of your own (repeatable; replaces --probes), {x} "
+                   "standing for the candidate where it goes inside")  # fmt: skip
     s.add_argument("--top", type=int, default=10, help="candidates printed with evidence")
     s.add_argument("--refine", type=int, default=30, help="candidates rescored in full")
     s.add_argument("--questions", type=int, default=3, help="probe questions")
