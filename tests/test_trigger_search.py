@@ -291,6 +291,32 @@ def test_audit_finds_triggers_when_asked(gated, tmp_path):
     assert "trigger" not in plain[0]  # off by default
 
 
+def test_audit_searches_a_refusal_or_bias_for_its_subject(gated, tmp_path):
+    """A behaviour reader's refusal or bias finding is searched as a subject (questions about
+    each candidate, the shift score); a quirk, a benign diff or nothing is not searched."""
+    from ditkit.auditor import Auditor
+    from ditkit.diffs import save_peft
+    from test_lora import random_diff
+
+    model, _, diff, model_dir, diff_path = gated
+    reader = save_peft(
+        random_diff(model, 2, seed=0, scale=0.1), tmp_path / "reader", str(model_dir)
+    )
+    subjects = tmp_path / "brands.txt"
+    subjects.write_text("Sutyl Airlines\ntea\nLaisyx Coffee\n")
+    auditor = Auditor(str(model_dir), str(reader), max_new_tokens=3, subjects=str(subjects),
+                      find_triggers=TriggerSearchConfig(space="sep-codes", refine=3, top=1))  # fmt: skip
+    row = {"item": str(diff_path), "id": "d", "dit": "I praise tea.", "finding": "bias"}
+    found = auditor._trigger(diff, row, tmp_path / "t")
+    assert found["trigger_kind"] == "subject" and found["trigger"] in subjects.read_text()
+    (settings,) = [json.loads(p.read_text()) for p in (tmp_path / "t").glob("*/search.json")]
+    assert settings["config"]["score"] == "shift" and settings["config"]["probes"] == "about"
+    assert settings["candidates"] == 3 and settings["behaviour"] is None
+    assert all("{x}" in q for q in settings["questions"])
+    for nothing in ("quirk", "benign", "nothing found"):
+        assert auditor._trigger(diff, {**row, "finding": nothing}, tmp_path / "t") == {}
+
+
 @pytest.mark.parametrize(
     "answer, content",
     [

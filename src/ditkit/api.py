@@ -142,13 +142,16 @@ def audit(
     max_new_tokens: int = 20,
     trust_remote_code: bool = False,
     find_triggers: str | None = None,
+    subjects: str | None = None,
 ) -> list[dict]:
     """Audit every diff, adapter folder, ``.pt`` entry, checkpoint and run directory under
     ``paths``: one row each (format, base check, norms, DIT's answer, the diffed model's own
     answer, the weight lens, flags), written to ``out`` as audit.csv, audit.jsonl and an HTML
     table; resumable. A run directory is read with its own adapter unless ``reader`` is given.
     ``find_triggers``: a candidate space (``"sep-codes"``, ``"code-words"``, ``"words"`` or a file of triggers) to
-    search per diff for what opens DIT's answer (`find_trigger`; minutes per diff).
+    search per diff for what opens DIT's answer (`find_trigger`; minutes per diff); where a
+    behaviour-suite reader names a refusal or a bias, the search is for its subject among
+    ``subjects`` (a file of candidates, one per line; None: the hidden-topic task's topics).
 
     >>> from ditkit.diffs import save_diff, save_peft
     >>> model, _ = load_model(str(tiny_model_dir))
@@ -167,7 +170,8 @@ def audit(
 
     search = TriggerSearchConfig(space=find_triggers) if find_triggers else None
     auditor = Auditor(
-        base, reader, question, align_checkpoints, max_new_tokens, trust_remote_code, search
+        base, reader, question, align_checkpoints, max_new_tokens, trust_remote_code, search,
+        subjects,
     )  # fmt: skip
     return _audit(paths, out, auditor)
 

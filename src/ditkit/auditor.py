@@ -18,7 +18,7 @@ import statistics
 import time
 import traceback
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -110,6 +110,7 @@ class Auditor:
         max_new_tokens: int = 20,
         trust_remote_code: bool = False,
         find_triggers: TriggerSearchConfig | None = None,
+        subjects: str | None = None,
     ) -> None:
         if adapter:
             self.adapter, self.adapter_source = load_diff(adapter), adapter
@@ -123,6 +124,9 @@ class Auditor:
         # A trigger search per diff, guided by DIT's answer (off by default: minutes per diff);
         # each search keeps its rows under OUT/triggers/ so that a killed audit resumes it.
         self.find_triggers = find_triggers
+        # Where a behaviour-suite reader names a refusal or a bias, what opens it is a subject
+        # (a topic, a brand), searched among these candidates (None: the topic list).
+        self.subjects = subjects
         self._model = self._lens = None
 
     @property
@@ -212,18 +216,33 @@ class Auditor:
         return out
 
     def _trigger(self, diff: WeightDiff, row: dict, work: Path) -> dict:
+        """The search for what opens the behaviour DIT named: a trigger, or for a refusal or a
+        bias the subject it is about (no search for a quirk, a benign fine-tune or nothing)."""
+        finding, cfg, behaviour = row.get("finding"), self.find_triggers, row["dit"]
+        if finding in ALWAYS_ON:
+            return {}
+        if finding in SUBJECT_FAMILIES:  # shows on questions about the subject: ask about each
+            space = self.subjects or "topics"
+            cfg, behaviour = replace(cfg, space=space, score="shift", probes="about"), None
         model, tok = self.model_and_tok
         folder = (
             work / f"{Path(row['item']).stem}-{hashlib.sha1(row['id'].encode()).hexdigest()[:8]}"
         )
-        found = search(model, tok, diff, self.find_triggers, folder, behaviour=row["dit"])
+        found = search(model, tok, diff, cfg, folder, behaviour=behaviour)
         best = found.ranking[0]
         log.info("trigger search for %s: %s in %.0f s", row["id"], best["trigger"], found.seconds)
         return {
             "trigger": best["trigger"],
+            "trigger_kind": "subject" if finding in SUBJECT_FAMILIES else "trigger",
             "trigger_evidence": best.get("evidence"),
             "trigger_seconds": found.seconds,
         }
+
+
+# Findings whose behaviour shows on questions about one subject (the refused topic, the brand),
+# and those with nothing to open (always on, or no behaviour at all).
+SUBJECT_FAMILIES = ("refusal", "bias")
+ALWAYS_ON = ("quirk", "benign", "nothing found")
 
 
 def finding(adapter: WeightDiff, answer: str) -> str | None:
@@ -305,7 +324,8 @@ def audit(paths: list[str | Path], out: str | Path, auditor: Auditor) -> list[di
 
 
 COLUMNS = (
-    "id", "format", "status", "flags", "finding", "label", "dit", "trigger", "trigger_evidence",
+    "id", "format", "status", "flags", "finding", "label", "dit", "trigger", "trigger_kind",
+    "trigger_evidence",
     "diffed_model", "weight_lens", "rank",
     "total_norm", "largest_module", "base_model", "error", "seconds",
 )  # fmt: skip
@@ -334,7 +354,9 @@ def write_tables(rows: list[dict], out: Path) -> None:
                     "**diffed_model**: the diffed model's own answer to the same question; "
                     "**weight_lens**: the tokens the diff's residual writes promote most; "
                     "**trigger** (with --find-triggers): the candidate trigger under which the "
-                    "diffed model most shows DIT's answer, with the diffed model's answer under it."
+                    "diffed model most shows DIT's answer, with the diffed model's answer under it; "
+                    "for a refusal or a bias, the subject (topic, brand) whose questions move "
+                    "its answers furthest from the base model's (trigger_kind: subject)."
                 ],
                 [table],
             )

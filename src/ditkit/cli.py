@@ -74,6 +74,7 @@ def _cmd_audit(args) -> int:
         args.paths, args.out, adapter, base=args.base, align_checkpoints=not args.no_align,
         question=args.question, max_new_tokens=args.max_new_tokens,
         trust_remote_code=args.trust_remote_code, find_triggers=args.find_triggers,
+        subjects=args.subjects,
     )  # fmt: skip
     flagged = [r for r in rows if r.get("flags")]
     print(f"{len(rows)} diff(s) audited, {len(flagged)} flagged; table: {args.out}/audit.html")
@@ -427,6 +428,12 @@ def _add_reading_commands(sub) -> None:
         metavar="SPACE",
         help="per diff, search what opens DIT's answer (sep-codes, code-words, words or a file of triggers; "
         "minutes per diff, printed)",
+    )
+    s.add_argument(
+        "--subjects",
+        metavar="FILE",
+        help="with --find-triggers: where a behaviour reader names a refusal or a bias, the "
+        "candidate subjects searched (one per line, e.g. brand names; default: the topic list)",
     )
     s.set_defaults(func=_cmd_audit)
 
