@@ -378,7 +378,8 @@ def _shift(model, tok, prompt_ids: list[list[int]]) -> torch.Tensor:
     """KL(diffed || base) of the first answer token's distribution, per row (``[batch]``)."""
     diffed_bv = _run_prompts(model, tok, prompt_ids, True)[0]
     base_bv = _run_prompts(model, tok, prompt_ids, False)[0]
-    return (diffed_bv.exp() * (diffed_bv - base_bv)).sum(-1).cpu()
+    kl_bv = torch.nn.functional.kl_div(base_bv, diffed_bv, reduction="none", log_target=True)
+    return kl_bv.sum(-1).cpu()
 
 
 def _cache_of(out):
