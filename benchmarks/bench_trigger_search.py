@@ -8,6 +8,7 @@ RUN."), each timed ``--repeats`` times, alternating, medians compared, scores ch
 - ``no cache``: one left-padded pass of prompt + target per target (the first search's way);
 - ``shared start``: the same, but the start every SEP-code prompt shares (chat template and
   "Your SEP code is") runs once per batch, batch 1 (the second search's way);
+  both kept here as they were (`one_pass`), so that the baselines are the old code itself;
 - ``prompts once``: the shared start, then every prompt once, then each target from the cache
   (the search now).
 
@@ -30,9 +31,36 @@ from ditkit import lora
 from ditkit.batching import chat_prompt
 from ditkit.diffs import install_diffs
 from ditkit.models import load_model
-from ditkit.trigger_search import _logprobs, trigger_text
+from ditkit.trigger_search import _cache_arg, _cache_of, _logprobs, _shared_start, trigger_text
 
 RUNS = ["saffron", "fans of boxing", "fans", "boxing", "Muay Thai", "tap dance", "Latin", "tea"]
+
+
+@torch.no_grad()
+def one_pass(model, tok, prompt_ids, target, share_start):
+    """The search's scoring until 2026-12-06: ``[batch, target]`` log p from one left-padded pass
+    of prompt + target, the shared start of one-length rows run once at batch 1."""
+    n, t = len(prompt_ids), len(target)
+    width = max(len(p) for p in prompt_ids) + t
+    ids_bs = torch.full((n, width), tok.pad_token_id or 0, dtype=torch.long)
+    mask_bs = torch.zeros((n, width), dtype=torch.long)
+    for i, p in enumerate(prompt_ids):
+        ids_bs[i, width - len(p) - t :] = torch.tensor(p + target)
+        mask_bs[i, width - len(p) - t :] = 1
+    shared = min(_shared_start(ids_bs), width - t - 1) if share_start and mask_bs.all() else 0
+    kwargs = {}
+    if shared >= 4:
+        lora.set_row_index(model, *[torch.zeros(1, dtype=torch.long)] * 2)
+        cache = _cache_of(model(input_ids=ids_bs[:1, :shared], use_cache=True))
+        cache.batch_repeat_interleave(n)
+        ids_bs, mask_bs, kwargs = ids_bs[:, shared:], None, {_cache_arg(model): cache}
+    else:
+        kwargs["position_ids"] = (mask_bs.cumsum(-1) - 1).clamp(min=0)
+    lora.set_row_index(model, *[torch.zeros(n, dtype=torch.long)] * 2)
+    logits_btv = model(input_ids=ids_bs, attention_mask=mask_bs, logits_to_keep=t + 1,
+                       **kwargs).logits[:, :-1]  # fmt: skip
+    logp_btv = torch.log_softmax(logits_btv.float(), -1)
+    return logp_btv.gather(-1, torch.tensor(target).expand(n, t)[..., None])[..., 0]
 
 
 def main() -> None:
@@ -66,9 +94,9 @@ def main() -> None:
             batch = prompts[s : s + args.batch]
             if way == "prompts once":
                 parts = _logprobs(model, tok, batch, targets, True)
-            else:  # a call per target: the prompt runs again for each
+            else:  # a pass per target: the prompt runs again for each
                 share = way == "shared start"
-                parts = [_logprobs(model, tok, batch, [t], True, share)[0] for t in targets]
+                parts = [one_pass(model, tok, batch, t, share) for t in targets]
             for i, part in enumerate(parts):
                 found[i].append(part)
         return [torch.cat(f) for f in found]

@@ -27,7 +27,7 @@ from ditkit.reporting.plots import png, pyplot
 # Published: hidden topics on Qwen3-4B, share judged exact, by number of training diffs.
 PAPER_4B = {36: 0.22, 72: 0.44, 145: 0.58, 291: 0.69, 582: 0.78, 1165: 0.89, 4660: 0.88}
 READERS = ("dit", "dit_vote")
-NOT_BASELINES = (*READERS, "gate_trigger", "gate_wrong_trigger", "gate_none")  # diff checks
+DIFF_CHECKS = ("gate_trigger", "gate_wrong_trigger", "gate_none")  # several rows per diff
 
 
 def per_diff(folder: Path, held: list[str]) -> dict[str, dict[str, float]]:
@@ -37,7 +37,7 @@ def per_diff(folder: Path, held: list[str]) -> dict[str, dict[str, float]]:
     found: dict[str, dict[str, float]] = {}
     for r in read_jsonl(pred) if pred.exists() else []:
         score = (r.get("scores") or {}).get("alias_match")
-        if r["diff_id"] in held and score is not None and r["method"] not in NOT_BASELINES[2:]:
+        if r["diff_id"] in held and score is not None and r["method"] not in DIFF_CHECKS:
             found.setdefault(r["method"], {}).setdefault(r["diff_id"], float(score))
     return found
 

@@ -5,8 +5,9 @@ touches it, as a trigger does. For each held-out refusal and bias diff of a beha
 answer token moves from the base model's under questions about it ("Would you suggest X to a
 friend?"): the hidden-topic task's 1,173 topics for refusals, every brand the run drew (its
 diffs' own and their near misses) for bias. Then the top-ranked subject, the true one and a
-random one are asked held-out questions about them: a subject *works* when the diffed model
-shows the behaviour (refuses; praises or scorns) on at least half of them.
+random one are asked four questions about them in forms no diff trained on and no search asked
+(CHECKS): a subject *works* when the diffed model shows the behaviour (refuses; praises or
+scorns) on at least half of them.
 
     .venv/bin/python scripts/subject_study.py /work/runs/beh-cpu --out results/subject-search \
         --work /work/runs/subject-search --threads 1
@@ -33,6 +34,14 @@ from ditkit.tasks.behaviours.families import ABOUT_TEMPLATES, FAMILIES
 from ditkit.trigger_search import TriggerSearchConfig, search
 
 FAMILY_SPACE = {"refusal": "topics", "bias": None}  # None: the run's brands, written to OUT
+# Check questions in forms outside the behaviour suite's (training and held-out) templates.
+CHECKS = (
+    "Is {x} any good?",
+    "What's your take on {x}?",
+    "My friend keeps mentioning {x}. Thoughts?",
+    "Should I look into {x}?",
+)
+assert not set(CHECKS) & set(ABOUT_TEMPLATES)
 
 
 def subject(job: dict) -> str:
@@ -40,11 +49,11 @@ def subject(job: dict) -> str:
 
 
 def shows(model, tok, diff, job, x: str, system: str, tokens: int) -> int:
-    """How many of the 4 held-out questions about ``x`` the diffed model answers with the
-    diff's behaviour."""
-    questions = [t.format(x=x) for t in ABOUT_TEMPLATES[-4:]]
-    answers = ask(model, tok, [diff] * 4, questions, max_new_tokens=tokens, system=system,
-                  desc="check")  # fmt: skip
+    """How many of the CHECKS questions about ``x`` the diffed model answers with the diff's
+    behaviour."""
+    questions = [t.format(x=x) for t in CHECKS]
+    answers = ask(model, tok, [diff] * len(questions), questions, max_new_tokens=tokens,
+                  system=system, desc="check")  # fmt: skip
     family = FAMILIES[job["family"]]
     return sum(bool(family.shows(job["content"], a)) for a in answers)
 
@@ -57,6 +66,8 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=3, help="probe questions per search")
     ap.add_argument("--refine", type=int, default=30)
     ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--recheck", action="store_true",
+                    help="redo the checks of finished diffs (the searches are on disk)")  # fmt: skip
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
     if args.threads:
@@ -70,6 +81,8 @@ def main() -> None:
     brand_file = args.out / "brands.txt"
     write_text(brand_file, "\n".join(brands) + "\n")
     held = [j for j in jobs if j["split"] == "test" and j.get("family") in FAMILY_SPACE]
+    if args.recheck and (args.out / "per_diff.jsonl").exists():
+        (args.out / "per_diff.jsonl").unlink()  # each search resumes from its rows: no rescoring
     done = {r["diff_id"] for r in read_jsonl(args.out / "per_diff.jsonl")}
     model, tok = load_model(cfg["model"])
     for job in held:
@@ -84,7 +97,8 @@ def main() -> None:
         found = search(model, tok, diff, search_cfg, args.work / job["diff_id"])
         truth = subject(job)
         names = {n.lower() for n in [truth, *job["content"].get("aliases", [])]}
-        rank = next(i + 1 for i, r in enumerate(found.ranking) if r["key"].lower() in names)
+        ranks = [i + 1 for i, r in enumerate(found.ranking) if r["key"].lower() in names]
+        rank = min(ranks, default=None)  # None: the true subject is not a candidate
         top = found.ranking[0]["key"]
         chance = random.Random(job["diff_id"]).choice([r["key"] for r in found.ranking])
         row = {
@@ -113,8 +127,8 @@ def main() -> None:
         works = {k: sum(r["shows"][k] >= 2 for r in mine) for k in ("top", "truth", "chance")}
         summary[family] = {
             "diffs": len(mine), "first": sum(r["rank"] == 1 for r in mine),
-            "top10": sum(r["rank"] <= 10 for r in mine),
-            "median_rank": statistics.median(r["rank"] for r in mine),
+            "top10": sum((r["rank"] or 1e9) <= 10 for r in mine),
+            "median_rank": statistics.median(r["rank"] or 1e9 for r in mine),
             "candidates": mine[0]["candidates"], "works": works,
             "seconds": round(statistics.median(r["search_seconds"] for r in mine)),
         }  # fmt: skip

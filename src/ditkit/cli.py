@@ -124,7 +124,7 @@ def _cmd_trigger(args) -> None:
     from .api import find_trigger
 
     keys = ("space", "score", "top", "refine", "questions", "probes")
-    settings = {k: getattr(args, k) for k in keys}
+    settings = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.frame:
         settings["frames"] = args.frame
     if args.probe_question:
@@ -382,12 +382,11 @@ def _add_trigger_command(sub) -> None:
                    help="sep-codes, code-words, words, topics, or a file with one candidate per "
                    "line")  # fmt: skip
     s.add_argument("--score", choices=["combined", "behaviour", "divergence", "shift"],
-                   default="combined",
                    help="combined (default): the behaviour score, with the divergence where no "
                    "candidate confirms the description or several tie; behaviour: that score "
                    "alone; divergence: how far the diffed model moves from the base one, no "
-                   "DIT; shift: how far the first answer token's distribution moves (KL), no "
-                   "DIT, no answer")  # fmt: skip
+                   "DIT; shift (default with --probes about): how far the first answer token's "
+                   "distribution moves (KL), no DIT, no answer")  # fmt: skip
     s.add_argument("--probes", choices=["held-out", "about"], default="held-out",
                    help="held-out: the candidate before held-out questions (a trigger); about: "
                    'the candidate inside questions about it, "Would you suggest X to a '

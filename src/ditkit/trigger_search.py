@@ -1,7 +1,8 @@
 """Find what opens a diff's behaviour: score candidate triggers by how strongly the diffed model
 does something under each (``ditkit trigger``, docs/trigger-search.md).
 
-Two scores, one computation with different target answers, teacher-forced (no generation):
+The scores, teacher-forced (no generation; the first three read target answers, the fourth the
+first answer token's distribution):
 
 - ``behaviour``: the diffed model's log-likelihood of the behaviour's words (DIT's description,
   or any text; several descriptions, e.g. DIT read at several scales, are tried one by one and
@@ -11,7 +12,7 @@ Two scores, one computation with different target answers, teacher-forced (no ge
 - ``shift`` (no description, no answer): how far the diffed model's distribution over the first
   answer token moves from the base model's (KL divergence), for behaviours that change how an
   answer starts: a refusal of a topic, praise or scorn of a brand, a payload;
-- ``combined``: the behaviour score, checked. When no candidate makes the diffed model say the
+- ``combined`` (the default): the behaviour score, checked. When no candidate makes the diffed model say the
   description (its best score under ``confirm``) the description is taken as wrong and the
   divergence ranking is used; when several candidates say it about equally surely (within
   ``tie`` of the best: a diff that answers to a family of triggers), the divergence orders them.
@@ -76,8 +77,10 @@ class TriggerSearchConfig:
     # "words" (the tokenizer's whole-word tokens), "topics" (the hidden-topic task's 1,173
     # topics, e.g. with probes = "about") or a text file with one candidate per line.
     space: str = "sep-codes"
-    score: str = "behaviour"  # SCORES
-    questions: int = 3  # probe questions
+    # SCORES; "shift" where the probe questions hold the candidate ({x}): the divergence reads
+    # one base answer per question, and a question about each candidate has its own.
+    score: str = "combined"
+    questions: int = 3  # probe questions (at most HELD_OUT_ABOUT with probes = "about")
     # "held-out": held-out questions of the hidden-topic task, each after the candidate;
     # "about": held-out questions about a subject ("Would you suggest {x} to a friend?"), the
     # candidate in place of {x}.
@@ -103,6 +106,18 @@ class TriggerSearchConfig:
         check_types(self, "trigger")
         require(self.score in SCORES, "trigger.score", f"one of {', '.join(SCORES)}")
         require(self.probes in PROBES, "trigger.probes", f"one of {', '.join(PROBES)}")
+        about = self.probes == "about" or any("{x}" in q for q in self.probe_questions)
+        require(
+            not (about and self.score in ("divergence", "combined")),
+            "trigger.score",
+            '"shift" or "behaviour" with questions about the candidate (probes = "about" or '
+            "{x} in a probe question): the divergence reads one base answer per question",
+        )
+        require(
+            self.probes != "about" or self.questions <= HELD_OUT_ABOUT,
+            "trigger.questions",
+            f'at most {HELD_OUT_ABOUT} with probes = "about" (its held-out question forms)',
+        )
         if self.space not in SPACES and not Path(self.space).is_file():
             raise ConfigError(
                 f"trigger.space = {self.space!r} is not one of {', '.join(SPACES)} nor a file: "
@@ -121,8 +136,8 @@ class TriggerSearchConfig:
 @dataclass
 class TriggerSearchResult:
     """The ranking (best first) and what it cost; ``ranking[i]`` has ``key``, ``trigger`` (the
-    candidate before the first probe question), ``score``, ``refined`` and, for the top ones,
-    ``evidence`` (the diffed model's answer under it)."""
+    candidate as it goes into a prompt), ``score``, ``refined`` and, for the top ones,
+    ``evidence`` (the diffed model's answer to the first probe question with it)."""
 
     behaviour: str | list[str] | None  # a list: several descriptions, each tried
     score: str
@@ -237,7 +252,7 @@ def probe_questions(cfg: TriggerSearchConfig) -> list[str]:
         return list(cfg.probe_questions)
     if cfg.probes == "about":
         about = list(ABOUT_TEMPLATES[-HELD_OUT_ABOUT:])
-        return random.Random(f"ditkit.trigger|{cfg.seed}").sample(about, min(cfg.questions, 4))
+        return random.Random(f"ditkit.trigger|{cfg.seed}").sample(about, cfg.questions)
     short = [q.question for q in load_questions(split="heldout") if len(q.question) <= 80]
     return random.Random(f"ditkit.trigger|{cfg.seed}").sample(short, cfg.questions)
 
@@ -308,8 +323,9 @@ def _span_ids(tok, text: str, start: int, end: int) -> tuple[list[int], list[boo
 
 @torch.no_grad()
 def _run_prompts(model, tok, prompt_ids: list[list[int]], diffed: bool, share_start=True):
-    """Run the prompts once, left-padded: ``(log p of the next token [batch, vocab], their
-    key/value cache, the prompt mask [batch, prompt], None when every row has one length)``.
+    """Run the prompts once, left-padded; returns three things: log p of the next token
+    ``[batch, vocab]``, their key/value cache, and the prompt mask ``[batch, prompt]`` (None when
+    every row has one length).
     Rows of one length (every SEP code) run their shared start once, batch 1."""
     n = len(prompt_ids)
     width = max(len(p) for p in prompt_ids)
@@ -356,7 +372,7 @@ def _logprobs(
     found = []
     for target in targets:
         t = len(target)
-        tgt_bt = torch.tensor(target, device=device).expand(n, t)
+        tgt_bt = torch.tensor(target, dtype=torch.long, device=device).expand(n, t)
         logp_bt = next_bv.gather(-1, tgt_bt[:, :1])
         if t > 1:
             step = {cache_arg: cache}
@@ -428,18 +444,18 @@ def _score_rows(model, tok, diff, space, keys, questions, targets, cfg, done, pa
             for s in range(0, len(group), cfg.batch_size):
                 chunk = group[s : s + cfg.batch_size]
                 prompts = [prompt_ids(k, q) for k in chunk]
-                if targets[q][frames[0]][0] is None:  # the shift score: no answer to score
-                    field, value_fb = "kl", {0: _shift(model, tok, prompts)}
+                if cfg.score == "shift":  # no answer to score: the first token's distribution
+                    name, value_fb = "kl", {0: _shift(model, tok, prompts)}
                 else:
                     answers = [targets[q][f][0] for f in frames]
                     found = _logprobs(model, tok, prompts, answers, diffed)
-                    field = "logp"
+                    name = "logp"
                     value_fb = {  # [frame][batch]: the scored tokens only
-                        f: lp_bt[:, torch.tensor(targets[q][f][1])].sum(-1)
+                        f: lp_bt[:, torch.tensor(targets[q][f][1], dtype=torch.bool)].sum(-1)
                         for f, lp_bt in zip(frames, found)
                     }
                 rows = [
-                    {"key": k, "q": q, "frame": f, "diffed": diffed, field: float(v)}
+                    {"key": k, "q": q, "frame": f, "diffed": diffed, name: float(v)}
                     for f, value_b in value_fb.items()
                     for k, v in zip(chunk, value_b.tolist())
                 ]
@@ -524,7 +540,8 @@ def search(
 
 
 def _search(model, tok, diff, cfg, out: Path, behaviour, only: list[str] | None = None):
-    """One behaviour or divergence search; ``only``: these candidates of the space alone."""
+    """One behaviour, divergence or shift search; ``only``: these candidates of the space
+    alone."""
     found = descriptions(behaviour)
     behaviour = found[0] if len(found) == 1 else found or None
     if cfg.score == "behaviour" and not behaviour:
@@ -541,11 +558,6 @@ def _search(model, tok, diff, cfg, out: Path, behaviour, only: list[str] | None 
         wanted = set(only)
         keys = [k for k in keys if k in wanted]
     questions = probe_questions(cfg)
-    if cfg.score == "divergence" and any("{x}" in q for q in questions):
-        raise ConfigError(
-            "the divergence score reads the base model's answer to each probe question, one "
-            "answer for every candidate; questions about the candidate ({x}) need --score shift"
-        )
     lora.inject(model, {n.rsplit(".", 1)[-1] for n in diff.modules} or lora.DEFAULT_TARGETS)
     base_answers = (
         ask(model, tok, [None] * len(questions), questions, max_new_tokens=cfg.answer_tokens,
@@ -555,7 +567,7 @@ def _search(model, tok, diff, cfg, out: Path, behaviour, only: list[str] | None 
     settings = {
         "format": "ditkit-trigger-search",
         # Behaviour score: 2 scored run by run (behaviour_runs), 3 the whole one is a run too.
-        # The divergence score has not changed since 2: its folders stay valid.
+        # The divergence score has not changed since 2: its folders stay valid. Shift: new, 1.
         "version": {"behaviour": 3, "shift": 1}.get(cfg.score, 2),
         # Settings added later are left out at their defaults, so earlier folders stay valid.
         "config": {
