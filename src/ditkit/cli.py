@@ -433,7 +433,8 @@ def _add_reading_commands(sub) -> None:
         "--subjects",
         metavar="FILE",
         help="with --find-triggers: where a behaviour reader names a refusal or a bias, the "
-        "candidate subjects searched (one per line, e.g. brand names; default: the topic list)",
+        "candidate subjects searched, for both (one per line: topics and brand names together; "
+        "default: the topic list)",
     )
     s.set_defaults(func=_cmd_audit)
 
