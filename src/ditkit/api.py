@@ -236,11 +236,10 @@ def find_trigger(
     >>> len(found.ranking), sorted(found.ranking[0])
     (3, ['evidence', 'key', 'refined', 'score', 'trigger'])
     """
-    from .trigger_search import TriggerSearchConfig, search
+    from .trigger_search import TriggerSearchConfig, asks_about, search
 
-    if "score" not in settings and (
-        settings.get("probes") == "about"
-        or any("{x}" in q for q in settings.get("probe_questions", []))
+    if "score" not in settings and asks_about(
+        settings.get("probes", ""), settings.get("probe_questions", [])
     ):
         settings["score"] = "shift"  # the divergence has no one base answer to a subject question
     cfg = TriggerSearchConfig(**settings)

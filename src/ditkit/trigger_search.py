@@ -106,9 +106,11 @@ class TriggerSearchConfig:
         check_types(self, "trigger")
         require(self.score in SCORES, "trigger.score", f"one of {', '.join(SCORES)}")
         require(self.probes in PROBES, "trigger.probes", f"one of {', '.join(PROBES)}")
-        about = self.probes == "about" or any("{x}" in q for q in self.probe_questions)
         require(
-            not (about and self.score in ("divergence", "combined")),
+            not (
+                asks_about(self.probes, self.probe_questions)
+                and self.score in ("divergence", "combined")
+            ),
             "trigger.score",
             '"shift" or "behaviour" with questions about the candidate (probes = "about" or '
             "{x} in a probe question): the divergence reads one base answer per question",
@@ -131,6 +133,11 @@ class TriggerSearchConfig:
             "trigger.frames",
             'each frame holds "{b}" once, where the behaviour goes, e.g. "I love {b}."',
         )
+
+
+def asks_about(probes: str, probe_questions: list[str]) -> bool:
+    """Whether the probe questions are about the candidate (it goes into them, not before)."""
+    return probes == "about" or any("{x}" in q for q in probe_questions)
 
 
 @dataclass
@@ -322,7 +329,9 @@ def _span_ids(tok, text: str, start: int, end: int) -> tuple[list[int], list[boo
 
 
 @torch.no_grad()
-def _run_prompts(model, tok, prompt_ids: list[list[int]], diffed: bool, share_start=True):
+def _run_prompts(
+    model, tok, prompt_ids: list[list[int]], diffed: bool, share_start=True, keep_cache=True
+):
     """Run the prompts once, left-padded; returns three things: log p of the next token
     ``[batch, vocab]``, their key/value cache, and the prompt mask ``[batch, prompt]`` (None when
     every row has one length).
@@ -352,9 +361,11 @@ def _run_prompts(model, tok, prompt_ids: list[list[int]], diffed: bool, share_st
         kwargs["attention_mask"] = mask_bp.to(device)
         kwargs["position_ids"] = (mask_bp.cumsum(-1) - 1).clamp(min=0).to(device)
     lora.set_row_index(model, *[torch.full((n,), index)] * 2)
-    out = model(input_ids=ids_bp[:, shared:].to(device), use_cache=True, logits_to_keep=1, **kwargs)
+    out = model(
+        input_ids=ids_bp[:, shared:].to(device), use_cache=keep_cache, logits_to_keep=1, **kwargs
+    )
     next_bv = torch.log_softmax(out.logits[:, -1].float(), -1)
-    return next_bv, _cache_of(out), (mask_bp if padded else None)
+    return next_bv, (_cache_of(out) if keep_cache else None), (mask_bp if padded else None)
 
 
 @torch.no_grad()
@@ -392,8 +403,8 @@ def _logprobs(
 
 def _shift(model, tok, prompt_ids: list[list[int]]) -> torch.Tensor:
     """KL(diffed || base) of the first answer token's distribution, per row (``[batch]``)."""
-    diffed_bv = _run_prompts(model, tok, prompt_ids, True)[0]
-    base_bv = _run_prompts(model, tok, prompt_ids, False)[0]
+    diffed_bv = _run_prompts(model, tok, prompt_ids, True, keep_cache=False)[0]
+    base_bv = _run_prompts(model, tok, prompt_ids, False, keep_cache=False)[0]
     kl_bv = torch.nn.functional.kl_div(base_bv, diffed_bv, reduction="none", log_target=True)
     return kl_bv.sum(-1).cpu()
 
