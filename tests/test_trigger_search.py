@@ -457,6 +457,7 @@ def test_combined_score_checks_the_description(gated, tmp_path):
     assert scores == sorted(scores, reverse=True)
     rows = len(tied) + len(tied) * len(PROBES) * 2 - len(tied)  # coarse, then both models
     assert wide.rows_scored == rows
+    assert f"{len(tied)} candidates say the description about equally well" in wide.summary()
     assert [r["key"] for r in wide.ranking[len(tied) :]] == [
         r["key"] for r in behaviour["ranking"] if r["key"] not in tied
     ]

@@ -163,12 +163,19 @@ class TriggerSearchResult:
             runs = search_runs(self.behaviour)
             also = f" (each scored alone: {' | '.join(runs)})" if len(runs) > 1 else ""
             lines.append(f"behaviour: {shown}{also}")
-        lines.append(f"{'rank':>4}  {'score':>8}  trigger  ->  the diffed model's answer to "
-                     f"{self.questions[0]!r}")  # fmt: skip
+        # The combined score orders candidates tied on the description by the divergence.
+        tied = sum("divergence" in r for r in self.ranking)
+        extra = f"  {'diverg.':>8}" if tied else ""
+        lines.append(f"{'rank':>4}  {'score':>8}{extra}  trigger  ->  the diffed model's answer "
+                     f"to {self.questions[0]!r}")  # fmt: skip
         for i, r in enumerate(self.ranking[:top], 1):
+            moved = f"  {r['divergence']:>8.2f}" if "divergence" in r else " " * len(extra)
             lines.append(
-                f"{i:>4}  {r['score']:>8.3f}  {r['trigger']}  ->  {r.get('evidence', '')!r}"
+                f"{i:>4}  {r['score']:>8.3f}{moved}  {r['trigger']}  ->  {r.get('evidence', '')!r}"
             )
+        if tied:
+            lines.append(f"{tied} candidates say the description about equally well: ordered "
+                         "among themselves by the divergence score")  # fmt: skip
         if self.confirmed is False:
             lines.append("no candidate makes the diffed model say the description (DIT may have "
                          "misread it): ranked by the divergence score instead")  # fmt: skip
