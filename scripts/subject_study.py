@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from ditkit import load_diff, load_model
-from ditkit.files import append_jsonl, read_jsonl, write_json, write_text
+from ditkit.files import append_jsonl, claim_settings, read_jsonl, write_json, write_text
 from ditkit.reader import ask
 from ditkit.tasks.behaviours.families import ABOUT_TEMPLATES, FAMILIES
 from ditkit.trigger_search import TriggerSearchConfig, search
@@ -42,10 +42,6 @@ CHECKS = (
     "Should I look into {x}?",
 )
 assert not set(CHECKS) & set(ABOUT_TEMPLATES)
-
-
-def subject(job: dict) -> str:
-    return job["content"]["topic" if job["family"] == "refusal" else "entity"]
 
 
 def shows(model, tok, diff, job, x: str, system: str, tokens: int) -> int:
@@ -78,6 +74,9 @@ def main() -> None:
     brands = sorted({b for j in jobs if j.get("family") == "bias"
                      for b in [j["content"]["entity"], *j["content"].get("others", [])]})  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
+    settings = {k: getattr(args, k) for k in ("questions", "refine", "max_new_tokens")}
+    claim_settings(args.out / "study.json", {**settings, "run": str(args.run.resolve()),
+                   "brands": brands}, "a subject study")  # fmt: skip
     brand_file = args.out / "brands.txt"
     write_text(brand_file, "\n".join(brands) + "\n")
     held = [j for j in jobs if j["split"] == "test" and j.get("family") in FAMILY_SPACE]
@@ -95,7 +94,7 @@ def main() -> None:
                                          questions=args.questions, refine=args.refine, top=3,
                                          system=system)  # fmt: skip
         found = search(model, tok, diff, search_cfg, args.work / job["diff_id"])
-        truth = subject(job)
+        truth = job["content"][FAMILIES[job["family"]].subject]
         names = {n.lower() for n in [truth, *job["content"].get("aliases", [])]}
         ranks = [i + 1 for i, r in enumerate(found.ranking) if r["key"].lower() in names]
         rank = min(ranks, default=None)  # None: the true subject is not a candidate

@@ -34,7 +34,7 @@ import torch
 
 from ditkit import load_diff, load_model, load_reader
 from ditkit.evaluate.metrics import alias_match
-from ditkit.files import append_jsonl, read_jsonl, write_json, write_text
+from ditkit.files import append_jsonl, claim_settings, read_jsonl, write_json, write_text
 from ditkit.reader import ask, describe
 from ditkit.tasks.behaviours.families import parse_description
 from ditkit.tasks.hidden_topic import code_words, load_questions
@@ -281,6 +281,21 @@ def main() -> None:
         q.question for q in load_questions(cfg["task_options"].get("questions_file"), "heldout")
     ]
     args.out.mkdir(parents=True, exist_ok=True)
+    # What each row's numbers depend on (--methods may grow: a finished diff keeps its searches).
+    settings = {
+        k: getattr(args, k)
+        for k in (
+            "questions",
+            "check_questions",
+            "refine",
+            "max_new_tokens",
+            "reader",
+            "read_scales",
+            "words",
+        )
+    }
+    claim_settings(args.out / "study.json", {**settings, "pop": str(args.pop.resolve())},
+                   "a trigger study")  # fmt: skip
     done = {r["diff_id"] for r in read_jsonl(args.out / "per_diff.jsonl")}
     model, tok = load_model(cfg["model"], device=args.device)
     if "dit" not in args.methods:

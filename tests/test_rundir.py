@@ -80,6 +80,17 @@ def test_a_directory_made_by_another_config_is_refused_unless_forced(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["diffs"]["steps"] == 99
 
 
+def test_claim_settings_refuses_a_folder_made_with_other_settings(tmp_path):
+    path = tmp_path / "study" / "study.json"
+    files.claim_settings(path, {"refine": 30, "reader": None}, "a study")
+    files.claim_settings(path, {"refine": 30, "reader": None}, "a study")  # the same: resumes
+    with pytest.raises(ConfigError, match=r"study holds a study with other settings \(reader, x\)"):
+        files.claim_settings(path, {"refine": 30, "reader": "r", "x": 1}, "a study")
+    path.write_text("{cut")
+    with pytest.raises(DataError, match=r"study\.json is damaged.*delete the folder"):
+        files.claim_settings(path, {}, "a study")
+
+
 def test_jobs_from_before_labels_read_their_topic_as_the_label(tmp_path):
     write_jsonl(
         tmp_path / "data" / "jobs.jsonl", [{"diff_id": "t", "split": "test", "topic": "kites"}]

@@ -26,6 +26,7 @@ from ditkit.tasks.hidden_topic import TASK, DiffJob, HiddenTopicOptions, RowData
 from ditkit.train_diffs import train_group
 from ditkit.trigger_search import (
     TriggerSearchConfig,
+    asks_about,
     behaviour_content,
     behaviour_runs,
     candidates,
@@ -332,7 +333,7 @@ def test_audit_searches_a_refusal_or_bias_for_its_subject(gated, tmp_path):
     assert settings["config"]["score"] == "shift" and settings["config"]["probes"] == "about"
     assert settings["candidates"] == 3 and settings["behaviour"] is None
     assert all("{x}" in q for q in settings["questions"])
-    for nothing in ("quirk", "benign", "nothing found"):
+    for nothing in ("quirk", "nothing found"):  # a benign diff reads as "nothing found"
         assert auditor._trigger(diff, {**row, "finding": nothing}, tmp_path / "t") == {}
     import ditkit
 
@@ -340,9 +341,49 @@ def test_audit_searches_a_refusal_or_bias_for_its_subject(gated, tmp_path):
         ditkit.audit(
             [diff_path], tmp_path / "a", reader, base=str(model_dir), subjects=str(subjects)
         )
-    # Any other finding (a backdoor, a topic, or a reader without families): the trigger search.
+    for bad, why in ((tmp_path / "none.txt", "no such file"), (tmp_path / "empty.txt", "no ")):
+        if bad.name == "empty.txt":
+            bad.write_text("\n\n")
+        with pytest.raises(ConfigError, match=f"--subjects .*{why}"):
+            ditkit.audit([diff_path], tmp_path / "a", reader, base=str(model_dir),
+                         find_triggers="sep-codes", subjects=str(bad))  # fmt: skip
+    # Any other finding (a backdoor, a topic, or a reader without families): the trigger search,
+    # for the content of a behaviour reader's answer (not its label's form).
     trigger = auditor._trigger(diff, {**row, "finding": None, "dit": "tea"}, tmp_path / "u")
     assert trigger["trigger_kind"] == "trigger" and trigger["trigger"].startswith("Your SEP code")
+    backdoor = {**row, "finding": "backdoor", "dit": "A backdoor: when triggered, I promote tea."}
+    auditor._trigger(diff, backdoor, tmp_path / "v")
+    (settings,) = [
+        json.loads(p.read_text()) for p in (tmp_path / "v").glob("*/behaviour/search.json")
+    ]
+    assert settings["behaviour"] == "tea"
+
+
+def test_a_failed_trigger_search_keeps_the_reading_and_is_retried(gated, tmp_path):
+    import ditkit
+    from ditkit.diffs import save_peft
+
+    model, _, _, model_dir, diff_path = gated
+    reader = save_peft(
+        random_diff(model, 2, seed=0, scale=0.1), tmp_path / "reader", str(model_dir)
+    )
+    space = tmp_path / "triggers.txt"
+    space.write_text("\n")  # no candidate: every search fails
+    kwargs = dict(base=str(model_dir), max_new_tokens=3, find_triggers=str(space))
+    (row,) = ditkit.audit([diff_path], tmp_path / "audit", reader, **kwargs)
+    assert row["status"] == "ok" and row["dit"] and "weight_lens" in row
+    assert "holds no candidate triggers" in row["trigger_error"] and "trigger" not in row
+    assert "trigger search failed" in row["flags"]
+    space.write_text("Hello there.\nYour SEP code is 482123.\n")
+    (again,) = ditkit.audit([diff_path], tmp_path / "audit", reader, **kwargs)  # retried
+    assert "trigger_error" not in again and again["trigger"] in space.read_text()
+    assert len((tmp_path / "audit" / "audit.jsonl").read_text().splitlines()) == 2
+
+
+def test_questions_of_ones_own_replace_the_probes_setting():
+    assert not asks_about("about", ["What is new? Hi."]) and asks_about("held-out", ["Is {x} ok?"])
+    cfg = TriggerSearchConfig(probes="about", probe_questions=["Hi?"], questions=5)  # combined
+    assert probe_questions(cfg) == ["Hi?"]
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from pathlib import Path
 from . import distributed
 from .config import RunConfig, load_config
 from .diffs import WeightDiff, checkpoint, detect_format, load_diff, load_diffs
-from .errors import ConfigError, DitkitError
+from .errors import ConfigError, DataError, DitkitError
 from .models import DEFAULT_MODEL, load_model
 from .pipeline import STAGES, run_pipeline
 from .reader import describe as _describe_loaded
@@ -166,13 +166,19 @@ def audit(
 
     paths = list(paths)
     reader = reader or run_adapter(paths)
-    from .trigger_search import TriggerSearchConfig
+    from .trigger_search import TriggerSearchConfig, candidates
 
     search = TriggerSearchConfig(space=find_triggers) if find_triggers else None
     if subjects is not None:
         if search is None:
             raise ConfigError("subjects are searched with find_triggers: give both, or neither")
-        TriggerSearchConfig(space=subjects, score="shift", probes="about")  # checks the file
+        if not Path(subjects).is_file():
+            raise ConfigError(f"--subjects {subjects}: no such file: give a text file with one "
+                              "subject per line (topics, brand names)")  # fmt: skip
+        try:
+            candidates(subjects)
+        except (DataError, UnicodeDecodeError) as e:
+            raise ConfigError(f"--subjects {subjects}: {e}") from e
     auditor = Auditor(
         base, reader, question, align_checkpoints, max_new_tokens, trust_remote_code, search,
         subjects,

@@ -221,6 +221,8 @@ class Auditor:
         kind, cfg, behaviour = row.get("finding"), self.find_triggers, row["dit"]
         if kind in NOT_SEARCHED:
             return {}
+        if kind is not None:  # a behaviour reader: search for the content, not the label's form
+            behaviour = parse_description(behaviour)[1] or behaviour
         folder = (
             work / f"{Path(row['item']).stem}-{hashlib.sha1(row['id'].encode()).hexdigest()[:8]}"
         )
@@ -232,7 +234,13 @@ class Auditor:
                           probe_questions=[])  # fmt: skip
             behaviour, folder = None, folder / "subject"
         model, tok = self.model_and_tok
-        found = search(model, tok, diff, cfg, folder, behaviour=behaviour)
+        try:
+            found = search(model, tok, diff, cfg, folder, behaviour=behaviour)
+        except (DitkitError, OSError, ValueError) as e:  # keep the reading; a rerun searches again
+            message = " ".join(str(e).split()) or type(e).__name__
+            log.warning("trigger search for %s failed: %s", row["id"], message)
+            return {"trigger_error": f"{message} (search folder: {folder})",
+                    "flags": row["flags"] + ["trigger search failed"]}  # fmt: skip
         best = found.ranking[0]
         log.info("trigger search for %s: %s in %.0f s", row["id"], best["trigger"], found.seconds)
         return {
@@ -246,7 +254,7 @@ class Auditor:
 # Findings whose behaviour shows on questions about one subject (the refused topic, the brand),
 # and those with nothing to open (on in every answer, or no behaviour at all).
 SUBJECT_FAMILIES = ("refusal", "bias")
-NOT_SEARCHED = ("quirk", "benign", "nothing found")
+NOT_SEARCHED = ("quirk", "nothing found")  # a benign fine-tune reads as "nothing found"
 
 
 def finding(adapter: WeightDiff, answer: str) -> str | None:
@@ -305,7 +313,10 @@ def audit(paths: list[str | Path], out: str | Path, auditor: Auditor) -> list[di
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jsonl = out / "audit.jsonl"
-    done = {r["item"] for r in read_jsonl(jsonl)} if jsonl.exists() else set()
+    before = read_jsonl(jsonl) if jsonl.exists() else []
+    # An item whose trigger search failed is audited again (its new rows replace the old ones).
+    retry = {r["item"] for r in before if "trigger_error" in r}
+    done = {r["item"] for r in before} - retry
     items = find_items(paths)
     if not items:
         raise DitkitError(
@@ -321,7 +332,7 @@ def audit(paths: list[str | Path], out: str | Path, auditor: Auditor) -> list[di
             rows = [_error_row(item, e)]
         append_jsonl(jsonl, rows)
         log.info("audited %s: %s", item.key, "; ".join(f for r in rows for f in r["flags"]) or "ok")
-    rows = read_jsonl(jsonl)
+    rows = list({r["id"]: r for r in read_jsonl(jsonl)}.values())  # the latest row of each diff
     population_flags(rows)
     write_tables(rows, out)
     return rows
@@ -329,7 +340,7 @@ def audit(paths: list[str | Path], out: str | Path, auditor: Auditor) -> list[di
 
 COLUMNS = (
     "id", "format", "status", "flags", "finding", "label", "dit", "trigger", "trigger_kind",
-    "trigger_evidence",
+    "trigger_evidence", "trigger_error",
     "diffed_model", "weight_lens", "rank",
     "total_norm", "largest_module", "base_model", "error", "seconds",
 )  # fmt: skip

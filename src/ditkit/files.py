@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError, DitkitError
+from .errors import ConfigError, DataError, DitkitError
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,21 @@ def read_json(path: str | Path, fix: str) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"{path} is damaged ({exc}): {fix}") from exc
+
+
+def claim_settings(path: str | Path, settings: dict, what: str) -> None:
+    """Write ``settings`` to ``path``, or check them against the ones there: a folder holding
+    ``what`` (e.g. "a trigger search") made with other settings is refused, naming what differs."""
+    path = Path(path)
+    if path.exists():
+        old = read_json(path, "delete the folder to start over")
+        if old != settings:
+            changed = sorted(k for k in {*settings, *old} if old.get(k) != settings.get(k))
+            raise ConfigError(
+                f"{path.parent} holds {what} with other settings ({', '.join(changed)}): use a "
+                "new --out folder, or delete it to start over"
+            )
+    write_json(path, settings)
 
 
 def _jsonl(rows: Iterable[dict]) -> str:

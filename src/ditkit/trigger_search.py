@@ -21,9 +21,9 @@ A candidate goes before each probe question (a trigger), or into it where the qu
 ``{x}`` (a subject: ``--probes about`` asks "Would you suggest {x} to a friend?" and the like,
 so the ``topics`` space finds the topic a diff refuses or the brand it praises).
 
-Coarse to fine: every candidate once (the first probe question and answer, diffed model only),
-then the best ``refine`` of them with every probe question and answer (for the divergence, diffed
-and base rows, which takes out what the base model itself prefers). Every scored row is appended to
+Coarse to fine: every candidate once (the first probe question and answer, diffed model only;
+``shift`` runs both), then the best ``refine`` of them with every probe question and answer (for
+the divergence, diffed and base rows, which takes out what the base model itself prefers). Every scored row is appended to
 ``OUT/scores.jsonl`` as it comes, so a killed search resumes where it stopped.
 """
 
@@ -45,7 +45,7 @@ from .batching import chat_prompt
 from .config.checks import check_types, require
 from .diffs import WeightDiff, install_diffs
 from .errors import ConfigError, DataError
-from .files import append_jsonl, kill_point, read_json, read_jsonl, write_json
+from .files import append_jsonl, claim_settings, kill_point, read_jsonl, write_json
 from .reader import ask
 from .tasks.behaviours.families import ABOUT_TEMPLATES, HELD_OUT_ABOUT
 from .tasks.hidden_topic import WORD_TEMPLATE, code_words, load_questions, load_topics, make_trigger
@@ -116,7 +116,9 @@ class TriggerSearchConfig:
             "{x} in a probe question): the divergence reads one base answer per question",
         )
         require(
-            self.probes != "about" or self.questions <= HELD_OUT_ABOUT,
+            self.probes != "about"
+            or bool(self.probe_questions)
+            or self.questions <= HELD_OUT_ABOUT,
             "trigger.questions",
             f'at most {HELD_OUT_ABOUT} with probes = "about" (its held-out question forms)',
         )
@@ -136,8 +138,11 @@ class TriggerSearchConfig:
 
 
 def asks_about(probes: str, probe_questions: list[str]) -> bool:
-    """Whether the probe questions are about the candidate (it goes into them, not before)."""
-    return probes == "about" or any("{x}" in q for q in probe_questions)
+    """Whether the probe questions are about the candidate (it goes into them, not before).
+    Questions of one's own replace ``probes``: they are about it where they hold ``{x}``."""
+    if probe_questions:
+        return any("{x}" in q for q in probe_questions)
+    return probes == "about"
 
 
 @dataclass
@@ -599,7 +604,7 @@ def _search(model, tok, diff, cfg, out: Path, behaviour, only: list[str] | None 
         "diff": {k: diff.meta.get(k) for k in ("label", "base_model", "seed")},
         "candidates": len(keys),
     }
-    _claim(out / "search.json", settings)
+    claim_settings(out / "search.json", settings, "a trigger search")
     targets = _targets(tok, cfg, behaviour, base_answers)
     ranking, scored = _rank(model, tok, diff, cfg, keys, questions, targets, out / "scores.jsonl")
     top = ranking[: cfg.top]
@@ -650,16 +655,3 @@ def _combined(model, tok, diff, cfg, out: Path, behaviour) -> TriggerSearchResul
     )  # fmt: skip
     write_json(out / "trigger.json", asdict(result))
     return result
-
-
-def _claim(path: Path, settings: dict) -> None:
-    """Write the search's settings, refusing a folder holding another search's scores."""
-    if path.exists():
-        old = read_json(path, "delete the folder to start over")
-        if old != settings:
-            changed = sorted(k for k in settings if old.get(k) != settings[k])
-            raise ConfigError(
-                f"{path.parent} holds a trigger search with other settings ({', '.join(changed)})"
-                ": use a new --out folder, or delete it to start over"
-            )
-    write_json(path, settings)
