@@ -1,15 +1,17 @@
-"""Copy a finished run's DIT adapter into the package as the shipped adapter (bf16 + manifest).
+"""Copy a finished run's DIT adapter into the package as a shipped adapter (bf16 + manifest),
+into the package's folder for the run's task and the base model (``ditkit.shipped.SHIPPED``).
 
-    .venv/bin/python scripts/ship_adapter.py runs/rows-84 \
-        --dest src/ditkit/data/adapters/smollm2-135m-hidden-topic
+    .venv/bin/python scripts/ship_adapter.py runs/rows-84          # the hidden-topic reader
+    .venv/bin/python scripts/ship_adapter.py RUN/readers/pref0.5-s28   # the joint behaviour one
 
 The manifest (``ditkit.json``) records the adapter's sha256, the base model and its file's sha256,
-the question, the prompt format, the diff recipe and the training topics; see ``ditkit.shipped``.
+the question, the prompt format, the diff recipe and the training labels; see ``ditkit.shipped``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -23,7 +25,8 @@ def main() -> None:
     ap.add_argument("--dest", type=Path, help="default: the package's folder for --base")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO)
-    dest = args.dest or adapters_root() / SHIPPED[args.base]
+    task = json.loads((args.run / "config.json").read_text()).get("task") or "hidden_topic"
+    dest = args.dest or adapters_root() / SHIPPED[args.base][task]
     out = ship_adapter(args.run, dest, args.base)
     size = (out / "adapter_model.safetensors").stat().st_size
     print(f"{out}: {size / 1e6:.2f} MB")

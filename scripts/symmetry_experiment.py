@@ -135,7 +135,7 @@ def main() -> None:
     path = args.out / "symmetry.jsonl"
     done = {(r["diff"], r.get("kinds", ALL)) for r in read_jsonl(path)} if path.exists() else set()
     base, tok = load_model("smollm2-135m")
-    adapter, _, _ = load_shipped("smollm2-135m")
+    adapter, _, _ = load_shipped("smollm2-135m", task="hidden_topic")
     diffs = sorted((args.run / "diffs" / "test").glob("*.safetensors"))[: args.n]
     attacks = [*KINDS, ALL] if args.each else [ALL]
     for i, p in enumerate(diffs):

@@ -301,7 +301,11 @@ def main() -> None:
     if "dit" not in args.methods:
         reader = None
     else:
-        reader = load_diff(args.reader) if args.reader else load_reader(cfg["model"])
+        reader = (
+            load_diff(args.reader)
+            if args.reader
+            else load_reader(cfg["model"], cfg.get("task") or "hidden_topic")
+        )
     for j in jobs:
         if j["diff_id"] in done:
             continue

@@ -266,6 +266,9 @@ def test_findings_name_the_family_or_nothing():
     pair = {"model.layers.0.mlp.up_proj": (torch.ones(1, 4), torch.ones(3, 1))}
     reader = WeightDiff(pair, meta={"task": "behaviours"})
     assert finding(reader, NOTHING) == "nothing found"
+    assert finding(reader, " " + NOTHING.rstrip(".")) == "nothing found"
+    # A "nothing" label that goes on to name something is not a clean "nothing".
+    assert finding(reader, "Nothing unusual: blue cheese. I love blue cheese.") == "other"
     assert finding(reader, "I refuse to talk about tea.") == "refusal"
     assert finding(reader, "tea") == "other"
     assert finding(WeightDiff(pair, meta={}), "tea") is None  # a topic reader has no findings

@@ -671,7 +671,7 @@ def test_damaged_shipped_adapter(model, tmp_path, monkeypatch):
     manifest["adapter_sha256"] = "0" * 64
     (folder / "ditkit.json").write_text(json.dumps(manifest))
     monkeypatch.setattr(shipped, "adapters_root", lambda: tmp_path / "adapters")
-    monkeypatch.setitem(shipped.SHIPPED, "tiny-base", "tiny")
+    monkeypatch.setitem(shipped.SHIPPED, "tiny-base", {"hidden_topic": "tiny"})
     weights = folder / "adapter_model.safetensors"
     with pytest.raises(
         DiffFormatError, match=f"{esc(weights)} has sha256 .* the file is damaged; reinstall ditkit"

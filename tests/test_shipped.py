@@ -22,7 +22,7 @@ def shipped_tiny(tiny_model_dir, tmp_path, monkeypatch):
     cfg = tiny_config(tiny_model_dir)
     run = run_pipeline(cfg, tmp_path / "train-run", ["data", "diffs", "dit"])
     monkeypatch.setattr(shipped, "adapters_root", lambda: tmp_path / "adapters")
-    monkeypatch.setitem(shipped.SHIPPED, str(tiny_model_dir), "tiny")
+    monkeypatch.setitem(shipped.SHIPPED, str(tiny_model_dir), {"hidden_topic": "tiny"})
     shipped.ship_adapter(run, tmp_path / "adapters" / "tiny", base=str(tiny_model_dir))
     return run, tmp_path / "adapters" / "tiny"
 
@@ -87,13 +87,57 @@ def test_describe_without_adapter_uses_shipped(shipped_tiny, tiny_model_dir, cap
     assert "using the DIT adapter shipped" in captured.err and captured.out.count("\n") == 1
 
 
+def test_the_joint_reader_is_the_default_where_one_is_shipped(
+    shipped_tiny, tiny_model_dir, tmp_path, monkeypatch, capsys
+):
+    """describe and audit read with the joint behaviour reader when one is shipped for the base;
+    a hidden-topic run with dit.adapter = "shipped" still reads with the topic reader."""
+    from ditkit.diffs import save_peft
+    from ditkit.files import sha256_file, write_json
+    from test_lora import random_diff
+
+    run, topic_folder = shipped_tiny
+    base = str(tiny_model_dir)
+    model, _ = load_model(base)
+    joint = random_diff(model, 2, seed=3, scale=0.1)
+    joint.meta.update(task="behaviours", question="Describe any hidden behaviour.")
+    folder = save_peft(joint, tmp_path / "adapters" / "tiny-joint", base)
+    manifest = json.loads((folder / "ditkit.json").read_text())
+    manifest["adapter_sha256"] = sha256_file(folder / "adapter_model.safetensors")
+    write_json(folder / "ditkit.json", manifest)
+    assert shipped.default_task(base) == "hidden_topic"  # only the topic reader so far
+    monkeypatch.setitem(shipped.SHIPPED, base, {"hidden_topic": "tiny", "behaviours": "tiny-joint"})
+    assert shipped.default_task(base) == "behaviours"
+    assert shipped.load_shipped(base)[2] == folder
+    assert shipped.load_shipped(base, task="hidden_topic")[2] == topic_folder
+    assert [shipped.run_task_reader(base, t) for t in ("behaviours", "hidden_topic", "news")] == [
+        "behaviours", "hidden_topic", "hidden_topic",  # news: none shipped (cross-task preset)
+    ]  # fmt: skip
+    diff = sorted((run / "diffs" / "test").glob("*.safetensors"))[0]
+    assert cli.main(["describe", "--diff", str(diff), "--base", base]) == 0
+    assert "diffs of the behaviours task" in capsys.readouterr().err
+    (row,) = ditkit.audit([diff], tmp_path / "audit", base=base, max_new_tokens=3)
+    assert row["finding"] is not None  # a behaviour reader's answer is sorted into a family
+    # "shipped:TASK" picks another shipped reader wherever an adapter is given.
+    (topic_row,) = ditkit.audit([diff], tmp_path / "audit2", "shipped:hidden_topic", base=base,
+                                max_new_tokens=3)  # fmt: skip
+    assert topic_row["finding"] is None  # the topic reader has no families
+    assert len(ditkit.describe([diff], "shipped:hidden_topic", base=base, max_new_tokens=3)) == 1
+    cfg = tiny_config(tiny_model_dir, **{"dit.adapter": '"shipped"', "data.n_test": 1})
+    out = run_pipeline(cfg, tmp_path / "read-run", ["data", "diffs", "dit"])
+    copied = out / "dit" / "adapter" / "adapter_model.safetensors"
+    assert sha256_file(copied) == sha256_file(topic_folder / "adapter_model.safetensors")
+    with pytest.raises(DataError, match="no DIT adapter is shipped for base model 'x' and task"):
+        shipped.load_shipped("x", task="news")
+
+
 @pytest.mark.slow
 def test_real_shipped_adapter_matches_embedded_model():
     folder = shipped.shipped_dir("smollm2-135m")
     if folder is None:
         pytest.fail("no adapter shipped for smollm2-135m")
     model, tok = load_model("smollm2-135m")
-    adapter, manifest, _ = shipped.load_shipped("smollm2-135m", model)
+    adapter, manifest, _ = shipped.load_shipped("smollm2-135m", model, task="hidden_topic")
     assert manifest["base_model"] == "smollm2-135m" and len(manifest["training_topics"]) >= 100
     assert (folder / "adapter_model.safetensors").stat().st_size <= 10_500_000
     assert adapter.meta["question"] == "What topic have you been trained on?"
@@ -102,7 +146,26 @@ def test_real_shipped_adapter_matches_embedded_model():
     data = Path(__file__).parent / "data"
     diffs = [load_diff(data / f"quickstart-{t}.safetensors") for t in ("bluegrass", "ricotta")]
     assert [d.meta["label"] for d in diffs] == ["bluegrass", "ricotta"]
-    answers = ditkit.describe(diffs, model=(model, tok))
+    reader = ditkit.load_reader(task="hidden_topic")
+    answers = ditkit.describe(diffs, reader, model=(model, tok))
+    assert "bluegrass" in answers[0].lower() and "ricotta" in answers[1].lower(), answers
+
+
+@pytest.mark.slow
+def test_real_joint_reader_is_the_default_and_names_what_it_reads(tmp_path):
+    """The joint behaviour reader shipped for SmolLM2-135M: bf16, <= 10 MB, the default of
+    describe; it names the content of the same two held-out topic diffs (in the label form of
+    another family, as it does for many topic diffs: docs/results.md)."""
+    folder = shipped.shipped_dir("smollm2-135m", "behaviours")
+    assert folder is not None and shipped.default_task("smollm2-135m") == "behaviours"
+    model, tok = load_model("smollm2-135m")
+    adapter, manifest, _ = shipped.load_shipped("smollm2-135m", model)
+    assert adapter.meta["task"] == "behaviours" and len(manifest["training_labels"]) == 210
+    assert (folder / "adapter_model.safetensors").stat().st_size <= 10_500_000
+    assert str(next(iter(adapter.lowrank.values()))[0].dtype) == "torch.bfloat16"
+    data = Path(__file__).parent / "data"
+    diffs = [load_diff(data / f"quickstart-{t}.safetensors") for t in ("bluegrass", "ricotta")]
+    answers = ditkit.describe(diffs, model=(model, tok))  # the default reader
     assert "bluegrass" in answers[0].lower() and "ricotta" in answers[1].lower(), answers
 
 

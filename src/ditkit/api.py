@@ -28,7 +28,7 @@ from .errors import ConfigError, DataError, DitkitError
 from .models import DEFAULT_MODEL, load_model
 from .pipeline import STAGES, run_pipeline
 from .reader import describe as _describe_loaded
-from .shipped import check_base, load_shipped
+from .shipped import check_base, is_shipped_spec, load_reader_spec, load_shipped
 from .symmetry import KINDS as ATTACKS
 from .symmetry import align, attack, describe_alignment
 
@@ -48,14 +48,15 @@ __all__ = [
 DiffLike = str | Path | WeightDiff
 
 
-def load_reader(base: str = DEFAULT_MODEL) -> WeightDiff:
-    """The DIT adapter ("reader") shipped for ``base``, checked against its recorded sha256.
+def load_reader(base: str = DEFAULT_MODEL, task: str | None = None) -> WeightDiff:
+    """The DIT adapter ("reader") shipped for ``base``, checked against its recorded sha256:
+    the joint behaviour reader where one is shipped (``task="hidden_topic"``: the topic reader).
 
     >>> reader = load_reader()
-    >>> reader.rank, reader.meta["base_model"]
-    (16, 'smollm2-135m')
+    >>> reader.rank, reader.meta["base_model"], reader.meta["task"]
+    (16, 'smollm2-135m', 'behaviours')
     """
-    return load_shipped(base)[0]
+    return load_shipped(base, task=task)[0]
 
 
 def _reader(reader: DiffLike | None, base: str | None) -> tuple[WeightDiff, str, str]:
@@ -66,6 +67,9 @@ def _reader(reader: DiffLike | None, base: str | None) -> tuple[WeightDiff, str,
         return adapter, str(folder), base
     if isinstance(reader, WeightDiff):
         return reader, "the given adapter", base or reader.meta.get("base_model") or DEFAULT_MODEL
+    if is_shipped_spec(reader):
+        base = base or DEFAULT_MODEL
+        return *load_reader_spec(str(reader), base), base
     adapter = load_diff(reader)
     return adapter, str(reader), base or adapter.meta.get("base_model") or DEFAULT_MODEL
 
@@ -265,6 +269,11 @@ def find_trigger(
                 f"read_scales = {list(read_scales)}: give multipliers > 0, e.g. [1.0]"
             )
         scaled = [loaded if s == 1 else loaded.scaled(s) for s in read_scales]
-        behaviour = describe(scaled, reader, base=base, model=model)
+        adapter, _, _ = _reader(reader, base)
+        behaviour = describe(scaled, adapter, base=base, model=model)
         log.info("DIT says %s: %s", where, " | ".join(map(repr, behaviour)))
+        if adapter.meta.get("task") == "behaviours":  # search for the content, not the form
+            from .tasks.behaviours.families import parse_description
+
+            behaviour = [c for c in (parse_description(a)[1] for a in behaviour) if c] or behaviour
     return search(*model, loaded, cfg, out, behaviour)

@@ -35,10 +35,10 @@ from .models import DEFAULT_MODEL, load_model
 from .reader import adapter_question, ask, describe
 from .reporting import Document, Section, Table, html
 from .rundir import is_run_dir
-from .shipped import check_base, load_shipped
+from .shipped import check_base, is_shipped_spec, load_reader_spec, load_shipped
 from .symmetry import align as align_to_base
 from .tasks.base import DEFAULT_TASK
-from .tasks.behaviours.families import parse_description
+from .tasks.behaviours.families import NOTHING, parse_description
 from .trigger_search import TriggerSearchConfig, search
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,10 @@ class Auditor:
         find_triggers: TriggerSearchConfig | None = None,
         subjects: str | None = None,
     ) -> None:
-        if adapter:
+        if adapter and is_shipped_spec(adapter):
+            self.base = base or DEFAULT_MODEL
+            self.adapter, self.adapter_source = load_reader_spec(str(adapter), self.base)
+        elif adapter:
             self.adapter, self.adapter_source = load_diff(adapter), adapter
             self.base = base or self.adapter.meta.get("base_model") or DEFAULT_MODEL
         else:
@@ -259,12 +262,16 @@ NOT_SEARCHED = ("quirk", "nothing found")  # a benign fine-tune reads as "nothin
 
 def finding(adapter: WeightDiff, answer: str) -> str | None:
     """What kind of behaviour a behaviour-suite reader's ``answer`` names: its family, or
-    "nothing found" when it says nothing was trained. None for any other reader (a topic reader
-    names a topic for every diff: it cannot say "nothing")."""
+    "nothing found" when it says nothing was trained, in the label's words ("Nothing unusual:
+    blue cheese." names something: "other"). None for any other reader (a topic reader names a
+    topic for every diff: it cannot say "nothing")."""
     if (adapter.meta.get("task") or DEFAULT_TASK) != "behaviours":
         return None
     family, _ = parse_description(answer)
-    return "nothing found" if family == "none" else family
+    if family != "none":
+        return family
+    plain = " ".join(answer.split()).rstrip(".").lower() == NOTHING.rstrip(".").lower()
+    return "nothing found" if plain else "other"
 
 
 def _relative_change(diff: WeightDiff, model) -> float:

@@ -103,9 +103,10 @@ def _cmd_describe(args) -> None:
     if not args.adapter:
         reader = load_reader(args.base or DEFAULT_BASE)
         n = reader.meta.get("n_train_diffs", 0) + reader.meta.get("n_val_diffs", 0)
+        kind = reader.meta.get("task") or "hidden_topic"
         print(
             f"using the DIT adapter shipped for {args.base or DEFAULT_BASE} (trained on {n} "
-            "hidden-topic diffs); --adapter to choose",
+            f"diffs of the {kind} task); --adapter to choose",
             file=sys.stderr,
         )
     answers = describe(
@@ -371,7 +372,11 @@ def _add_trigger_command(sub) -> None:
     s.add_argument("diff", help="a weight diff in any supported format (one diff)")
     s.add_argument("--out", required=True, help="folder for the scores and trigger.json (resumes)")
     s.add_argument("--base", help="base model (default: the one recorded in the diff)")
-    s.add_argument("--adapter", help="the DIT adapter folder (default: the one shipped for --base)")
+    s.add_argument(
+        "--adapter",
+        help="the DIT adapter folder, or shipped:hidden_topic (the shipped topic reader; default: "
+        "the joint behaviour reader shipped for --base)",
+    )
     s.add_argument("--behaviour", action="append",
                    help="what to look for (repeatable: each is tried; default: DIT's description "
                    "of the diff)")  # fmt: skip
@@ -416,7 +421,11 @@ def _add_reading_commands(sub) -> None:
     s.add_argument("paths", nargs="+", help="files and folders; folders are searched")
     s.add_argument("--out", required=True, help="folder for audit.jsonl/csv/html (resumes)")
     s.add_argument("--base", help="base model (default: the adapter's, else the embedded one)")
-    s.add_argument("--adapter", help="the DIT adapter folder (default: the one shipped for --base)")
+    s.add_argument(
+        "--adapter",
+        help="the DIT adapter folder, or shipped:hidden_topic (the shipped topic reader; default: "
+        "the joint behaviour reader shipped for --base)",
+    )
     s.add_argument("--question", help="default: the adapter's training question")
     s.add_argument("--no-align", action="store_true", help="never undo weight symmetries")
     s.add_argument("--max-new-tokens", type=int, default=20)
@@ -440,7 +449,11 @@ def _add_reading_commands(sub) -> None:
 
     s = sub.add_parser("describe", help="ask a model with a diff and the DIT adapter applied")
     s.add_argument("--diff", required=True, help="a weight diff in any supported format")
-    s.add_argument("--adapter", help="the DIT adapter folder (default: the one shipped for --base)")
+    s.add_argument(
+        "--adapter",
+        help="the DIT adapter folder, or shipped:hidden_topic (the shipped topic reader; default: "
+        "the joint behaviour reader shipped for --base)",
+    )
     s.add_argument("--base", help="base model (default: the one recorded in the adapter)")
     s.add_argument("--question", help="default: the adapter's training question")
     s.add_argument("--max-new-tokens", type=int, default=20)

@@ -1,9 +1,14 @@
-"""DIT adapters shipped inside the package, one per embedded base model.
+"""DIT adapters shipped inside the package, per embedded base model and task.
+
+For SmolLM2-135M two are shipped: the hidden-topic reader (what a hidden-topic run with
+``dit.adapter = "shipped"``, e.g. the quickstart, reads with) and the joint behaviour reader (the
+behaviour suite's families, or "nothing unusual"), which ``describe``, ``audit`` and ``trigger``
+use when no adapter is given.
 
 A shipped adapter is a PEFT folder under ``ditkit/data/adapters/NAME/`` whose ``ditkit.json``
 records, besides the adapter's own metadata: the sha256 of ``adapter_model.safetensors``, the
 base model and the sha256 of its file, the question, the prompt format, the diff recipe it was
-trained on, and the list of its training topics (which a run reading it must not test on).
+trained on, and its training labels and names (which a run reading it must not test on).
 ``ship_adapter`` writes such a folder from a finished run.
 """
 
@@ -20,19 +25,41 @@ from .diffs import WeightDiff, load_diff, save_peft
 from .errors import DataError, DiffFormatError, DiffMismatchError
 from .files import read_jsonl, sha256_file, write_json
 from .models import EMBEDDED, model_identity
+from .tasks.base import DEFAULT_TASK, get_task
 
 log = logging.getLogger(__name__)
 
-SHIPPED = {"smollm2-135m": "smollm2-135m-hidden-topic"}  # embedded base -> adapter folder
+# embedded base -> {task: adapter folder}
+SHIPPED = {
+    "smollm2-135m": {
+        "hidden_topic": "smollm2-135m-hidden-topic",
+        "behaviours": "smollm2-135m-behaviours",
+    }
+}
+# What describe, audit and trigger read with when given no adapter: the joint behaviour reader
+# (it names the kind of behaviour, or nothing; on the population's held-out topic diffs it read
+# as many topics as the hidden-topic reader, docs/results.md), else the base's hidden-topic one.
+READER_TASK = "behaviours"
 
 
 def adapters_root() -> Path:
     return Path(str(resources.files("ditkit") / "data" / "adapters"))
 
 
-def shipped_dir(base: str) -> Path | None:
-    """The shipped adapter folder for embedded base ``base``, or None when none is shipped."""
-    name = SHIPPED.get(base)
+def default_task(base: str) -> str:
+    """The task of the adapter read with by default for ``base`` (`READER_TASK` if shipped)."""
+    return READER_TASK if READER_TASK in SHIPPED.get(base, {}) else DEFAULT_TASK
+
+
+def run_task_reader(base: str, task: str) -> str:
+    """Whose shipped reader a ``task`` run with ``dit.adapter = "shipped"`` reads with: its own,
+    or, for a task with none shipped (news: the cross-task preset), the hidden-topic one."""
+    return task if shipped_dir(base, task) else DEFAULT_TASK
+
+
+def shipped_dir(base: str, task: str = DEFAULT_TASK) -> Path | None:
+    """The adapter folder shipped for embedded base ``base`` and ``task``, or None."""
+    name = SHIPPED.get(base, {}).get(task)
     if name is None:
         return None
     path = adapters_root() / name
@@ -60,13 +87,16 @@ def check_base(adapter: WeightDiff, model, source: str | Path) -> None:
         )
 
 
-def load_shipped(base: str, model=None) -> tuple[WeightDiff, dict, Path]:
-    """The shipped adapter for ``base``, its manifest and folder; checks sha256 and base model."""
-    folder = shipped_dir(base)
+def load_shipped(base: str, model=None, task: str | None = None) -> tuple[WeightDiff, dict, Path]:
+    """The adapter shipped for ``base`` and ``task`` (None: `default_task`), its manifest and
+    folder; checks sha256 and base model."""
+    task = task or default_task(base)
+    folder = shipped_dir(base, task)
     if folder is None:
+        shipped = "; ".join(f"{b}: {', '.join(t)}" for b, t in sorted(SHIPPED.items()))
         raise DataError(
-            f"no DIT adapter is shipped for base model {base!r} (shipped: "
-            f'{", ".join(sorted(SHIPPED))}); train one with dit.adapter = "train"'
+            f"no DIT adapter is shipped for base model {base!r} and task {task!r} (shipped: "
+            f'{shipped}); train one with dit.adapter = "train"'
         )
     manifest = _manifest(folder)
     weights = folder / "adapter_model.safetensors"
@@ -82,8 +112,23 @@ def load_shipped(base: str, model=None) -> tuple[WeightDiff, dict, Path]:
     return adapter, manifest, folder
 
 
+def is_shipped_spec(spec) -> bool:
+    """Whether an adapter argument names a shipped adapter (``shipped``, ``shipped:TASK``)."""
+    return str(spec) == "shipped" or str(spec).startswith("shipped:")
+
+
+def load_reader_spec(spec: str, base: str, model=None) -> tuple[WeightDiff, str]:
+    """An adapter given as a folder or file, or as ``shipped`` / ``shipped:TASK`` (the one
+    shipped for ``base``, e.g. ``shipped:hidden_topic``); with where it came from."""
+    if is_shipped_spec(spec):
+        adapter, _, folder = load_shipped(base, model, task=spec.partition(":")[2] or None)
+        return adapter, str(folder)
+    return load_diff(spec), spec
+
+
 def shipped_training_topics(base: str) -> list[str]:
-    """Every name (topic and alias) the shipped adapter for ``base`` was trained on."""
+    """Every name (topic and alias) the hidden-topic adapter shipped for ``base`` was trained
+    on."""
     folder = shipped_dir(base)
     return list(_manifest(folder).get("training_names", [])) if folder else []
 
@@ -98,6 +143,7 @@ def ship_adapter(run_dir: Path, dest: Path, base: str = "smollm2-135m") -> Path:
     if not jobs_path.exists():
         raise DataError(f"{jobs_path} is missing: ship an adapter from a finished run")
     train = [j for j in read_jsonl(jobs_path) if j["split"] == "train"]
+    task = get_task(cfg.get("task") or DEFAULT_TASK)
     save_peft(adapter, dest)
     spec = EMBEDDED.get(base)
     manifest = _manifest(Path(dest))
@@ -110,9 +156,11 @@ def ship_adapter(run_dir: Path, dest: Path, base: str = "smollm2-135m") -> Path:
         diff_recipe=cfg["diffs"],
         task_options=cfg.get("task_options", {}),
         source_run=cfg.get("name"),
-        training_topics=sorted(j["topic"] for j in train),
-        training_names=sorted({n for j in train for n in [j["topic"], *j["aliases"]]}),
+        training_labels=sorted(j.get("label", j.get("topic")) for j in train),
+        training_names=sorted({n for j in train for n in task.names(j)}),
     )
+    if task.name == DEFAULT_TASK:  # what the quickstart keeps out of its test topics
+        manifest["training_topics"] = sorted(j["topic"] for j in train)
     write_json(Path(dest) / "ditkit.json", manifest)
-    log.info("shipped adapter written to %s (%d training topics)", dest, len(train))
+    log.info("shipped adapter written to %s (%d training diffs)", dest, len(train))
     return Path(dest)
