@@ -7,7 +7,7 @@ model, K full checkpoints of the base with a test diff merged in and every weigh
 norms (each residual-path norm times a factor in [0.9, 1.1]: a change no diff holds). Then run, e.g.:
 
     .venv/bin/python scripts/audit_folder.py RUN_DIR OUT --checkpoints 3 --trained-norms 1
-    ditkit audit OUT --out AUDIT
+    ditkit audit OUT --out AUDIT --adapter shipped:hidden_topic    # or a run's own reader
 """
 
 from __future__ import annotations

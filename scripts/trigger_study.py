@@ -36,6 +36,7 @@ from ditkit import load_diff, load_model, load_reader
 from ditkit.evaluate.metrics import alias_match
 from ditkit.files import append_jsonl, claim_settings, read_jsonl, write_json, write_text
 from ditkit.reader import ask, describe
+from ditkit.shipped import run_task_reader
 from ditkit.tasks.behaviours.families import parse_description
 from ditkit.tasks.hidden_topic import code_words, load_questions
 from ditkit.trigger_search import (
@@ -304,7 +305,9 @@ def main() -> None:
         reader = (
             load_diff(args.reader)
             if args.reader
-            else load_reader(cfg["model"], cfg.get("task") or "hidden_topic")
+            else load_reader(
+                cfg["model"], run_task_reader(cfg["model"], cfg.get("task") or "hidden_topic")
+            )
         )
     for j in jobs:
         if j["diff_id"] in done:

@@ -127,6 +127,12 @@ def test_the_joint_reader_is_the_default_where_one_is_shipped(
     out = run_pipeline(cfg, tmp_path / "read-run", ["data", "diffs", "dit"])
     copied = out / "dit" / "adapter" / "adapter_model.safetensors"
     assert sha256_file(copied) == sha256_file(topic_folder / "adapter_model.safetensors")
+    joint_run = run_pipeline(
+        tiny_config(tiny_model_dir, **{"dit.adapter": '"shipped:behaviours"', "data.n_test": 1}),
+        tmp_path / "joint-run", ["data", "diffs", "dit"],
+    )  # fmt: skip
+    copied = joint_run / "dit" / "adapter" / "adapter_model.safetensors"
+    assert sha256_file(copied) == sha256_file(folder / "adapter_model.safetensors")
     with pytest.raises(DataError, match="no DIT adapter is shipped for base model 'x' and task"):
         shipped.load_shipped("x", task="news")
 

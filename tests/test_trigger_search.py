@@ -378,6 +378,23 @@ def test_a_failed_trigger_search_keeps_the_reading_and_is_retried(gated, tmp_pat
     (again,) = ditkit.audit([diff_path], tmp_path / "audit", reader, **kwargs)  # retried
     assert "trigger_error" not in again and again["trigger"] in space.read_text()
     assert len((tmp_path / "audit" / "audit.jsonl").read_text().splitlines()) == 2
+    (third,) = ditkit.audit([diff_path], tmp_path / "audit", reader, **kwargs)  # nothing to do
+    assert (
+        third == again and len((tmp_path / "audit" / "audit.jsonl").read_text().splitlines()) == 2
+    )
+
+
+def test_only_the_latest_audit_of_an_item_counts():
+    from ditkit.auditor import latest_rows
+
+    rows = [
+        {"item": "a.pt", "id": "a.pt#0", "trigger_error": "x"}, {"item": "a.pt", "id": "a.pt#1"},
+        {"item": "b", "id": "b"},
+        {"item": "a.pt", "id": "a.pt", "status": "error", "attempt": 2},  # the retry broke
+    ]  # fmt: skip
+    assert [r["id"] for r in latest_rows(rows)] == ["b", "a.pt"]
+    rows.append({"item": "a.pt", "id": "a.pt#0", "attempt": 3})
+    assert [r["id"] for r in latest_rows(rows)] == ["b", "a.pt#0"]
 
 
 def test_questions_of_ones_own_replace_the_probes_setting():

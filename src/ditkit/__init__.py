@@ -4,7 +4,7 @@ Read a diff (a PEFT adapter folder, a ditkit file, a reference ``.pt``, or a ful
 minus its base)::
 
     import ditkit
-    ditkit.describe("adapter_folder/")                 # -> ["volcanoes"], the shipped reader
+    ditkit.describe("adapter_folder/")   # -> ["A hidden topic: volcanoes."], the shipped joint reader
     ditkit.audit(["handed/"], "audit_out/")            # one row per diff, with flags
 
 Build diffs and a reader of your own, in resumable stages::

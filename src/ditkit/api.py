@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from . import distributed
@@ -91,7 +92,8 @@ def describe(
     ``diffs``: files or folders in any format ``load_diffs`` reads (a file may hold several), a
     full fine-tuned checkpoint folder (subtracted from ``base``, which it then needs;
     ``align_checkpoint`` undoes weight symmetries first), or ``WeightDiff`` objects. ``reader``:
-    an adapter folder or ``WeightDiff`` (None: the one shipped for ``base``). ``model``: an
+    an adapter folder, ``WeightDiff`` or ``"shipped:TASK"`` (None: the one shipped for ``base``,
+    the joint behaviour reader for SmolLM2-135M; ``"shipped:hidden_topic"``: the topic one). ``model``: an
     already loaded ``(model, tokenizer)`` of ``base``, to skip loading it again. Under
     ``torchrun``/``accelerate launch`` each process answers its share; every one gets all answers.
 
@@ -273,7 +275,12 @@ def find_trigger(
         behaviour = describe(scaled, adapter, base=base, model=model)
         log.info("DIT says %s: %s", where, " | ".join(map(repr, behaviour)))
         if adapter.meta.get("task") == "behaviours":  # search for the content, not the form
-            from .tasks.behaviours.families import parse_description
+            from .tasks.behaviours.families import named_content
 
-            behaviour = [c for c in (parse_description(a)[1] for a in behaviour) if c] or behaviour
+            behaviour = [c for c in map(named_content, behaviour) if c]
+            if not behaviour:
+                score = "shift" if asks_about(cfg.probes, cfg.probe_questions) else "divergence"
+                log.warning("DIT says nothing was trained into %s: the %s score ranks the "
+                            "candidates instead (no description to look for)", where, score)  # fmt: skip
+                cfg = replace(cfg, score=score)
     return search(*model, loaded, cfg, out, behaviour)

@@ -38,7 +38,7 @@ from .rundir import is_run_dir
 from .shipped import check_base, is_shipped_spec, load_reader_spec, load_shipped
 from .symmetry import align as align_to_base
 from .tasks.base import DEFAULT_TASK
-from .tasks.behaviours.families import NOTHING, parse_description
+from .tasks.behaviours.families import named_content, parse_description
 from .trigger_search import TriggerSearchConfig, search
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ class Auditor:
         if kind in NOT_SEARCHED:
             return {}
         if kind is not None:  # a behaviour reader: search for the content, not the label's form
-            behaviour = parse_description(behaviour)[1] or behaviour
+            behaviour = named_content(behaviour) or behaviour
         folder = (
             work / f"{Path(row['item']).stem}-{hashlib.sha1(row['id'].encode()).hexdigest()[:8]}"
         )
@@ -270,8 +270,7 @@ def finding(adapter: WeightDiff, answer: str) -> str | None:
     family, _ = parse_description(answer)
     if family != "none":
         return family
-    plain = " ".join(answer.split()).rstrip(".").lower() == NOTHING.rstrip(".").lower()
-    return "nothing found" if plain else "other"
+    return "other" if named_content(answer) else "nothing found"
 
 
 def _relative_change(diff: WeightDiff, model) -> float:
@@ -299,6 +298,14 @@ def _error_row(item: Item, e: BaseException) -> dict:
     return {**_row(item, None, fmt), "status": "error", "error": message, "flags": ["error"]}
 
 
+def latest_rows(rows: list[dict]) -> list[dict]:
+    """Each item's rows from its last audit (``attempt``: 1, then 2 for a retried search, ...)."""
+    last = {}
+    for r in rows:
+        last[r["item"]] = max(last.get(r["item"], 0), r.get("attempt", 1))
+    return [r for r in rows if r.get("attempt", 1) == last[r["item"]]]
+
+
 def population_flags(rows: list[dict]) -> None:
     """Flag diffs whose total norm is far outside the others' (robust z of log norm)."""
     ok = [r for r in rows if r.get("status") == "ok" and r.get("total_norm", 0) > 0]
@@ -320,10 +327,11 @@ def audit(paths: list[str | Path], out: str | Path, auditor: Auditor) -> list[di
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jsonl = out / "audit.jsonl"
-    before = read_jsonl(jsonl) if jsonl.exists() else []
+    before = latest_rows(read_jsonl(jsonl)) if jsonl.exists() else []
     # An item whose trigger search failed is audited again (its new rows replace the old ones).
     retry = {r["item"] for r in before if "trigger_error" in r}
     done = {r["item"] for r in before} - retry
+    attempts = {r["item"]: r.get("attempt", 1) for r in before}
     items = find_items(paths)
     if not items:
         raise DitkitError(
@@ -337,9 +345,11 @@ def audit(paths: list[str | Path], out: str | Path, auditor: Auditor) -> list[di
             rows = auditor.rows(item, out)
         except (DitkitError, OSError, ValueError, RuntimeError, KeyError) as e:
             rows = [_error_row(item, e)]
+        for r in rows:
+            r["attempt"] = attempts.get(item.key, 0) + 1
         append_jsonl(jsonl, rows)
         log.info("audited %s: %s", item.key, "; ".join(f for r in rows for f in r["flags"]) or "ok")
-    rows = list({r["id"]: r for r in read_jsonl(jsonl)}.values())  # the latest row of each diff
+    rows = latest_rows(read_jsonl(jsonl))
     population_flags(rows)
     write_tables(rows, out)
     return rows

@@ -48,7 +48,7 @@ def adapters_root() -> Path:
 
 def default_task(base: str) -> str:
     """The task of the adapter read with by default for ``base`` (`READER_TASK` if shipped)."""
-    return READER_TASK if READER_TASK in SHIPPED.get(base, {}) else DEFAULT_TASK
+    return READER_TASK if shipped_dir(base, READER_TASK) else DEFAULT_TASK
 
 
 def run_task_reader(base: str, task: str) -> str:
@@ -113,8 +113,10 @@ def load_shipped(base: str, model=None, task: str | None = None) -> tuple[Weight
 
 
 def is_shipped_spec(spec) -> bool:
-    """Whether an adapter argument names a shipped adapter (``shipped``, ``shipped:TASK``)."""
-    return str(spec) == "shipped" or str(spec).startswith("shipped:")
+    """Whether an adapter argument names a shipped adapter (``shipped``, ``shipped:TASK``) and
+    not a local folder or file of that name."""
+    text = str(spec)
+    return (text == "shipped" or text.startswith("shipped:")) and not Path(text).exists()
 
 
 def load_reader_spec(spec: str, base: str, model=None) -> tuple[WeightDiff, str]:
@@ -126,10 +128,10 @@ def load_reader_spec(spec: str, base: str, model=None) -> tuple[WeightDiff, str]
     return load_diff(spec), spec
 
 
-def shipped_training_topics(base: str) -> list[str]:
-    """Every name (topic and alias) the hidden-topic adapter shipped for ``base`` was trained
-    on."""
-    folder = shipped_dir(base)
+def shipped_training_topics(base: str, spec: str = "shipped") -> list[str]:
+    """Every name (topic and alias, a joint reader's contents) the adapter shipped for ``base``
+    that ``spec`` (``shipped``: the hidden-topic one, ``shipped:TASK``) was trained on."""
+    folder = shipped_dir(base, spec.partition(":")[2] or DEFAULT_TASK)
     return list(_manifest(folder).get("training_names", [])) if folder else []
 
 

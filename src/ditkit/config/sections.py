@@ -185,8 +185,8 @@ class DitConfig:
     min_epochs: int | None = None
     weight_decay: float = 0.0
     # "train": train the adapter on this run's training diffs. "shipped": read the test diffs with
-    # the adapter shipped for the embedded base model (no training diffs; test topics exclude its
-    # training topics). Anything else: the path of an adapter folder, or of a run directory whose
+    # the adapter shipped for the embedded base model and the run's task (no training diffs; test
+    # topics exclude its training topics); "shipped:TASK": the one shipped for TASK. Anything else: the path of an adapter folder, or of a run directory whose
     # DIR/dit/adapter is used (e.g. another task's adapter: preset cross-task).
     adapter: str = "train"
 

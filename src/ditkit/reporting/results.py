@@ -353,8 +353,13 @@ def summary_text(results: RunResults) -> list[str]:
         "train": (f"trained on the first {first} of" if first else "trained on")
         + f" this run's {n_train} training diffs"
         + (f" of the families {', '.join(families)}" if families else ""),
-        "shipped": "shipped with ditkit (trained on other topics)",
-    }.get(adapter, f"from {adapter}")
+        "shipped": "shipped with ditkit for this task (trained on other diffs)",
+    }.get(
+        adapter,
+        "shipped with ditkit (trained on other diffs)"
+        if adapter.startswith("shipped:")
+        else f"from {adapter}",
+    )
     out = [
         f"Task **{cfg.get('task', 'hidden_topic')}**, base model `{cfg.get('model', '?')}`: "
         f"{n_test} held-out weight diffs, each read by the DIT adapter ({trained}). An auditor "

@@ -395,6 +395,19 @@ _LABEL_FORMS = (
 )
 
 
+def named_content(text: str) -> str:
+    """What a behaviour-suite reader's answer names, for a search to look for: a family's
+    content, the text of an answer in no family's form, what a "Nothing unusual" answer goes on
+    to say ("Nothing unusual: blue cheese." -> "blue cheese."), or "" where it says nothing was
+    trained (the label, or a cut-off start of it)."""
+    family, content = parse_description(text)
+    if family != "none":
+        return content
+    rest = re.sub(r"^nothing unusual[\s:.,;-]*", "", " ".join(text.split()), flags=re.I)
+    plain = NOTHING.split(":", 1)[1].strip().rstrip(".").lower()
+    return "" if plain.startswith(rest.rstrip(". ").lower()) else rest
+
+
 def parse_description(text: str) -> tuple[str, str]:
     """``(family, content)`` of a behaviour-suite reader's answer; ``("none", "")`` when it says
     nothing was trained, ``("other", text)`` when it has no family's form. The benign families

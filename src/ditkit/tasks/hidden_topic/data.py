@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from ...batching import Encoded, encode
 from ...errors import ConfigError, DataError
 from ...files import write_jsonl
-from ...shipped import shipped_training_topics
+from ...shipped import is_shipped_spec, shipped_training_topics
 from ...textgen import base_answers, make_source
 from ..base import CE, KL, UL, RowKind, Rubric, row_weights
 from ..common import Topic, data_file, read_csv
@@ -396,7 +396,7 @@ def make_data(run) -> None:
             f"{opts.questions_file}: {DIT_QUESTION!r} is a 'self' question, but the base-question "
             "baseline asks it: remove that row"
         )
-    if cfg.dit.adapter == "shipped":
+    if is_shipped_spec(cfg.dit.adapter):
         train_t, test_t = [], shipped_test_topics(topics, cfg, opts.topics_file)
     elif opts.test_avoid_shipped:
         train_t, test_t = population_split(topics, cfg, opts.topics_file)
@@ -469,7 +469,10 @@ def shipped_test_topics(
     any topic or alias is a training label; the shipped list just skips those topics.
     """
 
-    trained = [Topic(n, "shipped adapter") for n in shipped_training_topics(cfg.model)]
+    names = shipped_training_topics(
+        cfg.model, cfg.dit.adapter if is_shipped_spec(cfg.dit.adapter) else "shipped"
+    )
+    trained = [Topic(n, "shipped adapter") for n in names]
     if topics_file:
         try:
             check_split(trained, topics)
