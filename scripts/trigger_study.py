@@ -214,6 +214,16 @@ def summarise(rows: list[dict], out: Path) -> None:
             f"{t['exact_top1']:.1%} | {t['exact_top10']:.0%} | {t['median_rank']:g} | "
             f"{t['seconds_per_diff']:.0f} |"
         )
+    lines += ["", "| diff | truth | DIT's answers (distinct) | own trigger's rank: "
+              + " / ".join(methods) + " | own / random / none (of "
+              + f"{rows[0]['of']}) |", "|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        said = " / ".join(dict.fromkeys(r.get("dit_all") or [r.get("dit", "")]))
+        ranks = " / ".join(str(r["searches"][m]["own_rank"]) for m in methods)
+        if r["searches"].get("combined", {}).get("confirmed") is False:
+            ranks += " (combined: not confirmed, divergence)"
+        lines.append(f"| {r['diff_id']} | {r['truth']} | {said.replace('|', '/')!s:.80} | "
+                     f"{ranks} | {r['own']} / {r['chance']} / {r['none']} |")  # fmt: skip
     write_text(out / "table.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     import matplotlib
