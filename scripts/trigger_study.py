@@ -218,7 +218,9 @@ def summarise(rows: list[dict], out: Path) -> None:
               + " / ".join(methods) + " | own / random / none (of "
               + f"{rows[0]['of']}) |", "|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
-        said = " / ".join(dict.fromkeys(r.get("dit_all") or [r.get("dit", "")]))
+        said = " / ".join(
+            dict.fromkeys(" ".join(a.split()) for a in r.get("dit_all") or [r["dit"]])
+        )
         ranks = " / ".join(str(r["searches"][m]["own_rank"]) for m in methods)
         if r["searches"].get("combined", {}).get("confirmed") is False:
             ranks += " (combined: not confirmed, divergence)"
