@@ -32,6 +32,7 @@ from .reader import describe as _describe_loaded
 from .shipped import check_base, is_shipped_spec, load_reader_spec, load_shipped
 from .symmetry import KINDS as ATTACKS
 from .symmetry import align, attack, describe_alignment
+from .tasks.behaviours.families import named_content
 
 log = logging.getLogger(__name__)
 
@@ -275,8 +276,6 @@ def find_trigger(
         behaviour = describe(scaled, adapter, base=base, model=model)
         log.info("DIT says %s: %s", where, " | ".join(map(repr, behaviour)))
         if adapter.meta.get("task") == "behaviours":  # search for the content, not the form
-            from .tasks.behaviours.families import named_content
-
             behaviour = [c for c in map(named_content, behaviour) if c]
             if not behaviour:
                 score = "shift" if asks_about(cfg.probes, cfg.probe_questions) else "divergence"
