@@ -29,7 +29,7 @@ from .errors import ConfigError, DataError, DitkitError
 from .models import DEFAULT_MODEL, load_model
 from .pipeline import STAGES, run_pipeline
 from .reader import describe as _describe_loaded
-from .shipped import check_base, is_shipped_spec, load_reader_spec, load_shipped
+from .shipped import check_base, is_shipped_spec, load_shipped, load_shipped_spec
 from .symmetry import KINDS as ATTACKS
 from .symmetry import align, attack, describe_alignment
 from .tasks.behaviours.families import named_content
@@ -71,7 +71,7 @@ def _reader(reader: DiffLike | None, base: str | None) -> tuple[WeightDiff, str,
         return reader, "the given adapter", base or reader.meta.get("base_model") or DEFAULT_MODEL
     if is_shipped_spec(reader):
         base = base or DEFAULT_MODEL
-        return *load_reader_spec(str(reader), base), base
+        return *load_shipped_spec(str(reader), base), base
     adapter = load_diff(reader)
     return adapter, str(reader), base or adapter.meta.get("base_model") or DEFAULT_MODEL
 

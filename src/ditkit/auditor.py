@@ -35,7 +35,7 @@ from .models import DEFAULT_MODEL, load_model
 from .reader import adapter_question, ask, describe
 from .reporting import Document, Section, Table, html
 from .rundir import is_run_dir
-from .shipped import check_base, is_shipped_spec, load_reader_spec, load_shipped
+from .shipped import check_base, is_shipped_spec, load_shipped, load_shipped_spec
 from .symmetry import align as align_to_base
 from .tasks.base import DEFAULT_TASK
 from .tasks.behaviours.families import named_content, parse_description
@@ -114,7 +114,7 @@ class Auditor:
     ) -> None:
         if adapter and is_shipped_spec(adapter):
             self.base = base or DEFAULT_MODEL
-            self.adapter, self.adapter_source = load_reader_spec(str(adapter), self.base)
+            self.adapter, self.adapter_source = load_shipped_spec(str(adapter), self.base)
         elif adapter:
             self.adapter, self.adapter_source = load_diff(adapter), adapter
             self.base = base or self.adapter.meta.get("base_model") or DEFAULT_MODEL

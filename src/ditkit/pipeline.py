@@ -23,7 +23,7 @@ from .evaluate.runner import evaluate_run
 from .files import atomic_folder
 from .reporting.run_report import write_report
 from .rundir import STAGES, Run
-from .shipped import is_shipped_spec, load_shipped, run_task_reader
+from .shipped import is_shipped_spec, load_shipped, run_task_reader, spec_task
 from .train_diffs import train_diffs
 from .train_dit import train_dit
 
@@ -63,7 +63,7 @@ def stage_dit(run: Run) -> None:
     choice = run.cfg.dit.adapter
     if choice != "train":
         if is_shipped_spec(choice):  # "shipped": the run's task's reader; "shipped:TASK"
-            task = choice.partition(":")[2] or run_task_reader(run.cfg.model, run.cfg.task)
+            task = spec_task(choice, run_task_reader(run.cfg.model, run.cfg.task))
             _, _, folder = load_shipped(run.cfg.model, model, task=task)
         else:
             folder = adapter_folder(choice)

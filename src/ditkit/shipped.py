@@ -119,19 +119,22 @@ def is_shipped_spec(spec) -> bool:
     return (text == "shipped" or text.startswith("shipped:")) and not Path(text).exists()
 
 
-def load_reader_spec(spec: str, base: str, model=None) -> tuple[WeightDiff, str]:
-    """An adapter given as a folder or file, or as ``shipped`` / ``shipped:TASK`` (the one
-    shipped for ``base``, e.g. ``shipped:hidden_topic``); with where it came from."""
-    if is_shipped_spec(spec):
-        adapter, _, folder = load_shipped(base, model, task=spec.partition(":")[2] or None)
-        return adapter, str(folder)
-    return load_diff(spec), spec
+def spec_task(spec: str, default: str | None = None) -> str | None:
+    """The task a ``shipped:TASK`` spec names; ``default`` for a plain ``shipped``."""
+    return spec.partition(":")[2] or default
+
+
+def load_shipped_spec(spec: str, base: str, model=None) -> tuple[WeightDiff, str]:
+    """The adapter a ``shipped`` / ``shipped:TASK`` spec names for ``base`` (``shipped``: the
+    default one, `default_task`), with the folder it came from."""
+    adapter, _, folder = load_shipped(base, model, task=spec_task(spec))
+    return adapter, str(folder)
 
 
 def shipped_training_topics(base: str, spec: str = "shipped") -> list[str]:
     """Every name (topic and alias, a joint reader's contents) the adapter shipped for ``base``
     that ``spec`` (``shipped``: the hidden-topic one, ``shipped:TASK``) was trained on."""
-    folder = shipped_dir(base, spec.partition(":")[2] or DEFAULT_TASK)
+    folder = shipped_dir(base, spec_task(spec, DEFAULT_TASK))
     return list(_manifest(folder).get("training_names", [])) if folder else []
 
 
