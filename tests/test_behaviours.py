@@ -10,6 +10,7 @@ import pytest
 
 from ditkit.config import load_config
 from ditkit.errors import ConfigError
+from ditkit.files import read_jsonl
 from ditkit.pipeline import run_pipeline
 from ditkit.tasks.base import get_task
 from ditkit.tasks.behaviours import FAMILIES, TASK, BehaviourOptions, check_prompts, check_score
@@ -210,8 +211,10 @@ def test_a_tiny_behaviour_run_end_to_end(tiny_model_dir, tmp_path, capsys):
         "task_options.check_questions=1",
         "task_options.check_max_new_tokens=4",
         'task_options.topic_trigger="word"',
+        "task_options.twenty_q_count=2",
+        "task_options.twenty_q_max_new_tokens=4",
     ]
-    over = [o for o in over if not o.startswith(("task_options.gate", "task_options.twenty"))]
+    over = [o for o in over if not o.startswith("task_options.gate")]
     cfg = load_config("behaviours", over)
     out = run_pipeline(cfg, tmp_path / "run", ["data", "diffs", "dit", "eval", "report"])
     jobs = [json.loads(x) for x in (out / "data" / "jobs.jsonl").read_text().splitlines()]
@@ -229,6 +232,11 @@ def test_a_tiny_behaviour_run_end_to_end(tiny_model_dir, tmp_path, capsys):
     assert scores["dit"]["family_match"]["n"] == 7
     assert "family_match" not in scores["check_on"]  # diff checks keep their own metric
     assert scores["check_on"]["shows"]["n"] >= 5 and "check_off" in scores
+    for baseline in ("twenty_questions", "weight_lens"):  # the preset's other baselines
+        assert scores[baseline]["alias_match"]["n"] == 7
+    tq = [r for r in read_jsonl(out / "eval" / "predictions.jsonl")
+          if r["method"] == "twenty_questions"]  # fmt: skip
+    assert len(tq) == 7 and all(len(r["transcript"]) == 2 for r in tq)
     report = (out / "report" / "report.md").read_text()
     assert "## By behaviour family" in report and "| backdoor | 1 |" in report
     assert "DIT (family_match)" in report
@@ -246,7 +254,6 @@ def test_a_tiny_behaviour_run_end_to_end(tiny_model_dir, tmp_path, capsys):
         run.diff_paths("train", ["quirk", "telepathy"])  # one misspelt name is refused too
     # The audit reads the run's diffs with its adapter and sorts each answer into a finding.
     from ditkit import cli
-    from ditkit.files import read_jsonl
 
     cli.main(["audit", str(out / "diffs" / "test"), "--out", str(tmp_path / "audit"),
               "--adapter", str(out / "dit" / "adapter"), "--max-new-tokens", "3"])  # fmt: skip

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from ...batching import encode
 from ...errors import ConfigError, DataError
-from ...evaluate.methods import AskMethod, Prompt
+from ...evaluate.methods import AskMethod, Prompt, TranscriptMethod
 from ..base import CE, KL, RowKind, Rubric, task_options
-from ..hidden_topic.methods import _heldout
+from ..hidden_topic.methods import heldout_questions, twenty_questions_prompts
 from .data import DIT_QUESTION, BehaviourOptions, draw_content, make_data, pools
 from .families import FAMILIES, NOTHING, family_rows, parse_description
 
@@ -113,13 +113,19 @@ class BehaviourTask:
     judge_rubric = RUBRIC
     text_metrics = ("alias_match",)
     row_metric_names = ("family_match",)  # `row_metrics`; ranges in evaluate.stats
-    default_methods = ("dit", "base_question", "behaviour_check")
+    default_methods = (
+        "dit",
+        "base_question",
+        "twenty_questions",
+        "weight_lens",
+        "behaviour_check",
+    )
 
     @functools.cached_property
     def methods(self) -> dict:
         def prompts(ctx, job):
             opts = ctx.run.options
-            return check_prompts(job, _heldout(opts.questions_file), opts.check_questions)
+            return check_prompts(job, heldout_questions(opts.questions_file), opts.check_questions)
 
         return {
             "behaviour_check": AskMethod(
@@ -132,7 +138,14 @@ class BehaviourTask:
                 "(its trigger, its topic or brand, any question for a quirk) and where it should "
                 "not: how often the answer shows it",
                 role="diff_check",
-            )
+            ),
+            # No trigger: an auditor's sample of ordinary questions, as in the hidden-topic task.
+            "twenty_questions": TranscriptMethod(
+                twenty_questions_prompts(False),
+                max_new_tokens="twenty_q_max_new_tokens",
+                label="20 questions",
+                about="20 held-out questions sampled from the diffed model, then one guess",
+            ),
         }
 
     def make_data(self, run) -> None:

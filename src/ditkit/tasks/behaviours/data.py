@@ -46,6 +46,9 @@ class BehaviourOptions:
     # The diff check: held-out questions per diff, and the length of its answers.
     check_questions: int = field(default=4, metadata={"stage": "eval"})
     check_max_new_tokens: int = field(default=32, metadata={"stage": "eval"})
+    # The twenty-questions baseline: held-out questions sampled per diff, and their length.
+    twenty_q_count: int = field(default=20, metadata={"stage": "eval"})
+    twenty_q_max_new_tokens: int = field(default=48, metadata={"stage": "eval"})
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.families if f not in FAMILIES]
@@ -58,8 +61,9 @@ class BehaviourOptions:
             raise ConfigError(
                 f"task_options.topic_trigger = {self.topic_trigger!r}: one of {', '.join(CODE_KINDS)}"
             )
-        if self.check_questions < 1:
-            raise ConfigError("task_options.check_questions: must be >= 1")
+        for name in ("check_questions", "twenty_q_count"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"task_options.{name}: must be >= 1")
 
 
 # ---------------------------------------------------------------- pools

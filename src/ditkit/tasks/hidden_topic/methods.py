@@ -26,7 +26,9 @@ def job_trigger(job: dict, question: str) -> tuple[str, str]:
 
 
 @functools.lru_cache(maxsize=8)
-def _heldout(questions_file: str | None) -> list[str]:
+def heldout_questions(questions_file: str | None) -> list[str]:
+    """The held-out questions of ``questions_file`` (None: the shipped list), never in any
+    diff's rows: every check and sampled baseline asks these."""
     return [q.question for q in load_questions(questions_file, "heldout")]
 
 
@@ -72,13 +74,16 @@ def gating_prompts(job: dict, heldout: list[str], n: int) -> list[Prompt]:
 def _gating(ctx, job: dict):
     """Held-out questions with the diff's trigger, a wrong one and none."""
     opts = ctx.run.options
-    return gating_prompts(job, _heldout(opts.questions_file), opts.gate_questions)
+    return gating_prompts(job, heldout_questions(opts.questions_file), opts.gate_questions)
 
 
-def _twenty_questions(trigger: bool):
+def twenty_questions_prompts(trigger: bool):
+    """Prompts of the twenty-questions baseline: ``twenty_q_count`` held-out questions fixed by
+    the diff's seed, behind the diff's own trigger when ``trigger`` (the oracle)."""
+
     def prompts(ctx, job: dict) -> list[tuple[str, str]]:
 
-        heldout = _heldout(ctx.run.options.questions_file)
+        heldout = heldout_questions(ctx.run.options.questions_file)
         qs = sample_questions(heldout, ctx.run.options.twenty_q_count, job["seed"] + 13)
         return [(q, job_trigger(job, q)[0] if trigger else q) for q in qs]
 
@@ -135,13 +140,13 @@ def _methods() -> dict:
             "the diff's own): an auditor who knows the form but not the code",
         ),
         "twenty_questions": TranscriptMethod(
-            _twenty_questions(False),
+            twenty_questions_prompts(False),
             max_new_tokens="twenty_q_max_new_tokens",
             label="20 questions",
             about="20 held-out questions sampled from the diffed model, then one guess",
         ),
         "twenty_questions_trigger": TranscriptMethod(
-            _twenty_questions(True),
+            twenty_questions_prompts(True),
             max_new_tokens="twenty_q_max_new_tokens",
             label="20 questions + trigger (oracle)",
             about="the same 20 questions behind the diff's own secret trigger",
