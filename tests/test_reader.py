@@ -159,3 +159,13 @@ def test_readers_of_a_size_sweep_train_on_nested_subsets(tiny_model_dir, tmp_pat
     assert not (out / "readers" / "n5-s1").exists()
     rows = json.loads((out / "readers" / "readers.json").read_text())["rows"]
     assert {r["setting"]: r["seeds"] for r in rows} == {"n2": 2, "n5": 1}
+    # A reader trained elsewhere, only read (by vote alone) and no training diffs read: rows
+    # without a training score, paired against its own vote.
+    argv = ["readers", str(out), "--train-sample", "0", "--setting",
+            f"given@0:dit.adapter={out / 'readers' / 'n5-s0' / 'dit' / 'adapter'};"
+            'eval.methods=["dit_vote"];eval.vote_scales=[1.0,2.0]']  # fmt: skip
+    assert cli.main(argv) == 0
+    (row,) = json.loads((out / "readers" / "readers.json").read_text())["rows"]
+    assert row["reader"] == "dit_vote" and row["train"] is None and row["gap"] is None
+    assert row["paired_vs_first"]["mean_diff"] == 0.0
+    assert not (out / "readers" / "given-s0" / "train_reading.json").exists()

@@ -242,8 +242,8 @@ def _cmd_readers(args) -> None:
         lo, hi = r["held_out_range"]
         print(
             f"{r['setting']:>16s} {r['reader']:8s} held-out {r['held_out']:.2f} [{lo:.2f}-{hi:.2f}]"
-            f"  train {r['train']:.2f}  gap {r['gap']:+.2f}  collapse "
-            f"{r['misses_naming_a_training_label']:.2f}"
+            + ("" if r["train"] is None else f"  train {r['train']:.2f}  gap {r['gap']:+.2f}")
+            + f"  collapse {r['misses_naming_a_training_label']:.2f}"
         )
     print(f"summary and report section in {Path(args.dir) / 'readers'}")
 
@@ -311,7 +311,12 @@ def _add_sweeps(sub) -> None:
         "(dit.* and eval.* keys; @SEEDS overrides --seeds for this setting; repeat)",
     )
     s.add_argument("--seeds", default="0,1,2", help="adapter seeds, comma-separated")
-    s.add_argument("--train-sample", type=int, default=30, help="training diffs read per adapter")
+    s.add_argument(
+        "--train-sample",
+        type=int,
+        default=30,
+        help="training diffs read per adapter (0: none, e.g. for adapters trained elsewhere)",
+    )
     s.add_argument("--metric", default="alias_match")
     s.set_defaults(func=_cmd_readers)
 

@@ -99,8 +99,11 @@ def _reading(out: Path, cfg: RunConfig, metric: str, train_sample: int) -> dict:
     }
 
 
-def _train_reading(run: Run, n: int) -> float:
-    """DIT's alias match on the first ``n`` training diffs (kept in train_reading.json)."""
+def _train_reading(run: Run, n: int) -> float | None:
+    """DIT's alias match on the first ``n`` training diffs (kept in train_reading.json); None
+    for ``n`` = 0 (a reader only read, e.g. one trained elsewhere)."""
+    if n < 1:
+        return None
     path = run.out / "train_reading.json"
     if path.exists():
         return json.loads(path.read_text())["alias_match"]
@@ -124,7 +127,10 @@ def _reader_rows(runs: dict, settings: dict, by_setting: dict[str, list[int]]) -
             held = [runs[name, s]["held_out"][method] for s in seeds]
             means = [sum(h.values()) / len(h) for h in held]
             train = [runs[name, s]["train"] for s in seeds]
-            ref = [runs[first, s]["held_out"].get("dit", {}) for s in by_setting[first]]
+            train_mean = None if None in train else sum(train) / len(train)
+            # Paired against the first setting's single reads (its vote when it has none).
+            ref_method = "dit" if "dit" in runs[first, by_setting[first][0]]["held_out"] else method
+            ref = [runs[first, s]["held_out"].get(ref_method, {}) for s in by_setting[first]]
             ids = sorted(set.intersection(*(set(h) for h in held + ref)))
             mine = [sum(h[d] for h in held) / len(held) for d in ids]
             theirs = [sum(h[d] for h in ref) / len(ref) for d in ids]
@@ -136,8 +142,8 @@ def _reader_rows(runs: dict, settings: dict, by_setting: dict[str, list[int]]) -
                     "reader": method,
                     "held_out": sum(means) / len(means),
                     "held_out_range": [min(means), max(means)],
-                    "train": sum(train) / len(train),
-                    "gap": sum(train) / len(train) - sum(means) / len(means),
+                    "train": train_mean,
+                    "gap": None if train_mean is None else train_mean - sum(means) / len(means),
                     "paired_vs_first": paired_difference(mine, theirs),
                     "misses_naming_a_training_label": collapsed / misses if misses else 0.0,
                     "n": len(ids),
@@ -199,8 +205,8 @@ def _shown_row(r: dict, settings: dict) -> list:
         r["seeds"],
         r["reader"],
         f"{r['held_out']:.2f} [{lo:.2f}-{hi:.2f}]",
-        f"{r['train']:.2f}",
-        f"{r['gap']:+.2f}",
+        "-" if r["train"] is None else f"{r['train']:.2f}",
+        "-" if r["gap"] is None else f"{r['gap']:+.2f}",
         f"{pd['mean_diff']:+.2f} [{pd['ci95'][0]:+.2f}, {pd['ci95'][1]:+.2f}]",
         f"{r['misses_naming_a_training_label']:.2f}",
     ]
