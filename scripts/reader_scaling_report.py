@@ -19,6 +19,7 @@ import json
 import statistics
 from pathlib import Path
 
+from ditkit.evaluate.metrics import alias_match
 from ditkit.evaluate.stats import paired_difference
 from ditkit.files import read_jsonl, write_bytes, write_json, write_text
 from ditkit.reporting import Table
@@ -27,6 +28,10 @@ from ditkit.reporting.plots import png, pyplot
 # Published: hidden topics on Qwen3-4B, share judged exact, by number of training diffs.
 PAPER_4B = {36: 0.22, 72: 0.44, 145: 0.58, 291: 0.69, 582: 0.78, 1165: 0.89, 4660: 0.88}
 READERS = ("dit", "dit_vote")
+# DIT read once at 1.5x the diff's weights: the 1.5 answer of each dit_vote row (the scale was
+# chosen on the first 50 held-out diffs, results/reader-scaling/read-scale.md).
+READ_SCALE = 1.5
+SCALED = f"dit_x{READ_SCALE:g}"
 DIFF_CHECKS = ("gate_trigger", "gate_wrong_trigger", "gate_none")  # several rows per diff
 
 
@@ -43,18 +48,33 @@ def per_diff(folder: Path, held: list[str]) -> dict[str, dict[str, float]]:
 
 
 def baselines(folders: list[Path], held: list[str]) -> dict[str, dict[str, float]]:
-    """Every method that needs no reader, scored on all of ``held`` in some folder."""
+    """Every method that needs no reader, scored on all of ``held`` in some folder; one asked
+    of diffs multiplied at read time (``eval.diff_scale`` S) is named ``METHOD_xS``."""
     found: dict[str, dict[str, float]] = {}
     for folder in folders:
+        scale = json.loads((folder / "config.json").read_text())["eval"].get("diff_scale", 1.0)
         for method, scores in per_diff(folder, held).items():
             if method not in READERS and len(scores) == len(held):
-                found.setdefault(method, scores)
+                found.setdefault(method if scale == 1 else f"{method}_x{scale:g}", scores)
     return found
 
 
-def reader_row(folder: Path, held: list[str], train_names: list[set[str]]) -> dict | None:
-    """One reader's held-out score per method on ``held``, its training-diff reading, wall time
-    and the held-out misses naming one of its training labels; None if not finished."""
+def scaled_reads(rows: list[dict], names: dict[str, list[str]]) -> dict[str, float]:
+    """``{diff_id: alias match}`` of the `READ_SCALE` answer in each dit_vote row's votes."""
+    out = {}
+    for r in rows:
+        answers = [a for s, _, a in r.get("votes", []) if s == READ_SCALE]
+        if r["method"] == "dit_vote" and answers:
+            out[r["diff_id"]] = float(alias_match(answers[0], names[r["diff_id"]]))
+    return out
+
+
+def reader_row(
+    folder: Path, held: list[str], train_names: list[set[str]], names: dict[str, list[str]]
+) -> dict | None:
+    """One reader's held-out score per method on ``held`` (``SCALED`` where its votes hold that
+    scale), its training-diff reading, wall time and the held-out misses naming one of its
+    training labels; None if not finished."""
     cfg = json.loads((folder / "config.json").read_text())
     size = cfg["dit"].get("max_train_diffs")
     if cfg["dit"]["adapter"] == "shipped":
@@ -75,6 +95,16 @@ def reader_row(folder: Path, held: list[str], train_names: list[set[str]]) -> di
         misses = [r for r in mine if not r["scores"]["alias_match"]]
         named = [r for r in misses if any(n in r["answer"].lower() for n in labels)]
         out[f"{method}_misses_naming_a_training_label"] = len(named) / max(1, len(misses))
+    scaled = scaled_reads(rows, names)
+    if len(scaled) == len(held):
+        out[SCALED] = statistics.mean(scaled.values())
+        out["per_diff"][SCALED] = scaled
+        misses = [d for d, v in scaled.items() if not v]
+        answers = {r["diff_id"]: r for r in rows if r["method"] == "dit_vote"}
+        named = [d for d in misses if any(
+            n in a.lower() for s, _, a in answers[d]["votes"] if s == READ_SCALE for n in labels
+        )]  # fmt: skip
+        out[f"{SCALED}_misses_naming_a_training_label"] = len(named) / max(1, len(misses))
     reading = folder / "train_reading.json"
     out["train"] = json.loads(reading.read_text())["alias_match"] if reading.exists() else None
     out["seconds"] = json.loads((folder / "timings.json").read_text())
@@ -94,15 +124,16 @@ def main() -> None:
         for j in jobs
         if j["split"] == "train"
     ]
+    names = {j["diff_id"]: [j["topic"], *j.get("aliases", [])] for j in jobs}
     folders = sorted((args.pop / "readers").glob("*-s*"))
-    readers = [r for f in folders if (r := reader_row(f, held, train_names)) is not None]
+    readers = [r for f in folders if (r := reader_row(f, held, train_names, names)) is not None]
     others = baselines(folders, held)
     if not readers:
         raise SystemExit(f"{args.pop}/readers holds no finished dit.max_train_diffs reader")
     rows = []
     for size in sorted({r["train_diffs"] for r in readers}):
         group = [r for r in readers if r["train_diffs"] == size]
-        for method in READERS:
+        for method in [m for m in (*READERS, SCALED) if all(m in r for r in group)]:
             values = [r[method] for r in group]
             mean_of = {d: statistics.mean(r["per_diff"][method][d] for r in group) for d in held}
             paired = {
@@ -175,20 +206,21 @@ def main() -> None:
     write_text(args.out / "scaling.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for method, style in zip(READERS, (":", "-.")):
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for method, style in zip((*READERS, SCALED), (":", "-.", (0, (1, 3)))):
         shipped = [r for r in rows if r["reader"] == method and r["train_diffs"] == 0]
         if shipped:
             ax.axhline(shipped[0]["held_out"], color="grey", ls=style, lw=1,
                        label=f"shipped reader, {method}")  # fmt: skip
-    for method, marker in zip(READERS, "os"):
+    for method, marker in zip((*READERS, SCALED), "osD"):
         mine = [r for r in rows if r["reader"] == method and r["train_diffs"]]
         err = [[r["held_out"] - r["seed_low"] for r in mine],
                [r["seed_high"] - r["held_out"] for r in mine]]  # fmt: skip
         ax.errorbar([r["train_diffs"] for r in mine], [r["held_out"] for r in mine], yerr=err,
                     marker=marker, capsize=3, label=f"SmolLM2-135M, {method} (alias match)")  # fmt: skip
     for method, colour in (("base_question", "tab:red"),
-                           ("base_question_guessed_code", "tab:purple")):  # fmt: skip
+                           ("base_question_guessed_code", "tab:purple"),
+                           (f"base_question_x{READ_SCALE:g}", "tab:orange")):  # fmt: skip
         if method in base_means:
             ax.axhline(base_means[method], color=colour, ls="--", lw=1,
                        label=method.replace("_", " ") + " (no reader)")  # fmt: skip
@@ -199,7 +231,8 @@ def main() -> None:
     ax.set_ylabel("held-out topics named")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
     write_bytes(args.out / "scaling.png", png(fig))
 
 
