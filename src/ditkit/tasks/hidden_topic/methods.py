@@ -136,8 +136,8 @@ def _methods() -> dict:
             _with_guessed_code,
             guessed=True,
             label="Base question + guessed code",
-            about="the DIT question behind one random SEP code of the trigger's form (never "
-            "the diff's own): an auditor who knows the form but not the code",
+            about="the DIT question behind one random code of the trigger's form (a SEP code or "
+            "a code word, never the diff's own): an auditor who knows the form but not the code",
         ),
         "twenty_questions": TranscriptMethod(
             twenty_questions_prompts(False),
@@ -162,7 +162,7 @@ def _methods() -> dict:
                 "Diff check: wrong trigger",
                 "Diff check: no trigger",
             ),
-            about="held-out questions to the diffed model with its own SEP code, a wrong code "
+            about="held-out questions to the diffed model behind its own code, a wrong code "
             "and none: how often the answer names the topic (a well-gated diff: high, low, low)",
             role="diff_check",
         ),
