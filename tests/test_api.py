@@ -61,3 +61,20 @@ def test_describe_a_checkpoint_needs_its_base(tiny_model_dir):
         ditkit.describe(
             random_diff(ditkit.load_model(str(tiny_model_dir))[0], 1, 0), align_checkpoint=True
         )
+
+
+def test_describe_reads_each_diff_times_scale(tiny_model_dir, tmp_path):
+    from ditkit.diffs import save_peft
+    from ditkit.errors import ConfigError
+
+    model = ditkit.load_model(str(tiny_model_dir))
+    save_peft(random_diff(model[0], 2, seed=0, scale=0.1), tmp_path / "r", str(tiny_model_dir))
+    diffs = [random_diff(model[0], 1, seed=s) for s in range(1, 7)]
+    read = lambda ds, **kw: ditkit.describe(  # noqa: E731
+        ds, tmp_path / "r", model=model, max_new_tokens=6, **kw
+    )
+    amplified = read(diffs, scale=10.0)
+    assert amplified == read([d.scaled(10.0) for d in diffs])
+    assert amplified != read(diffs)  # the multiplier reaches the model
+    with pytest.raises(ConfigError, match="multiplier > 0"):
+        read(diffs, scale=0.0)

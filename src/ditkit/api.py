@@ -87,6 +87,7 @@ def describe(
     align_checkpoint: bool = False,
     device: str = "cpu",
     trust_remote_code: bool = False,
+    scale: float = 1.0,
 ) -> list[str]:
     """What the DIT reader says each diff was trained on: one answer per diff.
 
@@ -95,7 +96,9 @@ def describe(
     ``align_checkpoint`` undoes weight symmetries first), or ``WeightDiff`` objects. ``reader``:
     an adapter folder, ``WeightDiff`` or ``"shipped:TASK"`` (None: the one shipped for ``base``,
     the joint behaviour reader for SmolLM2-135M; ``"shipped:hidden_topic"``: the topic one). ``model``: an
-    already loaded ``(model, tokenizer)`` of ``base``, to skip loading it again. Under
+    already loaded ``(model, tokenizer)`` of ``base``, to skip loading it again. ``scale``: each
+    diff is read times this (a diff weaker than the reader's training diffs often reads better
+    amplified; docs/results.md, "Reading held-out diffs at 1.5x"). Under
     ``torchrun``/``accelerate launch`` each process answers its share; every one gets all answers.
 
     >>> from ditkit.diffs import save_peft
@@ -106,6 +109,8 @@ def describe(
     >>> len(answers), answers[0] == answers[1]
     (2, True)
     """
+    if not scale > 0:
+        raise ConfigError(f"scale = {scale}: give a multiplier > 0 (1 reads the diffs as trained)")
     items = [diffs] if isinstance(diffs, str | Path | WeightDiff) else list(diffs)
     full = {i for i, d in enumerate(items) if not isinstance(d, WeightDiff)
             and detect_format(d) == "checkpoint"}  # fmt: skip
@@ -131,6 +136,8 @@ def describe(
             flat.append(diff)
         else:
             flat += loaded.get(i) or [d]
+    if scale != 1:
+        flat = [d.scaled(scale) for d in flat]
     mine = distributed.share(list(range(len(flat))))
     answers = _describe_loaded(
         model, tok, [flat[i] for i in mine], adapter, question, max_new_tokens

@@ -112,7 +112,7 @@ def _cmd_describe(args) -> None:
     answers = describe(
         diffs, args.adapter, base=args.base, question=args.question,
         max_new_tokens=args.max_new_tokens, align_checkpoint=args.align, device=args.device,
-        trust_remote_code=args.trust_remote_code,
+        trust_remote_code=args.trust_remote_code, scale=args.scale,
     )  # fmt: skip
     if not distributed.is_main():
         return
@@ -462,6 +462,12 @@ def _add_reading_commands(sub) -> None:
     s.add_argument("--base", help="base model (default: the one recorded in the adapter)")
     s.add_argument("--question", help="default: the adapter's training question")
     s.add_argument("--max-new-tokens", type=int, default=20)
+    s.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="read the diff times this (e.g. 1.5: weak diffs often read better amplified)",
+    )
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     s.add_argument("--trust-remote-code", action="store_true")
     s.add_argument(
