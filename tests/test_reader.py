@@ -165,7 +165,10 @@ def test_readers_of_a_size_sweep_train_on_nested_subsets(tiny_model_dir, tmp_pat
             f"given@0:dit.adapter={out / 'readers' / 'n5-s0' / 'dit' / 'adapter'};"
             'eval.methods=["dit_vote"];eval.vote_scales=[1.0,2.0]']  # fmt: skip
     assert cli.main(argv) == 0
-    (row,) = json.loads((out / "readers" / "readers.json").read_text())["rows"]
+    rows = json.loads((out / "readers" / "readers.json").read_text())["rows"]
+    assert [r["setting"] for r in rows] == ["n2", "n5", "given"]  # earlier calls' rows stay
+    row = rows[-1]
+    assert row["paired_against"] == "given" and rows[0]["paired_against"] == "n2"
     assert row["reader"] == "dit_vote" and row["train"] is None and row["gap"] is None
     assert row["paired_vs_first"]["mean_diff"] == 0.0
     assert not (out / "readers" / "given-s0" / "train_reading.json").exists()

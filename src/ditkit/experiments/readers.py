@@ -145,6 +145,7 @@ def _reader_rows(runs: dict, settings: dict, by_setting: dict[str, list[int]]) -
                     "train": train_mean,
                     "gap": None if train_mean is None else train_mean - sum(means) / len(means),
                     "paired_vs_first": paired_difference(mine, theirs),
+                    "paired_against": first,
                     "misses_naming_a_training_label": collapsed / misses if misses else 0.0,
                     "n": len(ids),
                     "seeds": len(seeds),
@@ -156,24 +157,37 @@ def _reader_rows(runs: dict, settings: dict, by_setting: dict[str, list[int]]) -
 def _write_readers(
     folder: Path, rows: list[dict], base: RunConfig, metric: str, settings: dict
 ) -> None:
-    write_json(folder / "readers.json", {"metric": metric, "settings": settings, "rows": rows})
+    """The summary of every setting studied in ``folder`` so far: an earlier call's rows stay
+    (each paired against the first setting of its own call, named in ``paired_against``), a
+    setting studied again replaces its rows."""
+    path = folder / "readers.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    if old and old.get("metric") != metric:
+        log.warning(
+            "%s holds %s rows: replaced by this study's %s rows", path, old["metric"], metric
+        )
+        old = {}
+    rows = [*(r for r in old.get("rows", []) if r["setting"] not in settings), *rows]
+    earlier = {k: v for k, v in old.get("settings", {}).items() if k not in settings}
+    settings = {**earlier, **settings}
+    write_json(path, {"metric": metric, "settings": settings, "rows": rows})
     data = Table(
         ["setting", "reader", "held_out", "low", "high", "train", "gap", "collapse", "n"],
         [_data_row(r) for r in rows],
     )
     write_text(folder / "readers.csv", data.to_csv())
-    first = next(iter(settings))
     columns = ["setting", "overrides", "seeds", "reader", "held-out", "train", "gap"]
     shown = Table(
-        [*columns, "paired vs first", "collapse"], [_shown_row(r, settings) for r in rows]
+        [*columns, "paired", "against", "collapse", "n"], [_shown_row(r, settings) for r in rows]
     )
     section = Section(
         f"Reader study ({base.name})",
         [
-            f"DIT {metric} on {rows[0]['n']} held-out diffs and on training diffs, mean over "
-            "each setting's adapter seeds (range over seeds; `seeds` column); paired: the "
-            f"held-out difference against `{first}` (per-diff means over seeds, 95% interval); "
-            "collapse: held-out misses whose answer names a training label."
+            f"DIT {metric} on held-out diffs and on training diffs, mean over each setting's "
+            "adapter seeds (range over seeds; `seeds` column); paired: the held-out difference "
+            "against the setting in `against`, the first of the same `ditkit readers` call "
+            "(per-diff means over seeds, 95% interval); collapse: held-out misses whose answer "
+            "names a training label."
         ],
         [shown],
     )
@@ -208,5 +222,7 @@ def _shown_row(r: dict, settings: dict) -> list:
         "-" if r["train"] is None else f"{r['train']:.2f}",
         "-" if r["gap"] is None else f"{r['gap']:+.2f}",
         f"{pd['mean_diff']:+.2f} [{pd['ci95'][0]:+.2f}, {pd['ci95'][1]:+.2f}]",
+        r.get("paired_against", "-"),
         f"{r['misses_naming_a_training_label']:.2f}",
+        r["n"],
     ]
