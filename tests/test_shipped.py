@@ -27,6 +27,17 @@ def shipped_tiny(tiny_model_dir, tmp_path, monkeypatch):
     return run, tmp_path / "adapters" / "tiny"
 
 
+def test_a_size_sweep_reader_ships_only_the_topics_it_trained_on(shipped_tiny, tmp_path):
+    from ditkit.experiments.readers import reader_study
+
+    run, _ = shipped_tiny
+    reader_study(run, {"n3": ["dit.max_train_diffs=3", "dit.epochs=1"]}, [0], train_sample=0)
+    folder = shipped.ship_adapter(run / "readers" / "n3-s0", tmp_path / "n3")
+    jobs = [json.loads(x) for x in (run / "data" / "jobs.jsonl").read_text().splitlines()]
+    first3 = [j["topic"] for j in jobs if j["split"] == "train"][:3]
+    assert json.loads((folder / "ditkit.json").read_text())["training_topics"] == sorted(first3)
+
+
 def test_ship_and_load_checks_sha256_and_base(shipped_tiny, tiny_model_dir, tmp_path):
     run, folder = shipped_tiny
     manifest = json.loads((folder / "ditkit.json").read_text())

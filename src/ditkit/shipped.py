@@ -147,7 +147,14 @@ def ship_adapter(run_dir: Path, dest: Path, base: str = "smollm2-135m") -> Path:
     jobs_path = run_dir / "data" / "jobs.jsonl"
     if not jobs_path.exists():
         raise DataError(f"{jobs_path} is missing: ship an adapter from a finished run")
-    train = [j for j in read_jsonl(jobs_path) if j["split"] == "train"]
+    # The diffs the adapter saw: a reader of a size sweep trains on the first
+    # dit.max_train_diffs (of dit.train_families), not on every training diff of its run.
+    families, limit = cfg["dit"].get("train_families"), cfg["dit"].get("max_train_diffs")
+    train = [
+        j
+        for j in read_jsonl(jobs_path)
+        if j["split"] == "train" and (not families or j.get("family") in families)
+    ][:limit]
     task = get_task(cfg.get("task") or DEFAULT_TASK)
     save_peft(adapter, dest)
     spec = EMBEDDED.get(base)
