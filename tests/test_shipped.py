@@ -196,9 +196,13 @@ def test_quickstart_trains_diffs_the_shipped_adapter_can_read():
     manifest = json.loads((folder / "ditkit.json").read_text())
     cfg = load_config("quickstart")
     assert cfg.dit.adapter == "shipped" and cfg.system_prompt == manifest["system_prompt"]
-    recipe = manifest["diff_recipe"]
+    # Held-out diffs of the adapter's own run, or (an older manifest) its training diffs.
+    recipe = manifest.get("heldout_diff_recipe") or manifest["diff_recipe"]
     for key in ("rank", "alpha", "init", "steps", "rows_per_step", "lr", "weights", "targets"):
         assert getattr(cfg.diffs, key) == recipe[key], key
     for key in ("questions_per_diff", "max_answer_tokens", "base_answer_tokens"):
         assert getattr(cfg.diffs, key) == recipe[key], key
-    assert cfg.task_options.get("wrong_pool", 8) == recipe["wrong_pool"]
+    assert cfg.diffs.row_mix == recipe.get("row_mix")
+    options = {**recipe, **manifest.get("task_options", {})}  # wrong_pool moved to task_options
+    for key, default in (("wrong_pool", 8), ("trigger", "sep")):
+        assert cfg.task_options.get(key, default) == options.get(key, default), key

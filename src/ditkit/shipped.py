@@ -166,6 +166,9 @@ def ship_adapter(run_dir: Path, dest: Path, base: str = "smollm2-135m") -> Path:
         question=adapter.meta.get("question"),
         system_prompt=adapter.meta.get("system_prompt"),
         diff_recipe=cfg["diffs"],
+        # The held-out diffs' recipe where the run had its own (what a run reading this adapter,
+        # e.g. the quickstart, trains its diffs with); else the training recipe serves both.
+        heldout_diff_recipe={**cfg["diffs"], **(cfg.get("test_diffs") or {})},
         task_options=cfg.get("task_options", {}),
         source_run=cfg.get("name"),
         training_labels=sorted(j.get("label", j.get("topic")) for j in train),
