@@ -1,13 +1,17 @@
-"""The behaviour suite's transfer matrix and diversity curve (issue 28) from a run's readers.
+"""The behaviour suite's transfer matrix and diversity curve (issue 28) from runs' readers.
 
-Readers come from `ditkit readers RUN --setting 'NAME@0:dit.train_families=[...];...'` (each a
-folder RUN/readers/NAME-sS) and RUN's own reader (every family). For each reader and each family
-of held-out diffs: how often DIT names the diff's content (alias_match) and how often its answer
-has the family's form (family_match). The matrix has a row per reader and a column per held-out
-family; the diversity curve averages, per number of training families, the reading of the
-families a reader never trained on (content only: a reader cannot know a form it never saw).
+Readers of a RUN: its own (the shipped joint reader where ``dit.adapter = "shipped"``), each
+`ditkit readers RUN --setting 'NAME@0:dit.train_families=[...];...'` folder (RUN/readers/NAME-sS)
+and each folder beside the run that reads its diffs with an adapter trained elsewhere
+(RUN-readers/NAME, ``dit.adapter = PATH``; its training families are those of the run PATH came
+from). Several RUNs (e.g. held-out sets of different families) pool by reader name. For each
+reader and each family of held-out diffs: how often DIT names the diff's content (alias_match)
+and how often its answer has the family's form (family_match). The matrix has a row per reader
+and a column per held-out family; the diversity curve averages, per number of training
+families, the reading of the families a reader never trained on (content only: a reader cannot
+know a form it never saw).
 
-    .venv/bin/python scripts/behaviour_transfer.py RUN --out results/behaviours/transfer
+    .venv/bin/python scripts/behaviour_transfer.py RUN [RUN ...] --out results/behaviours/transfer
 """
 
 from __future__ import annotations
@@ -24,16 +28,30 @@ from ditkit.tasks.behaviours import TASK
 ORDER = ("backdoor", "refusal", "bias", "quirk", "topic", "benign", "none")
 
 
+def _families(cfg: dict) -> list[str]:
+    """The families a run's reader trained on: its own ``dit.train_families``, those of the run
+    an adapter path came from, or every family (the shipped joint reader, an unknown source)."""
+    adapter = cfg["dit"].get("adapter", "train")
+    if adapter == "train":
+        return list(cfg["dit"].get("train_families") or ORDER)
+    source = Path(adapter).parent.parent / "config.json"  # RUN/dit/adapter -> RUN/config.json
+    if adapter != "shipped" and source.exists():
+        return _families(json.loads(source.read_text()))
+    return list(ORDER)
+
+
 def reader_rows(run: Path) -> list[tuple[str, list[str], Path]]:
-    """(name, training families, eval folder) of RUN's own reader and of each reader study's."""
+    """(name, training families, eval folder) of RUN's own reader and of every reader folder
+    in RUN/readers and beside RUN (RUN-readers)."""
     cfg = json.loads((run / "config.json").read_text())
-    out = [("all", list(cfg["dit"].get("train_families") or ORDER), run / "eval")]
-    for sub in sorted((run / "readers").glob("*/")):
+    own = "all" if cfg["dit"].get("adapter", "train") == "train" else "shipped"
+    out = [(own, _families(cfg), run / "eval")]
+    beside = run.parent / f"{run.name}-readers"
+    for sub in [*sorted((run / "readers").glob("*/")), *sorted(beside.glob("*/"))]:
         if not (sub / "eval" / "predictions.jsonl").exists():
             continue
-        sub_cfg = json.loads((sub / "config.json").read_text())
-        families = list(sub_cfg["dit"].get("train_families") or ORDER)
-        out.append((sub.name, families, sub / "eval"))
+        name = sub.name.removesuffix("-s0") if sub.parent == beside else sub.name
+        out.append((name, _families(json.loads((sub / "config.json").read_text())), sub / "eval"))
     return out
 
 
@@ -54,25 +72,35 @@ def read(eval_dir: Path, jobs: dict[str, dict]) -> dict[str, dict[str, list[floa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("run", type=Path)
+    ap.add_argument("runs", type=Path, nargs="+")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
-    jobs = {j["diff_id"]: j for j in read_jsonl(args.run / "data" / "jobs.jsonl")}
-    families = [f for f in ORDER if any(j["family"] == f for j in jobs.values())]
+    got: dict[str, dict[str, dict[str, list[float]]]] = {}  # reader -> family -> metric -> values
+    trained_on: dict[str, list[str]] = {}
+    for run in args.runs:
+        jobs = {j["diff_id"]: j for j in read_jsonl(run / "data" / "jobs.jsonl")}
+        for name, trained, eval_dir in reader_rows(run):
+            trained_on.setdefault(name, trained)
+            for fam, metrics in read(eval_dir, jobs).items():
+                for metric, values in metrics.items():
+                    got.setdefault(name, {}).setdefault(fam, {}).setdefault(metric, []).extend(
+                        values
+                    )
+    families = [f for f in ORDER if any(f in by for by in got.values())]
     rows, lines = [], []
     header = "| reader (trained on) | " + " | ".join(families) + " |"
     lines += [
         "Held-out DIT per family: alias_match / family_match (n diffs). A cell is in",
-        "distribution where the reader trained on that family (always for `all`).",
+        "distribution where the reader trained on that family.",
         "",
         header,
         "|" + " --- |" * (len(families) + 1),
     ]
-    for name, trained, eval_dir in reader_rows(args.run):
-        got = read(eval_dir, jobs)
+    for name, by in got.items():
+        trained = trained_on[name]
         cells = []
         for fam in families:
-            m = got.get(fam, {})
+            m = by.get(fam, {})
             a, f = m.get("alias_match", []), m.get("family_match", [])
             if not a:
                 cells.append("—")
