@@ -31,26 +31,27 @@ ORDER = ("backdoor", "refusal", "bias", "quirk", "topic", "benign", "none")
 def _families(cfg: dict) -> list[str]:
     """The families a run's reader trained on: its own ``dit.train_families``, those of the run
     an adapter path came from, or every family (the shipped joint reader, an unknown source)."""
-    adapter = cfg["dit"].get("adapter", "train")
+    adapter = str(cfg["dit"].get("adapter", "train"))
     if adapter == "train":
         return list(cfg["dit"].get("train_families") or ORDER)
+    if adapter.startswith("shipped"):
+        return list(ORDER)
     source = Path(adapter).parent.parent / "config.json"  # RUN/dit/adapter -> RUN/config.json
-    if adapter != "shipped" and source.exists():
-        return _families(json.loads(source.read_text()))
-    return list(ORDER)
+    return _families(json.loads(source.read_text())) if source.exists() else list(ORDER)
 
 
 def reader_rows(run: Path) -> list[tuple[str, list[str], Path]]:
     """(name, training families, eval folder) of RUN's own reader and of every reader folder
     in RUN/readers and beside RUN (RUN-readers)."""
     cfg = json.loads((run / "config.json").read_text())
-    own = "all" if cfg["dit"].get("adapter", "train") == "train" else "shipped"
+    adapter = str(cfg["dit"].get("adapter", "train"))
+    own = {"train": "all"}.get(adapter, "shipped" if adapter.startswith("shipped") else adapter)
     out = [(own, _families(cfg), run / "eval")]
     beside = run.parent / f"{run.name}-readers"
     for sub in [*sorted((run / "readers").glob("*/")), *sorted(beside.glob("*/"))]:
         if not (sub / "eval" / "predictions.jsonl").exists():
             continue
-        name = sub.name.removesuffix("-s0") if sub.parent == beside else sub.name
+        name = sub.name.removesuffix("-s0")  # one reader's folders pool across runs
         out.append((name, _families(json.loads((sub / "config.json").read_text())), sub / "eval"))
     return out
 
@@ -80,7 +81,9 @@ def main() -> None:
     for run in args.runs:
         jobs = {j["diff_id"]: j for j in read_jsonl(run / "data" / "jobs.jsonl")}
         for name, trained, eval_dir in reader_rows(run):
-            trained_on.setdefault(name, trained)
+            if trained_on.setdefault(name, trained) != trained:
+                raise SystemExit(f"two readers named {name} trained on different families: "
+                                 f"{trained_on[name]} and {trained} ({eval_dir})")  # fmt: skip
             for fam, metrics in read(eval_dir, jobs).items():
                 for metric, values in metrics.items():
                     got.setdefault(name, {}).setdefault(fam, {}).setdefault(metric, []).extend(

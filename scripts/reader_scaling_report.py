@@ -52,6 +52,8 @@ def baselines(folders: list[Path], held: list[str]) -> dict[str, dict[str, float
     of diffs multiplied at read time (``eval.diff_scale`` S) is named ``METHOD_xS``."""
     found: dict[str, dict[str, float]] = {}
     for folder in folders:
+        if not (folder / "config.json").exists():
+            continue
         scale = json.loads((folder / "config.json").read_text())["eval"].get("diff_scale", 1.0)
         for method, scores in per_diff(folder, held).items():
             if method not in READERS and len(scores) == len(held):
@@ -74,9 +76,13 @@ def reader_row(
 ) -> dict | None:
     """One reader's held-out score per method on ``held`` (``SCALED`` where its votes hold that
     scale), its training-diff reading, wall time and the held-out misses naming one of its
-    training labels; None if not finished."""
+    training labels; None if not finished (or read at another multiplier: not a plain read)."""
+    if not (folder / "config.json").exists():
+        return None
     cfg = json.loads((folder / "config.json").read_text())
     size = cfg["dit"].get("max_train_diffs")
+    if cfg["eval"].get("diff_scale", 1.0) != 1:
+        return None
     if cfg["dit"]["adapter"] == "shipped":
         size = 0  # the shipped reader: a reference line, not a point of the curve
     pred = folder / "eval" / "predictions.jsonl"
@@ -182,7 +188,7 @@ def main() -> None:
             f"{r['eval_seconds']} |"
         )
     if others:
-        names = sorted(others, key=lambda m: -base_means[m])
+        by_mean = sorted(others, key=lambda m: -base_means[m])
         lines += [
             "",
             f"Methods without a reader on the same {len(held)} diffs (oracles know the trigger), "
@@ -194,7 +200,7 @@ def main() -> None:
             ) + " |",
             "|---|---|" + "---|" * sum(1 for r in rows if r["train_diffs"]),
         ]  # fmt: skip
-        for m in names:
+        for m in by_mean:
             cells = []
             for r in rows:
                 if r["train_diffs"]:

@@ -196,6 +196,9 @@ def test_options_refuse_unknown_families():
         BehaviourOptions(families=["backdoor", "telepathy"])
     with pytest.raises(ConfigError, match="families"):
         BehaviourOptions(families=[])
+    for name in ("check_questions", "twenty_q_count"):
+        with pytest.raises(ConfigError, match=f"task_options.{name} = 0: must be >= 1"):
+            BehaviourOptions(**{name: 0})
 
 
 def test_a_tiny_behaviour_run_end_to_end(tiny_model_dir, tmp_path, capsys):

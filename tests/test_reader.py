@@ -172,3 +172,13 @@ def test_readers_of_a_size_sweep_train_on_nested_subsets(tiny_model_dir, tmp_pat
     assert row["reader"] == "dit_vote" and row["train"] is None and row["gap"] is None
     assert row["paired_vs_first"]["mean_diff"] == 0.0
     assert not (out / "readers" / "given-s0" / "train_reading.json").exists()
+    # A vote-only first setting, then a single read: the single read pairs against the vote.
+    adapter = out / "readers" / "n5-s0" / "dit" / "adapter"
+    argv = ["readers", str(out), "--train-sample", "0",
+            "--setting", f'v@0:dit.adapter={adapter};eval.methods=["dit_vote"]',
+            "--setting", f'd@0:dit.adapter={adapter};eval.methods=["dit"]']  # fmt: skip
+    assert cli.main(argv) == 0
+    rows = {
+        r["setting"]: r for r in json.loads((out / "readers" / "readers.json").read_text())["rows"]
+    }
+    assert rows["d"]["paired_against"] == "v" and rows["d"]["paired_vs_first"]["n"] == 2

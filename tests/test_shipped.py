@@ -30,12 +30,25 @@ def shipped_tiny(tiny_model_dir, tmp_path, monkeypatch):
 def test_a_size_sweep_reader_ships_only_the_topics_it_trained_on(shipped_tiny, tmp_path):
     from ditkit.experiments.readers import reader_study
 
-    run, _ = shipped_tiny
+    run, folder = shipped_tiny
+    manifest = json.loads((folder / "ditkit.json").read_text())
+    assert manifest["heldout_diff_recipe"] == manifest["diff_recipe"]  # no [test_diffs] there
     reader_study(run, {"n3": ["dit.max_train_diffs=3", "dit.epochs=1"]}, [0], train_sample=0)
     folder = shipped.ship_adapter(run / "readers" / "n3-s0", tmp_path / "n3")
     jobs = [json.loads(x) for x in (run / "data" / "jobs.jsonl").read_text().splitlines()]
     first3 = [j["topic"] for j in jobs if j["split"] == "train"][:3]
     assert json.loads((folder / "ditkit.json").read_text())["training_topics"] == sorted(first3)
+
+
+def test_the_manifest_records_the_held_out_recipe(tiny_model_dir, tmp_path):
+    cfg = tiny_config(tiny_model_dir, **{"test_diffs": "{steps=3, row_mix=[2,1,1]}"})
+    run = run_pipeline(cfg, tmp_path / "run", ["data", "diffs", "dit"])
+    folder = shipped.ship_adapter(run, tmp_path / "shipped", base=str(tiny_model_dir))
+    manifest = json.loads((folder / "ditkit.json").read_text())
+    assert manifest["diff_recipe"]["steps"] == cfg.diffs.steps != 3
+    assert manifest["heldout_diff_recipe"]["steps"] == 3
+    assert manifest["heldout_diff_recipe"]["row_mix"] == [2, 1, 1]
+    assert manifest["heldout_diff_recipe"]["lr"] == cfg.diffs.lr  # the rest from [diffs]
 
 
 def test_ship_and_load_checks_sha256_and_base(shipped_tiny, tiny_model_dir, tmp_path):
@@ -204,5 +217,7 @@ def test_quickstart_trains_diffs_the_shipped_adapter_can_read():
         assert getattr(cfg.diffs, key) == recipe[key], key
     assert cfg.diffs.row_mix == recipe.get("row_mix")
     options = {**recipe, **manifest.get("task_options", {})}  # wrong_pool moved to task_options
-    for key, default in (("wrong_pool", 8), ("trigger", "sep")):
-        assert cfg.task_options.get(key, default) == options.get(key, default), key
+    assert cfg.task_options.get("wrong_pool", 8) == options.get("wrong_pool", 8)
+    # The trigger the held-out diffs of the adapter's run had: test_trigger, else trigger.
+    held_out = lambda o: o.get("test_trigger") or o.get("trigger", "sep")  # noqa: E731
+    assert held_out(cfg.task_options) == held_out(options)

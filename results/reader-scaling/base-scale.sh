@@ -3,6 +3,8 @@
 # asked of the population's first 50 held-out diffs at 1.5x their weights (eval.diff_scale), as
 # DIT is read at 1.5. Frozen /work/frozen-read; rows in pop/readers/base15-s0/eval (the readers
 # summary at the end does not apply to reader-free methods). Resume: rerun.
+# No -e: the reader summary at the end of `ditkit readers` fails on reader-free methods in
+# that frozen commit (fixed since); the rows it needs are written before that.
 set -uo pipefail
 cd /work/frozen-read
 export PYTHONPATH=/work/frozen-read/src OMP_NUM_THREADS=1

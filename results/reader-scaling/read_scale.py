@@ -38,6 +38,8 @@ def main() -> None:
     args = ap.parse_args()
     jobs = [j for j in read_jsonl(args.pop / "data" / "jobs.jsonl") if j["split"] == "test"]
     held = jobs[args.first - 1 : args.last]
+    if not held:
+        raise SystemExit(f"--first {args.first} --last {args.last}: no held-out diffs there")
     table = {}
     for spec in args.readers:
         answers = answers_by_scale(args.pop, spec.split("+"))

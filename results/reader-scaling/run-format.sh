@@ -35,5 +35,5 @@ write_jsonl(dest / "data" / "jobs.jsonl", jobs)  # the held-out jobs the scores 
     f"every other method's rows: {pop}/readers/shipped-s0/eval/predictions.jsonl; "
     f"the first {held} held-out diffs of {pop}.\n")
 PYEOF
-.venv/bin/ditkit eval "$DEST" --score-only --guesser retrieval
-.venv/bin/ditkit report "$DEST"
+"$PY" -m ditkit eval "$DEST" --score-only --guesser retrieval
+"$PY" -m ditkit report "$DEST"

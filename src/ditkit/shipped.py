@@ -8,12 +8,14 @@ use when no adapter is given.
 A shipped adapter is a PEFT folder under ``ditkit/data/adapters/NAME/`` whose ``ditkit.json``
 records, besides the adapter's own metadata: the sha256 of ``adapter_model.safetensors``, the
 base model and the sha256 of its file, the question, the prompt format, the diff recipe it was
-trained on, and its training labels and names (which a run reading it must not test on).
+trained on and its run's held-out recipe (what a run reading it trains its diffs with), and its
+training labels and names (which a run reading it must not test on).
 ``ship_adapter`` writes such a folder from a finished run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from importlib import resources
@@ -21,10 +23,12 @@ from pathlib import Path
 
 import torch
 
+from .config import from_dict
 from .diffs import WeightDiff, load_diff, save_peft
 from .errors import DataError, DiffFormatError, DiffMismatchError
-from .files import read_jsonl, sha256_file, write_json
+from .files import sha256_file, write_json
 from .models import EMBEDDED, model_identity
+from .rundir import Run
 from .tasks.base import DEFAULT_TASK, get_task
 
 log = logging.getLogger(__name__)
@@ -147,14 +151,10 @@ def ship_adapter(run_dir: Path, dest: Path, base: str = "smollm2-135m") -> Path:
     jobs_path = run_dir / "data" / "jobs.jsonl"
     if not jobs_path.exists():
         raise DataError(f"{jobs_path} is missing: ship an adapter from a finished run")
+    run = Run(from_dict(cfg, run_dir / "config.json"), run_dir)
     # The diffs the adapter saw: a reader of a size sweep trains on the first
     # dit.max_train_diffs (of dit.train_families), not on every training diff of its run.
-    families, limit = cfg["dit"].get("train_families"), cfg["dit"].get("max_train_diffs")
-    train = [
-        j
-        for j in read_jsonl(jobs_path)
-        if j["split"] == "train" and (not families or j.get("family") in families)
-    ][:limit]
+    train = run.jobs("train", run.cfg.dit.train_families)[: run.cfg.dit.max_train_diffs]
     task = get_task(cfg.get("task") or DEFAULT_TASK)
     save_peft(adapter, dest)
     spec = EMBEDDED.get(base)
@@ -168,7 +168,7 @@ def ship_adapter(run_dir: Path, dest: Path, base: str = "smollm2-135m") -> Path:
         diff_recipe=cfg["diffs"],
         # The held-out diffs' recipe where the run had its own (what a run reading this adapter,
         # e.g. the quickstart, trains its diffs with); else the training recipe serves both.
-        heldout_diff_recipe={**cfg["diffs"], **(cfg.get("test_diffs") or {})},
+        heldout_diff_recipe=dataclasses.asdict(run.cfg.diffs_for("test")),
         task_options=cfg.get("task_options", {}),
         source_run=cfg.get("name"),
         training_labels=sorted(j.get("label", j.get("topic")) for j in train),

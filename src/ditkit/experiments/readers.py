@@ -41,7 +41,10 @@ def reader_study(
     ``seeds``: one list for every setting, or a list per setting (a size sweep spends more seeds
     where adapters are cheap). Each row has the held-out and training-diff reading (mean and
     range over seeds), their gap, the paired difference against the first setting (per-diff
-    means over each one's seeds), and the share of held-out misses that name a training label.
+    means over each one's seeds; against its vote where the first setting only votes), and the
+    share of each reader's held-out misses that name a training label. ``train_sample`` = 0
+    reads no training diffs (train and gap None). RUN/readers/readers.* keep the settings of
+    earlier calls too.
     """
     run_dir = Path(run_dir)
     base = finished_run(run_dir)
@@ -89,13 +92,15 @@ def _reading(out: Path, cfg: RunConfig, metric: str, train_sample: int) -> dict:
     }
     trained = run.jobs("train", cfg.dit.train_families)
     train_names = {n.lower() for j in trained for n in run.task.names(j)}
-    misses = [r for r in rows if r["method"] == "dit" and not r["scores"][metric]]
-    collapsed = [r for r in misses if any(n in r["answer"].lower() for n in train_names)]
+    misses = {m: [r for r in rows if r["method"] == m and not r["scores"][metric]] for m in readers}
     return {
         "held_out": held,
         "train": _train_reading(run, train_sample),
-        "misses": len(misses),
-        "misses_naming_a_training_label": len(collapsed),
+        "misses": {m: len(v) for m, v in misses.items()},
+        "misses_naming_a_training_label": {
+            m: sum(any(n in r["answer"].lower() for n in train_names) for r in v)
+            for m, v in misses.items()
+        },
     }
 
 
@@ -129,13 +134,14 @@ def _reader_rows(runs: dict, settings: dict, by_setting: dict[str, list[int]]) -
             train = [runs[name, s]["train"] for s in seeds]
             train_mean = None if None in train else sum(train) / len(train)
             # Paired against the first setting's single reads (its vote when it has none).
-            ref_method = "dit" if "dit" in runs[first, by_setting[first][0]]["held_out"] else method
+            first_read = runs[first, by_setting[first][0]]["held_out"]
+            ref_method = "dit" if "dit" in first_read else "dit_vote"
             ref = [runs[first, s]["held_out"].get(ref_method, {}) for s in by_setting[first]]
             ids = sorted(set.intersection(*(set(h) for h in held + ref)))
             mine = [sum(h[d] for h in held) / len(held) for d in ids]
             theirs = [sum(h[d] for h in ref) / len(ref) for d in ids]
-            misses = sum(runs[name, s]["misses"] for s in seeds)
-            collapsed = sum(runs[name, s]["misses_naming_a_training_label"] for s in seeds)
+            misses = sum(runs[name, s]["misses"][method] for s in seeds)
+            collapsed = sum(runs[name, s]["misses_naming_a_training_label"][method] for s in seeds)
             rows.append(
                 {
                     "setting": name,

@@ -63,7 +63,7 @@ class BehaviourOptions:
             )
         for name in ("check_questions", "twenty_q_count"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"task_options.{name}: must be >= 1")
+                raise ConfigError(f"task_options.{name} = {getattr(self, name)}: must be >= 1")
 
 
 # ---------------------------------------------------------------- pools
