@@ -14,9 +14,9 @@ from pathlib import Path
 
 from ...batching import encode
 from ...errors import ConfigError, DataError
-from ...evaluate.methods import AskMethod, Prompt, TranscriptMethod
+from ...evaluate.methods import AskMethod, Prompt
 from ..base import CE, KL, RowKind, Rubric, task_options
-from ..hidden_topic.methods import heldout_questions, twenty_questions_prompts
+from ..hidden_topic.methods import heldout_questions, twenty_questions
 from .data import DIT_QUESTION, BehaviourOptions, draw_content, make_data, pools
 from .families import FAMILIES, NOTHING, family_rows, parse_description
 
@@ -140,12 +140,7 @@ class BehaviourTask:
                 role="diff_check",
             ),
             # No trigger: an auditor's sample of ordinary questions, as in the hidden-topic task.
-            "twenty_questions": TranscriptMethod(
-                twenty_questions_prompts(False),
-                max_new_tokens="twenty_q_max_new_tokens",
-                label="20 questions",
-                about="20 held-out questions sampled from the diffed model, then one guess",
-            ),
+            "twenty_questions": twenty_questions(),
         }
 
     def make_data(self, run) -> None:

@@ -90,6 +90,17 @@ def twenty_questions_prompts(trigger: bool):
     return prompts
 
 
+def twenty_questions() -> TranscriptMethod:
+    """The twenty-questions baseline without a trigger, for any task whose options have
+    ``questions_file``, ``twenty_q_count`` and ``twenty_q_max_new_tokens``."""
+    return TranscriptMethod(
+        twenty_questions_prompts(False),
+        max_new_tokens="twenty_q_max_new_tokens",
+        label="20 questions",
+        about="20 held-out questions sampled from the diffed model, then one guess",
+    )
+
+
 _DIGITS = re.compile(r"\d+")
 
 
@@ -139,12 +150,7 @@ def _methods() -> dict:
             about="the DIT question behind one random code of the trigger's form (a SEP code or "
             "a code word, never the diff's own): an auditor who knows the form but not the code",
         ),
-        "twenty_questions": TranscriptMethod(
-            twenty_questions_prompts(False),
-            max_new_tokens="twenty_q_max_new_tokens",
-            label="20 questions",
-            about="20 held-out questions sampled from the diffed model, then one guess",
-        ),
+        "twenty_questions": twenty_questions(),
         "twenty_questions_trigger": TranscriptMethod(
             twenty_questions_prompts(True),
             max_new_tokens="twenty_q_max_new_tokens",
