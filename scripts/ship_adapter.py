@@ -23,11 +23,13 @@ def main() -> None:
     ap.add_argument("run", type=Path, help="run directory with dit/adapter and data/jobs.jsonl")
     ap.add_argument("--base", default="smollm2-135m", help="embedded base model name")
     ap.add_argument("--dest", type=Path, help="default: the package's folder for --base")
+    ap.add_argument("--read-scale", type=float, default=1.0,
+                    help="the multiplier describe and audit read diffs at with this adapter")  # fmt: skip
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO)
     task = json.loads((args.run / "config.json").read_text()).get("task") or "hidden_topic"
     dest = args.dest or adapters_root() / SHIPPED[args.base][task]
-    out = ship_adapter(args.run, dest, args.base)
+    out = ship_adapter(args.run, dest, args.base, args.read_scale)
     size = (out / "adapter_model.safetensors").stat().st_size
     print(f"{out}: {size / 1e6:.2f} MB")
 

@@ -40,6 +40,30 @@ def test_a_size_sweep_reader_ships_only_the_topics_it_trained_on(shipped_tiny, t
     assert json.loads((folder / "ditkit.json").read_text())["training_topics"] == sorted(first3)
 
 
+def test_a_recorded_read_scale_is_what_describe_and_audit_read_at(
+    shipped_tiny, tiny_model_dir, tmp_path
+):
+    from ditkit.errors import ConfigError
+    from test_lora import random_diff
+
+    run, _ = shipped_tiny
+    folder = shipped.ship_adapter(run, tmp_path / "r10", base=str(tiny_model_dir), read_scale=10.0)
+    assert load_diff(folder).meta["read_scale"] == 10.0
+    model = load_model(str(tiny_model_dir))
+    diffs = [random_diff(model[0], 1, seed=s) for s in range(1, 7)]
+    read = lambda r, ds, **kw: ditkit.describe(ds, r, model=model, max_new_tokens=6, **kw)  # noqa: E731
+    recorded = read(folder, diffs)
+    assert recorded == read(folder, [d.scaled(10.0) for d in diffs], scale=1.0)
+    assert recorded != read(folder, diffs, scale=1.0)
+    from ditkit.diffs import save_diff
+
+    save_diff(diffs[0], tmp_path / "handed" / "d.safetensors")
+    (row,) = ditkit.audit([tmp_path / "handed"], tmp_path / "audit", folder, max_new_tokens=6)
+    assert row["dit_scale"] == 10.0 and row["dit"] == recorded[0]
+    with pytest.raises(ConfigError, match="multiplier > 0"):
+        shipped.ship_adapter(run, tmp_path / "r0", base=str(tiny_model_dir), read_scale=0.0)
+
+
 def test_the_manifest_records_the_held_out_recipe(tiny_model_dir, tmp_path):
     cfg = tiny_config(tiny_model_dir, **{"test_diffs": "{steps=3, row_mix=[2,1,1]}"})
     run = run_pipeline(cfg, tmp_path / "run", ["data", "diffs", "dit"])

@@ -29,6 +29,7 @@ from .errors import ConfigError, DataError, DitkitError
 from .models import DEFAULT_MODEL, load_model
 from .pipeline import STAGES, run_pipeline
 from .reader import describe as _describe_loaded
+from .reader import read_scale
 from .shipped import check_base, is_shipped_spec, load_shipped, load_shipped_spec
 from .symmetry import KINDS as ATTACKS
 from .symmetry import align, attack, describe_alignment
@@ -87,7 +88,7 @@ def describe(
     align_checkpoint: bool = False,
     device: str = "cpu",
     trust_remote_code: bool = False,
-    scale: float = 1.0,
+    scale: float | None = None,
 ) -> list[str]:
     """What the DIT reader says each diff was trained on: one answer per diff.
 
@@ -97,8 +98,9 @@ def describe(
     an adapter folder, ``WeightDiff`` or ``"shipped:TASK"`` (None: the one shipped for ``base``,
     the joint behaviour reader for SmolLM2-135M; ``"shipped:hidden_topic"``: the topic one). ``model``: an
     already loaded ``(model, tokenizer)`` of ``base``, to skip loading it again. ``scale``: each
-    diff is read times this (a diff weaker than the reader's training diffs often reads better
-    amplified; docs/results.md, "Reading held-out diffs at 1.5x"). Under
+    diff is read times this (None: the reader's recorded ``read_scale``, 1 when it records
+    none; amplified diffs often read better, docs/results.md, "Reading held-out diffs at
+    1.5x"). Under
     ``torchrun``/``accelerate launch`` each process answers its share; every one gets all answers.
 
     >>> from ditkit.diffs import save_peft
@@ -109,7 +111,7 @@ def describe(
     >>> len(answers), answers[0] == answers[1]
     (2, True)
     """
-    if not scale > 0:
+    if scale is not None and not scale > 0:
         raise ConfigError(f"scale = {scale}: give a multiplier > 0 (1 reads the diffs as trained)")
     items = [diffs] if isinstance(diffs, str | Path | WeightDiff) else list(diffs)
     full = {i for i, d in enumerate(items) if not isinstance(d, WeightDiff)
@@ -136,6 +138,7 @@ def describe(
             flat.append(diff)
         else:
             flat += loaded.get(i) or [d]
+    scale = read_scale(adapter) if scale is None else scale
     if scale != 1:
         flat = [d.scaled(scale) for d in flat]
     mine = distributed.share(list(range(len(flat))))

@@ -32,7 +32,7 @@ from .evaluate.metrics import alias_match
 from .evaluate.weight_lens import WeightLens
 from .files import append_jsonl, kill_point, read_jsonl, write_json, write_text
 from .models import DEFAULT_MODEL, load_model
-from .reader import adapter_question, ask, describe
+from .reader import adapter_question, ask, describe, read_scale
 from .reporting import Document, Section, Table, html
 from .rundir import is_run_dir
 from .shipped import check_base, is_shipped_spec, load_shipped, load_shipped_spec
@@ -201,9 +201,12 @@ class Auditor:
         diff.check_fits(model, item.path)  # shapes and the base model's fingerprint
         if not finite:
             return out
+        scale = read_scale(self.adapter)  # the reader's recorded multiplier, 1 when none
+        out["dit_scale"] = scale
         out["dit"] = describe(
-            model, tok, [diff], self.adapter, self.question, self.max_new_tokens, batch_size=1
-        )[0]
+            model, tok, [diff.scaled(scale) if scale != 1 else diff], self.adapter,
+            self.question, self.max_new_tokens, batch_size=1,
+        )[0]  # fmt: skip
         out["finding"] = finding(self.adapter, out["dit"])
         question = self.question or self.adapter.meta.get("question") or "What changed?"
         out["diffed_model"] = ask(

@@ -465,8 +465,8 @@ def _add_reading_commands(sub) -> None:
     s.add_argument(
         "--scale",
         type=float,
-        default=1.0,
-        help="read the diff times this (e.g. 1.5: weak diffs often read better amplified)",
+        help="read the diff times this (default: the adapter's recorded read scale, 1 when none; "
+        "e.g. 1.5: gated diffs often read better amplified)",
     )
     s.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, mps or auto")
     s.add_argument("--trust-remote-code", action="store_true")

@@ -15,6 +15,12 @@ from .generate import generate_chat
 from .tasks.base import DEFAULT_TASK, get_task
 
 
+def read_scale(adapter: WeightDiff) -> float:
+    """The multiplier a DIT adapter reads diffs at by default: its recorded ``read_scale``
+    (`ship_adapter`), else 1."""
+    return float(adapter.meta.get("read_scale", 1.0))
+
+
 def check_context(model, tok, prompts: Sequence[str], max_new_tokens: int, system) -> None:
     """Raise ``DataError`` if a prompt plus its answer cannot fit the model's context window."""
     limit = getattr(model.config, "max_position_embeddings", None)

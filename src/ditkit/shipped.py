@@ -25,7 +25,7 @@ import torch
 
 from .config import from_dict
 from .diffs import WeightDiff, load_diff, save_peft
-from .errors import DataError, DiffFormatError, DiffMismatchError
+from .errors import ConfigError, DataError, DiffFormatError, DiffMismatchError
 from .files import sha256_file, write_json
 from .models import EMBEDDED, model_identity
 from .rundir import Run
@@ -142,11 +142,19 @@ def shipped_training_topics(base: str, spec: str = "shipped") -> list[str]:
     return list(_manifest(folder).get("training_names", [])) if folder else []
 
 
-def ship_adapter(run_dir: Path, dest: Path, base: str = "smollm2-135m") -> Path:
-    """Write ``run_dir``'s DIT adapter to ``dest`` in bf16 with the manifest described above."""
+def ship_adapter(
+    run_dir: Path, dest: Path, base: str = "smollm2-135m", read_scale: float = 1.0
+) -> Path:
+    """Write ``run_dir``'s DIT adapter to ``dest`` in bf16 with the manifest described above;
+    ``read_scale``: the multiplier `describe` and `audit` read diffs at with it by default."""
 
+    if not read_scale > 0:
+        raise ConfigError(
+            f"read_scale = {read_scale}: give a multiplier > 0 (1: the diffs as trained)"
+        )
     run_dir = Path(run_dir)
     adapter = load_diff(run_dir / "dit" / "adapter").to(torch.bfloat16)
+    adapter.meta["read_scale"] = float(read_scale)
     cfg = json.loads((run_dir / "config.json").read_text())
     jobs_path = run_dir / "data" / "jobs.jsonl"
     if not jobs_path.exists():
