@@ -267,3 +267,63 @@ def test_lr_schedule_warms_up_then_decays_to_zero():
     assert [lr_factor(DiffConfig(steps=10), s) for s in range(10)] == [1.0] * 10
     with pytest.raises(ConfigError, match="warmup_steps"):
         DiffConfig(steps=4, warmup_steps=4)
+
+
+def test_a_killed_pass_resumes_from_its_checkpoint_to_the_same_diffs(tiny, tmp_path, monkeypatch):
+    import ditkit.train_diffs as td
+
+    model, tok = tiny
+    base = {q: "fine" for q in QS}
+    cfg = DiffConfig(
+        questions_per_diff=6, steps=6, lr=0.05, micro_batch_rows=4, lr_schedule="cosine"
+    )
+    jobs = [_job(0), _job(1, "456")]
+    whole, whole_history = train_group(model, tok, jobs, base, cfg, "", task=TASK)
+    monkeypatch.setattr(td, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint after every step
+    steps = 0
+
+    def crash(name):  # a kill after the fourth step, before its checkpoint
+        nonlocal steps
+        steps += name == "diffs.step"
+        if steps == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(td, "kill_point", crash)
+    ckpt = tmp_path / "test.pass"
+    with pytest.raises(KeyboardInterrupt):
+        train_group(model, tok, jobs, base, cfg, "", task=TASK, checkpoint=ckpt)
+    lora.clear_diffs(model)  # what a fresh process would not have
+    assert __import__("json").loads((ckpt / "state.json").read_text())["step"] == 3
+    ran = []
+    monkeypatch.setattr(td, "kill_point", ran.append)
+    resumed, history = train_group(model, tok, jobs, base, cfg, "", task=TASK, checkpoint=ckpt)
+    assert ran.count("diffs.step") == 3  # steps 4-6 only: it went on from the checkpoint
+    assert history == whole_history
+    for d_whole, d_resumed in zip(whole, resumed):
+        for name, (a, b) in d_whole.lowrank.items():
+            assert torch.equal(a, d_resumed.lowrank[name][0]) and torch.equal(
+                b, d_resumed.lowrank[name][1]
+            )
+    # Another pass's checkpoint is not resumed: it starts from its first step.
+    ran.clear()
+    other, _ = train_group(model, tok, [_job(2)], base, cfg, "", task=TASK, checkpoint=ckpt)
+    assert ran.count("diffs.step") == 6
+    alone, _ = train_group(model, tok, [_job(2)], base, cfg, "", task=TASK)
+    assert all(
+        torch.equal(x[0], y[0])
+        for x, y in zip(other[0].lowrank.values(), alone[0].lowrank.values())
+    )
+
+
+def test_a_damaged_pass_checkpoint_is_named(tiny, tmp_path):
+    from ditkit.errors import DataError
+
+    model, tok = tiny
+    ckpt = tmp_path / "test.pass"
+    ckpt.mkdir()
+    (ckpt / "state.json").write_text('{"diff_ids": ["d0"], "step": 2')  # cut off mid-write
+    cfg = DiffConfig(questions_per_diff=6, steps=3, lr=0.05)
+    with pytest.raises(DataError, match=r"test\.pass is damaged .*delete it"):
+        train_group(
+            model, tok, [_job(0)], {q: "fine" for q in QS}, cfg, "", task=TASK, checkpoint=ckpt
+        )

@@ -17,8 +17,10 @@ positions reach the vocabulary projection, and rows are sorted by length into mi
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
+import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,14 +28,15 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from . import distributed, lora, memory
 from .batching import Encoded, collate
 from .config import DiffConfig
 from .diffs import WeightDiff, save_diff
-from .files import append_jsonl, kill_point
+from .errors import DataError
+from .files import append_jsonl, atomic_folder, kill_point, write_json
 from .models import model_identity
 from .tasks.base import CE, KL, UL, TrainingTask, row_weights
 
@@ -223,12 +226,16 @@ def train_group(
     task: TrainingTask,
     rows: list | None = None,
     snapshots: dict[int, list] | None = None,
+    checkpoint: Path | None = None,
 ):
     """Train ``len(jobs)`` diffs in one pass on an injected model; returns WeightDiffs and losses.
 
     ``rows`` (one list per job, as ``task.rows`` gives) saves building them again. ``snapshots``
     maps step counts below ``cfg.steps`` to lists that receive the diffs as they stood after that
-    many steps: several training budgets from one run (`ditkit strength`).
+    many steps: several training budgets from one run (`ditkit strength`). ``checkpoint``: a
+    folder the pass's state (banks, Adam, step, losses) is written to every
+    `CHECKPOINT_SECONDS`, and resumed from when it holds this pass: a killed pass goes on from
+    its last checkpoint and ends with the same diffs as an uninterrupted one.
 
     Each diff's initialisation and rows depend on its own seed only, never on which diffs share
     the pass. Every step takes ``rows_per_step`` rows of each diff, sorts all of them by length
@@ -247,7 +254,10 @@ def train_group(
         rows = [task.rows(j, tok, data, cfg, system) for j in jobs]
     kl.fill(model, _kl_encs(kinds, rows), pad_id, cfg.micro_batch_rows)
     history = {kind.name: [] for kind in kinds}
-    bar = tqdm(range(cfg.steps), desc=f"{t} diffs", leave=False, disable=None)
+    ids = [j.diff_id for j in jobs]
+    first_step = _resume_pass(checkpoint, ids, opt, sched, history) if checkpoint else 0
+    saved_at = time.monotonic()
+    bar = tqdm(range(first_step, cfg.steps), desc=f"{t} diffs", leave=False, disable=None)
     for step in bar:
         opt.zero_grad(set_to_none=True)
         kind_p, loss_p = _backward_step(model, rows, step, cfg, weights, kl, losses, pad_id)
@@ -261,9 +271,60 @@ def train_group(
                 history[kind.name].append(float(loss_p[kind_p == i].mean()))
         first = history[kinds[0].name]
         bar.set_postfix({kinds[0].name: f"{first[-1]:.2f}" if first else "-"})
+        if (
+            checkpoint
+            and step + 1 < cfg.steps
+            and time.monotonic() - saved_at >= CHECKPOINT_SECONDS
+        ):
+            _save_pass_state(checkpoint, ids, step + 1, opt, sched, history)
+            saved_at = time.monotonic()
     out = _current_diffs(layers, t, cfg.alpha)
     lora.clear_diffs(model)
     return out, history
+
+
+# How often a pass saves its state (`train_group`'s ``checkpoint``): a pass of the population's
+# held-out diffs takes about 40 minutes at one thread, and a session's end kills it.
+CHECKPOINT_SECONDS = 300.0
+
+
+def _save_pass_state(folder: Path, ids: list[str], step: int, opt, sched, history) -> None:
+    """The pass after ``step`` steps: its banks (the optimizer's parameters), Adam's state, the
+    schedule and the losses so far, swapped in as one folder."""
+    params = opt.param_groups[0]["params"]
+    with atomic_folder(folder) as tmp:
+        save_file(
+            {str(i): p.detach().cpu() for i, p in enumerate(params)}, str(tmp / "banks.safetensors")
+        )
+        torch.save(opt.state_dict(), tmp / "optimizer.pt")
+        state = {"diff_ids": ids, "step": step, "schedule": sched.state_dict(), "history": history}
+        write_json(tmp / "state.json", state)
+
+
+def _resume_pass(folder: Path, ids: list[str], opt, sched, history: dict) -> int:
+    """The step a pass goes on from: its checkpoint's (restoring banks, Adam, schedule and
+    losses) when ``folder`` holds this pass, else 0."""
+    if not (folder / "state.json").exists():
+        return 0
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        if state["diff_ids"] != ids:
+            log.info("%s holds another pass; starting this one from step 0", folder)
+            return 0
+        banks = load_file(str(folder / "banks.safetensors"))
+        with torch.no_grad():
+            for i, p in enumerate(opt.param_groups[0]["params"]):
+                p.copy_(banks[str(i)])
+        opt.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        raise DataError(
+            f"{folder} is damaged ({type(exc).__name__}: {exc}); delete it to train this pass "
+            "from its first step"
+        ) from exc
+    sched.load_state_dict(state["schedule"])
+    history.update(state["history"])
+    log.info("resuming a pass of %d diffs at step %d from %s", len(ids), state["step"], folder)
+    return int(state["step"])
 
 
 def _fresh_banks(model, layers: dict, jobs: list, cfg: DiffConfig) -> list:
@@ -316,9 +377,10 @@ def _summary(series: list[float]) -> dict:
 def _pending_passes(jobs: list, per_pass: int, folders: list[Path]) -> list[list]:
     """The passes with a diff missing from any of ``folders``.
 
-    Pass boundaries are fixed over all jobs, and a pass with any diff missing is trained whole:
-    a diff then always trains beside the same diffs, in the same batches, and a resumed run
-    writes the same bits as an uninterrupted one.
+    Pass boundaries are fixed over all jobs, and a pass with any diff missing is trained whole
+    (from its checkpoint, where a killed run left one): a diff then always trains beside the
+    same diffs, in the same batches, and a resumed run writes the same bits as an uninterrupted
+    one.
     """
     groups = [jobs[i : i + per_pass] for i in range(0, len(jobs), per_pass)]
     groups = [g for g in groups if any(not j.path(d).exists() for j in g for d in folders)]
@@ -426,17 +488,24 @@ def train_diffs(
     cache = out_dir.parent / f"{out_dir.name}.kl-targets"
     rows, kl = _rows_and_targets(model, tok, jobs, groups, data, cfg, system, task, cache, ident)
     _report_memory(model, layers, cfg, max(len(e.ids) for r in rows.values() for _, e in r))
+    # A pass's state is saved as it trains (not with snapshots: those live in memory); under a
+    # launcher each process has its own.
+    rank = f"-rank{distributed.rank()}" if distributed.world_size() > 1 else ""
+    checkpoint = None if snapshots else out_dir.parent / f"{out_dir.name}.pass{rank}"
     for group in tqdm(groups, desc="diff passes", disable=None):
         kill_point("diffs.pass")
         start = time.time()
         kept: dict[int, list] = {s: [] for s in snapshots}
         diffs, history = train_group(model, tok, group, data, cfg, system, kl, task=task,
-                                     rows=[rows[j.diff_id] for j in group], snapshots=kept)  # fmt: skip
+                                     rows=[rows[j.diff_id] for j in group], snapshots=kept,
+                                     checkpoint=checkpoint)  # fmt: skip
         seconds = time.time() - start
         base = {**ident, "rank": cfg.rank, "lr": cfg.lr, "init": cfg.init, "system_prompt": system}
         for steps, step_diffs in sorted({**kept, cfg.steps: diffs}.items()):
             _save_pass(group, step_diffs, outs[steps], steps, history, cfg, seconds, task, base)
         note("pass", diffs=len(group), seconds=round(seconds, 1))
+        if checkpoint is not None:
+            shutil.rmtree(checkpoint, ignore_errors=True)
         name = task.row_kinds[0].name
         loss = diffs[0].meta["loss"][name]
         log.info("trained %d diffs in %.0f s (%s loss %.3f -> %.3f)", len(group), seconds, name,
