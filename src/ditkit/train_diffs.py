@@ -284,7 +284,7 @@ def train_group(
 
 
 # How often a pass saves its state (`train_group`'s ``checkpoint``): a pass of the population's
-# held-out diffs takes about 40 minutes at one thread, and a session's end kills it.
+# held-out diffs takes about 40 minutes at one CPU thread, longer than many sittings leave.
 CHECKPOINT_SECONDS = 300.0
 
 
