@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import pytest
@@ -293,7 +294,7 @@ def test_a_killed_pass_resumes_from_its_checkpoint_to_the_same_diffs(tiny, tmp_p
     with pytest.raises(KeyboardInterrupt):
         train_group(model, tok, jobs, base, cfg, "", task=TASK, checkpoint=ckpt)
     lora.clear_diffs(model)  # what a fresh process would not have
-    assert __import__("json").loads((ckpt / "state.json").read_text())["step"] == 3
+    assert json.loads((ckpt / "state.json").read_text())["step"] == 3
     ran = []
     monkeypatch.setattr(td, "kill_point", ran.append)
     resumed, history = train_group(model, tok, jobs, base, cfg, "", task=TASK, checkpoint=ckpt)
