@@ -85,6 +85,39 @@ def test_dit_vote_reads_each_diff_at_every_scale_and_phrasing(tiny_model_dir, tm
     assert scores["dit_vote"]["alias_match"]["n"] == 2
 
 
+def test_dit_reads_at_eval_dit_scale_else_the_readers_recorded_read_scale(tiny_model_dir, tmp_path):
+    over = {"eval.methods": '["dit", "dit_vote"]', "eval.vote_scales": "[1.0, 3.0]"}
+    cfg = tiny_config(tiny_model_dir, **over, **{"eval.dit_scale": "3.0"})
+    out = run_pipeline(cfg, tmp_path / "run", ["data", "diffs", "dit", "eval", "report"])
+    preds = out / "eval" / "predictions.jsonl"
+
+    def answers(method):
+        return {r["diff_id"]: r for r in read_jsonl(preds) if r["method"] == method}
+
+    votes = {d: [v[2] for v in r["votes"]] for d, r in answers("dit_vote").items()}
+    assert any(v[0] != v[1] for v in votes.values())  # 3x reads differently on this model
+    for d, row in answers("dit").items():
+        assert row["answer"] == votes[d][1] and row["read_scale"] == 3.0
+    assert "DIT (x3)" in (out / "report" / "report.md").read_text()
+    # Unset, DIT reads at the multiplier the adapter records (a shipped reader's read_scale).
+    meta_file = out / "dit" / "adapter" / "ditkit.json"
+    meta = json.loads(meta_file.read_text())
+    meta["ditkit_meta"]["read_scale"] = 3.0
+    meta_file.write_text(json.dumps(meta))
+    preds.unlink()
+    run_pipeline(tiny_config(tiny_model_dir, **over), out, ["eval"])
+    assert {d: r["answer"] for d, r in answers("dit").items()} == {
+        d: v[1] for d, v in votes.items()
+    }
+    meta["ditkit_meta"]["read_scale"] = 1.0
+    meta_file.write_text(json.dumps(meta))
+    preds.unlink()
+    run_pipeline(tiny_config(tiny_model_dir, **over), out, ["eval"])
+    rows = answers("dit")
+    assert {d: r["answer"] for d, r in rows.items()} == {d: v[0] for d, v in votes.items()}
+    assert all("read_scale" not in r for r in rows.values())
+
+
 def test_reader_study_pairs_settings_and_seeds_on_one_runs_diffs(tiny_model_dir, tmp_path, capsys):
     from ditkit import cli
 

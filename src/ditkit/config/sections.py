@@ -245,6 +245,10 @@ class EvalConfig:
     # Every test diff multiplied by this at read time (the diff-strength experiment,
     # `ditkit strength`); 1 reads the diffs as trained.
     diff_scale: float = 1.0
+    # DIT's rows (dit and other adapter methods; not dit_vote, which has vote_scales) read each
+    # test diff times this on top of diff_scale. None: the reader's recorded read_scale (a
+    # shipped reader's ditkit.json; 1 for a reader the run trained).
+    dit_scale: float | None = None
     # Read only the first N held-out diffs (None: all): a population still building its held-out
     # set can be read now; a larger N later generates only the rows still missing.
     max_test_diffs: int | None = None
@@ -262,6 +266,11 @@ class EvalConfig:
         require(self.judge in JUDGES, "eval.judge", f"one of {', '.join(JUDGES)}")
         require(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
         require(self.diff_scale > 0, "eval.diff_scale", "must be > 0 (1 = the diffs as trained)")
+        require(
+            self.dit_scale is None or self.dit_scale > 0,
+            "eval.dit_scale",
+            "must be > 0 (or unset: the reader's recorded read_scale)",
+        )
         require(
             self.max_test_diffs is None or self.max_test_diffs >= 1,
             "eval.max_test_diffs",

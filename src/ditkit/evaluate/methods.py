@@ -35,7 +35,7 @@ from .. import distributed
 from ..diffs import load_diff
 from ..errors import DataError
 from ..files import append_jsonl, kill_point
-from ..reader import adapter_system, ask
+from ..reader import adapter_system, ask, read_scale
 from .weight_lens import WeightLens
 
 log = logging.getLogger(__name__)
@@ -153,11 +153,15 @@ class AskMethod(Scoring):
 
     def generate(self, ctx: Context, name: str, jobs: list[dict], diffs: list) -> None:
         run, cfg = ctx.run, ctx.run.cfg
-        adapter = None
+        adapter, scale = None, 1.0
         if self.adapter:
             adapter = _run_adapter(ctx, name)
             if adapter is None:
                 return
+            scale = cfg.eval.dit_scale if cfg.eval.dit_scale is not None else read_scale(adapter)
+            if scale != 1:
+                log.info("%s: reading each diff at %gx its weights", name, scale)
+                diffs = [d.scaled(scale) for d in diffs]
         todo = [(job, diff, p) for job, diff in zip(jobs, diffs) for p in self.prompts(ctx, job)]
 
         def missing(t) -> bool:
@@ -181,6 +185,9 @@ class AskMethod(Scoring):
                 system=adapter_system(adapter) if adapter is not None else cfg.system_prompt,
             )
             rows = [new_row(t[0], t[2], a) for t, a in zip(chunk, answers) if missing(t)]
+            if scale != 1:
+                for row in rows:
+                    row["read_scale"] = scale
             append_jsonl(ctx.path, rows)
             ctx.done.update(key(r) for r in rows)
             kill_point("eval.append")

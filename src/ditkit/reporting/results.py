@@ -70,8 +70,14 @@ class RunResults:
     def about(self, method: str) -> MethodInfo:
         return self.info.get(method) or MethodInfo(method, "", "baseline")
 
+    @functools.cached_property
+    def read_scales(self) -> dict[str, float]:
+        """Methods whose rows read the diffs at a multiplier of their own (``read_scale``)."""
+        return {p["method"]: p["read_scale"] for p in self.predictions if "read_scale" in p}
+
     def label(self, method: str) -> str:
-        return self.about(method).label
+        scale = self.read_scales.get(method)
+        return self.about(method).label + (f" (x{scale:g})" if scale else "")
 
     def role(self, method: str) -> str:
         return self.about(method).role
