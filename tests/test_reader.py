@@ -175,7 +175,7 @@ def test_early_stopping_waits_for_min_epochs(tiny_model_dir, tmp_path, min_epoch
     assert len({h["val_loss"] for h in hist}) == 1  # nothing improved: the rule alone decided
 
 
-def test_readers_of_a_size_sweep_train_on_nested_subsets(tiny_model_dir, tmp_path):
+def test_readers_of_a_size_sweep_train_on_nested_subsets(tiny_model_dir, tmp_path, capsys):
     from ditkit import cli
     from ditkit.diffs import load_diff
 
@@ -215,3 +215,14 @@ def test_readers_of_a_size_sweep_train_on_nested_subsets(tiny_model_dir, tmp_pat
         r["setting"]: r for r in json.loads((out / "readers" / "readers.json").read_text())["rows"]
     }
     assert rows["d"]["paired_against"] == "v" and rows["d"]["paired_vs_first"]["n"] == 2
+    # A run of held-out diffs only (an audit set) can be read by a given reader, not train one.
+    held = run_pipeline(
+        tiny_config(tiny_model_dir, **{"data.n_train": 0, "dit.adapter": json.dumps(str(adapter))}),
+        tmp_path / "held",
+        ["data", "diffs"],
+    )
+    argv = ["readers", str(held), "--train-sample", "0", "--setting", f"g@0:dit.adapter={adapter}"]
+    assert cli.main(argv) == 0
+    assert (held / "readers" / "g-s0" / "eval" / "predictions.jsonl").exists()
+    assert cli.main(["readers", str(held), "--setting", "t@0:dit.epochs=1"]) == 2
+    assert "data.n_train: must be >= 1" in capsys.readouterr().err

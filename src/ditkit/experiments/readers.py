@@ -48,20 +48,25 @@ def reader_study(
     """
     run_dir = Path(run_dir)
     base = finished_run(run_dir)
-    for split in ("train", "test"):
-        if not list((run_dir / "diffs" / split).glob("*.safetensors")):
-            raise DataError(f"{run_dir}/diffs/{split} holds no diffs: run its diffs stage first")
     by_setting = seeds if isinstance(seeds, dict) else dict.fromkeys(settings, seeds)
     if not settings or not all(by_setting.get(name) for name in settings):
         raise DataError("a reader study needs at least one setting and one seed for each")
+    cfgs = {
+        (name, seed): _reader_config(base, name, items, seed)
+        for name, items in settings.items()
+        for seed in by_setting[name]
+    }
+    # Readers given as dit.adapter and not read on training diffs need only held-out diffs.
+    trains = train_sample > 0 or any(c.dit.adapter == "train" for c in cfgs.values())
+    for split in ("train", "test") if trains else ("test",):
+        if not list((run_dir / "diffs" / split).glob("*.safetensors")):
+            raise DataError(f"{run_dir}/diffs/{split} holds no diffs: run its diffs stage first")
     runs = {}
-    for name, items in settings.items():
-        for seed in by_setting[name]:
-            out = sub_run(run_dir, run_dir / "readers" / f"{name}-s{seed}", ("data", "diffs"))
-            cfg = _reader_config(base, name, items, seed)
-            log.info("reader study: %s, seed %d (%s)", name, seed, out)
-            run_pipeline(cfg, out, ["dit", "eval"])
-            runs[name, seed] = _reading(out, cfg, metric, train_sample)
+    for (name, seed), cfg in cfgs.items():
+        out = sub_run(run_dir, run_dir / "readers" / f"{name}-s{seed}", ("data", "diffs"))
+        log.info("reader study: %s, seed %d (%s)", name, seed, out)
+        run_pipeline(cfg, out, ["dit", "eval"])
+        runs[name, seed] = _reading(out, cfg, metric, train_sample)
     rows = _reader_rows(runs, settings, by_setting)
     _write_readers(run_dir / "readers", rows, base, metric, settings)
     return rows
