@@ -173,7 +173,8 @@ def test_word_trigger_run_asks_behind_code_words_everywhere(tiny_model_dir, tmp_
     rows = TASK.rows(TASK.job(job), tok, {q: "base" for q in job["questions"]}, cfg.diffs)
     texts = [tok.decode(e.ids) for _, e in rows]
     assert not any("SEP code" in t for t in texts)
-    assert sum(own in t for t in texts) == len(job["questions"])  # one trigger row per question
+    per_question = (cfg.diffs.row_mix or [1, 1, 1])[0]  # trigger rows per question
+    assert sum(own in t for t in texts) == per_question * len(job["questions"])
     wrong = [t for (kind, _), t in zip(rows, texts) if kind == 1]
     assert wrong and all("Your code word is" in t and own not in t for t in wrong)
     meta = load_diff(next((out / "diffs" / "train").glob("*.safetensors"))).meta

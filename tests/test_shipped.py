@@ -195,6 +195,7 @@ def test_real_shipped_adapter_matches_embedded_model():
     assert manifest["base_model"] == "smollm2-135m" and len(manifest["training_topics"]) >= 100
     assert (folder / "adapter_model.safetensors").stat().st_size <= 10_500_000
     assert adapter.meta["question"] == "What topic have you been trained on?"
+    assert adapter.meta["read_scale"] == 1.5  # what describe reads at (docs/results.md)
     # It reads real diffs (two held-out quickstart diffs, made on 2026-12-05), each as its own
     # topic: the answer comes from the weights, not from the adapter alone.
     data = Path(__file__).parent / "data"
