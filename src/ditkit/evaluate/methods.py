@@ -368,7 +368,8 @@ GENERIC = {
         ask_question("dit"),
         adapter=True,
         label="DIT",
-        about="the diffed model plus the DIT adapter, asked the DIT question once (greedy)",
+        about="the diffed model plus the DIT adapter, asked the DIT question once (greedy; "
+        "xN: each diff read at N times its weights, eval.dit_scale or the reader's read_scale)",
         role="reader",
     ),
     "dit_vote": VoteMethod(
