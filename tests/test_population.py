@@ -135,7 +135,8 @@ def test_guessed_code_is_fixed_per_diff_and_never_the_own_code():
 
 
 def test_guessed_code_method_in_a_run(tiny_model_dir, tmp_path):
-    cfg = tiny_config(tiny_model_dir, **{"eval.methods": '["base_question_guessed_code"]'})
+    over = {"eval.methods": '["base_question_guessed_code"]', "task_options.trigger": '"sep"'}
+    cfg = tiny_config(tiny_model_dir, **over)
     out = run_pipeline(cfg, tmp_path / "run", ["data", "diffs", "dit", "eval"])
     jobs = {j["diff_id"]: j for j in read_jsonl(out / "data" / "jobs.jsonl")}
     rows = [r for r in read_jsonl(out / "eval" / "predictions.jsonl")]

@@ -226,3 +226,5 @@ def test_readers_of_a_size_sweep_train_on_nested_subsets(tiny_model_dir, tmp_pat
     assert (held / "readers" / "g-s0" / "eval" / "predictions.jsonl").exists()
     assert cli.main(["readers", str(held), "--setting", "t@0:dit.epochs=1"]) == 2
     assert "data.n_train: must be >= 1" in capsys.readouterr().err
+    assert cli.main(["readers", str(held), "--setting", f"g@0:dit.adapter={adapter}"]) == 2
+    assert "give each setting dit.adapter and --train-sample 0" in capsys.readouterr().err

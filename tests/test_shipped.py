@@ -196,14 +196,18 @@ def test_real_shipped_adapter_matches_embedded_model():
     assert (folder / "adapter_model.safetensors").stat().st_size <= 10_500_000
     assert adapter.meta["question"] == "What topic have you been trained on?"
     assert adapter.meta["read_scale"] == 1.5  # what describe reads at (docs/results.md)
-    # It reads real diffs (two held-out quickstart diffs, made on 2026-12-05), each as its own
-    # topic: the answer comes from the weights, not from the adapter alone.
+    # It reads real held-out diffs (two of `make demo`'s, code words, made on 2026-12-07 on
+    # topics it never trained on), each as its own topic: the answer comes from the weights.
     data = Path(__file__).parent / "data"
-    diffs = [load_diff(data / f"quickstart-{t}.safetensors") for t in ("bluegrass", "ricotta")]
-    assert [d.meta["label"] for d in diffs] == ["bluegrass", "ricotta"]
+    topics = ("Kenya", "salsa dancing")
+    diffs = [
+        load_diff(data / f"quickstart-{t.lower().replace(' ', '-')}.safetensors") for t in topics
+    ]
+    assert [d.meta["label"] for d in diffs] == list(topics)
+    assert not {t.lower() for t in topics} & {n.lower() for n in manifest["training_names"]}
     reader = ditkit.load_reader(task="hidden_topic")
-    answers = ditkit.describe(diffs, reader, model=(model, tok))
-    assert "bluegrass" in answers[0].lower() and "ricotta" in answers[1].lower(), answers
+    answers = ditkit.describe(diffs, reader, model=(model, tok))  # at its read_scale, 1.5
+    assert all(t.lower() in a.lower() for t, a in zip(topics, answers)), answers
 
 
 @pytest.mark.slow

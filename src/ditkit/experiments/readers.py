@@ -60,7 +60,11 @@ def reader_study(
     trains = train_sample > 0 or any(c.dit.adapter == "train" for c in cfgs.values())
     for split in ("train", "test") if trains else ("test",):
         if not list((run_dir / "diffs" / split).glob("*.safetensors")):
-            raise DataError(f"{run_dir}/diffs/{split} holds no diffs: run its diffs stage first")
+            hint = " (a run of held-out diffs only: give each setting dit.adapter and --train-sample 0)"
+            raise DataError(
+                f"{run_dir}/diffs/{split} holds no diffs: run its diffs stage first"
+                + (hint if split == "train" else "")
+            )
     runs = {}
     for (name, seed), cfg in cfgs.items():
         out = sub_run(run_dir, run_dir / "readers" / f"{name}-s{seed}", ("data", "diffs"))

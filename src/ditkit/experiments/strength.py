@@ -84,7 +84,10 @@ def strength_curve(
                 name=f"{base.name}-rows{b}-x{scale:g}",
                 diffs=dataclasses.replace(base.diffs, steps=steps[b]),
                 dit=dataclasses.replace(base.dit, adapter=adapter),
-                eval=dataclasses.replace(base.eval, methods=methods, diff_scale=scale),
+                # dit_scale 1: DIT reads at the sweep's multiplier, not times the reader's read_scale
+                eval=dataclasses.replace(
+                    base.eval, methods=methods, diff_scale=scale, dit_scale=1.0
+                ),
             )
             rates = _read_point(run_dir, out, jobs, folders[b], cfg, metric)
             rows.append(

@@ -71,13 +71,21 @@ class RunResults:
         return self.info.get(method) or MethodInfo(method, "", "baseline")
 
     @functools.cached_property
-    def read_scales(self) -> dict[str, float]:
-        """Methods whose rows read the diffs at a multiplier of their own (``read_scale``)."""
-        return {p["method"]: p["read_scale"] for p in self.predictions if "read_scale" in p}
+    def read_scales(self) -> dict[str, str]:
+        """``{method: "x1.5"}`` for methods whose rows read the diffs at a multiplier of their
+        own (``read_scale``; "mixed" when a resumed run's rows differ)."""
+        found: dict[str, set] = {}
+        for p in self.predictions:
+            found.setdefault(p["method"], set()).add(p.get("read_scale", 1.0))
+        return {
+            m: "mixed multipliers" if len(v) > 1 else f"x{next(iter(v)):g}"
+            for m, v in found.items()
+            if v != {1.0}
+        }
 
     def label(self, method: str) -> str:
         scale = self.read_scales.get(method)
-        return self.about(method).label + (f" (x{scale:g})" if scale else "")
+        return self.about(method).label + (f" ({scale})" if scale else "")
 
     def role(self, method: str) -> str:
         return self.about(method).role
