@@ -1,7 +1,8 @@
 """Diff generation: ditkit's stacked multi-diff step vs the limit and vs a sequential peft loop.
 
 All three train the same hidden-topic rows (trigger, wrong-trigger and no-trigger rows of the
-quickstart recipe) on the embedded SmolLM2-135M, in this one run:
+84-row SEP-code recipe the quickstart used until 2026-12-07) on the embedded SmolLM2-135M, in
+this one run:
 
 - limit: the frozen base model's forward + input-gradient backward on the same micro-batches
   (no diffs, cross-entropy on the answer tokens): what any diff trainer must at least spend;

@@ -171,7 +171,8 @@ def main() -> None:
         f"DIT alias match on the population's first {len(held)} held-out diffs, by training "
         "diffs (mean over seeds, seed range); train: 30 of its training diffs; misses naming a "
         "training label: share of held-out misses; seconds: median per seed, DIT training and "
-        "evaluation (one thread beside other jobs). Training diffs 0: the shipped reader (90 "
+        "evaluation (one thread beside other jobs). Training diffs 0: the reader shipped until "
+        "2026-12-07 (90 "
         "SEP-code diffs of another recipe; its train column reads the population's).",
         "",
         "| training diffs | reader | seeds | held-out | seed range | train | gap | misses naming "
