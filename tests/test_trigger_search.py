@@ -488,6 +488,11 @@ def test_find_trigger_reads_the_diff_at_each_scale(gated, tmp_path):
     with pytest.raises(ConfigError, match="read_scales"):
         find_trigger(diff, tmp_path / "t", reader=reader, model=(model, tok), read_scales=[0.0],
                      space=str(space))  # fmt: skip
+    # Unset: at 1 and at the reader's recorded read_scale (here 2: the same two reads).
+    reader.meta["read_scale"] = 2.0
+    default = find_trigger(diff, tmp_path / "d", reader=reader, model=(model, tok),
+                           space=str(space), probe_questions=PROBES, refine=2, frames=FRAMES)  # fmt: skip
+    assert default.behaviour == found.behaviour
 
 
 def test_combined_score_checks_the_description(gated, tmp_path):

@@ -239,7 +239,7 @@ def find_trigger(
     base: str | None = None,
     model=None,
     trust_remote_code: bool = False,
-    read_scales: Sequence[float] = (1.0,),
+    read_scales: Sequence[float] | None = None,
     **settings,
 ):
     """Search for the trigger that opens ``diff``'s behaviour (``ditkit trigger``): DIT names the
@@ -247,7 +247,8 @@ def find_trigger(
     then every candidate trigger is scored by how much more the diffed than the base model shows
     it; the ranking is written to ``out`` (resumable). ``read_scales``: DIT reads the diff times
     each, and every distinct answer is searched for (a candidate keeps its best), since a reader
-    often names the topic at one scale and not another. ``settings``: `TriggerSearchConfig`
+    often names the topic at one scale and not another (None: 1 and the reader's recorded
+    ``read_scale``). ``settings``: `TriggerSearchConfig`
     fields (``space``, ``score="divergence"`` for the score that needs no description, ...);
     the score is ``"combined"`` unless given (DIT's description, checked by the divergence), or
     ``"shift"`` where the probe questions are about the candidate (``probes="about"``).
@@ -277,13 +278,16 @@ def find_trigger(
     if model is None:
         model = load_model(base, trust_remote_code=trust_remote_code)
     if cfg.score in ("behaviour", "combined") and behaviour is None:
-        if not read_scales or min(read_scales) <= 0:
+        if read_scales is not None and (not read_scales or min(read_scales) <= 0):
             raise ConfigError(
                 f"read_scales = {list(read_scales)}: give multipliers > 0, e.g. [1.0]"
             )
-        scaled = [loaded if s == 1 else loaded.scaled(s) for s in read_scales]
         adapter, _, _ = _reader(reader, base)
-        behaviour = describe(scaled, adapter, base=base, model=model)
+        if read_scales is None:  # as trained, and where the reader reads best
+            read_scales = sorted({1.0, read_scale(adapter)})
+        scaled = [loaded if s == 1 else loaded.scaled(s) for s in read_scales]
+        # scale=1: read_scales are the multipliers themselves, not times the reader's own
+        behaviour = describe(scaled, adapter, base=base, model=model, scale=1.0)
         log.info("DIT says %s: %s", where, " | ".join(map(repr, behaviour)))
         if adapter.meta.get("task") == "behaviours":  # search for the content, not the form
             behaviour = [c for c in map(named_content, behaviour) if c]

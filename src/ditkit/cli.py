@@ -132,7 +132,8 @@ def _cmd_trigger(args) -> None:
         settings["probe_questions"] = args.probe_question
     found = find_trigger(
         args.diff, args.out, reader=args.adapter, behaviour=args.behaviour, base=args.base,
-        trust_remote_code=args.trust_remote_code, read_scales=[float(x) for x in args.read_scales.split(",")],
+        trust_remote_code=args.trust_remote_code,
+        read_scales=[float(x) for x in args.read_scales.split(",")] if args.read_scales else None,
         **settings,
     )  # fmt: skip
     print(found.summary(args.top))
@@ -385,9 +386,10 @@ def _add_trigger_command(sub) -> None:
     s.add_argument("--behaviour", action="append",
                    help="what to look for (repeatable: each is tried; default: DIT's description "
                    "of the diff)")  # fmt: skip
-    s.add_argument("--read-scales", default="1",
+    s.add_argument("--read-scales",
                    help="DIT reads the diff times each (comma-separated) and every distinct "
-                   "answer is searched for, e.g. 1,1.25,1.5")  # fmt: skip
+                   "answer is searched for, e.g. 1,1.25,1.5 (default: 1 and the reader's "
+                   "recorded read_scale)")  # fmt: skip
     s.add_argument("--space", default="sep-codes",
                    help="sep-codes, code-words, words, topics, or a file with one candidate per "
                    "line")  # fmt: skip
