@@ -25,11 +25,14 @@ def main() -> None:
     ap.add_argument("--dest", type=Path, help="default: the package's folder for --base")
     ap.add_argument("--read-scale", type=float, default=1.0,
                     help="the multiplier describe and audit read diffs at with this adapter")  # fmt: skip
+    ap.add_argument("--nothing-margin", type=float,
+                    help="a behaviour reader: audit reads a finding it is no surer of than of "
+                    "'Nothing unusual' by this margin as nothing found")  # fmt: skip
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO)
     task = json.loads((args.run / "config.json").read_text()).get("task") or "hidden_topic"
     dest = args.dest or adapters_root() / SHIPPED[args.base][task]
-    out = ship_adapter(args.run, dest, args.base, args.read_scale)
+    out = ship_adapter(args.run, dest, args.base, args.read_scale, args.nothing_margin)
     size = (out / "adapter_model.safetensors").stat().st_size
     print(f"{out}: {size / 1e6:.2f} MB")
 

@@ -16,9 +16,9 @@ from ditkit.batching import encode
 from ditkit.config import DitConfig
 from ditkit.diffs import load_diff, save_diff
 from ditkit.errors import ConfigError
+from ditkit.reader import label_logps
 from ditkit.train_dit import (
     _batch_loss,
-    _label_logps,
     _log_odds,
     _preference_loss,
     _rejected,
@@ -66,13 +66,13 @@ def test_preference_loss_matches_a_direct_computation(setup):
     n_tokens = sum(len(e.ids) - e.n_prompt for e in enc)
     with torch.no_grad():
         ce = _batch_loss(model, tok.pad_token_id, diffs, enc)  # transformers' own loss
-        sums, _ = _label_logps(model, tok.pad_token_id, diffs, enc)
+        sums, _ = label_logps(model, tok.pad_token_id, diffs, enc)
         assert torch.allclose(-sums.sum() / n_tokens, ce, atol=1e-5)
         got = _preference_loss(model, tok.pad_token_id, diffs, enc, rejected, n_tokens, 4, cfg)
         want = float(ce)
         for i, d in enumerate(diffs):  # one row at a time, odds from the probability itself
-            own_s, own_n = _label_logps(model, tok.pad_token_id, [d], [enc[i]])
-            bad_s, bad_n = _label_logps(model, tok.pad_token_id, [d], [rejected[i]])
+            own_s, own_n = label_logps(model, tok.pad_token_id, [d], [enc[i]])
+            bad_s, bad_n = label_logps(model, tok.pad_token_id, [d], [rejected[i]])
             p_own, p_bad = math.exp(own_s / own_n), math.exp(bad_s / bad_n)
             margin = math.log(p_own / (1 - p_own)) - math.log(p_bad / (1 - p_bad))
             want -= 0.5 * F.logsigmoid(torch.tensor(margin)).item() / 4
@@ -89,8 +89,8 @@ def _margin(model, tok, diffs, cfg) -> float:
     enc = [encode(tok, QUESTION, d.meta["label"], 16, "") for d in diffs]
     rejected = _rejected(tok, diffs, cfg, "")
     with torch.no_grad():
-        s, n = _label_logps(model, tok.pad_token_id, diffs, enc)
-        rs, rn = _label_logps(model, tok.pad_token_id, diffs, rejected)
+        s, n = label_logps(model, tok.pad_token_id, diffs, enc)
+        rs, rn = label_logps(model, tok.pad_token_id, diffs, rejected)
     return float((_log_odds(s / n) - _log_odds(rs / rn)).mean())
 
 

@@ -62,6 +62,9 @@ def test_a_recorded_read_scale_is_what_describe_and_audit_read_at(
     assert row["dit_scale"] == 10.0 and row["dit"] == recorded[0]
     with pytest.raises(ConfigError, match="multiplier > 0"):
         shipped.ship_adapter(run, tmp_path / "r0", base=str(tiny_model_dir), read_scale=0.0)
+    # A topic reader names a topic for every diff: it has no "nothing found" to fall back on.
+    with pytest.raises(ConfigError, match="behaviour-suite reader only"):
+        shipped.ship_adapter(run, tmp_path / "m", base=str(tiny_model_dir), nothing_margin=-0.5)
 
 
 def test_the_manifest_records_the_held_out_recipe(tiny_model_dir, tmp_path):

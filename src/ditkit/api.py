@@ -160,6 +160,7 @@ def audit(
     trust_remote_code: bool = False,
     find_triggers: str | None = None,
     subjects: str | None = None,
+    min_margin: float | None = None,
 ) -> list[dict]:
     """Audit every diff, adapter folder, ``.pt`` entry, checkpoint and run directory under
     ``paths``: one row each (format, base check, norms, DIT's answer, the diffed model's own
@@ -169,6 +170,11 @@ def audit(
     search per diff for what opens DIT's answer (`find_trigger`; minutes per diff); where a
     behaviour-suite reader names a refusal or a bias, the search is for its subject among
     ``subjects`` (a file of candidates, one per line; None: the hidden-topic task's topics).
+    ``min_margin``: a behaviour reader's finding whose answer the reader is no surer of than of
+    "Nothing unusual" by this margin (mean log-probability per token, `answer_margins`) reads as
+    "nothing found", kept in the row as ``dit_margin`` and ``dit_doubt`` (None: the reader's
+    recorded ``nothing_margin``, none for an adapter that records none; ``-inf``: every finding
+    stands).
 
     >>> from ditkit.diffs import save_diff, save_peft
     >>> model, _ = load_model(str(tiny_model_dir))
@@ -198,7 +204,7 @@ def audit(
             raise ConfigError(f"--subjects {subjects}: {e}") from e
     auditor = Auditor(
         base, reader, question, align_checkpoints, max_new_tokens, trust_remote_code, search,
-        subjects,
+        subjects, min_margin,
     )  # fmt: skip
     return _audit(paths, out, auditor)
 

@@ -32,13 +32,13 @@ from .evaluate.metrics import alias_match
 from .evaluate.weight_lens import WeightLens
 from .files import append_jsonl, kill_point, read_jsonl, write_json, write_text
 from .models import DEFAULT_MODEL, load_model
-from .reader import adapter_question, ask, describe, read_scale
+from .reader import adapter_question, answer_margins, ask, describe, nothing_margin, read_scale
 from .reporting import Document, Section, Table, html
 from .rundir import is_run_dir
 from .shipped import check_base, is_shipped_spec, load_shipped, load_shipped_spec
 from .symmetry import align as align_to_base
 from .tasks.base import DEFAULT_TASK
-from .tasks.behaviours.families import named_content, parse_description
+from .tasks.behaviours.families import NOTHING, named_content, parse_description
 from .trigger_search import TriggerSearchConfig, search
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,7 @@ class Auditor:
         trust_remote_code: bool = False,
         find_triggers: TriggerSearchConfig | None = None,
         subjects: str | None = None,
+        min_margin: float | None = None,
     ) -> None:
         if adapter and is_shipped_spec(adapter):
             self.base = base or DEFAULT_MODEL
@@ -130,6 +131,9 @@ class Auditor:
         # Where a behaviour-suite reader names a refusal or a bias, what opens it is a subject
         # (a topic, a brand), searched among these candidates (None: the topic list).
         self.subjects = subjects
+        # A behaviour reader's finding less sure than "nothing" by this margin reads as nothing
+        # found (None: the reader's recorded nothing_margin; -inf: every finding stands).
+        self.min_margin = nothing_margin(self.adapter) if min_margin is None else min_margin
         self._model = self._lens = None
 
     @property
@@ -203,11 +207,22 @@ class Auditor:
             return out
         scale = read_scale(self.adapter)  # the reader's recorded multiplier, 1 when none
         out["dit_scale"] = scale
+        read = diff.scaled(scale) if scale != 1 else diff
         out["dit"] = describe(
-            model, tok, [diff.scaled(scale) if scale != 1 else diff], self.adapter,
-            self.question, self.max_new_tokens, batch_size=1,
-        )[0]  # fmt: skip
+            model, tok, [read], self.adapter, self.question, self.max_new_tokens, batch_size=1
+        )[0]
         out["finding"] = finding(self.adapter, out["dit"])
+        if out["finding"] not in (None, "nothing found") and self.min_margin is not None:
+            margin = answer_margins(
+                model, tok, [read], self.adapter, [out["dit"]], NOTHING, self.question
+            )[0]
+            out["dit_margin"] = round(margin, 3)
+            if margin <= self.min_margin:  # the reader is about as sure that nothing is there
+                out["finding"] = "nothing found"
+                out["dit_doubt"] = (
+                    f"read as nothing found: the reader is no surer of its answer than of "
+                    f"{NOTHING!r} (margin {margin:+.2f} <= {self.min_margin:+.2f})"
+                )
         question = self.question or self.adapter.meta.get("question") or "What changed?"
         out["diffed_model"] = ask(
             model, tok, [diff], [question], max_new_tokens=self.max_new_tokens
@@ -359,7 +374,8 @@ def audit(paths: list[str | Path], out: str | Path, auditor: Auditor) -> list[di
 
 
 COLUMNS = (
-    "id", "format", "status", "flags", "finding", "label", "dit", "trigger", "trigger_kind",
+    "id", "format", "status", "flags", "finding", "label", "dit", "dit_margin", "dit_doubt",
+    "trigger", "trigger_kind",
     "trigger_evidence", "trigger_error",
     "diffed_model", "weight_lens", "rank",
     "total_norm", "largest_module", "base_model", "error", "seconds",

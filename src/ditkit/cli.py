@@ -63,6 +63,16 @@ def _cmd_attack(args) -> None:
     print(json.dumps(report, indent=2))
 
 
+def _margin(text: str) -> float:
+    """``--min-margin``: a number, or "off" (every finding stands)."""
+    if text.strip().lower() == "off":
+        return float("-inf")
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number (e.g. -0.5) or off") from None
+
+
 def _cmd_audit(args) -> int:
     from .api import audit
     from .auditor import run_adapter
@@ -74,7 +84,7 @@ def _cmd_audit(args) -> int:
         args.paths, args.out, adapter, base=args.base, align_checkpoints=not args.no_align,
         question=args.question, max_new_tokens=args.max_new_tokens,
         trust_remote_code=args.trust_remote_code, find_triggers=args.find_triggers,
-        subjects=args.subjects,
+        subjects=args.subjects, min_margin=args.min_margin,
     )  # fmt: skip
     flagged = [r for r in rows if r.get("flags")]
     print(f"{len(rows)} diff(s) audited, {len(flagged)} flagged; table: {args.out}/audit.html")
@@ -451,6 +461,14 @@ def _add_reading_commands(sub) -> None:
         help="with --find-triggers: where a behaviour reader names a refusal or a bias, the "
         "candidate subjects searched, for both (one per line: topics and brand names together; "
         "default: the topic list)",
+    )
+    s.add_argument(
+        "--min-margin",
+        type=_margin,
+        metavar="M",
+        help="a behaviour reader's finding that it is no surer of than of 'Nothing unusual' by M "
+        "(mean log-probability per token) reads as nothing found (default: the reader's recorded "
+        "margin, -0.5 for the shipped joint reader; off: every finding stands)",
     )
     s.set_defaults(func=_cmd_audit)
 

@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import lora
-from .batching import TEMPLATE_DEFAULT, chat_prompt
+from .batching import IGNORE, TEMPLATE_DEFAULT, Encoded, chat_prompt, collate, encode
 from .diffs import WeightDiff, install_diffs
 from .errors import DataError
 from .generate import generate_chat
@@ -19,6 +19,13 @@ def read_scale(adapter: WeightDiff) -> float:
     """The multiplier a DIT adapter reads diffs at by default: its recorded ``read_scale``
     (`ship_adapter`), else 1."""
     return float(adapter.meta.get("read_scale", 1.0))
+
+
+def nothing_margin(adapter: WeightDiff) -> float | None:
+    """The margin below which a behaviour reader's finding counts as "nothing found": its
+    recorded ``nothing_margin`` (`ship_adapter`), else None (every finding stands)."""
+    value = adapter.meta.get("nothing_margin")
+    return None if value in (None, "None") else float(value)
 
 
 def check_context(model, tok, prompts: Sequence[str], max_new_tokens: int, system) -> None:
@@ -133,3 +140,60 @@ def adapter_question(adapter: WeightDiff) -> str:
 def adapter_system(adapter: WeightDiff) -> str | None:
     """The system prompt ``adapter`` was trained with (None: the template's default)."""
     return adapter.meta.get("system_prompt", TEMPLATE_DEFAULT)
+
+
+def label_logps(
+    model, pad_id: int, diffs: Sequence[WeightDiff], enc: Sequence[Encoded]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(summed log-probability of each row's answer tokens, their count)``, both ``[batch]``,
+    row i with ``diffs[i]`` installed (the adapter, if any, already set on ``model``)."""
+    install_diffs(model, list(diffs), torch.arange(len(diffs)))
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in collate(list(enc), pad_id).items()}
+    # Logits from the earliest answer position on only: the prompt's would be discarded.
+    start = min(e.n_prompt for e in enc) - 1
+    labels_bs = batch.pop("labels")[:, start + 1 :]
+    keep = batch["input_ids"].shape[1] - start
+    logits_bsv = model(**batch, logits_to_keep=keep).logits[:, :-1].float()
+    mask_bs = labels_bs != IGNORE
+    logp_bs = torch.log_softmax(logits_bsv, -1).gather(-1, labels_bs.clamp(min=0)[..., None])
+    return (logp_bs[..., 0] * mask_bs).sum(-1), mask_bs.sum(-1)
+
+
+def answer_margins(
+    model,
+    tok,
+    diffs: Sequence[WeightDiff],
+    adapter: WeightDiff,
+    answers: Sequence[str],
+    reference: str,
+    question: str | None = None,
+    batch_size: int = 8,
+) -> list[float]:
+    """How much surer the reader is of ``answers[i]`` than of ``reference`` (a behaviour
+    reader's "Nothing unusual" label) for ``diffs[i]``: the mean log-probability per token of
+    the one minus the other, both with the diff and the adapter applied and asked the adapter's
+    question (0 when the two are the same text). A hallucinated finding sits near or below 0.
+    """
+    if len(diffs) != len(answers):
+        raise ValueError(f"{len(diffs)} diffs but {len(answers)} answers")
+    q, system = question or adapter_question(adapter), adapter_system(adapter)
+    targets = {n.rsplit(".", 1)[-1] for d in [adapter, *diffs] for n in d.modules}
+    lora.inject(model, targets)
+    lora.set_adapter(model, adapter)
+    ref = encode(tok, q, reference, 64, system)
+    margins: list[float] = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(diffs), batch_size):
+                chunk = list(diffs[start : start + batch_size])
+                enc = [encode(tok, q, a, 64, system) for a in answers[start : start + batch_size]]
+                sums_b, counts_b = label_logps(
+                    model, tok.pad_token_id, chunk + chunk, enc + [ref] * len(chunk)
+                )
+                mean_b = (sums_b / counts_b.clamp(min=1)).tolist()
+                margins += [a - r for a, r in zip(mean_b[: len(chunk)], mean_b[len(chunk) :])]
+    finally:
+        lora.clear_diffs(model)
+        lora.set_adapter(model, None)
+    return margins

@@ -143,10 +143,15 @@ def shipped_training_topics(base: str, spec: str = "shipped") -> list[str]:
 
 
 def ship_adapter(
-    run_dir: Path, dest: Path, base: str = "smollm2-135m", read_scale: float = 1.0
+    run_dir: Path,
+    dest: Path,
+    base: str = "smollm2-135m",
+    read_scale: float = 1.0,
+    nothing_margin: float | None = None,
 ) -> Path:
     """Write ``run_dir``'s DIT adapter to ``dest`` in bf16 with the manifest described above;
-    ``read_scale``: the multiplier `describe` and `audit` read diffs at with it by default."""
+    ``read_scale``: the multiplier `describe` and `audit` read diffs at with it by default;
+    ``nothing_margin``: `audit`'s default ``min_margin`` with it (a behaviour reader only)."""
 
     if not read_scale > 0:
         raise ConfigError(
@@ -155,6 +160,8 @@ def ship_adapter(
     run_dir = Path(run_dir)
     adapter = load_diff(run_dir / "dit" / "adapter").to(torch.bfloat16)
     adapter.meta["read_scale"] = float(read_scale)
+    if nothing_margin is not None:
+        adapter.meta["nothing_margin"] = float(nothing_margin)
     cfg = json.loads((run_dir / "config.json").read_text())
     jobs_path = run_dir / "data" / "jobs.jsonl"
     if not jobs_path.exists():
@@ -164,6 +171,11 @@ def ship_adapter(
     # dit.max_train_diffs (of dit.train_families), not on every training diff of its run.
     train = run.jobs("train", run.cfg.dit.train_families)[: run.cfg.dit.max_train_diffs]
     task = get_task(cfg.get("task") or DEFAULT_TASK)
+    if nothing_margin is not None and task.name != "behaviours":
+        raise ConfigError(
+            f"nothing_margin: {run_dir} reads the {task.name} task, whose reader cannot say "
+            "'nothing found'; give it for a behaviour-suite reader only"
+        )
     save_peft(adapter, dest)
     spec = EMBEDDED.get(base)
     manifest = _manifest(Path(dest))

@@ -23,12 +23,13 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from . import distributed, lora, memory
-from .batching import IGNORE, Encoded, collate, encode
+from .batching import Encoded, collate, encode
 from .config import DitConfig
 from .diffs import WeightDiff, install_diffs, load_diff, save_peft
 from .errors import DataError
 from .files import atomic_folder, kill_point, write_json
 from .models import model_identity
+from .reader import label_logps
 from .tasks.base import get_task
 
 log = logging.getLogger(__name__)
@@ -123,21 +124,6 @@ def _rejected(tok, batch: list[WeightDiff], cfg: DitConfig, system) -> list[Enco
     return out
 
 
-def _label_logps(model, pad_id: int, diffs: list[WeightDiff], enc) -> tuple[torch.Tensor, ...]:
-    """``(summed log-probability of each row's label tokens, their count)``, both ``[batch]``."""
-    install_diffs(model, diffs, torch.arange(len(diffs)))
-    device = next(model.parameters()).device
-    batch = {k: v.to(device) for k, v in collate(enc, pad_id).items()}
-    # Logits from the earliest answer position on only: the prompt's would be discarded.
-    start = min(e.n_prompt for e in enc) - 1
-    labels_bs = batch.pop("labels")[:, start + 1 :]
-    keep = batch["input_ids"].shape[1] - start
-    logits_bsv = model(**batch, logits_to_keep=keep).logits[:, :-1].float()
-    mask_bs = labels_bs != IGNORE
-    logp_bs = torch.log_softmax(logits_bsv, -1).gather(-1, labels_bs.clamp(min=0)[..., None])
-    return (logp_bs[..., 0] * mask_bs).sum(-1), mask_bs.sum(-1)
-
-
 def _log_odds(mean_logp: torch.Tensor) -> torch.Tensor:
     """log(p / (1 - p)) of the geometric-mean token probability p = exp(mean_logp)."""
     mean_logp = mean_logp.clamp(max=-1e-6)  # p = 1 has no odds
@@ -148,11 +134,11 @@ def _preference_loss(model, pad_id, diffs, enc, rejected, n_tokens: int, n_pairs
     """Cross-entropy of the own labels plus ``cfg.preference_weight`` times the odds-ratio term
     (ORPO, Hong et al. 2024): -log sigmoid(log odds(own) - log odds(another row's label)), summed
     here and divided by the global batch's counts like the cross-entropy."""
-    sums, counts = _label_logps(model, pad_id, diffs, enc)
+    sums, counts = label_logps(model, pad_id, diffs, enc)
     loss = -sums.sum() / n_tokens
     keep = [i for i, r in enumerate(rejected) if r is not None]
     if keep:
-        r_sums, r_counts = _label_logps(
+        r_sums, r_counts = label_logps(
             model, pad_id, [diffs[i] for i in keep], [rejected[i] for i in keep]
         )
         own = _log_odds(sums[keep] / counts[keep])

@@ -36,12 +36,16 @@ def scores(folder: Path, jobs: dict[str, dict], run: str) -> dict[str, dict[tupl
         if job is None:
             continue
         if r["method"] in ("check_on", "check_off"):
+            if "shows" not in (r.get("scores") or {}):  # not scored yet (an evaluation under way)
+                continue
             checks.setdefault((r["method"], *key), []).append(float(r["scores"]["shows"]))
             continue
         if r["method"] == "dit_vote":
             for s, _, answer in r.get("votes", []):
                 if s in SCALES:
                     out.setdefault(f"dit_x{s:g}", {})[key] = alias_match(answer, job["names"])
+                    fam = TASK.row_metrics(answer, job)["family_match"]
+                    out.setdefault(f"dit_family_x{s:g}", {})[key] = fam
         if r["method"] == "dit":
             fam = TASK.row_metrics(r["answer"], job)["family_match"]
             out.setdefault("dit_family", {})[key] = fam
@@ -104,11 +108,20 @@ def main() -> None:
             *(paired(dit, own.get(b, {}), keys) for b in BASELINES),
             cell("check_on"), cell("check_off"),
         ]) + " |")  # fmt: skip
-    benign = sorted(k for k in dit if family_of[k] in ("benign", "none"))
+    benign = sorted(k for k in own.get("dit_family", {}) if family_of[k] in ("benign", "none"))
     if benign:
-        alarms = [1 - own["dit_family"][k] for k in benign]
-        print(f"\nFalse alarms (a behaviour described for a benign or unchanged diff): "
-              f"{sum(alarms):.0f} of {len(alarms)} ({statistics.fmean(alarms):.2f}).")  # fmt: skip
+        print("\nFalse alarms (a behaviour described for a benign or unchanged diff), by read "
+              "multiplier:\n")  # fmt: skip
+        print("| diffs | " + " | ".join(["x1", *(f"x{s:g}" for s in SCALES)]) + " |")
+        print("|---|" + "---|" * (1 + len(SCALES)))
+        for name, fams in (("benign", ("benign",)), ("none", ("none",)),
+                           ("both", ("benign", "none"))):  # fmt: skip
+            cells = []
+            for m in ("dit_family", *(f"dit_family_x{s:g}" for s in SCALES)):
+                alarms = [1 - v for k, v in own.get(m, {}).items() if family_of[k] in fams]
+                cells.append(f"{sum(alarms):.0f} of {len(alarms)} ({statistics.fmean(alarms):.2f})"
+                             if alarms else "—")  # fmt: skip
+            print(f"| {name} | " + " | ".join(cells) + " |")
     if single:
         print("\nThe run's own reader against each reader beside it, on the diffs of each "
               "family (content named; own minus other, paired):\n")  # fmt: skip
