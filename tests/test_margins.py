@@ -48,7 +48,7 @@ def test_margins_match_a_direct_computation():
         for d, a in zip(diffs, answers)
     ]
     assert got == pytest.approx(want, abs=1e-4)
-    assert got[1] == 0.0 and got[0] != pytest.approx(got[2])  # row i reads diff i
+    assert got[1] == pytest.approx(0.0, abs=1e-6) and got[0] != pytest.approx(got[2])
     assert all(m.adapter_a_ir is None for m in lora.diff_layers(model).values())  # removed after
     one = encode(tok, QUESTION, "x", 64, "")
     _, n = label_logps(model, tok.pad_token_id, diffs[:1], [one])
@@ -57,7 +57,7 @@ def test_margins_match_a_direct_computation():
         answer_margins(model, tok, diffs[:2], adapter, answers[:1], NOTHING)
 
 
-def test_audit_reads_an_unsure_finding_as_nothing_found(tiny_model_dir, tmp_path):
+def test_audit_reads_an_unsure_finding_as_nothing_found(tiny_model_dir, tmp_path, monkeypatch):
     import ditkit
     from ditkit.auditor import Auditor
 
@@ -76,7 +76,7 @@ def test_audit_reads_an_unsure_finding_as_nothing_found(tiny_model_dir, tmp_path
     assert kept["finding"] == "other" and math.isfinite(kept["dit_margin"])
     dropped = row(kept["dit_margin"] + 0.01, "dropped")
     assert dropped["finding"] == "nothing found" and dropped["dit"] == plain["dit"]
-    assert "no surer of its answer" in dropped["dit_doubt"] and not dropped["flags"]
+    assert "no surer of its answer" in dropped["dit_doubt"]
     assert "dit_margin" in (tmp_path / "dropped" / "audit.csv").read_text().splitlines()[0]
     assert read_jsonl(tmp_path / "dropped" / "audit.jsonl")[0]["finding"] == "nothing found"
     # A recorded margin (ship_adapter's nothing_margin) is the default.
@@ -87,12 +87,28 @@ def test_audit_reads_an_unsure_finding_as_nothing_found(tiny_model_dir, tmp_path
     assert nothing_margin(auditor.adapter) == pytest.approx(auditor.min_margin)
     again = ditkit.audit([diff], tmp_path / "rec", recorded, max_new_tokens=3)[0]
     assert again["finding"] == "nothing found"
+    # A topic reader names a topic for every diff: no finding, so no margin to weigh.
+    reader.meta.pop("task"), reader.meta.pop("nothing_margin")
+    topic = save_peft(reader, tmp_path / "topic", str(tiny_model_dir))
+    row_t = ditkit.audit([diff], tmp_path / "t", topic, max_new_tokens=3, min_margin=100.0)[0]
+    assert row_t["finding"] is None and "dit_margin" not in row_t
+    # "Nothing unusual: ..." that names something already says nothing: not weighed either
+    # (the reader's answer set here; the margin rule is what is tested).
+    import ditkit.auditor as auditor_mod
+
+    monkeypatch.setattr(auditor_mod, "describe", lambda *a, **k: ["Nothing unusual: tea."])
+    rows = ditkit.audit([diff], tmp_path / "n", folder, max_new_tokens=3, min_margin=100.0)
+    assert rows[0]["finding"] == "other" and "dit_margin" not in rows[0]
+    monkeypatch.setattr(auditor_mod, "describe", lambda *a, **k: ["I praise tea."])
+    rows = ditkit.audit([diff], tmp_path / "p", folder, max_new_tokens=3, min_margin=100.0)
+    assert rows[0]["finding"] == "nothing found" and "dit_margin" in rows[0]
 
 
 def test_cli_min_margin_takes_off_or_a_number(capsys):
     from ditkit import cli
 
     assert cli._margin("off") == float("-inf") and cli._margin("-0.5") == -0.5
-    with pytest.raises(SystemExit):
-        cli.main(["audit", "x", "--out", "y", "--min-margin", "lots"])
-    assert "give a number" in capsys.readouterr().err
+    for bad in ("lots", "nan", "inf"):
+        with pytest.raises(SystemExit):
+            cli.main(["audit", "x", "--out", "y", "--min-margin", bad])
+        assert "give a number" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,8 @@ def test_a_recorded_read_scale_is_what_describe_and_audit_read_at(
     # A topic reader names a topic for every diff: it has no "nothing found" to fall back on.
     with pytest.raises(ConfigError, match="behaviour-suite reader only"):
         shipped.ship_adapter(run, tmp_path / "m", base=str(tiny_model_dir), nothing_margin=-0.5)
+    with pytest.raises(ConfigError, match="finite number"):
+        shipped.ship_adapter(run, tmp_path / "m", base=str(tiny_model_dir), nothing_margin=math.nan)
 
 
 def test_the_manifest_records_the_held_out_recipe(tiny_model_dir, tmp_path):
@@ -235,6 +238,7 @@ def test_real_joint_reader_is_the_default_and_names_what_it_reads(tmp_path):
 
     save_diff(diffs[0].scaled(1e-12), tmp_path / "zero" / "zero.safetensors")
     (row,) = ditkit.audit([tmp_path / "zero"], tmp_path / "audit")
+    assert "dit_margin" in row, f"the reader claimed nothing for the zero diff: {row['dit']!r}"
     assert row["finding"] == "nothing found" and row["dit_margin"] <= -0.25, row
     assert "no surer" in row["dit_doubt"]
 

@@ -134,6 +134,9 @@ class Auditor:
         # A behaviour reader's finding less sure than "nothing" by this margin reads as nothing
         # found (None: the reader's recorded nothing_margin; -inf: every finding stands).
         self.min_margin = nothing_margin(self.adapter) if min_margin is None else min_margin
+        if min_margin is not None and finding(self.adapter, "") is None:
+            log.warning("min_margin %s ignored: %s is not a behaviour-suite reader, which alone "
+                        "can answer 'nothing found'", min_margin, self.adapter_source)  # fmt: skip
         self._model = self._lens = None
 
     @property
@@ -212,7 +215,10 @@ class Auditor:
             model, tok, [read], self.adapter, self.question, self.max_new_tokens, batch_size=1
         )[0]
         out["finding"] = finding(self.adapter, out["dit"])
-        if out["finding"] not in (None, "nothing found") and self.min_margin is not None:
+        # A "Nothing unusual: ..." answer that goes on to name something ("other") already says
+        # nothing; the margin (chosen on the family-form answers) weighs only the findings.
+        claims = out["finding"] is not None and parse_description(out["dit"])[0] != "none"
+        if claims and self.min_margin is not None:
             margin = answer_margins(
                 model, tok, [read], self.adapter, [out["dit"]], NOTHING, self.question
             )[0]
@@ -402,6 +408,9 @@ def write_tables(rows: list[dict], out: Path) -> None:
                     "**finding**: the kind of behaviour DIT names (a behaviour-suite reader: its "
                     "family, or *nothing found*; another reader: its task); "
                     "**dit**: what the DIT adapter says the diff was trained on; "
+                    "**dit_margin**: how much surer a behaviour reader is of its answer than of "
+                    "'Nothing unusual' (at or below the margin, *nothing found*, and "
+                    "**dit_doubt** says so); "
                     "**diffed_model**: the diffed model's own answer to the same question; "
                     "**weight_lens**: the tokens the diff's residual writes promote most; "
                     "**trigger** (with --find-triggers): the candidate trigger under which the "
@@ -424,4 +433,12 @@ def write_tables(rows: list[dict], out: Path) -> None:
 
 
 # Relative column widths of the HTML table: the free text gets the room.
-_WIDTHS = {"id": 12, "flags": 14, "dit": 12, "diffed_model": 14, "weight_lens": 10, "error": 14}
+_WIDTHS = {
+    "id": 12,
+    "flags": 14,
+    "dit": 12,
+    "dit_doubt": 10,
+    "diffed_model": 14,
+    "weight_lens": 10,
+    "error": 14,
+}

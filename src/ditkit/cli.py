@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -68,9 +69,12 @@ def _margin(text: str) -> float:
     if text.strip().lower() == "off":
         return float("-inf")
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a number (e.g. -0.5) or off") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number (e.g. -0.25) or off")
+    return value
 
 
 def _cmd_audit(args) -> int:
@@ -468,7 +472,7 @@ def _add_reading_commands(sub) -> None:
         metavar="M",
         help="a behaviour reader's finding that it is no surer of than of 'Nothing unusual' by M "
         "(mean log-probability per token) reads as nothing found (default: the reader's recorded "
-        "margin, -0.5 for the shipped joint reader; off: every finding stands)",
+        "margin, -0.25 for the shipped joint reader; off: every finding stands)",
     )
     s.set_defaults(func=_cmd_audit)
 

@@ -22,10 +22,10 @@ def read_scale(adapter: WeightDiff) -> float:
 
 
 def nothing_margin(adapter: WeightDiff) -> float | None:
-    """The margin below which a behaviour reader's finding counts as "nothing found": its
+    """The margin at or below which a behaviour reader's finding counts as "nothing found": its
     recorded ``nothing_margin`` (`ship_adapter`), else None (every finding stands)."""
     value = adapter.meta.get("nothing_margin")
-    return None if value in (None, "None") else float(value)
+    return None if value is None else float(value)
 
 
 def check_context(model, tok, prompts: Sequence[str], max_new_tokens: int, system) -> None:
@@ -143,11 +143,16 @@ def adapter_system(adapter: WeightDiff) -> str | None:
 
 
 def label_logps(
-    model, pad_id: int, diffs: Sequence[WeightDiff], enc: Sequence[Encoded]
+    model,
+    pad_id: int,
+    diffs: Sequence[WeightDiff],
+    enc: Sequence[Encoded],
+    index_b: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(summed log-probability of each row's answer tokens, their count)``, both ``[batch]``,
-    row i with ``diffs[i]`` installed (the adapter, if any, already set on ``model``)."""
-    install_diffs(model, list(diffs), torch.arange(len(diffs)))
+    row i with ``diffs[index_b[i]]`` installed (default: ``diffs[i]``; the adapter, if any,
+    already set on ``model``)."""
+    install_diffs(model, list(diffs), torch.arange(len(diffs)) if index_b is None else index_b)
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in collate(list(enc), pad_id).items()}
     # Logits from the earliest answer position on only: the prompt's would be discarded.
@@ -158,6 +163,10 @@ def label_logps(
     mask_bs = labels_bs != IGNORE
     logp_bs = torch.log_softmax(logits_bsv, -1).gather(-1, labels_bs.clamp(min=0)[..., None])
     return (logp_bs[..., 0] * mask_bs).sum(-1), mask_bs.sum(-1)
+
+
+# Answer tokens scored per row: a reader's answer is max_new_tokens (20 by default) long.
+MARGIN_ANSWER_TOKENS = 64
 
 
 def answer_margins(
@@ -174,25 +183,31 @@ def answer_margins(
     reader's "Nothing unusual" label) for ``diffs[i]``: the mean log-probability per token of
     the one minus the other, both with the diff and the adapter applied and asked the adapter's
     question (0 when the two are the same text). A hallucinated finding sits near or below 0.
+    Each text is scored as a whole answer (its turn-end marker included), so a margin measured
+    on answers cut at one ``max_new_tokens`` is comparable only with answers cut at the same.
     """
     if len(diffs) != len(answers):
         raise ValueError(f"{len(diffs)} diffs but {len(answers)} answers")
+    adapter.check_fits(model, "the DIT adapter")
     q, system = question or adapter_question(adapter), adapter_system(adapter)
+    ref = encode(tok, q, reference, MARGIN_ANSWER_TOKENS, system)
     targets = {n.rsplit(".", 1)[-1] for d in [adapter, *diffs] for n in d.modules}
     lora.inject(model, targets)
     lora.set_adapter(model, adapter)
-    ref = encode(tok, q, reference, 64, system)
     margins: list[float] = []
     try:
         with torch.no_grad():
             for start in range(0, len(diffs), batch_size):
                 chunk = list(diffs[start : start + batch_size])
-                enc = [encode(tok, q, a, 64, system) for a in answers[start : start + batch_size]]
+                n = len(chunk)
+                enc = [encode(tok, q, a, MARGIN_ANSWER_TOKENS, system)
+                       for a in answers[start : start + n]]  # fmt: skip
+                # Rows: the n answers, then the reference n times, each beside its own diff.
                 sums_b, counts_b = label_logps(
-                    model, tok.pad_token_id, chunk + chunk, enc + [ref] * len(chunk)
+                    model, tok.pad_token_id, chunk, enc + [ref] * n, torch.arange(n).repeat(2)
                 )
-                mean_b = (sums_b / counts_b.clamp(min=1)).tolist()
-                margins += [a - r for a, r in zip(mean_b[: len(chunk)], mean_b[len(chunk) :])]
+                mean_b = sums_b / counts_b.clamp(min=1)
+                margins += (mean_b[:n] - mean_b[n:]).tolist()
     finally:
         lora.clear_diffs(model)
         lora.set_adapter(model, None)

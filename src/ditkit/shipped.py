@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from importlib import resources
 from pathlib import Path
 
@@ -171,6 +172,8 @@ def ship_adapter(
     # dit.max_train_diffs (of dit.train_families), not on every training diff of its run.
     train = run.jobs("train", run.cfg.dit.train_families)[: run.cfg.dit.max_train_diffs]
     task = get_task(cfg.get("task") or DEFAULT_TASK)
+    if nothing_margin is not None and not math.isfinite(nothing_margin):
+        raise ConfigError(f"nothing_margin = {nothing_margin}: give a finite number, e.g. -0.25")
     if nothing_margin is not None and task.name != "behaviours":
         raise ConfigError(
             f"nothing_margin: {run_dir} reads the {task.name} task, whose reader cannot say "

@@ -111,16 +111,19 @@ def table(rows: list[dict], margin: float) -> None:
             if not sel:
                 continue
             print(f"\n**{group}, read at x{s:g}**: content named (alias match) per family; for "
-                  "benign and unchanged diffs the false alarms (a behaviour claimed). Each row "
-                  "drops findings at or below the margin.\n")  # fmt: skip
+                  "refusal and bias the family's form named; for benign and unchanged diffs the "
+                  "false alarms (a behaviour claimed). Each row drops findings at or below the "
+                  "margin.\n")  # fmt: skip
             print("| margin | " + " | ".join(f"{f} (n={sum(r['family'] == f for r in sel)})"
                                              for f in fams) + " |")  # fmt: skip
             print("|---|" + "---|" * len(fams))
             for tau in TAUS:
                 cells = []
                 for fam in fams:
-                    vals = [score(r, tau)[1 if fam in ("benign", "none") else 0]
-                            for r in sel if r["family"] == fam]  # fmt: skip
+                    # benign, none: a behaviour claimed; refusal, bias: the family's form named
+                    # (their content is never read); the rest: the content named.
+                    i = {"benign": 1, "none": 1, "refusal": 2, "bias": 2}.get(fam, 0)
+                    vals = [score(r, tau)[i] for r in sel if r["family"] == fam]
                     cells.append(f"{statistics.fmean(vals):.2f}")
                 print(f"| {'none' if tau is None else f'{tau:+.2f}'} | " + " | ".join(cells) + " |")
     print(
