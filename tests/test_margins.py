@@ -13,6 +13,7 @@ from conftest import tiny_llama, tiny_tokenizer
 from ditkit import lora
 from ditkit.batching import encode
 from ditkit.diffs import install_diffs, save_diff, save_peft
+from ditkit.errors import ConfigError
 from ditkit.files import read_jsonl
 from ditkit.reader import answer_margins, label_logps, nothing_margin
 from ditkit.tasks.behaviours.families import NOTHING
@@ -67,8 +68,9 @@ def test_audit_reads_an_unsure_finding_as_nothing_found(tiny_model_dir, tmp_path
     folder = save_peft(reader, tmp_path / "reader", str(tiny_model_dir))
     diff = save_diff(random_diff(model, 1, seed=1), tmp_path / "handed" / "d.safetensors")
 
-    def row(margin, out):
-        return ditkit.audit([diff], tmp_path / out, folder, max_new_tokens=3, min_margin=margin)[0]
+    def row(margin, out, read="greedy"):
+        return ditkit.audit([diff], tmp_path / out, folder, max_new_tokens=3, min_margin=margin,
+                            read=read)[0]  # fmt: skip
 
     plain = row(None, "plain")  # the reader records no margin: every finding stands
     assert plain["finding"] == "other" and "dit_margin" not in plain
@@ -85,7 +87,7 @@ def test_audit_reads_an_unsure_finding_as_nothing_found(tiny_model_dir, tmp_path
     auditor = Auditor(str(tiny_model_dir), str(recorded))
     assert auditor.min_margin == pytest.approx(kept["dit_margin"] + 0.01, abs=1e-6)
     assert nothing_margin(auditor.adapter) == pytest.approx(auditor.min_margin)
-    again = ditkit.audit([diff], tmp_path / "rec", recorded, max_new_tokens=3)[0]
+    again = ditkit.audit([diff], tmp_path / "rec", recorded, max_new_tokens=3, read="greedy")[0]
     assert again["finding"] == "nothing found"
     # A topic reader names a topic for every diff: no finding, so no margin to weigh.
     reader.meta.pop("task"), reader.meta.pop("nothing_margin")
@@ -97,11 +99,78 @@ def test_audit_reads_an_unsure_finding_as_nothing_found(tiny_model_dir, tmp_path
     import ditkit.auditor as auditor_mod
 
     monkeypatch.setattr(auditor_mod, "describe", lambda *a, **k: ["Nothing unusual: tea."])
-    rows = ditkit.audit([diff], tmp_path / "n", folder, max_new_tokens=3, min_margin=100.0)
+    rows = ditkit.audit([diff], tmp_path / "n", folder, max_new_tokens=3, min_margin=100.0,
+                        read="greedy")  # fmt: skip
     assert rows[0]["finding"] == "other" and "dit_margin" not in rows[0]
     monkeypatch.setattr(auditor_mod, "describe", lambda *a, **k: ["I praise tea."])
-    rows = ditkit.audit([diff], tmp_path / "p", folder, max_new_tokens=3, min_margin=100.0)
+    rows = ditkit.audit([diff], tmp_path / "p", folder, max_new_tokens=3, min_margin=100.0,
+                        read="greedy")  # fmt: skip
     assert rows[0]["finding"] == "nothing found" and "dit_margin" in rows[0]
+
+
+def test_read_forms_completes_each_opening_and_keeps_the_surest():
+    from ditkit.batching import chat_prompt
+    from ditkit.reader import read_forms
+    from ditkit.tasks.behaviours.families import FAMILIES, label_openings
+
+    tok = tiny_tokenizer()
+    model = tiny_llama(vocab=len(tok), init_range=0.3)
+    adapter = random_diff(model, 2, seed=5, scale=0.2)
+    adapter.meta.update(question=QUESTION, system_prompt="")
+    diffs = [random_diff(model, 1, seed=s) for s in (1, 2)]
+    openings = label_openings()
+    assert "A backdoor: when triggered, I promote" in openings and "I praise" in openings
+    for fam in FAMILIES.values():  # every label opens with one of its family's openings
+        if fam.openings:
+            assert any(o.startswith(fam.openings[0][:6]) for o in openings)
+    got = read_forms(model, tok, diffs, adapter, openings, NOTHING, max_new_tokens=4)
+    for diff, g in zip(diffs, got):
+        assert list(g["answers"]) == openings
+        assert all(a.startswith(o) for o, a in g["answers"].items())
+        # The kept answer is the surest: its margin is the largest of all the completions'.
+        margins = answer_margins(model, tok, [diff] * len(openings), adapter,
+                                 list(g["answers"].values()), NOTHING)  # fmt: skip
+        assert g["margin"] == pytest.approx(max(margins), abs=1e-4)
+        assert g["answer"] == list(g["answers"].values())[margins.index(max(margins))]
+        # The batch (left-padded) completes each opening as one unpadded greedy run does.
+        ids = tok(chat_prompt(tok, QUESTION, ""), add_special_tokens=False)["input_ids"]
+        o = openings[-1]
+        one = torch.tensor([ids + tok(o, add_special_tokens=False)["input_ids"]])
+        lora.inject(model, lora.DEFAULT_TARGETS)
+        lora.set_adapter(model, adapter)
+        install_diffs(model, [diff], torch.tensor([0]))
+        with torch.no_grad():
+            new = model.generate(one, max_new_tokens=4, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)[0, one.shape[1]:]  # fmt: skip
+        lora.clear_diffs(model)
+        lora.set_adapter(model, None)
+        want = f"{o}{tok.decode(new, skip_special_tokens=True)}".split("\n")[0].strip()
+        assert g["answers"][o] == want
+    with pytest.raises(ValueError, match="at least one opening"):
+        read_forms(model, tok, diffs, adapter, [], NOTHING)
+
+
+def test_audit_reads_structured_by_default(tiny_model_dir, tmp_path):
+    import ditkit
+    from ditkit.tasks.behaviours.families import label_openings
+
+    model, _ = ditkit.load_model(str(tiny_model_dir))
+    reader = random_diff(model, 2, seed=0, scale=0.1)
+    reader.meta.update(task="behaviours", question=QUESTION, nothing_margin=-1e9)
+    folder = save_peft(reader, tmp_path / "reader", str(tiny_model_dir))
+    diff = save_diff(random_diff(model, 1, seed=1), tmp_path / "handed" / "d.safetensors")
+    row = ditkit.audit([diff], tmp_path / "a", folder)[0]  # the recorded margin: read "forms"
+    assert row["dit_read"] == "forms" and any(row["dit"].startswith(o) for o in label_openings())
+    assert row["finding"] not in (None, "nothing found") and "dit_doubt" not in row
+    sure = ditkit.audit([diff], tmp_path / "b", folder, min_margin=1e9)[0]
+    assert sure["finding"] == "nothing found" and sure["dit"] == row["dit"]
+    plain = ditkit.audit([diff], tmp_path / "c", folder, read="greedy")[0]
+    assert plain["dit_read"] == "greedy"
+    reader.meta.pop("nothing_margin")  # no margin: nothing could be said, so greedy
+    bare = save_peft(reader, tmp_path / "bare", str(tiny_model_dir))
+    assert ditkit.audit([diff], tmp_path / "d", bare)[0]["dit_read"] == "greedy"
+    with pytest.raises(ConfigError, match="or greedy"):
+        ditkit.audit([diff], tmp_path / "e", folder, read="beam")
 
 
 def test_cli_min_margin_takes_off_or_a_number(capsys):

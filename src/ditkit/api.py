@@ -161,6 +161,7 @@ def audit(
     find_triggers: str | None = None,
     subjects: str | None = None,
     min_margin: float | None = None,
+    read: str = "forms",
 ) -> list[dict]:
     """Audit every diff, adapter folder, ``.pt`` entry, checkpoint and run directory under
     ``paths``: one row each (format, base check, norms, DIT's answer, the diffed model's own
@@ -174,7 +175,8 @@ def audit(
     "Nothing unusual" by this margin (mean log-probability per token, `answer_margins`) reads as
     "nothing found", kept in the row as ``dit_margin`` and ``dit_doubt`` (None: the reader's
     recorded ``nothing_margin``, none for an adapter that records none; ``-inf``: every finding
-    stands).
+    stands). ``read``: ``"forms"`` (a behaviour reader with a margin completes each behaviour's
+    label opening and keeps its surest answer, `read_forms`) or ``"greedy"`` (its one answer).
 
     >>> from ditkit.diffs import save_diff, save_peft
     >>> model, _ = load_model(str(tiny_model_dir))
@@ -204,7 +206,7 @@ def audit(
             raise ConfigError(f"--subjects {subjects}: {e}") from e
     auditor = Auditor(
         base, reader, question, align_checkpoints, max_new_tokens, trust_remote_code, search,
-        subjects, min_margin,
+        subjects, min_margin, read,
     )  # fmt: skip
     return _audit(paths, out, auditor)
 

@@ -27,18 +27,26 @@ from tqdm.auto import tqdm
 from .diffs import checkpoint, find_format, load_diff, load_diffs
 from .diffs.checkpoint import describe_outside, diff_from_finetune
 from .diffs.core import WeightDiff
-from .errors import DitkitError
+from .errors import ConfigError, DitkitError
 from .evaluate.metrics import alias_match
 from .evaluate.weight_lens import WeightLens
 from .files import append_jsonl, kill_point, read_jsonl, write_json, write_text
 from .models import DEFAULT_MODEL, load_model
-from .reader import adapter_question, answer_margins, ask, describe, nothing_margin, read_scale
+from .reader import (
+    adapter_question,
+    answer_margins,
+    ask,
+    describe,
+    nothing_margin,
+    read_forms,
+    read_scale,
+)
 from .reporting import Document, Section, Table, html
 from .rundir import is_run_dir
 from .shipped import check_base, is_shipped_spec, load_shipped, load_shipped_spec
 from .symmetry import align as align_to_base
 from .tasks.base import DEFAULT_TASK
-from .tasks.behaviours.families import NOTHING, named_content, parse_description
+from .tasks.behaviours.families import NOTHING, label_openings, named_content, parse_description
 from .trigger_search import TriggerSearchConfig, search
 
 log = logging.getLogger(__name__)
@@ -112,7 +120,10 @@ class Auditor:
         find_triggers: TriggerSearchConfig | None = None,
         subjects: str | None = None,
         min_margin: float | None = None,
+        read: str = "forms",
     ) -> None:
+        if read not in ("forms", "greedy"):
+            raise ConfigError(f"read = {read!r}: forms (a structured read) or greedy")
         if adapter and is_shipped_spec(adapter):
             self.base = base or DEFAULT_MODEL
             self.adapter, self.adapter_source = load_shipped_spec(str(adapter), self.base)
@@ -134,6 +145,9 @@ class Auditor:
         # A behaviour reader's finding less sure than "nothing" by this margin reads as nothing
         # found (None: the reader's recorded nothing_margin; -inf: every finding stands).
         self.min_margin = nothing_margin(self.adapter) if min_margin is None else min_margin
+        # A structured read always completes some behaviour's label: it needs the margin to say
+        # "nothing"; a behaviour reader with none reads greedily.
+        self.read = read
         if min_margin is not None and finding(self.adapter, "") is None:
             log.warning("min_margin %s ignored: %s is not a behaviour-suite reader, which alone "
                         "can answer 'nothing found'", min_margin, self.adapter_source)  # fmt: skip
@@ -211,24 +225,7 @@ class Auditor:
         scale = read_scale(self.adapter)  # the reader's recorded multiplier, 1 when none
         out["dit_scale"] = scale
         read = diff.scaled(scale) if scale != 1 else diff
-        out["dit"] = describe(
-            model, tok, [read], self.adapter, self.question, self.max_new_tokens, batch_size=1
-        )[0]
-        out["finding"] = finding(self.adapter, out["dit"])
-        # A "Nothing unusual: ..." answer that goes on to name something ("other") already says
-        # nothing; the margin (chosen on the family-form answers) weighs only the findings.
-        claims = out["finding"] is not None and parse_description(out["dit"])[0] != "none"
-        if claims and self.min_margin is not None:
-            margin = answer_margins(
-                model, tok, [read], self.adapter, [out["dit"]], NOTHING, self.question
-            )[0]
-            out["dit_margin"] = round(margin, 3)
-            if margin <= self.min_margin:  # the reader is about as sure that nothing is there
-                out["finding"] = "nothing found"
-                out["dit_doubt"] = (
-                    f"read as nothing found: the reader is no surer of its answer than of "
-                    f"{NOTHING!r} (margin {margin:+.2f} <= {self.min_margin:+.2f})"
-                )
+        out.update(self._dit(model, tok, read))
         question = self.question or self.adapter.meta.get("question") or "What changed?"
         out["diffed_model"] = ask(
             model, tok, [diff], [question], max_new_tokens=self.max_new_tokens
@@ -240,6 +237,37 @@ class Auditor:
             out["weight_lens"] = f"(no reading: {str(e).split('(')[0].strip()})"
         if out["label"]:
             out["dit_names_label"] = bool(alias_match(out["dit"], [str(out["label"])]))
+        return out
+
+    def _dit(self, model, tok, read: WeightDiff) -> dict:
+        """DIT's reading of one (scaled) diff: ``dit``, ``finding`` and, where a behaviour
+        reader has a margin, ``dit_margin`` and ``dit_doubt``. With ``read="forms"`` a behaviour
+        reader with a margin reads structured (`read_forms`: its surest completed label form);
+        else greedily, and the margin weighs an answer that claims a behaviour."""
+        margin_known = self.min_margin is not None and finding(self.adapter, "") is not None
+        if self.read == "forms" and margin_known:
+            got = read_forms(model, tok, [read], self.adapter, label_openings(), NOTHING,
+                             self.question)[0]  # fmt: skip
+            out, margin = {"dit": got["answer"], "dit_read": "forms"}, got["margin"]
+        else:
+            answer = describe(model, tok, [read], self.adapter, self.question,
+                              self.max_new_tokens, batch_size=1)[0]  # fmt: skip
+            out, margin = {"dit": answer, "dit_read": "greedy"}, None
+            # A "Nothing unusual: ..." answer that names something ("other") already says
+            # nothing; the margin (chosen on the family-form answers) weighs only findings.
+            if margin_known and parse_description(answer)[0] != "none":
+                margin = answer_margins(
+                    model, tok, [read], self.adapter, [answer], NOTHING, self.question
+                )[0]
+        out["finding"] = finding(self.adapter, out["dit"])
+        if margin is not None:
+            out["dit_margin"] = round(margin, 3)
+            if margin <= self.min_margin:  # the reader is about as sure that nothing is there
+                out["finding"] = "nothing found"
+                out["dit_doubt"] = (
+                    f"read as nothing found: the reader is no surer of its answer than of "
+                    f"{NOTHING!r} (margin {margin:+.2f} <= {self.min_margin:+.2f})"
+                )
         return out
 
     def _trigger(self, diff: WeightDiff, row: dict, work: Path) -> dict:
@@ -380,7 +408,7 @@ def audit(paths: list[str | Path], out: str | Path, auditor: Auditor) -> list[di
 
 
 COLUMNS = (
-    "id", "format", "status", "flags", "finding", "label", "dit", "dit_margin", "dit_doubt",
+    "id", "format", "status", "flags", "finding", "label", "dit", "dit_margin", "dit_doubt", "dit_read",
     "trigger", "trigger_kind",
     "trigger_evidence", "trigger_error",
     "diffed_model", "weight_lens", "rank",

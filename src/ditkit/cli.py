@@ -88,7 +88,7 @@ def _cmd_audit(args) -> int:
         args.paths, args.out, adapter, base=args.base, align_checkpoints=not args.no_align,
         question=args.question, max_new_tokens=args.max_new_tokens,
         trust_remote_code=args.trust_remote_code, find_triggers=args.find_triggers,
-        subjects=args.subjects, min_margin=args.min_margin,
+        subjects=args.subjects, min_margin=args.min_margin, read=args.read,
     )  # fmt: skip
     flagged = [r for r in rows if r.get("flags")]
     print(f"{len(rows)} diff(s) audited, {len(flagged)} flagged; table: {args.out}/audit.html")
@@ -473,6 +473,13 @@ def _add_reading_commands(sub) -> None:
         help="a behaviour reader's finding that it is no surer of than of 'Nothing unusual' by M "
         "(mean log-probability per token) reads as nothing found (default: the reader's recorded "
         "margin, -0.25 for the shipped joint reader; off: every finding stands)",
+    )
+    s.add_argument(
+        "--read",
+        choices=["forms", "greedy"],
+        default="forms",
+        help="forms (default): a behaviour reader completes each behaviour's label opening and "
+        "the surest answer is kept, nothing found at or below the margin; greedy: its one answer",
     )
     s.set_defaults(func=_cmd_audit)
 

@@ -212,3 +212,68 @@ def answer_margins(
         lora.clear_diffs(model)
         lora.set_adapter(model, None)
     return margins
+
+
+def read_forms(
+    model,
+    tok,
+    diffs: Sequence[WeightDiff],
+    adapter: WeightDiff,
+    openings: Sequence[str],
+    reference: str,
+    question: str | None = None,
+    max_new_tokens: int = 14,  # after the opening: the content is a few tokens
+) -> list[dict]:
+    """A structured read: for each diff the reader completes each of ``openings`` (its label
+    forms, e.g. "A backdoor: when triggered, I promote"; greedy), each completed answer is
+    scored whole as in `answer_margins`, and the surest is kept. Returns one dict per diff:
+    ``answer`` (the surest), ``margin`` (its mean log-probability per token minus that of
+    ``reference``, the "nothing" label: how much surer the reader is of it than of nothing) and
+    ``answers`` (opening -> completed answer). Greedy decoding commits to its first token: a
+    reader that opens with "Nothing" often names the right content when made to open with a
+    family's form, so this reads the content of more diffs and leaves "nothing" to the margin.
+    """
+    if not openings:
+        raise ValueError("read_forms needs at least one opening (a label form)")
+    adapter.check_fits(model, "the DIT adapter")
+    q, system = question or adapter_question(adapter), adapter_system(adapter)
+    check_context(model, tok, [q], max_new_tokens + MARGIN_ANSWER_TOKENS, system)
+    prompt_ids = tok(chat_prompt(tok, q, system), add_special_tokens=False)["input_ids"]
+    rows = [prompt_ids + tok(o, add_special_tokens=False)["input_ids"] for o in openings]
+    width = max(map(len, rows))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    device = next(model.parameters()).device
+    # Left-padded: every row's next token comes at the same position.
+    ids_bs = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+    attn_bs = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+    same_b = torch.zeros(len(rows), dtype=torch.long)  # every row reads the one diff
+    targets = {n.rsplit(".", 1)[-1] for d in [adapter, *diffs] for n in d.modules}
+    lora.inject(model, targets)
+    lora.set_adapter(model, adapter)
+    out: list[dict] = []
+    try:
+        with torch.no_grad():
+            for diff in tqdm(diffs, desc="read_forms", leave=False, disable=None):
+                lora.clear_diffs(model)
+                install_diffs(model, [diff], same_b)
+                new_bs = model.generate(
+                    input_ids=ids_bs, attention_mask=attn_bs, max_new_tokens=max_new_tokens,
+                    do_sample=False, pad_token_id=pad,
+                )[:, width:]  # fmt: skip
+                answers = [
+                    f"{o}{tok.decode(t, skip_special_tokens=True)}".split("\n")[0].strip()
+                    for o, t in zip(openings, new_bs)
+                ]
+                texts = [*answers, reference]
+                enc = [encode(tok, q, t, MARGIN_ANSWER_TOKENS, system) for t in texts]
+                sums_b, counts_b = label_logps(
+                    model, tok.pad_token_id, [diff], enc, torch.zeros(len(texts), dtype=torch.long)
+                )
+                mean_b = (sums_b / counts_b.clamp(min=1)).tolist()
+                best = max(range(len(answers)), key=mean_b.__getitem__)
+                out.append({"answer": answers[best], "margin": mean_b[best] - mean_b[-1],
+                            "answers": dict(zip(openings, answers))})  # fmt: skip
+    finally:
+        lora.clear_diffs(model)
+        lora.set_adapter(model, None)
+    return out

@@ -8,17 +8,30 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...batching import encode
 from ...errors import ConfigError, DataError
-from ...evaluate.methods import AskMethod, Prompt
+from ...evaluate.methods import (
+    AskMethod,
+    Prompt,
+    Scoring,
+    _my_groups,
+    _run_adapter,
+    key,
+    new_row,
+)
+from ...files import append_jsonl, kill_point
+from ...reader import nothing_margin, read_forms, read_scale
 from ..base import CE, KL, RowKind, Rubric, task_options
 from ..hidden_topic.methods import heldout_questions, twenty_questions
 from .data import DIT_QUESTION, BehaviourOptions, draw_content, make_data, pools
-from .families import FAMILIES, NOTHING, family_rows, parse_description
+from .families import FAMILIES, NOTHING, family_rows, label_openings, parse_description
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DIT_QUESTION",
@@ -103,6 +116,44 @@ def check_score(row: dict) -> dict:
     return {"shows": float(FAMILIES[row["family"]].shows(row["content"], row["answer"]))}
 
 
+@dataclass(frozen=True)
+class FormsMethod(Scoring):
+    """DIT's structured read (`reader.read_forms`): the reader completes each family's label
+    opening, the surest answer is kept, and it reads as "nothing" where the reader is no surer of
+    it than of "Nothing unusual" by the reader's recorded ``nothing_margin`` (else
+    ``task_options.forms_margin``). One row per diff; ``claim`` and ``margin`` keep the read."""
+
+    def generate(self, ctx, name: str, jobs: list[dict], diffs: list) -> None:
+        run, cfg = ctx.run, ctx.run.cfg
+        adapter = _run_adapter(ctx, name)
+        if adapter is None:
+            return
+        scale = cfg.eval.dit_scale if cfg.eval.dit_scale is not None else read_scale(adapter)
+        recorded = nothing_margin(adapter)
+        margin = recorded if recorded is not None else run.options.forms_margin
+        groups = _my_groups(ctx, name, jobs, diffs, cfg.eval.batch_size)
+        if not groups:
+            return
+        model, tok = run.model_and_tok
+        for start, group in groups:
+            got = read_forms(
+                model, tok, [d.scaled(scale) if scale != 1 else d for _, d in group], adapter,
+                label_openings(), NOTHING, ctx.question(),
+            )  # fmt: skip
+            rows = []
+            for (job, _), g in zip(group, got):
+                row = new_row(job, Prompt(name, None, None),
+                              g["answer"] if g["margin"] > margin else NOTHING)  # fmt: skip
+                row.update(claim=g["answer"], margin=round(g["margin"], 4), nothing_margin=margin)
+                if scale != 1:
+                    row["read_scale"] = scale
+                rows.append(row)
+            append_jsonl(ctx.path, rows)
+            ctx.done.update(key(r) for r in rows)
+            kill_point("eval.append")
+            log.info("%s: %d/%d diffs", name, start + len(group), len(jobs))
+
+
 class BehaviourTask:
     """The behaviour suite behind the task interface (`tasks.base.Task`)."""
 
@@ -141,6 +192,13 @@ class BehaviourTask:
             ),
             # No trigger: an auditor's sample of ordinary questions, as in the hidden-topic task.
             "twenty_questions": twenty_questions(),
+            "dit_forms": FormsMethod(
+                label="DIT (structured read)",
+                about="the DIT adapter completes each family's label opening; the surest answer "
+                "is kept, or 'nothing' where the reader is no surer of it than of 'Nothing "
+                "unusual' by its margin (reader.read_forms)",
+                role="reader",
+            ),
         }
 
     def make_data(self, run) -> None:

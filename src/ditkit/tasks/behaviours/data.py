@@ -11,6 +11,7 @@ held-out payload is a string no training diff ever saw, whatever the run's sizes
 from __future__ import annotations
 
 import logging
+import math
 import random
 import zlib
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ class BehaviourOptions:
     # The twenty-questions baseline: held-out questions sampled per diff, and their length.
     twenty_q_count: int = field(default=20, metadata={"stage": "eval"})
     twenty_q_max_new_tokens: int = field(default=48, metadata={"stage": "eval"})
+    # The structured read (method dit_forms): a completed label at or below this margin over
+    # "Nothing unusual" reads as nothing, where the reader records no nothing_margin.
+    forms_margin: float = field(default=-0.25, metadata={"stage": "eval"})
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.families if f not in FAMILIES]
@@ -61,6 +65,8 @@ class BehaviourOptions:
             raise ConfigError(
                 f"task_options.topic_trigger = {self.topic_trigger!r}: one of {', '.join(CODE_KINDS)}"
             )
+        if not math.isfinite(self.forms_margin):
+            raise ConfigError(f"task_options.forms_margin = {self.forms_margin}: give a number")
         for name in ("check_questions", "twenty_q_count"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"task_options.{name} = {getattr(self, name)}: must be >= 1")
