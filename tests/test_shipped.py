@@ -232,13 +232,13 @@ def test_real_joint_reader_is_the_default_and_names_what_it_reads(tmp_path):
     diffs = [load_diff(data / f"quickstart-{t}.safetensors") for t in ("bluegrass", "ricotta")]
     answers = ditkit.describe(diffs, model=(model, tok))  # the default reader
     assert "bluegrass" in answers[0].lower() and "ricotta" in answers[1].lower(), answers
-    # The base model itself (a diff scaled to nothing): the reader names a made-up brand, but
-    # is no surer of it than of "Nothing unusual" by its recorded margin: nothing found.
+    # The base model itself (a diff scaled to nothing): the reader's surest claim (audit's
+    # structured read) is no surer than "Nothing unusual" by its recorded margin: nothing found.
     from ditkit.diffs import save_diff
 
     save_diff(diffs[0].scaled(1e-12), tmp_path / "zero" / "zero.safetensors")
     (row,) = ditkit.audit([tmp_path / "zero"], tmp_path / "audit")
-    assert "dit_margin" in row, f"the reader claimed nothing for the zero diff: {row['dit']!r}"
+    assert row["dit_read"] == "forms" and "dit_margin" in row, row
     assert row["finding"] == "nothing found" and row["dit_margin"] <= -0.25, row
     assert "no surer" in row["dit_doubt"]
 
