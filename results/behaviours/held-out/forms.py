@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ditkit.api import load_reader
-from ditkit.diffs import load_diffs
+from ditkit.diffs import load_diff, load_diffs
 from ditkit.evaluate.metrics import alias_match
 from ditkit.evaluate.stats import paired_difference
 from ditkit.files import read_jsonl
@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("sets", nargs="+", metavar="NAME=RUN")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--margin", type=float, default=-0.25, help="the margin summarised last")
+    ap.add_argument("--adapter", help="a behaviour reader's adapter folder (default: the shipped "
+                    "joint reader); give each reader its own --out")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -49,7 +51,7 @@ def main() -> None:
         else {}
     )
     model, tok = load_model("smollm2-135m")
-    reader = load_reader()
+    reader = load_diff(args.adapter) if args.adapter else load_reader()
     rows = []
     with cache.open("a") as f:
         for spec in args.sets:
