@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
 from tqdm.auto import tqdm
@@ -26,6 +27,20 @@ def nothing_margin(adapter: WeightDiff) -> float | None:
     recorded ``nothing_margin`` (`ship_adapter`), else None (every finding stands)."""
     value = adapter.meta.get("nothing_margin")
     return None if value is None else float(value)
+
+
+@contextmanager
+def _reading(model, adapter: WeightDiff | None, diffs: Sequence[WeightDiff | None]):
+    """``model`` with the layers ``adapter`` and ``diffs`` touch wrapped and ``adapter`` set;
+    diffs and adapter removed after, whatever happens."""
+    targets = {n.rsplit(".", 1)[-1] for d in [adapter, *diffs] if d for n in d.modules}
+    lora.inject(model, targets or lora.DEFAULT_TARGETS)
+    lora.set_adapter(model, adapter)
+    try:
+        yield
+    finally:
+        lora.clear_diffs(model)
+        lora.set_adapter(model, None)
 
 
 def check_context(model, tok, prompts: Sequence[str], max_new_tokens: int, system) -> None:
@@ -68,13 +83,8 @@ def ask(
     check_context(model, tok, prompts, max_new_tokens, system)
     if adapter is not None:
         adapter.check_fits(model, "the DIT adapter")
-    targets = {n.rsplit(".", 1)[-1] for d in diffs if d for n in d.modules}
-    if adapter is not None:
-        targets |= {n.rsplit(".", 1)[-1] for n in adapter.modules}
-    lora.inject(model, targets or lora.DEFAULT_TARGETS)
-    lora.set_adapter(model, adapter)
     answers: list[str] = []
-    try:
+    with _reading(model, adapter, diffs):
         for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False, disable=None):
             chunk = list(diffs[start : start + batch_size])
             present = [d for d in chunk if d is not None]
@@ -96,9 +106,6 @@ def ask(
                 batch_size=len(chunk),
                 keep_rows=True,  # row i carries diff i: never regroup the prompts
             )
-    finally:
-        lora.clear_diffs(model)
-        lora.set_adapter(model, None)
     return answers
 
 
@@ -191,26 +198,19 @@ def answer_margins(
     adapter.check_fits(model, "the DIT adapter")
     q, system = question or adapter_question(adapter), adapter_system(adapter)
     ref = encode(tok, q, reference, MARGIN_ANSWER_TOKENS, system)
-    targets = {n.rsplit(".", 1)[-1] for d in [adapter, *diffs] for n in d.modules}
-    lora.inject(model, targets)
-    lora.set_adapter(model, adapter)
     margins: list[float] = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(diffs), batch_size):
-                chunk = list(diffs[start : start + batch_size])
-                n = len(chunk)
-                enc = [encode(tok, q, a, MARGIN_ANSWER_TOKENS, system)
-                       for a in answers[start : start + n]]  # fmt: skip
-                # Rows: the n answers, then the reference n times, each beside its own diff.
-                sums_b, counts_b = label_logps(
-                    model, tok.pad_token_id, chunk, enc + [ref] * n, torch.arange(n).repeat(2)
-                )
-                mean_b = sums_b / counts_b.clamp(min=1)
-                margins += (mean_b[:n] - mean_b[n:]).tolist()
-    finally:
-        lora.clear_diffs(model)
-        lora.set_adapter(model, None)
+    with _reading(model, adapter, diffs), torch.no_grad():
+        for start in range(0, len(diffs), batch_size):
+            chunk = list(diffs[start : start + batch_size])
+            n = len(chunk)
+            enc = [encode(tok, q, a, MARGIN_ANSWER_TOKENS, system)
+                   for a in answers[start : start + n]]  # fmt: skip
+            # Rows: the n answers, then the reference n times, each beside its own diff.
+            sums_b, counts_b = label_logps(
+                model, tok.pad_token_id, chunk, enc + [ref] * n, torch.arange(n).repeat(2)
+            )
+            mean_b = sums_b / counts_b.clamp(min=1)
+            margins += (mean_b[:n] - mean_b[n:]).tolist()
     return margins
 
 
@@ -247,33 +247,26 @@ def read_forms(
     ids_bs = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
     attn_bs = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
     same_b = torch.zeros(len(rows), dtype=torch.long)  # every row reads the one diff
-    targets = {n.rsplit(".", 1)[-1] for d in [adapter, *diffs] for n in d.modules}
-    lora.inject(model, targets)
-    lora.set_adapter(model, adapter)
     out: list[dict] = []
-    try:
-        with torch.no_grad():
-            for diff in tqdm(diffs, desc="read_forms", leave=False, disable=None):
-                lora.clear_diffs(model)
-                install_diffs(model, [diff], same_b)
-                new_bs = model.generate(
-                    input_ids=ids_bs, attention_mask=attn_bs, max_new_tokens=max_new_tokens,
-                    do_sample=False, pad_token_id=pad,
-                )[:, width:]  # fmt: skip
-                answers = [
-                    f"{o}{tok.decode(t, skip_special_tokens=True)}".split("\n")[0].strip()
-                    for o, t in zip(openings, new_bs)
-                ]
-                texts = [*answers, reference]
-                enc = [encode(tok, q, t, MARGIN_ANSWER_TOKENS, system) for t in texts]
-                sums_b, counts_b = label_logps(
-                    model, tok.pad_token_id, [diff], enc, torch.zeros(len(texts), dtype=torch.long)
-                )
-                mean_b = (sums_b / counts_b.clamp(min=1)).tolist()
-                best = max(range(len(answers)), key=mean_b.__getitem__)
-                out.append({"answer": answers[best], "margin": mean_b[best] - mean_b[-1],
-                            "answers": dict(zip(openings, answers))})  # fmt: skip
-    finally:
-        lora.clear_diffs(model)
-        lora.set_adapter(model, None)
+    with _reading(model, adapter, diffs), torch.no_grad():
+        for diff in tqdm(diffs, desc="read_forms", leave=False, disable=None):
+            lora.clear_diffs(model)
+            install_diffs(model, [diff], same_b)
+            new_bs = model.generate(
+                input_ids=ids_bs, attention_mask=attn_bs, max_new_tokens=max_new_tokens,
+                do_sample=False, pad_token_id=pad,
+            )[:, width:]  # fmt: skip
+            answers = [
+                f"{o}{tok.decode(t, skip_special_tokens=True)}".split("\n")[0].strip()
+                for o, t in zip(openings, new_bs)
+            ]
+            texts = [*answers, reference]
+            enc = [encode(tok, q, t, MARGIN_ANSWER_TOKENS, system) for t in texts]
+            sums_b, counts_b = label_logps(
+                model, tok.pad_token_id, [diff], enc, torch.zeros(len(texts), dtype=torch.long)
+            )
+            mean_b = (sums_b / counts_b.clamp(min=1)).tolist()
+            best = max(range(len(answers)), key=mean_b.__getitem__)
+            out.append({"answer": answers[best], "margin": mean_b[best] - mean_b[-1],
+                        "answers": dict(zip(openings, answers))})  # fmt: skip
     return out

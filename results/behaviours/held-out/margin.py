@@ -104,7 +104,7 @@ def score(r: dict, tau: float | None) -> tuple[float, float, float]:
 
 
 def table(rows: list[dict], margin: float) -> None:
-    for group in sorted({r["set"] for r in rows}, key=lambda g: g != "dev"):
+    for group in sorted(dict.fromkeys(r["set"] for r in rows), key=lambda g: g != "dev"):
         for s in SCALES:
             sel = [r for r in rows if r["set"] == group and r["scale"] == s]
             fams = [f for f in FAMILIES if any(r["family"] == f for r in sel)]
@@ -129,7 +129,7 @@ def table(rows: list[dict], margin: float) -> None:
     print(
         f"\nAt margin {margin:+.2f}, read at x1, against no margin (paired per diff, 95% interval):\n"
     )
-    for group in sorted({r["set"] for r in rows}, key=lambda g: g != "dev"):
+    for group in sorted(dict.fromkeys(r["set"] for r in rows), key=lambda g: g != "dev"):
         sel = [r for r in rows if r["set"] == group and r["scale"] == 1.0]
         benign = [r for r in sel if r["family"] in ("benign", "none")]
         if benign:

@@ -99,6 +99,13 @@ class Context:
             return getattr(options, name)
         return getattr(self.run.cfg.eval, name)
 
+    def save(self, rows: list[dict]) -> None:
+        """Append ``rows`` to the predictions file and count them as done (a killed evaluation
+        resumes after the last saved chunk)."""
+        append_jsonl(self.path, rows)
+        self.done.update(key(r) for r in rows)
+        kill_point("eval.append")
+
 
 @dataclass(frozen=True, kw_only=True)
 class Scoring:
@@ -188,9 +195,7 @@ class AskMethod(Scoring):
             if scale != 1:
                 for row in rows:
                     row["read_scale"] = scale
-            append_jsonl(ctx.path, rows)
-            ctx.done.update(key(r) for r in rows)
-            kill_point("eval.append")
+            ctx.save(rows)
         log.info("%s: %d chunk(s) of predictions written", name, len(todo_chunks))
 
 
@@ -257,9 +262,7 @@ class VoteMethod(Scoring):
                 row = new_row(job, Prompt(name, None, None), majority_vote([v[2] for v in votes]))
                 row["votes"] = votes
                 rows.append(row)
-            append_jsonl(ctx.path, rows)
-            ctx.done.update(key(r) for r in rows)
-            kill_point("eval.append")
+            ctx.save(rows)
             log.info("%s: %d/%d diffs", name, start + len(group), len(jobs))
 
 
@@ -314,9 +317,7 @@ class TranscriptMethod(Scoring):
                 row = new_row(job, Prompt(name, None, None), guess)
                 row.update(guess=guess, guesser=ctx.tools.guesser_name, transcript=transcript)
                 rows.append(row)
-            append_jsonl(ctx.path, rows)
-            ctx.done.update(key(r) for r in rows)
-            kill_point("eval.append")
+            ctx.save(rows)
             log.info("%s: %d/%d diffs", name, start + len(group), len(jobs))
 
 

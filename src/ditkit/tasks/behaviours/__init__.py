@@ -21,10 +21,8 @@ from ...evaluate.methods import (
     Scoring,
     _my_groups,
     _run_adapter,
-    key,
     new_row,
 )
-from ...files import append_jsonl, kill_point
 from ...reader import nothing_margin, read_forms, read_scale
 from ..base import CE, KL, RowKind, Rubric, task_options
 from ..hidden_topic.methods import heldout_questions, twenty_questions
@@ -148,9 +146,7 @@ class FormsMethod(Scoring):
                 if scale != 1:
                     row["read_scale"] = scale
                 rows.append(row)
-            append_jsonl(ctx.path, rows)
-            ctx.done.update(key(r) for r in rows)
-            kill_point("eval.append")
+            ctx.save(rows)
             log.info("%s: %d/%d diffs", name, start + len(group), len(jobs))
 
 
