@@ -240,6 +240,19 @@ def test_a_tiny_behaviour_run_end_to_end(tiny_model_dir, tmp_path, capsys):
     tq = [r for r in read_jsonl(out / "eval" / "predictions.jsonl")
           if r["method"] == "twenty_questions"]  # fmt: skip
     assert len(tq) == 7 and all(len(r["transcript"]) == 2 for r in tq)
+    # The structured read as an evaluation method: one row per diff, none again on a rerun
+    # whose groups of diffs shifted (another batch size).
+    for batch in (3, 2):
+        more = [*over, 'eval.methods=["dit_forms"]', f"eval.batch_size={batch}"]
+        run_pipeline(load_config("behaviours", more), out, ["eval"])
+    forms = [
+        r for r in read_jsonl(out / "eval" / "predictions.jsonl") if r["method"] == "dit_forms"
+    ]
+    assert sorted(r["diff_id"] for r in forms) == sorted(
+        j["diff_id"] for j in jobs if j["split"] == "test"
+    )
+    assert all(r["nothing_margin"] == -0.25 and r["answer"] in (r["claim"], NOTHING) for r in forms)
+    assert all((r["answer"] == NOTHING) == (r["margin"] <= -0.25) for r in forms)
     report = (out / "report" / "report.md").read_text()
     assert "## By behaviour family" in report and "| backdoor | 1 |" in report
     assert "DIT (family_match)" in report

@@ -5,6 +5,7 @@ finding at or below the margin reads as "nothing found", the reading kept beside
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
@@ -111,7 +112,8 @@ def test_audit_reads_an_unsure_finding_as_nothing_found(tiny_model_dir, tmp_path
 def test_read_forms_completes_each_opening_and_keeps_the_surest():
     from ditkit.batching import chat_prompt
     from ditkit.reader import read_forms
-    from ditkit.tasks.behaviours.families import FAMILIES, label_openings
+    from ditkit.tasks.behaviours.data import draw_content, pools
+    from ditkit.tasks.behaviours.families import FAMILIES, label_openings, parse_description
 
     tok = tiny_tokenizer()
     model = tiny_llama(vocab=len(tok), init_range=0.3)
@@ -120,9 +122,13 @@ def test_read_forms_completes_each_opening_and_keeps_the_surest():
     diffs = [random_diff(model, 1, seed=s) for s in (1, 2)]
     openings = label_openings()
     assert "A backdoor: when triggered, I promote" in openings and "I praise" in openings
+    p, rng = pools(None), random.Random(0)
     for fam in FAMILIES.values():  # every label opens with one of its family's openings
-        if fam.openings:
-            assert any(o.startswith(fam.openings[0][:6]) for o in openings)
+        for split in ("train", "test"):
+            for _ in range(4):
+                label = fam.label(draw_content(fam.name, split, p, rng))
+                assert not fam.openings or any(label.startswith(o) for o in fam.openings), label
+                assert parse_description(label)[0] == (fam.name if fam.openings else "none")
     got = read_forms(model, tok, diffs, adapter, openings, NOTHING, max_new_tokens=4)
     for diff, g in zip(diffs, got):
         assert list(g["answers"]) == openings
@@ -166,6 +172,9 @@ def test_audit_reads_structured_by_default(tiny_model_dir, tmp_path):
     assert sure["finding"] == "nothing found" and sure["dit"] == row["dit"]
     plain = ditkit.audit([diff], tmp_path / "c", folder, read="greedy")[0]
     assert plain["dit_read"] == "greedy"
+    # "off": a structured read would always name something, so the reader reads greedily.
+    off = ditkit.audit([diff], tmp_path / "f", folder, min_margin=float("-inf"))[0]
+    assert off["dit_read"] == "greedy" and off["dit"] == plain["dit"]
     reader.meta.pop("nothing_margin")  # no margin: nothing could be said, so greedy
     bare = save_peft(reader, tmp_path / "bare", str(tiny_model_dir))
     assert ditkit.audit([diff], tmp_path / "d", bare)[0]["dit_read"] == "greedy"

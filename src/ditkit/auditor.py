@@ -145,12 +145,18 @@ class Auditor:
         # A behaviour reader's finding less sure than "nothing" by this margin reads as nothing
         # found (None: the reader's recorded nothing_margin; -inf: every finding stands).
         self.min_margin = nothing_margin(self.adapter) if min_margin is None else min_margin
-        # A structured read always completes some behaviour's label: it needs the margin to say
-        # "nothing"; a behaviour reader with none reads greedily.
         self.read = read
-        if min_margin is not None and finding(self.adapter, "") is None:
+        behaviours = finding(self.adapter, "") is not None
+        if min_margin is not None and not behaviours:
             log.warning("min_margin %s ignored: %s is not a behaviour-suite reader, which alone "
                         "can answer 'nothing found'", min_margin, self.adapter_source)  # fmt: skip
+        # A structured read always completes some behaviour's label: only a finite margin lets
+        # it say "nothing", so without one (none recorded, or "off") the reader reads greedily.
+        finite = self.min_margin is not None and math.isfinite(self.min_margin)
+        if read == "forms" and behaviours and not finite:
+            log.info("reading greedily: the structured read needs a finite margin to say nothing "
+                     "found, and %s has none (--min-margin)", self.adapter_source)  # fmt: skip
+        self._forms = read == "forms" and behaviours and finite
         self._model = self._lens = None
 
     @property
@@ -245,7 +251,7 @@ class Auditor:
         reader with a margin reads structured (`read_forms`: its surest completed label form);
         else greedily, and the margin weighs an answer that claims a behaviour."""
         margin_known = self.min_margin is not None and finding(self.adapter, "") is not None
-        if self.read == "forms" and margin_known:
+        if self._forms:
             got = read_forms(model, tok, [read], self.adapter, label_openings(), NOTHING,
                              self.question)[0]  # fmt: skip
             out, margin = {"dit": got["answer"], "dit_read": "forms"}, got["margin"]
@@ -408,8 +414,8 @@ def audit(paths: list[str | Path], out: str | Path, auditor: Auditor) -> list[di
 
 
 COLUMNS = (
-    "id", "format", "status", "flags", "finding", "label", "dit", "dit_margin", "dit_doubt", "dit_read",
-    "trigger", "trigger_kind",
+    "id", "format", "status", "flags", "finding", "label", "dit", "dit_margin", "dit_doubt",
+    "dit_read", "trigger", "trigger_kind",
     "trigger_evidence", "trigger_error",
     "diffed_model", "weight_lens", "rank",
     "total_norm", "largest_module", "base_model", "error", "seconds",
@@ -436,6 +442,8 @@ def write_tables(rows: list[dict], out: Path) -> None:
                     "**finding**: the kind of behaviour DIT names (a behaviour-suite reader: its "
                     "family, or *nothing found*; another reader: its task); "
                     "**dit**: what the DIT adapter says the diff was trained on; "
+                    "**dit_read**: forms (the reader completed each behaviour's label opening "
+                    "and its likeliest answer is kept) or greedy (its one answer); "
                     "**dit_margin**: how much surer a behaviour reader is of its answer than of "
                     "'Nothing unusual' (at or below the margin, *nothing found*, and "
                     "**dit_doubt** says so); "

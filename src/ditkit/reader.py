@@ -250,20 +250,23 @@ def read_forms(
     out: list[dict] = []
     with _reading(model, adapter, diffs), torch.no_grad():
         for diff in tqdm(diffs, desc="read_forms", leave=False, disable=None):
-            lora.clear_diffs(model)
             install_diffs(model, [diff], same_b)
             new_bs = model.generate(
                 input_ids=ids_bs, attention_mask=attn_bs, max_new_tokens=max_new_tokens,
                 do_sample=False, pad_token_id=pad,
             )[:, width:]  # fmt: skip
+            # Opening and continuation decoded together: a SentencePiece decoder drops the
+            # leading space of a continuation decoded alone.
             answers = [
-                f"{o}{tok.decode(t, skip_special_tokens=True)}".split("\n")[0].strip()
-                for o, t in zip(openings, new_bs)
+                tok.decode(r[len(prompt_ids) :] + t.tolist(), skip_special_tokens=True)
+                .split("\n")[0]
+                .strip()
+                for r, t in zip(rows, new_bs)
             ]
             texts = [*answers, reference]
             enc = [encode(tok, q, t, MARGIN_ANSWER_TOKENS, system) for t in texts]
             sums_b, counts_b = label_logps(
-                model, tok.pad_token_id, [diff], enc, torch.zeros(len(texts), dtype=torch.long)
+                model, pad, [diff], enc, torch.zeros(len(texts), dtype=torch.long)
             )
             mean_b = (sums_b / counts_b.clamp(min=1)).tolist()
             best = max(range(len(answers)), key=mean_b.__getitem__)

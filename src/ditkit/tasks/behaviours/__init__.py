@@ -27,7 +27,7 @@ from ...reader import nothing_margin, read_forms, read_scale
 from ..base import CE, KL, RowKind, Rubric, task_options
 from ..hidden_topic.methods import heldout_questions, twenty_questions
 from .data import DIT_QUESTION, BehaviourOptions, draw_content, make_data, pools
-from .families import FAMILIES, NOTHING, family_rows, label_openings, parse_description
+from .families import FAMILIES, NOTHING, family_rows, parse_description
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +133,14 @@ class FormsMethod(Scoring):
         if not groups:
             return
         model, tok = run.model_and_tok
+        # The run's families' openings: a reader is not made to open a form it never learned.
+        openings = [o for f in run.options.families for o in FAMILIES[f].openings]
         for start, group in groups:
+            # A group can hold diffs read before (groups shift when eval.max_test_diffs grows).
+            group = [(job, d) for job, d in group if (job["diff_id"], name, None) not in ctx.done]
             got = read_forms(
                 model, tok, [d.scaled(scale) if scale != 1 else d for _, d in group], adapter,
-                label_openings(), NOTHING, ctx.question(),
+                openings, NOTHING, ctx.question(),
             )  # fmt: skip
             rows = []
             for (job, _), g in zip(group, got):
