@@ -156,7 +156,7 @@ def test_read_forms_completes_each_opening_and_keeps_the_surest():
         read_forms(model, tok, diffs, adapter, [], NOTHING)
 
 
-def test_audit_reads_structured_by_default(tiny_model_dir, tmp_path):
+def test_audit_reads_structured_by_default(tiny_model_dir, tmp_path, capsys):
     import ditkit
     from ditkit.tasks.behaviours.families import label_openings
 
@@ -172,6 +172,11 @@ def test_audit_reads_structured_by_default(tiny_model_dir, tmp_path):
     assert sure["finding"] == "nothing found" and sure["dit"] == row["dit"]
     plain = ditkit.audit([diff], tmp_path / "c", folder, read="greedy")[0]
     assert plain["dit_read"] == "greedy"
+    from ditkit import cli
+
+    cli.main(["audit", str(diff), "--out", str(tmp_path / "g"), "--adapter", str(folder),
+              "--min-margin", "1e9"])  # fmt: skip
+    assert "1 of them below the margin" in capsys.readouterr().out
     # "off": a structured read would always name something, so the reader reads greedily.
     off = ditkit.audit([diff], tmp_path / "f", folder, min_margin=float("-inf"))[0]
     assert off["dit_read"] == "greedy" and off["dit"] == plain["dit"]

@@ -96,7 +96,9 @@ def _cmd_audit(args) -> int:
     if findings:  # "nothing found" apart from every behaviour the reader named
         nothing = findings.pop("nothing found", 0)
         named = ", ".join(f"{k} {v}" for k, v in findings.most_common())
-        print(f"findings: {named or 'none'}; nothing found: {nothing}")
+        doubted = sum(1 for r in rows if r.get("dit_doubt"))
+        below = f" ({doubted} of them below the margin: see dit and dit_doubt)" if doubted else ""
+        print(f"findings: {named or 'none'}; nothing found: {nothing}{below}")
     searched = [r["trigger_seconds"] for r in rows if "trigger_seconds" in r]
     if searched:
         print(
