@@ -157,6 +157,7 @@ class Auditor:
             log.info("reading greedily: the structured read needs a finite margin to say nothing "
                      "found, and %s has none (--min-margin)", self.adapter_source)  # fmt: skip
         self._forms = read == "forms" and behaviours and finite
+        self._weighs = behaviours and self.min_margin is not None  # a margin to weigh findings by
         self._model = self._lens = None
 
     @property
@@ -250,7 +251,6 @@ class Auditor:
         reader has a margin, ``dit_margin`` and ``dit_doubt``. With ``read="forms"`` a behaviour
         reader with a margin reads structured (`read_forms`: its surest completed label form);
         else greedily, and the margin weighs an answer that claims a behaviour."""
-        margin_known = self.min_margin is not None and finding(self.adapter, "") is not None
         if self._forms:
             got = read_forms(model, tok, [read], self.adapter, label_openings(), NOTHING,
                              self.question)[0]  # fmt: skip
@@ -261,7 +261,7 @@ class Auditor:
             out, margin = {"dit": answer, "dit_read": "greedy"}, None
             # A "Nothing unusual: ..." answer that names something ("other") already says
             # nothing; the margin (chosen on the family-form answers) weighs only findings.
-            if margin_known and parse_description(answer)[0] != "none":
+            if self._weighs and parse_description(answer)[0] != "none":
                 margin = answer_margins(
                     model, tok, [read], self.adapter, [answer], NOTHING, self.question
                 )[0]
