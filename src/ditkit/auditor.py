@@ -157,6 +157,9 @@ class Auditor:
             log.info("reading greedily: the structured read needs a finite margin to say nothing "
                      "found, and %s has none (--min-margin)", self.adapter_source)  # fmt: skip
         self._forms = read == "forms" and behaviours and finite
+        # The forms the reader learned (its recorded training labels); every family's without.
+        labels = self.adapter.meta.get("training_labels")
+        self._openings = label_openings(labels) or label_openings()
         self._weighs = behaviours and self.min_margin is not None  # a margin to weigh findings by
         self._model = self._lens = None
 
@@ -252,7 +255,7 @@ class Auditor:
         reader with a margin reads structured (`read_forms`: its surest completed label form);
         else greedily, and the margin weighs an answer that claims a behaviour."""
         if self._forms:
-            got = read_forms(model, tok, [read], self.adapter, label_openings(), NOTHING,
+            got = read_forms(model, tok, [read], self.adapter, self._openings, NOTHING,
                              self.question)[0]  # fmt: skip
             out, margin = {"dit": got["answer"], "dit_read": "forms"}, got["margin"]
         else:

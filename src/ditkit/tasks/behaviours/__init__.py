@@ -27,7 +27,7 @@ from ...reader import nothing_margin, read_forms, read_scale
 from ..base import CE, KL, RowKind, Rubric, task_options
 from ..hidden_topic.methods import heldout_questions, twenty_questions
 from .data import DIT_QUESTION, BehaviourOptions, draw_content, make_data, pools
-from .families import FAMILIES, NOTHING, family_rows, parse_description
+from .families import FAMILIES, NOTHING, family_rows, label_openings, parse_description
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +132,16 @@ class FormsMethod(Scoring):
         groups = _my_groups(ctx, name, jobs, diffs, cfg.eval.batch_size)
         if not groups:
             return
+        # The families the reader learned, not the run's: a shipped reader reading a run of
+        # benign diffs must still be free to claim a backdoor (that is the false alarm measured).
+        openings = label_openings(adapter.meta.get("training_labels"), run.options.families)
+        if not openings:
+            raise ConfigError(
+                f"eval method {name}: the reader at {run.out / 'dit' / 'adapter'} learned no "
+                "behaviour family with a label form (its training labels all say nothing "
+                "unusual), so a structured read has nothing to complete; use method 'dit'"
+            )
         model, tok = run.model_and_tok
-        # The run's families' openings: a reader is not made to open a form it never learned.
-        openings = [o for f in run.options.families for o in FAMILIES[f].openings]
         for start, group in groups:
             # A group can hold diffs read before (groups shift when eval.max_test_diffs grows).
             group = [(job, d) for job, d in group if (job["diff_id"], name, None) not in ctx.done]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..hidden_topic.data import make_trigger, random_prefix
@@ -385,9 +385,15 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def label_openings() -> list[str]:
-    """Every family's label openings, in family order (what `reader.read_forms` completes)."""
-    return [o for fam in FAMILIES.values() for o in fam.openings]
+def label_openings(labels: Sequence[str] | None = None, families: Sequence[str] = ()) -> list[str]:
+    """Label openings for `reader.read_forms`, in family order: every family's by default; with
+    ``labels`` (a reader's recorded ``training_labels``) those of the families they name, so a
+    reader is never made to open a form it did not learn; ``families`` when no label names one
+    (a reader that records no labels)."""
+    if not labels and not families:
+        return [o for fam in FAMILIES.values() for o in fam.openings]
+    known = {parse_description(label)[0] for label in labels or ()} or set(families)
+    return [o for name, fam in FAMILIES.items() if name in known for o in fam.openings]
 
 
 def family_rows(family: str, content: dict, questions: list[str], mix, seed: int) -> list[RowSpec]:
