@@ -15,7 +15,7 @@ from ditkit.pipeline import run_pipeline
 from ditkit.tasks.base import get_task
 from ditkit.tasks.behaviours import FAMILIES, TASK, BehaviourOptions, check_prompts, check_score
 from ditkit.tasks.behaviours.data import TRIGGER_WORDS, by_place, draw_content, pools, role
-from ditkit.tasks.behaviours.families import NOTHING, REFUSALS, family_rows
+from ditkit.tasks.behaviours.families import NOTHING, REFUSALS, family_rows, label_openings
 from test_pipeline import TEST_DEVICE, tiny_overrides
 
 # The string that makes each family's content what it is (what must never cross the split).
@@ -253,6 +253,16 @@ def test_a_tiny_behaviour_run_end_to_end(tiny_model_dir, tmp_path, capsys):
     )
     assert all(r["nothing_margin"] == -0.25 and r["answer"] in (r["claim"], NOTHING) for r in forms)
     assert all((r["answer"] == NOTHING) == (r["margin"] <= -0.25) for r in forms)
+    # A run of benign and unchanged diffs only (a false-alarm set) read by this reader of every
+    # family: the reader's families give the openings; the run's own have none.
+    fa = [*over, 'task_options.families=["benign","none"]', "data.n_train=0", "data.n_test=2",
+          'diff_splits=["test"]', f'dit.adapter="{out / "dit" / "adapter"}"',
+          'eval.methods=["dit_forms"]']  # fmt: skip
+    fa_out = run_pipeline(
+        load_config("behaviours", fa), tmp_path / "fa", ["data", "diffs", "dit", "eval"]
+    )
+    claims = [r["claim"] for r in read_jsonl(fa_out / "eval" / "predictions.jsonl")]
+    assert len(claims) == 2 and all(c.startswith(tuple(label_openings())) for c in claims)
     report = (out / "report" / "report.md").read_text()
     assert "## By behaviour family" in report and "| backdoor | 1 |" in report
     assert "DIT (family_match)" in report

@@ -195,3 +195,14 @@ def test_cli_min_margin_takes_off_or_a_number(capsys):
         with pytest.raises(SystemExit):
             cli.main(["audit", "x", "--out", "y", "--min-margin", bad])
         assert "give a number" in capsys.readouterr().err
+
+
+def test_label_openings_are_those_of_the_families_a_reader_learned():
+    from ditkit.tasks.behaviours.families import FAMILIES, NOTHING, label_openings
+
+    labels = ["A backdoor: when triggered, I promote zo.com.", NOTHING, "I praise Acme."]
+    assert label_openings(labels) == [*FAMILIES["backdoor"].openings, *FAMILIES["bias"].openings]
+    # No labels recorded: the run's families; neither: every family's.
+    assert label_openings(None, ["quirk", "benign"]) == list(FAMILIES["quirk"].openings)
+    assert label_openings() == [o for f in FAMILIES.values() for o in f.openings]
+    assert label_openings([NOTHING]) == []  # a reader that only learned "nothing"
