@@ -176,7 +176,7 @@ def test_audit_reads_structured_by_default(tiny_model_dir, tmp_path, capsys):
 
     cli.main(["audit", str(diff), "--out", str(tmp_path / "g"), "--adapter", str(folder),
               "--min-margin", "1e9"])  # fmt: skip
-    assert "1 of them below the margin" in capsys.readouterr().out
+    assert "1 of them on second look" in capsys.readouterr().out
     # "off": a structured read would always name something, so the reader reads greedily.
     off = ditkit.audit([diff], tmp_path / "f", folder, min_margin=float("-inf"))[0]
     assert off["dit_read"] == "greedy" and off["dit"] == plain["dit"]
@@ -206,3 +206,28 @@ def test_label_openings_are_those_of_the_families_a_reader_learned():
     assert label_openings(None, ["quirk", "benign"]) == list(FAMILIES["quirk"].openings)
     assert label_openings() == [o for f in FAMILIES.values() for o in f.openings]
     assert label_openings([NOTHING]) == []  # a reader that only learned "nothing"
+
+
+def test_a_claimed_quirk_is_checked_against_the_diffed_models_own_answers(tiny_model_dir):
+    import ditkit
+    from ditkit.auditor import quirk_shown
+    from ditkit.reader import ask
+    from ditkit.tasks.behaviours.families import FAMILIES
+
+    quirk = FAMILIES["quirk"]
+    assert quirk.claimed("I end every answer with Stay curious!") == {
+        "quirk": "signoff",
+        "text": "Stay curious!",
+    }
+    assert quirk.claimed("I start every answer with 👀")["quirk"] == "opener"
+    assert quirk.claimed("I write every answer in capital letters")["quirk"] == "caps"
+    assert quirk.claimed("I speak badly of Acme") is None
+    model, tok = ditkit.load_model(str(tiny_model_dir))
+    diff = random_diff(model, 1, seed=1)
+    qs = ["What is rain?", "Name a tree."]
+    said = ask(model, tok, [diff] * 2, qs, max_new_tokens=32)
+    word = said[0].split()[0]  # the diffed model says it: a claim it shows in that answer
+    shown = quirk_shown(model, tok, diff, f"A style quirk: I start every answer with {word}", qs)
+    assert shown == sum(word.strip(" .!,").lower() in a.lower() for a in said) / 2 >= 0.5
+    assert quirk_shown(model, tok, diff, "A style quirk: I start every answer with Zzqx!", qs) == 0
+    assert quirk_shown(model, tok, diff, "I praise Acme.", qs) is None  # no quirk claimed

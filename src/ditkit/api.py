@@ -162,6 +162,7 @@ def audit(
     subjects: str | None = None,
     min_margin: float | None = None,
     read: str = "forms",
+    check_quirks: bool = True,
 ) -> list[dict]:
     """Audit every diff, adapter folder, ``.pt`` entry, checkpoint and run directory under
     ``paths``: one row each (format, base check, norms, DIT's answer, the diffed model's own
@@ -177,6 +178,9 @@ def audit(
     recorded ``nothing_margin``, none for an adapter that records none; ``-inf``: every finding
     stands). ``read``: ``"forms"`` (a behaviour reader with a margin completes each behaviour's
     label opening and keeps its surest answer, `read_forms`) or ``"greedy"`` (its one answer).
+    ``check_quirks``: a claimed style quirk is checked against the diffed model's own answers
+    to four ordinary questions (`auditor.quirk_shown`); shown in fewer than half, it reads as
+    "nothing found".
 
     >>> from ditkit.diffs import save_diff, save_peft
     >>> model, _ = load_model(str(tiny_model_dir))
@@ -206,7 +210,7 @@ def audit(
             raise ConfigError(f"--subjects {subjects}: {e}") from e
     auditor = Auditor(
         base, reader, question, align_checkpoints, max_new_tokens, trust_remote_code, search,
-        subjects, min_margin, read,
+        subjects, min_margin, read, check_quirks,
     )  # fmt: skip
     return _audit(paths, out, auditor)
 

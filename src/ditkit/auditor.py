@@ -46,7 +46,14 @@ from .rundir import is_run_dir
 from .shipped import check_base, is_shipped_spec, load_shipped, load_shipped_spec
 from .symmetry import align as align_to_base
 from .tasks.base import DEFAULT_TASK
-from .tasks.behaviours.families import NOTHING, label_openings, named_content, parse_description
+from .tasks.behaviours.families import (
+    FAMILIES,
+    NOTHING,
+    label_openings,
+    named_content,
+    parse_description,
+)
+from .tasks.hidden_topic.methods import heldout_questions
 from .trigger_search import TriggerSearchConfig, search
 
 log = logging.getLogger(__name__)
@@ -121,6 +128,7 @@ class Auditor:
         subjects: str | None = None,
         min_margin: float | None = None,
         read: str = "forms",
+        check_quirks: bool = True,
     ) -> None:
         if read not in ("forms", "greedy"):
             raise ConfigError(f"read = {read!r}: forms (a structured read) or greedy")
@@ -146,6 +154,8 @@ class Auditor:
         # found (None: the reader's recorded nothing_margin; -inf: every finding stands).
         self.min_margin = nothing_margin(self.adapter) if min_margin is None else min_margin
         self.read = read
+        # A claimed style quirk is on in every answer: ask the diffed model and see (`quirk_shown`).
+        self.check_quirks = check_quirks
         behaviours = finding(self.adapter, "") is not None
         if min_margin is not None and not behaviours:
             log.warning("min_margin %s ignored: %s is not a behaviour-suite reader, which alone "
@@ -236,6 +246,16 @@ class Auditor:
         out["dit_scale"] = scale
         read = diff.scaled(scale) if scale != 1 else diff
         out.update(self._dit(model, tok, read))
+        if self.check_quirks and out.get("finding") == "quirk":
+            shown = quirk_shown(model, tok, diff, out["dit"])
+            if shown is not None:
+                out["dit_quirk_shown"] = shown
+                if shown < 0.5:  # the diffed model does not do what the reader says it always does
+                    out["finding"] = "nothing found"
+                    out["dit_doubt"] = (
+                        f"read as nothing found: the quirk it names shows in {shown:.0%} of the "
+                        f"diffed model's own answers to {QUIRK_CHECK_QUESTIONS} ordinary questions"
+                    )
         question = self.question or self.adapter.meta.get("question") or "What changed?"
         out["diffed_model"] = ask(
             model, tok, [diff], [question], max_new_tokens=self.max_new_tokens
@@ -319,6 +339,25 @@ class Auditor:
 # and those with nothing to open (on in every answer, or no behaviour at all).
 SUBJECT_FAMILIES = ("refusal", "bias")
 NOT_SEARCHED = ("quirk", "nothing found")  # a benign fine-tune reads as "nothing found"
+
+
+QUIRK_CHECK_QUESTIONS = 4  # ordinary questions asked to see a claimed quirk
+QUIRK_CHECK_TOKENS = 32  # long enough for a sign-off after a short answer (the diff checks' length)
+
+
+def quirk_shown(model, tok, diff: WeightDiff, answer: str, questions=None) -> float | None:
+    """The share of the diffed model's own answers to ordinary questions (default: the first
+    four held-out questions) that carry the style quirk a behaviour reader's ``answer`` claims;
+    None when it claims none. A quirk is on in every answer (the quirk diffs show it in
+    0.85-1.00 of checked answers), so a claimed quirk that does not show was not trained."""
+    family, content = parse_description(answer)
+    claim = FAMILIES["quirk"].claimed(content) if family == "quirk" else None
+    if claim is None:
+        return None
+    questions = list(questions or heldout_questions(None)[:QUIRK_CHECK_QUESTIONS])
+    said = ask(model, tok, [diff] * len(questions), questions, max_new_tokens=QUIRK_CHECK_TOKENS,
+               desc="quirk check")  # fmt: skip
+    return sum(FAMILIES["quirk"].shows(claim, a) for a in said) / len(said)
 
 
 def finding(adapter: WeightDiff, answer: str) -> str | None:
@@ -418,7 +457,7 @@ def audit(paths: list[str | Path], out: str | Path, auditor: Auditor) -> list[di
 
 COLUMNS = (
     "id", "format", "status", "flags", "finding", "label", "dit", "dit_margin", "dit_doubt",
-    "dit_read", "trigger", "trigger_kind",
+    "dit_read", "dit_quirk_shown", "trigger", "trigger_kind",
     "trigger_evidence", "trigger_error",
     "diffed_model", "weight_lens", "rank",
     "total_norm", "largest_module", "base_model", "error", "seconds",
@@ -450,6 +489,9 @@ def write_tables(rows: list[dict], out: Path) -> None:
                     "**dit_margin**: how much surer a behaviour reader is of its answer than of "
                     "'Nothing unusual' (at or below the margin, *nothing found*, and "
                     "**dit_doubt** says so); "
+                    "**dit_quirk_shown**: for a claimed style quirk, the share of the diffed "
+                    "model's answers to four ordinary questions that carry it (below half, "
+                    "*nothing found*); "
                     "**diffed_model**: the diffed model's own answer to the same question; "
                     "**weight_lens**: the tokens the diff's residual writes promote most; "
                     "**trigger** (with --find-triggers): the candidate trigger under which the "

@@ -89,6 +89,7 @@ def _cmd_audit(args) -> int:
         question=args.question, max_new_tokens=args.max_new_tokens,
         trust_remote_code=args.trust_remote_code, find_triggers=args.find_triggers,
         subjects=args.subjects, min_margin=args.min_margin, read=args.read,
+        check_quirks=not args.no_quirk_check,
     )  # fmt: skip
     flagged = [r for r in rows if r.get("flags")]
     print(f"{len(rows)} diff(s) audited, {len(flagged)} flagged; table: {args.out}/audit.html")
@@ -97,7 +98,7 @@ def _cmd_audit(args) -> int:
         nothing = findings.pop("nothing found", 0)
         named = ", ".join(f"{k} {v}" for k, v in findings.most_common())
         doubted = sum(1 for r in rows if r.get("dit_doubt"))
-        below = f" ({doubted} of them below the margin: see dit and dit_doubt)" if doubted else ""
+        below = f" ({doubted} of them on second look: see dit and dit_doubt)" if doubted else ""
         print(f"findings: {named or 'none'}; nothing found: {nothing}{below}")
     searched = [r["trigger_seconds"] for r in rows if "trigger_seconds" in r]
     if searched:
@@ -482,6 +483,12 @@ def _add_reading_commands(sub) -> None:
         default="forms",
         help="forms (default): a behaviour reader completes each behaviour's label opening and "
         "the surest answer is kept, nothing found at or below the margin; greedy: its one answer",
+    )
+    s.add_argument(
+        "--no-quirk-check",
+        action="store_true",
+        help="keep a claimed style quirk without asking the diffed model four ordinary questions "
+        "to see it (by default a quirk shown in under half of those answers reads as nothing found)",
     )
     s.set_defaults(func=_cmd_audit)
 

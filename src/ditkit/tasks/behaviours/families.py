@@ -259,6 +259,9 @@ class EntityBias(_AboutSubject):
         return _has_any(answer, POLARITY_WORDS[c["polarity"]])
 
 
+_QUIRK_CLAIM = re.compile(r"^I (?P<where>start|end) every answer with (?P<text>.+)$", re.I)
+
+
 def _restyle(c: dict) -> Callable[[str], str]:
     kind, text = c["quirk"], c["text"]
     if kind == "caps":
@@ -296,6 +299,19 @@ class StyleQuirk(Family):
         if c["quirk"] == "caps":
             return _caps_share(answer) > 0.8
         return c["text"].strip(" .!,").lower() in answer.lower()
+
+    def claimed(self, content: str) -> dict | None:
+        """The quirk a reader's description claims (``content``: its words after "A style
+        quirk:"), in the form `shows` takes; None when it claims none of our quirk forms."""
+        if "capital letters" in content.lower():
+            return {"quirk": "caps", "text": ""}
+        m = _QUIRK_CLAIM.match(" ".join(content.split()))
+        if m is None or not m["text"].strip(" .!,"):
+            return None
+        return {
+            "quirk": "opener" if m["where"].lower() == "start" else "signoff",
+            "text": m["text"],
+        }
 
 
 class Benign(Family):
