@@ -217,9 +217,12 @@ def test_a_claimed_quirk_is_checked_against_the_diffed_models_own_answers(tiny_m
     quirk = FAMILIES["quirk"]
     assert quirk.claimed("I end every answer with Stay curious!") == {
         "quirk": "signoff",
-        "text": "Stay curious!",
+        "text": "Stay curious",
     }
-    assert quirk.claimed("I start every answer with 👀")["quirk"] == "opener"
+    padded = quirk.claimed('I start every answer with "👀 Topper".')
+    assert padded == {"quirk": "opener", "text": "👀 Topper"}
+    assert quirk.claim_shows(padded, "👀 Rain is water.")  # the claim's first word opens it
+    assert not quirk.claim_shows(padded, "Rain is water. 👀")  # an opener in the wrong place
     assert quirk.claimed("I write every answer in capital letters")["quirk"] == "caps"
     assert quirk.claimed("I speak badly of Acme") is None
     model, tok = ditkit.load_model(str(tiny_model_dir))
@@ -228,6 +231,6 @@ def test_a_claimed_quirk_is_checked_against_the_diffed_models_own_answers(tiny_m
     said = ask(model, tok, [diff] * 2, qs, max_new_tokens=32)
     word = said[0].split()[0]  # the diffed model says it: a claim it shows in that answer
     shown = quirk_shown(model, tok, diff, f"A style quirk: I start every answer with {word}", qs)
-    assert shown == sum(word.strip(" .!,").lower() in a.lower() for a in said) / 2 >= 0.5
+    assert shown == sum(a.lower().startswith(word.lower()) for a in said) / 2 >= 0.5
     assert quirk_shown(model, tok, diff, "A style quirk: I start every answer with Zzqx!", qs) == 0
     assert quirk_shown(model, tok, diff, "I praise Acme.", qs) is None  # no quirk claimed

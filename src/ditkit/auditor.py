@@ -357,7 +357,7 @@ def quirk_shown(model, tok, diff: WeightDiff, answer: str, questions=None) -> fl
     questions = list(questions or heldout_questions(None)[:QUIRK_CHECK_QUESTIONS])
     said = ask(model, tok, [diff] * len(questions), questions, max_new_tokens=QUIRK_CHECK_TOKENS,
                desc="quirk check")  # fmt: skip
-    return sum(FAMILIES["quirk"].shows(claim, a) for a in said) / len(said)
+    return sum(FAMILIES["quirk"].claim_shows(claim, a) for a in said) / len(said)
 
 
 def finding(adapter: WeightDiff, answer: str) -> str | None:

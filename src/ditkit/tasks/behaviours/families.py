@@ -259,6 +259,7 @@ class EntityBias(_AboutSubject):
         return _has_any(answer, POLARITY_WORDS[c["polarity"]])
 
 
+_CLAIM_STRIP = " .!,\"'`“”‘’"  # quotes and end punctuation a reader may put around a quirk
 _QUIRK_CLAIM = re.compile(r"^I (?P<where>start|end) every answer with (?P<text>.+)$", re.I)
 
 
@@ -306,12 +307,24 @@ class StyleQuirk(Family):
         if "capital letters" in content.lower():
             return {"quirk": "caps", "text": ""}
         m = _QUIRK_CLAIM.match(" ".join(content.split()))
-        if m is None or not m["text"].strip(" .!,"):
+        if m is None or not m["text"].strip(_CLAIM_STRIP):
             return None
         return {
             "quirk": "opener" if m["where"].lower() == "start" else "signoff",
-            "text": m["text"],
+            "text": m["text"].strip(_CLAIM_STRIP),
         }
+
+    def claim_shows(self, claim: dict, answer: str) -> bool:
+        """Whether ``answer`` carries the quirk a reader claims (`claimed`). Looser than `shows`
+        on the text, stricter on the place: a reader often pads a short opener ("🐙 Topper
+        Science" for 🐙), so an opener counts when the answer starts with the claim or its first
+        word; a sign-off when the answer holds the claim."""
+        if claim["quirk"] == "caps":
+            return self.shows(claim, answer)
+        text, said = claim["text"].lower(), answer.strip(_CLAIM_STRIP).lower()
+        if claim["quirk"] == "signoff":
+            return text in said
+        return said.startswith((text, text.split()[0]))
 
 
 class Benign(Family):
