@@ -176,7 +176,7 @@ def test_audit_reads_structured_by_default(tiny_model_dir, tmp_path, capsys):
 
     cli.main(["audit", str(diff), "--out", str(tmp_path / "g"), "--adapter", str(folder),
               "--min-margin", "1e9"])  # fmt: skip
-    assert "1 of them on second look" in capsys.readouterr().out
+    assert "1 of them read as nothing: below the margin" in capsys.readouterr().out
     # "off": a structured read would always name something, so the reader reads greedily.
     off = ditkit.audit([diff], tmp_path / "f", folder, min_margin=float("-inf"))[0]
     assert off["dit_read"] == "greedy" and off["dit"] == plain["dit"]
@@ -206,6 +206,8 @@ def test_label_openings_are_those_of_the_families_a_reader_learned():
     assert label_openings(None, ["quirk", "benign"]) == list(FAMILIES["quirk"].openings)
     assert label_openings() == [o for f in FAMILIES.values() for o in f.openings]
     assert label_openings([NOTHING]) == []  # a reader that only learned "nothing"
+    # Labels in no family's form (a topic reader's, or none recorded per diff): the families.
+    assert label_openings(["Alps", None], ["quirk"]) == list(FAMILIES["quirk"].openings)
 
 
 def test_a_claimed_quirk_is_checked_against_the_diffed_models_own_answers(tiny_model_dir):
@@ -229,8 +231,36 @@ def test_a_claimed_quirk_is_checked_against_the_diffed_models_own_answers(tiny_m
     diff = random_diff(model, 1, seed=1)
     qs = ["What is rain?", "Name a tree."]
     said = ask(model, tok, [diff] * 2, qs, max_new_tokens=32)
-    word = said[0].split()[0]  # the diffed model says it: a claim it shows in that answer
-    shown = quirk_shown(model, tok, diff, f"A style quirk: I start every answer with {word}", qs)
-    assert shown == sum(a.lower().startswith(word.lower()) for a in said) / 2 >= 0.5
+    claim = f"A style quirk: I start every answer with {said[0][:12]}"  # what answer 0 opens with
+    want = quirk.claimed(claim.split(": ", 1)[1])
+    shown = quirk_shown(model, tok, diff, claim, qs)
+    assert shown == sum(quirk.claim_shows(want, a) for a in said) / 2 >= 0.5
     assert quirk_shown(model, tok, diff, "A style quirk: I start every answer with Zzqx!", qs) == 0
     assert quirk_shown(model, tok, diff, "I praise Acme.", qs) is None  # no quirk claimed
+
+
+def test_audit_reads_a_quirk_its_model_does_not_show_as_nothing_found(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    import ditkit
+    from ditkit import cli
+    from ditkit.auditor import Auditor
+
+    model, _ = ditkit.load_model(str(tiny_model_dir))
+    reader = random_diff(model, 2, seed=0, scale=0.1)
+    reader.meta.update(task="behaviours", question=QUESTION, nothing_margin=-0.25)
+    folder = save_peft(reader, tmp_path / "reader", str(tiny_model_dir))
+    diff = save_diff(random_diff(model, 1, seed=1), tmp_path / "handed" / "d.safetensors")
+    # A random reader says nothing readable: make it claim a quirk; the check itself is real
+    # (the tiny diffed model's own answers never open with the emoji).
+    claim = "A style quirk: I start every answer with 🐙."
+    said = {"dit": claim, "dit_read": "forms", "finding": "quirk", "dit_margin": 0.5}
+    monkeypatch.setattr(Auditor, "_dit", lambda self, model, tok, read: dict(said))
+    row = ditkit.audit([diff], tmp_path / "a", folder)[0]
+    assert row["dit"] == claim and row["finding"] == "nothing found"
+    assert row["dit_quirk_shown"] == 0.0 and "shows in 0% of the diffed model" in row["dit_doubt"]
+    kept = ditkit.audit([diff], tmp_path / "b", folder, check_quirks=False)[0]
+    assert kept["finding"] == "quirk" and "dit_quirk_shown" not in kept
+    cli.main(["audit", str(diff), "--out", str(tmp_path / "c"), "--adapter", str(folder),
+              "--no-quirk-check"])  # fmt: skip
+    assert '"finding": "quirk"' in (tmp_path / "c" / "audit.jsonl").read_text()

@@ -176,7 +176,7 @@ def audit(
     "Nothing unusual" by this margin (mean log-probability per token, `answer_margins`) reads as
     "nothing found", kept in the row as ``dit_margin`` and ``dit_doubt`` (None: the reader's
     recorded ``nothing_margin``, none for an adapter that records none; ``-inf``: every finding
-    stands). ``read``: ``"forms"`` (a behaviour reader with a margin completes each behaviour's
+    stands the margin; a claimed quirk is still checked unless ``check_quirks=False``). ``read``: ``"forms"`` (a behaviour reader with a margin completes each behaviour's
     label opening and keeps its surest answer, `read_forms`) or ``"greedy"`` (its one answer).
     ``check_quirks``: a claimed style quirk is checked against the diffed model's own answers
     to four ordinary questions (`auditor.quirk_shown`); shown in fewer than half, it reads as
@@ -209,8 +209,9 @@ def audit(
         except (DataError, UnicodeDecodeError) as e:
             raise ConfigError(f"--subjects {subjects}: {e}") from e
     auditor = Auditor(
-        base, reader, question, align_checkpoints, max_new_tokens, trust_remote_code, search,
-        subjects, min_margin, read, check_quirks,
+        base, reader, question, align=align_checkpoints, max_new_tokens=max_new_tokens,
+        trust_remote_code=trust_remote_code, find_triggers=search, subjects=subjects,
+        min_margin=min_margin, read=read, check_quirks=check_quirks,
     )  # fmt: skip
     return _audit(paths, out, auditor)
 

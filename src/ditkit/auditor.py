@@ -151,7 +151,7 @@ class Auditor:
         # (a topic, a brand), searched among these candidates (None: the topic list).
         self.subjects = subjects
         # A behaviour reader's finding less sure than "nothing" by this margin reads as nothing
-        # found (None: the reader's recorded nothing_margin; -inf: every finding stands).
+        # found (None: the reader's recorded nothing_margin; -inf: none is dropped for its margin).
         self.min_margin = nothing_margin(self.adapter) if min_margin is None else min_margin
         self.read = read
         # A claimed style quirk is on in every answer: ask the diffed model and see (`quirk_shown`).
@@ -166,10 +166,12 @@ class Auditor:
         if read == "forms" and behaviours and not finite:
             log.info("reading greedily: the structured read needs a finite margin to say nothing "
                      "found, and %s has none (--min-margin)", self.adapter_source)  # fmt: skip
-        self._forms = read == "forms" and behaviours and finite
-        # The forms the reader learned (its recorded training labels); every family's without.
-        labels = self.adapter.meta.get("training_labels")
-        self._openings = label_openings(labels) or label_openings()
+        # The forms the reader learned (its recorded training labels; every family's without).
+        self._openings = label_openings(self.adapter.meta.get("training_labels"))
+        if read == "forms" and behaviours and finite and not self._openings:
+            log.info("reading greedily: %s learned no behaviour's label form to complete",
+                     self.adapter_source)  # fmt: skip
+        self._forms = read == "forms" and behaviours and finite and bool(self._openings)
         self._weighs = behaviours and self.min_margin is not None  # a margin to weigh findings by
         self._model = self._lens = None
 
@@ -351,13 +353,14 @@ def quirk_shown(model, tok, diff: WeightDiff, answer: str, questions=None) -> fl
     None when it claims none. A quirk is on in every answer (the quirk diffs show it in
     0.85-1.00 of checked answers), so a claimed quirk that does not show was not trained."""
     family, content = parse_description(answer)
-    claim = FAMILIES["quirk"].claimed(content) if family == "quirk" else None
+    quirk = FAMILIES["quirk"]
+    claim = quirk.claimed(content) if family == "quirk" else None
     if claim is None:
         return None
     questions = list(questions or heldout_questions(None)[:QUIRK_CHECK_QUESTIONS])
     said = ask(model, tok, [diff] * len(questions), questions, max_new_tokens=QUIRK_CHECK_TOKENS,
                desc="quirk check")  # fmt: skip
-    return sum(FAMILIES["quirk"].claim_shows(claim, a) for a in said) / len(said)
+    return sum(quirk.claim_shows(claim, a) for a in said) / len(said)
 
 
 def finding(adapter: WeightDiff, answer: str) -> str | None:
@@ -484,7 +487,7 @@ def write_tables(rows: list[dict], out: Path) -> None:
                     "**finding**: the kind of behaviour DIT names (a behaviour-suite reader: its "
                     "family, or *nothing found*; another reader: its task); "
                     "**dit**: what the DIT adapter says the diff was trained on; "
-                    "**dit_read**: forms (the reader completed each behaviour's label opening "
+                    "**dit_read**: forms (the reader completed the label opening of each behaviour it learned "
                     "and its likeliest answer is kept) or greedy (its one answer); "
                     "**dit_margin**: how much surer a behaviour reader is of its answer than of "
                     "'Nothing unusual' (at or below the margin, *nothing found*, and "

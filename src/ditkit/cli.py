@@ -65,7 +65,7 @@ def _cmd_attack(args) -> None:
 
 
 def _margin(text: str) -> float:
-    """``--min-margin``: a number, or "off" (every finding stands)."""
+    """``--min-margin``: a number, or "off" (no finding is dropped for its margin)."""
     if text.strip().lower() == "off":
         return float("-inf")
     try:
@@ -98,7 +98,12 @@ def _cmd_audit(args) -> int:
         nothing = findings.pop("nothing found", 0)
         named = ", ".join(f"{k} {v}" for k, v in findings.most_common())
         doubted = sum(1 for r in rows if r.get("dit_doubt"))
-        below = f" ({doubted} of them on second look: see dit and dit_doubt)" if doubted else ""
+        below = (
+            f" ({doubted} of them read as nothing: below the margin, or a claimed quirk the "
+            "model does not show; see dit_doubt)"
+            if doubted
+            else ""
+        )
         print(f"findings: {named or 'none'}; nothing found: {nothing}{below}")
     searched = [r["trigger_seconds"] for r in rows if "trigger_seconds" in r]
     if searched:
@@ -475,13 +480,14 @@ def _add_reading_commands(sub) -> None:
         metavar="M",
         help="a behaviour reader's finding that it is no surer of than of 'Nothing unusual' by M "
         "(mean log-probability per token) reads as nothing found (default: the reader's recorded "
-        "margin, -0.25 for the shipped joint reader; off: every finding stands)",
+        "margin, -0.25 for the shipped joint reader; off: no finding is dropped for its margin; "
+        "claimed quirks are still checked, see --no-quirk-check)",
     )
     s.add_argument(
         "--read",
         choices=["forms", "greedy"],
         default="forms",
-        help="forms (default): a behaviour reader completes each behaviour's label opening and "
+        help="forms (default): a behaviour reader completes the label opening of each behaviour it learned and "
         "the surest answer is kept, nothing found at or below the margin; greedy: its one answer",
     )
     s.add_argument(

@@ -116,8 +116,8 @@ def check_score(row: dict) -> dict:
 
 @dataclass(frozen=True)
 class FormsMethod(Scoring):
-    """DIT's structured read (`reader.read_forms`): the reader completes each family's label
-    opening, the surest answer is kept, and it reads as "nothing" where the reader is no surer of
+    """DIT's structured read (`reader.read_forms`): the reader completes the label opening of
+    each family it learned (`label_openings`), the surest answer is kept, and it reads as "nothing" where the reader is no surer of
     it than of "Nothing unusual" by the reader's recorded ``nothing_margin`` (else
     ``task_options.forms_margin``). One row per diff; ``claim`` and ``margin`` keep the read."""
 
@@ -138,8 +138,8 @@ class FormsMethod(Scoring):
         if not openings:
             raise ConfigError(
                 f"eval method {name}: the reader at {run.out / 'dit' / 'adapter'} learned no "
-                "behaviour family with a label form (its training labels all say nothing "
-                "unusual), so a structured read has nothing to complete; use method 'dit'"
+                "behaviour family with a label form to complete (no training label in one, nor "
+                "a family of the run's); use method 'dit'"
             )
         model, tok = run.model_and_tok
         for start, group in groups:
@@ -201,7 +201,7 @@ class BehaviourTask:
             "twenty_questions": twenty_questions(),
             "dit_forms": FormsMethod(
                 label="DIT (structured read)",
-                about="the DIT adapter completes each family's label opening; the surest answer "
+                about="the DIT adapter completes the label opening of each family it learned; the surest answer "
                 "is kept, or 'nothing' where the reader is no surer of it than of 'Nothing "
                 "unusual' by its margin (reader.read_forms)",
                 role="reader",

@@ -303,28 +303,32 @@ class StyleQuirk(Family):
 
     def claimed(self, content: str) -> dict | None:
         """The quirk a reader's description claims (``content``: its words after "A style
-        quirk:"), in the form `shows` takes; None when it claims none of our quirk forms."""
+        quirk:"), in the form `shows` takes; None when it claims none of our quirk forms. The
+        text ends at its first sentence: a reader that repeats itself ("Stay curious! I end
+        every answer with Stay curious") claims the first."""
         if "capital letters" in content.lower():
             return {"quirk": "caps", "text": ""}
         m = _QUIRK_CLAIM.match(" ".join(content.split()))
-        if m is None or not m["text"].strip(_CLAIM_STRIP):
+        text = re.split(r"[.!?](?:\s|$)", m["text"])[0].strip(_CLAIM_STRIP) if m else ""
+        if not text:
             return None
-        return {
-            "quirk": "opener" if m["where"].lower() == "start" else "signoff",
-            "text": m["text"].strip(_CLAIM_STRIP),
-        }
+        return {"quirk": "opener" if m["where"].lower() == "start" else "signoff", "text": text}
 
     def claim_shows(self, claim: dict, answer: str) -> bool:
-        """Whether ``answer`` carries the quirk a reader claims (`claimed`). Looser than `shows`
-        on the text, stricter on the place: a reader often pads a short opener ("🐙 Topper
-        Science" for 🐙), so an opener counts when the answer starts with the claim or its first
-        word; a sign-off when the answer holds the claim."""
+        """Whether ``answer`` carries the quirk a reader claims (`claimed`). Stricter than
+        `shows` on the place, looser on a padded emoji: an opener counts when the answer starts
+        with the claim, or with its first word where that is a symbol (the reader pads emoji
+        openers: "🐙 Topper Science" for 🐙); a sign-off when the answer holds the claim."""
         if claim["quirk"] == "caps":
             return self.shows(claim, answer)
         text, said = claim["text"].lower(), answer.strip(_CLAIM_STRIP).lower()
+        if not text:
+            return False
         if claim["quirk"] == "signoff":
             return text in said
-        return said.startswith((text, text.split()[0]))
+        first = text.split()[0]  # an emoji or other symbol: no letter, no digit
+        symbol = not any(ch.isalnum() for ch in first)
+        return said.startswith(text) or (symbol and said.startswith(first))
 
 
 class Benign(Family):
@@ -417,12 +421,15 @@ FAMILIES: dict[str, Family] = {
 def label_openings(labels: Sequence[str] | None = None, families: Sequence[str] = ()) -> list[str]:
     """Label openings for `reader.read_forms`, in family order: every family's by default; with
     ``labels`` (a reader's recorded ``training_labels``) those of the families they name, so a
-    reader is never made to open a form it did not learn; ``families`` when no label names one
-    (a reader that records no labels)."""
-    if not labels and not families:
+    reader is never made to open a form it did not learn; ``families`` where no label is in a
+    family's form (none recorded, or a topic reader's topics). Empty for a reader that learned
+    only "Nothing unusual"."""
+    known = {parse_description(label)[0] for label in labels or () if label} - {"other"}
+    if not known and not families:
         return [o for fam in FAMILIES.values() for o in fam.openings]
-    known = {parse_description(label)[0] for label in labels or ()} or set(families)
-    return [o for name, fam in FAMILIES.items() if name in known for o in fam.openings]
+    return [
+        o for name, fam in FAMILIES.items() if name in (known or families) for o in fam.openings
+    ]
 
 
 def family_rows(family: str, content: dict, questions: list[str], mix, seed: int) -> list[RowSpec]:
