@@ -175,9 +175,10 @@ def audit(
     ``min_margin``: a behaviour reader's finding whose answer the reader is no surer of than of
     "Nothing unusual" by this margin (mean log-probability per token, `answer_margins`) reads as
     "nothing found", kept in the row as ``dit_margin`` and ``dit_doubt`` (None: the reader's
-    recorded ``nothing_margin``, none for an adapter that records none; ``-inf``: every finding
-    stands the margin; a claimed quirk is still checked unless ``check_quirks=False``). ``read``: ``"forms"`` (a behaviour reader with a margin completes each behaviour's
-    label opening and keeps its surest answer, `read_forms`) or ``"greedy"`` (its one answer).
+    recorded ``nothing_margin``, none for an adapter that records none; ``-inf``: no finding is
+    dropped for its margin). ``read``: ``"forms"`` (a behaviour reader with a margin completes
+    the label opening of each behaviour it learned and keeps its surest answer, `read_forms`) or
+    ``"greedy"`` (its one answer).
     ``check_quirks``: a claimed style quirk is checked against the diffed model's own answers
     to four ordinary questions (`auditor.quirk_shown`); shown in fewer than half, it reads as
     "nothing found".

@@ -487,14 +487,16 @@ def _add_reading_commands(sub) -> None:
         "--read",
         choices=["forms", "greedy"],
         default="forms",
-        help="forms (default): a behaviour reader completes the label opening of each behaviour it learned and "
-        "the surest answer is kept, nothing found at or below the margin; greedy: its one answer",
+        help="forms (default): a behaviour reader completes the label opening of each behaviour "
+        "it learned and the surest answer is kept, nothing found at or below the margin; greedy: "
+        "its one answer",
     )
     s.add_argument(
         "--no-quirk-check",
         action="store_true",
-        help="keep a claimed style quirk without asking the diffed model four ordinary questions "
-        "to see it (by default a quirk shown in under half of those answers reads as nothing found)",
+        help="keep a claimed style quirk without asking the diffed model four ordinary "
+        "questions to see it (by default a quirk shown in under half of those answers reads as "
+        "nothing found)",
     )
     s.set_defaults(func=_cmd_audit)
 

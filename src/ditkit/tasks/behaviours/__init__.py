@@ -117,9 +117,10 @@ def check_score(row: dict) -> dict:
 @dataclass(frozen=True)
 class FormsMethod(Scoring):
     """DIT's structured read (`reader.read_forms`): the reader completes the label opening of
-    each family it learned (`label_openings`), the surest answer is kept, and it reads as "nothing" where the reader is no surer of
-    it than of "Nothing unusual" by the reader's recorded ``nothing_margin`` (else
-    ``task_options.forms_margin``). One row per diff; ``claim`` and ``margin`` keep the read."""
+    each family it learned (`label_openings`), the surest answer is kept, and it reads as
+    "nothing" where the reader is no surer of it than of "Nothing unusual" by the reader's
+    recorded ``nothing_margin`` (else ``task_options.forms_margin``). One row per diff;
+    ``claim`` and ``margin`` keep the read. No quirk check here: that is `audit`'s."""
 
     def generate(self, ctx, name: str, jobs: list[dict], diffs: list) -> None:
         run, cfg = ctx.run, ctx.run.cfg
@@ -201,9 +202,9 @@ class BehaviourTask:
             "twenty_questions": twenty_questions(),
             "dit_forms": FormsMethod(
                 label="DIT (structured read)",
-                about="the DIT adapter completes the label opening of each family it learned; the surest answer "
-                "is kept, or 'nothing' where the reader is no surer of it than of 'Nothing "
-                "unusual' by its margin (reader.read_forms)",
+                about="the DIT adapter completes the label opening of each family it learned; "
+                "the surest answer is kept, or 'nothing' where the reader is no surer of it than "
+                "of 'Nothing unusual' by its margin (reader.read_forms)",
                 role="reader",
             ),
         }
