@@ -18,11 +18,10 @@ import json
 from pathlib import Path
 
 import torch
-from margin import table  # the margin table of the greedy reads, beside this file
+from margin import cached, held_out, scored_as, table  # beside this file
 
 from ditkit.api import load_reader
 from ditkit.diffs import load_diff, load_diffs
-from ditkit.files import read_jsonl
 from ditkit.models import load_model
 from ditkit.reader import read_forms
 from ditkit.tasks.behaviours.families import NOTHING, label_openings
@@ -39,11 +38,7 @@ def main() -> None:
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / "forms.jsonl"
-    done = (
-        {(r["set"], r["diff_id"], r["scale"]): r for r in read_jsonl(cache)}
-        if cache.exists()
-        else {}
-    )
+    done = cached(cache)
     model, tok = load_model("smollm2-135m")
     reader = load_diff(args.adapter) if args.adapter else load_reader()
     rows = []
@@ -51,9 +46,7 @@ def main() -> None:
         for spec in args.sets:
             name, run = spec.split("=", 1)
             run = Path(run)
-            jobs = {j["diff_id"]: j for j in read_jsonl(run / "data" / "jobs.jsonl")
-                    if j["split"] == "test"}  # fmt: skip
-            for did, job in jobs.items():
+            for did, job in held_out(run).items():
                 if (name, did, 1.0) not in done:
                     (diff,) = load_diffs(run / "diffs" / "test" / f"{did}.safetensors")
                     (got,) = read_forms(model, tok, [diff], reader, label_openings(), NOTHING)
@@ -62,10 +55,7 @@ def main() -> None:
                                               "answers": got["answers"]}  # fmt: skip
                     f.write(json.dumps(done[(name, did, 1.0)]) + "\n")
                     f.flush()
-                fam = "topic" if name == "topics" else job["family"]
-                names = ([job["topic"], *job.get("aliases", [])] if name == "topics"
-                         else job["names"])  # fmt: skip
-                rows.append({**done[(name, did, 1.0)], "family": fam, "names": names})
+                rows.append({**done[(name, did, 1.0)], **scored_as(name, job)})
     table(rows, args.margin)
 
 

@@ -47,6 +47,27 @@ def answers(run: Path, folder: Path) -> dict[tuple[str, float], str]:
     return out
 
 
+def cached(path: Path) -> dict:
+    """A resumable cache's rows, keyed by (set, diff_id, scale)."""
+    rows = read_jsonl(path) if path.exists() else []
+    return {(r["set"], r["diff_id"], r["scale"]): r for r in rows}
+
+
+def held_out(run: Path) -> dict[str, dict]:
+    """``{diff_id: job}`` of a run's held-out diffs."""
+    return {
+        j["diff_id"]: j for j in read_jsonl(run / "data" / "jobs.jsonl") if j["split"] == "test"
+    }
+
+
+def scored_as(name: str, job: dict) -> dict:
+    """The family and names a read of ``job`` is scored against: a set named ``topics`` holds
+    the population's hidden-topic diffs (topic and aliases)."""
+    if name == "topics":
+        return {"family": "topic", "names": [job["topic"], *job.get("aliases", [])]}
+    return {"family": job["family"], "names": job["names"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("sets", nargs="+", metavar="NAME=RUN[:EVAL]")
@@ -56,11 +77,7 @@ def main() -> None:
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / "margins.jsonl"
-    done = (
-        {(r["set"], r["diff_id"], r["scale"]): r for r in read_jsonl(cache)}
-        if cache.exists()
-        else {}
-    )
+    done = cached(cache)
     model, tok = load_model("smollm2-135m")
     reader = load_reader()
     rows = []
@@ -70,9 +87,7 @@ def main() -> None:
             run, _, sub = where.partition(":")
             run = Path(run)
             said = answers(run, run / sub if sub else run)
-            jobs = {j["diff_id"]: j for j in read_jsonl(run / "data" / "jobs.jsonl")
-                    if j["split"] == "test"}  # fmt: skip
-            for did, job in jobs.items():
+            for did, job in held_out(run).items():
                 todo = [s for s in SCALES if (did, s) in said and (name, did, s) not in done]
                 if todo:
                     (diff,) = load_diffs(run / "diffs" / "test" / f"{did}.safetensors")
@@ -86,10 +101,7 @@ def main() -> None:
                     f.flush()
                 for s in SCALES:
                     if (name, did, s) in done:
-                        fam = "topic" if name == "topics" else job["family"]
-                        names = ([job["topic"], *job.get("aliases", [])] if name == "topics"
-                                 else job["names"])  # fmt: skip
-                        rows.append({**done[(name, did, s)], "family": fam, "names": names})
+                        rows.append({**done[(name, did, s)], **scored_as(name, job)})
     table(rows, args.margin)
 
 
